@@ -1,0 +1,34 @@
+import { type ErrorCode, errorCodes } from '../protocol/error-codes.ts';
+
+/** Options of a {@link CairnError}. */
+export interface CairnErrorOptions {
+  /** The underlying error, kept for logs; never shown to remote peers. */
+  cause?: unknown;
+  /** Extra human-readable detail, such as the offending line. */
+  detail?: string;
+  /** HTTP status, when it differs from the code's default. */
+  status?: number;
+}
+
+/**
+ * The one error class of Cairn: a permanent `code`, a message of the form
+ * "Cannot <action>: <what is wrong> (<value>)", an HTTP status and an optional cause.
+ */
+export class CairnError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly detail: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: CairnErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'CairnError';
+    this.code = code;
+    this.status = options.status ?? errorCodes[code].status;
+    this.detail = options.detail;
+  }
+}
+
+/** True when `err` is a {@link CairnError}, optionally with the given code. */
+export function isCairnError(err: unknown, code?: ErrorCode): err is CairnError {
+  return err instanceof CairnError && (code === undefined || err.code === code);
+}
