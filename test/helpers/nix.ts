@@ -79,7 +79,7 @@ export async function buildPackages(packages: readonly TestPackage[]): Promise<M
         `mkdir -p $out/bin; echo '#!/bin/sh' > $out/bin/${p.name.split('-')[0]}; echo ${RUN_TAG} > $out/tag; ${deps
           .map((d) => `echo $dep_${d.replace(/[^A-Za-z0-9]/g, '_')} >> $out/deps`)
           .join('; ')}`;
-      return `  ${attr(p.name)} = derivation { name = ${JSON.stringify(p.name)}; system = builtins.currentSystem; builder = "/bin/sh"; tag = ${JSON.stringify(RUN_TAG)}; ${depEnv} args = [ "-c" ${JSON.stringify(script)} ]; };`;
+      return `  ${attr(p.name)} = derivation { name = ${JSON.stringify(p.name)}; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; tag = ${JSON.stringify(RUN_TAG)}; ${depEnv} args = [ "-c" ${JSON.stringify(script)} ]; };`;
     });
     const expr = `rec {\n${lines.join('\n')}\n}`;
     const file = join(dir, 'default.nix');
