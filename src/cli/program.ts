@@ -1,19 +1,42 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { CAIRN_VERSION } from '../lib/version.ts';
+import { ApiClient } from './api-client.ts';
+import { registerCacheCommands } from './cache-commands.ts';
+import { registerPushCommand } from './push-command.ts';
+import { registerServerCommand } from './server-command.ts';
+import { registerTokenCommands } from './token-commands.ts';
 
-/** Where a command writes; the real process streams, or buffers in tests. */
+/** Where a command writes, and the environment it reads; the real process, or buffers in tests. */
 export interface CliIo {
   readonly stdout: { write(chunk: string): unknown; isTTY?: boolean };
   readonly stderr: { write(chunk: string): unknown; isTTY?: boolean };
+  readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Resolves when the process is asked to stop (SIGINT or SIGTERM). Only long-running commands
+   * call it; until one does, the signals keep their default effect.
+   */
+  readonly untilStopped?: () => Promise<string>;
+}
+
+/** What every command gets: its IO and a way to build an API client from the global options. */
+export interface CommandContext {
+  readonly io: CliIo;
+  readonly env: NodeJS.ProcessEnv;
+  client(): ApiClient;
 }
 
 /** Builds the `cairn` command tree. Commands are thin: parse, call, print. */
 export function createProgram(io: CliIo): Command {
+  const env = io.env ?? process.env;
   const program = new Command('cairn')
     .description('Pull-based continuous deployment for fleets of Nix machines')
     .version(CAIRN_VERSION, '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show help for a command')
+    .addOption(new Option('--server <url>', 'Cairn server URL (env: CAIRN_SERVER)'))
+    .addOption(new Option('--token <token>', 'API token (env: CAIRN_TOKEN)'))
+    .addOption(new Option('--workspace <name>', 'workspace (env: CAIRN_WORKSPACE)'))
     .showSuggestionAfterError(true)
+    .showHelpAfterError('(run with --help for usage)')
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
@@ -21,7 +44,34 @@ export function createProgram(io: CliIo): Command {
     .exitOverride();
   program.addHelpText(
     'after',
-    '\nEnvironment: CAIRN_SERVER (server URL), CAIRN_TOKEN (API token).\nDocumentation: the docs/ folder of the Cairn source.',
+    '\nEnvironment: CAIRN_SERVER (server URL), CAIRN_TOKEN (API token), CAIRN_WORKSPACE (default: default).\nDocumentation: the docs/ folder of the Cairn source.',
   );
+  const ctx: CommandContext = {
+    io,
+    env,
+    client: () => {
+      const o = program.opts<{ server?: string; token?: string; workspace?: string }>();
+      const server = o.server ?? env.CAIRN_SERVER ?? 'http://127.0.0.1:8080';
+      return new ApiClient({
+        server,
+        token: o.token ?? env.CAIRN_TOKEN,
+        workspace: o.workspace ?? env.CAIRN_WORKSPACE ?? 'default',
+      });
+    },
+  };
+  registerServerCommand(program, ctx);
+  registerCacheCommands(program, ctx);
+  registerTokenCommands(program, ctx);
+  registerPushCommand(program, ctx);
+  // Subcommands inherit output and error handling from the root.
+  for (const cmd of program.commands) inherit(cmd, program);
   return program;
+}
+
+function inherit(cmd: Command, root: Command): void {
+  cmd
+    .exitOverride()
+    .configureOutput(root.configureOutput())
+    .showHelpAfterError('(run with --help for usage)');
+  for (const sub of cmd.commands) inherit(sub, root);
 }

@@ -10,7 +10,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const program = createProgram(io);
   try {
     await program.parseAsync([...argv], { from: 'user' });
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+    return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version end in a CommanderError with exit code 0; usage errors were already printed.

@@ -14,6 +14,22 @@ export const errorCodes = {
   INVALID_NAR: { status: 400, summary: 'A NAR archive is malformed or hostile' },
   INVALID_KEY: { status: 400, summary: 'A Nix signing or public key is malformed' },
   INVALID_SIGNATURE: { status: 400, summary: 'A signature is malformed' },
+  // Requests.
+  BAD_REQUEST: { status: 400, summary: 'The request is malformed' },
+  UNAUTHENTICATED: { status: 401, summary: 'No valid token was given' },
+  FORBIDDEN: { status: 403, summary: 'The token lacks the right for this' },
+  NOT_FOUND: { status: 404, summary: 'No such thing exists' },
+  METHOD_NOT_ALLOWED: { status: 405, summary: 'The method is not allowed on this path' },
+  ALREADY_EXISTS: { status: 409, summary: 'Something of that name already exists' },
+  TOO_LARGE: { status: 413, summary: 'The request body is larger than allowed' },
+  RANGE_NOT_SATISFIABLE: { status: 416, summary: 'The requested byte range lies outside the file' },
+  // Binary cache uploads.
+  UPLOAD_MISMATCH: { status: 400, summary: 'An upload does not match its name or its narinfo' },
+  UPLOAD_INCOMPLETE: {
+    status: 400,
+    summary: 'A narinfo refers to a NAR or references the cache does not hold',
+  },
+  UNSUPPORTED_COMPRESSION: { status: 400, summary: 'A NAR uses a compression the cache does not accept' },
   // Running things.
   COMMAND_FAILED: { status: 500, summary: 'An external command exited with an error' },
   INTERNAL: { status: 500, summary: 'An unexpected internal error' },

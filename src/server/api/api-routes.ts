@@ -1,0 +1,185 @@
+import { Hono } from 'hono';
+import { CairnError } from '../../lib/cairn-error.ts';
+import { formatPublicKey, formatSecretKey, generateSecretKey } from '../../nix/signing-key.ts';
+import { parseStorePath } from '../../nix/store-path.ts';
+import {
+  type CacheInfo,
+  createCacheBodySchema,
+  createTokenBodySchema,
+  missingPathsBodySchema,
+  type TokenInfo,
+} from '../../protocol/api-schemas.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
+import { canPull, isAdmin, type Principal } from '../auth/principal.ts';
+import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
+import type { BinaryCache } from '../cache/binary-cache.ts';
+import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
+import type { PathIndex } from '../db/path-index.ts';
+import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
+import type { WorkspaceRepository } from '../db/workspace-repository.ts';
+import { parseJsonBody } from './parse-json-body.ts';
+
+/** What the API routes need. */
+export interface ApiDeps {
+  readonly auth: Authenticator;
+  readonly workspaces: WorkspaceRepository;
+  readonly tokens: TokenRepository;
+  readonly caches: CacheRepository;
+  readonly index: PathIndex;
+  readonly binaryCache: BinaryCache;
+  readonly now: () => number;
+  /** The server's URL as clients reach it, for cache URLs in answers. */
+  readonly baseUrl: (requestUrl: string) => string;
+}
+
+type Env = { Variables: { principal: Principal; workspaceId: number } };
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** The JSON API under `/api/v1`. Every route needs a token; workspaces scope every path. */
+export function apiRoutes(deps: ApiDeps): Hono<Env> {
+  const api = new Hono<Env>();
+
+  api.use('/workspaces/:ws/*', async (c, next) => {
+    const principal = await deps.auth.authenticate(c.req.header('authorization'));
+    if (!principal)
+      throw new CairnError(
+        'UNAUTHENTICATED',
+        'Cannot use the API: a token is required (Authorization: Bearer <token>)',
+      );
+    const workspaceId = await deps.workspaces.idOf(c.req.param('ws') ?? '');
+    if (workspaceId === undefined || workspaceId !== principal.workspaceId) {
+      throw new CairnError('NOT_FOUND', `Cannot find workspace '${c.req.param('ws')}' for this token`);
+    }
+    c.set('principal', principal);
+    c.set('workspaceId', workspaceId);
+    await next();
+  });
+
+  const requireAdmin = (p: Principal, action: string) => {
+    if (!isAdmin(p))
+      throw new CairnError('FORBIDDEN', `Cannot ${action}: token '${p.tokenName}' lacks the admin scope`);
+  };
+
+  const cacheInfo = async (row: CacheRow, requestUrl: string): Promise<CacheInfo> => {
+    const stats = (await deps.caches.stats([row.id])).get(row.id);
+    return toCacheInfo(row, stats, deps.baseUrl(requestUrl));
+  };
+
+  api.post('/workspaces/:ws/caches', async (c) => {
+    requireAdmin(c.var.principal, 'create a cache');
+    const body = await parseJsonBody(c, createCacheBodySchema, 'create a cache');
+    const key = generateSecretKey(`${body.name}-1`);
+    const row = await deps.caches.create({
+      workspace_id: c.var.workspaceId,
+      name: body.name,
+      public: body.public ? 1 : 0,
+      secret_key: formatSecretKey(key),
+      public_key: formatPublicKey(key.publicKey),
+      created_at: deps.now(),
+    });
+    if (!row) throw new CairnError('ALREADY_EXISTS', `Cannot create cache: the name '${body.name}' is taken`);
+    return c.json(await cacheInfo(row, c.req.url), 201);
+  });
+
+  api.get('/workspaces/:ws/caches', async (c) => {
+    const rows = (await deps.caches.list(c.var.workspaceId)).filter((r) => canPull(c.var.principal, r.name));
+    const stats = await deps.caches.stats(rows.map((r) => r.id));
+    const base = deps.baseUrl(c.req.url);
+    return c.json({ caches: rows.map((r) => toCacheInfo(r, stats.get(r.id), base)) });
+  });
+
+  const visibleCache = async (c: { var: Env['Variables'] }, name: string): Promise<CacheRow> => {
+    const row = await deps.caches.byName(name);
+    if (!row || row.workspace_id !== c.var.workspaceId || (!row.public && !canPull(c.var.principal, name))) {
+      throw new CairnError('NOT_FOUND', `Cannot find cache: no cache named '${name}' in this workspace`);
+    }
+    return row;
+  };
+
+  api.get('/workspaces/:ws/caches/:name', async (c) => {
+    const row = await visibleCache(c, c.req.param('name'));
+    return c.json(await cacheInfo(row, c.req.url));
+  });
+
+  api.post('/workspaces/:ws/caches/:name/missing', async (c) => {
+    const row = await visibleCache(c, c.req.param('name'));
+    const body = await parseJsonBody(c, missingPathsBodySchema, 'check paths');
+    const byHash = new Map(body.paths.map((p) => [parseStorePath(p).hashPart, p]));
+    const present = await deps.index.existingHashParts(row.id, [...byHash.keys()]);
+    return c.json({ missing: [...byHash].filter(([h]) => !present.has(h)).map(([, p]) => p) });
+  });
+
+  api.post('/workspaces/:ws/tokens', async (c) => {
+    requireAdmin(c.var.principal, 'create a token');
+    const body = await parseJsonBody(c, createTokenBodySchema, 'create a token');
+    const secret = generateTokenSecret();
+    const createdAt = deps.now();
+    const expiresAt = body.expiresAt === undefined ? null : Date.parse(body.expiresAt);
+    const id = await deps.tokens.create({
+      workspaceId: c.var.workspaceId,
+      name: body.name,
+      hash: hashTokenSecret(secret),
+      scopes: body.scopes,
+      createdAt,
+      expiresAt,
+    });
+    const info: TokenInfo = {
+      id,
+      name: body.name,
+      scopes: body.scopes,
+      createdAt: new Date(createdAt).toISOString(),
+      expiresAt: iso(expiresAt),
+      revokedAt: null,
+      lastUsedAt: null,
+    };
+    return c.json({ ...info, token: secret }, 201);
+  });
+
+  api.get('/workspaces/:ws/tokens', async (c) => {
+    requireAdmin(c.var.principal, 'list tokens');
+    return c.json({ tokens: (await deps.tokens.list(c.var.workspaceId)).map(toTokenInfo) });
+  });
+
+  api.delete('/workspaces/:ws/tokens/:id', async (c) => {
+    requireAdmin(c.var.principal, 'revoke a token');
+    const ok = await deps.tokens.revoke(c.var.workspaceId, c.req.param('id'), deps.now());
+    if (!ok)
+      throw new CairnError(
+        'NOT_FOUND',
+        `Cannot revoke token: no live token with id or name '${c.req.param('id')}'`,
+      );
+    return c.body(null, 204);
+  });
+
+  return api;
+}
+
+function toCacheInfo(
+  row: CacheRow,
+  stats: { paths: number; narBytes: number; fileBytes: number } | undefined,
+  base: string,
+): CacheInfo {
+  return {
+    name: row.name,
+    public: row.public === 1,
+    publicKey: row.public_key,
+    url: `${base}/cache/${row.name}`,
+    createdAt: new Date(row.created_at).toISOString(),
+    paths: stats?.paths ?? 0,
+    narBytes: stats?.narBytes ?? 0,
+    fileBytes: stats?.fileBytes ?? 0,
+  };
+}
+
+function toTokenInfo(row: TokenRow): TokenInfo {
+  return {
+    id: row.id,
+    name: row.name,
+    scopes: JSON.parse(row.scopes) as string[],
+    createdAt: new Date(row.created_at).toISOString(),
+    expiresAt: iso(row.expires_at),
+    revokedAt: iso(row.revoked_at),
+    lastUsedAt: iso(row.last_used_at),
+  };
+}

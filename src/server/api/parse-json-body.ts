@@ -1,0 +1,55 @@
+import type { Context } from 'hono';
+import type { z } from 'zod';
+import { CairnError } from '../../lib/cairn-error.ts';
+
+/** Largest JSON body an API route reads. */
+const MAX_JSON_BYTES = 1024 * 1024;
+
+/**
+ * Reads and validates a JSON request body against a schema; every problem is reported
+ * together, each with the field it concerns.
+ * @throws CairnError BAD_REQUEST for a body that is not JSON, INVALID_ARGUMENT for one that does not fit.
+ */
+export async function parseJsonBody<S extends z.ZodType>(
+  c: Context,
+  schema: S,
+  action: string,
+): Promise<z.output<S>> {
+  const declared = Number(c.req.header('content-length') ?? 0);
+  if (declared > MAX_JSON_BYTES)
+    throw new CairnError('TOO_LARGE', `Cannot ${action}: body larger than ${MAX_JSON_BYTES} bytes`);
+  const text = await c.req.text();
+  if (text.length > MAX_JSON_BYTES)
+    throw new CairnError('TOO_LARGE', `Cannot ${action}: body larger than ${MAX_JSON_BYTES} bytes`);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new CairnError(
+      'BAD_REQUEST',
+      `Cannot ${action}: the body is not valid JSON (${(err as Error).message})`,
+    );
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    const validations = result.error.issues.map((i) => ({
+      field: i.path.join('.') || '(body)',
+      message: i.message,
+    }));
+    throw new ValidationError(action, validations);
+  }
+  return result.data;
+}
+
+/** An INVALID_ARGUMENT error carrying one entry per invalid field. */
+export class ValidationError extends CairnError {
+  readonly validations: ReadonlyArray<{ field: string; message: string }>;
+
+  constructor(action: string, validations: ReadonlyArray<{ field: string; message: string }>) {
+    super(
+      'INVALID_ARGUMENT',
+      `Cannot ${action}: ${validations.map((v) => `${v.field}: ${v.message}`).join('; ')}`,
+    );
+    this.validations = validations;
+  }
+}

@@ -1,0 +1,75 @@
+import { timingSafeEqual } from 'node:crypto';
+import { CairnError } from '../../lib/cairn-error.ts';
+import { parseTokenScope, type TokenScope } from '../../protocol/token-scope.ts';
+import type { TokenRepository } from '../db/token-repository.ts';
+import type { Principal } from './principal.ts';
+import { hashTokenSecret, looksLikeToken } from './token-secret.ts';
+
+/** How often a token's last-used time is written, at most. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+/**
+ * Turns an `Authorization` header into a {@link Principal}. Accepts `Bearer <token>` and
+ * `Basic` with the token as password (any user name), which is what Nix sends from a netrc file.
+ */
+export class Authenticator {
+  readonly #tokens: TokenRepository;
+  readonly #now: () => number;
+  readonly #touched = new Map<string, number>();
+
+  constructor(tokens: TokenRepository, now: () => number) {
+    this.#tokens = tokens;
+    this.#now = now;
+  }
+
+  /**
+   * Resolves the caller: undefined without credentials.
+   * @throws CairnError UNAUTHENTICATED for a malformed, unknown, revoked or expired token.
+   */
+  async authenticate(authorization: string | undefined): Promise<Principal | undefined> {
+    if (authorization === undefined || authorization === '') return undefined;
+    const secret = secretFromHeader(authorization);
+    if (secret === undefined || !looksLikeToken(secret)) {
+      throw new CairnError(
+        'UNAUTHENTICATED',
+        'Cannot authenticate: expected "Bearer <token>" or Basic auth with a Cairn token (cairn_...) as password',
+      );
+    }
+    const hash = hashTokenSecret(secret);
+    const row = await this.#tokens.findByHash(hash);
+    // The lookup is by hash; compare again in constant time so no timing tells how close a guess was.
+    if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) {
+      throw new CairnError('UNAUTHENTICATED', 'Cannot authenticate: unknown token');
+    }
+    const now = this.#now();
+    if (row.revoked_at !== null)
+      throw new CairnError('UNAUTHENTICATED', `Cannot authenticate: token '${row.name}' was revoked`);
+    if (row.expires_at !== null && row.expires_at <= now) {
+      throw new CairnError('UNAUTHENTICATED', `Cannot authenticate: token '${row.name}' has expired`);
+    }
+    if (now - (this.#touched.get(row.id) ?? 0) > TOUCH_INTERVAL_MS) {
+      this.#touched.set(row.id, now);
+      await this.#tokens.touch(row.id, now);
+    }
+    const scopes: TokenScope[] = [];
+    for (const s of JSON.parse(row.scopes) as string[]) {
+      const scope = parseTokenScope(s);
+      if (!('error' in scope)) scopes.push(scope);
+    }
+    return { tokenId: row.id, tokenName: row.name, workspaceId: row.workspace_id, scopes };
+  }
+}
+
+function secretFromHeader(header: string): string | undefined {
+  const space = header.indexOf(' ');
+  if (space < 0) return undefined;
+  const scheme = header.slice(0, space).toLowerCase();
+  const value = header.slice(space + 1).trim();
+  if (scheme === 'bearer') return value;
+  if (scheme === 'basic') {
+    const decoded = Buffer.from(value, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return colon < 0 ? undefined : decoded.slice(colon + 1);
+  }
+  return undefined;
+}

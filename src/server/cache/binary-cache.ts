@@ -1,0 +1,307 @@
+import { CairnError } from '../../lib/cairn-error.ts';
+import { type NarInfo, parseNarInfo, serializeNarInfo } from '../../nix/narinfo.ts';
+import { signNarInfo } from '../../nix/narinfo-signature.ts';
+import { formatNixHash } from '../../nix/nix-hash.ts';
+import { parseSecretKey, type SecretKey } from '../../nix/signing-key.ts';
+import { parseStorePathBaseName } from '../../nix/store-path.ts';
+import type { BlobRead, BlobStore } from '../blob/blob-store.ts';
+import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
+import type { PathIndex } from '../db/path-index.ts';
+import { NAR_COMPRESSIONS, type NarCompression } from './decompressor.ts';
+import { receiveNar } from './receive-nar.ts';
+
+/** `nar/<52 nix32 chars>.nar[.xz|.zst]`: the file name is the sha256 of the file. */
+const NAR_FILE = /^([0-9abcdfghijklmnpqrsvwxyz]{52})\.nar(\.xz|\.zst|\.bz2|\.br|\.lz4|\.lzip|\.gz)?$/;
+/** Names of opaque files under `log/`, `realisations/` and `debuginfo/`. */
+const OPAQUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+=!-]{0,250}$/;
+/** Top-level folders of a cache whose files are kept as uploaded. */
+export const OPAQUE_FOLDERS = ['log', 'realisations', 'debuginfo'] as const;
+
+/** A cache with its parsed signing key. */
+export interface ResolvedCache extends CacheRow {
+  readonly key: SecretKey;
+}
+
+/** Parses a NAR file name; throws a 400 that says what is wrong. */
+export function parseNarFileName(fileName: string): { fileHash: string; compression: NarCompression } {
+  const m = NAR_FILE.exec(fileName);
+  if (!m) {
+    throw new CairnError(
+      'BAD_REQUEST',
+      `Cannot use NAR file name: expected <52 nix32 characters>.nar, .nar.xz or .nar.zst (${fileName.slice(0, 120)})`,
+    );
+  }
+  const ext = `.nar${m[2] ?? ''}`;
+  const compression = (Object.keys(NAR_COMPRESSIONS) as NarCompression[]).find(
+    (c) => NAR_COMPRESSIONS[c] === ext,
+  );
+  if (!compression) {
+    throw new CairnError(
+      'UNSUPPORTED_COMPRESSION',
+      `Cannot upload NAR: compression ${ext} is not accepted; use none, xz or zstd (${fileName})`,
+    );
+  }
+  return { fileHash: `sha256:${m[1]}`, compression };
+}
+
+/**
+ * The binary cache: stores NAR files and narinfos, checking every upload against what it
+ * claims, and signing what it publishes. HTTP concerns live in `cache-handler.ts`.
+ */
+export class BinaryCache {
+  readonly #caches: CacheRepository;
+  readonly #index: PathIndex;
+  readonly #blobs: BlobStore;
+  readonly #now: () => number;
+  readonly #maxNarBytes: number;
+  readonly #resolved = new Map<string, ResolvedCache>();
+
+  constructor(deps: {
+    caches: CacheRepository;
+    index: PathIndex;
+    blobs: BlobStore;
+    now: () => number;
+    maxNarBytes: number;
+  }) {
+    this.#caches = deps.caches;
+    this.#index = deps.index;
+    this.#blobs = deps.blobs;
+    this.#now = deps.now;
+    this.#maxNarBytes = deps.maxNarBytes;
+  }
+
+  /** The cache of that name, or undefined. Caches are never renamed, so a hit is remembered. */
+  async resolve(name: string): Promise<ResolvedCache | undefined> {
+    const hit = this.#resolved.get(name);
+    if (hit) return hit;
+    const row = await this.#caches.byName(name);
+    if (!row) return undefined;
+    const resolved = { ...row, key: parseSecretKey(row.secret_key) };
+    this.#resolved.set(name, resolved);
+    return resolved;
+  }
+
+  /** The narinfo served for a hash part, or undefined. */
+  async narinfo(cache: ResolvedCache, hashPart: string): Promise<string | undefined> {
+    return await this.#index.narinfo(cache.id, hashPart);
+  }
+
+  /** Size of an uploaded NAR file, or undefined when the cache does not hold it. */
+  async narFileSize(cache: ResolvedCache, fileName: string): Promise<number | undefined> {
+    return (await this.#index.narFile(cache.id, fileName))?.file_size;
+  }
+
+  /** Opens an uploaded NAR file, or a range of it. */
+  async readNar(
+    cache: ResolvedCache,
+    fileName: string,
+    range?: { start: number; end: number },
+  ): Promise<BlobRead | undefined> {
+    return await this.#blobs.read(narKey(cache, fileName), range);
+  }
+
+  /**
+   * Receives a NAR file: it must hash to its name and decompress to a well-formed NAR.
+   * Nothing is visible until it is complete; a bad upload leaves nothing behind.
+   */
+  async uploadNar(cache: ResolvedCache, fileName: string, body: AsyncIterable<Uint8Array>): Promise<void> {
+    const { fileHash, compression } = parseNarFileName(fileName);
+    const writer = await this.#blobs.createWriter(narKey(cache, fileName));
+    const got = await receiveNar(body, writer, { compression, maxBytes: this.#maxNarBytes });
+    if (got.fileHash !== fileHash) {
+      await writer.abort();
+      throw new CairnError(
+        'UPLOAD_MISMATCH',
+        `Cannot upload NAR: the file's sha256 is ${got.fileHash}, but its name says ${fileHash} (${fileName})`,
+      );
+    }
+    await writer.commit();
+    await this.#index.putNarFile({
+      cache_id: cache.id,
+      file_name: fileName,
+      compression,
+      file_hash: got.fileHash,
+      file_size: got.fileSize,
+      nar_hash: got.narHash,
+      nar_size: got.narSize,
+      created_at: this.#now(),
+    });
+  }
+
+  /**
+   * Publishes a narinfo: checks it against the NAR file it names and the references the cache
+   * holds, adds the cache's signature, and stores it. A narinfo that fails removes the NAR file
+   * it named (when no published path uses it), so a bad upload leaves nothing behind.
+   */
+  async putNarinfo(cache: ResolvedCache, hashPart: string, text: string): Promise<{ created: boolean }> {
+    try {
+      return await this.#putNarinfo(cache, hashPart, text);
+    } catch (err) {
+      // The NAR it named was uploaded for this narinfo alone: do not keep it.
+      const url = /^URL: nar\/(\S+)$/m.exec(text)?.[1];
+      if (url !== undefined && NAR_FILE.test(url)) await this.#dropNarFile(cache, url);
+      throw err;
+    }
+  }
+
+  async #putNarinfo(cache: ResolvedCache, hashPart: string, text: string): Promise<{ created: boolean }> {
+    const info = parseNarInfo(text);
+    const path = parseStorePathBaseName(info.storePath.slice('/nix/store/'.length));
+    if (path.hashPart !== hashPart) {
+      throw new CairnError(
+        'UPLOAD_MISMATCH',
+        `Cannot publish narinfo: its StorePath does not match the file name ${hashPart}.narinfo (${info.storePath})`,
+      );
+    }
+    if (info.compression === undefined) {
+      throw new CairnError(
+        'BAD_REQUEST',
+        `Cannot publish narinfo: it has no Compression line, which Nix would read as bzip2 (${info.storePath})`,
+      );
+    }
+    if (info.references === undefined) {
+      throw new CairnError(
+        'BAD_REQUEST',
+        `Cannot publish narinfo: it has no References line, which would publish the path without its dependencies (${info.storePath})`,
+      );
+    }
+    if (!info.url.startsWith('nar/')) {
+      throw new CairnError(
+        'BAD_REQUEST',
+        `Cannot publish narinfo: URL must name a file under nar/ (${info.url})`,
+      );
+    }
+    const fileName = info.url.slice('nar/'.length);
+    const named = parseNarFileName(fileName);
+    if (named.compression !== info.compression) {
+      throw new CairnError(
+        'UPLOAD_MISMATCH',
+        `Cannot publish narinfo: Compression is ${info.compression} but the URL names a ${named.compression} file (${info.url})`,
+      );
+    }
+    const existing = await this.#index.storePath(cache.id, hashPart);
+    if (existing) {
+      if (existing.nar_hash !== formatNixHash(info.narHash)) {
+        throw new CairnError(
+          'ALREADY_EXISTS',
+          `Cannot publish narinfo: the cache already holds ${info.storePath} with another NarHash (${existing.nar_hash})`,
+        );
+      }
+      return { created: false };
+    }
+    const nar = await this.#index.narFile(cache.id, fileName);
+    if (!nar) {
+      throw new CairnError(
+        'UPLOAD_INCOMPLETE',
+        `Cannot publish narinfo: the cache holds no NAR file ${info.url}; upload it first (${info.storePath})`,
+      );
+    }
+    checkAgainstNar(info, nar);
+    await this.#checkReferences(cache, info, hashPart);
+    const sigs = info.sigs.filter((s) => !s.startsWith(`${cache.key.name}:`));
+    const signed: NarInfo = { ...info, sigs: [...sigs, signNarInfo(info, cache.key)] };
+    const now = this.#now();
+    const created = await this.#index.insertStorePath({
+      cache_id: cache.id,
+      hash_part: hashPart,
+      store_path: info.storePath,
+      nar_hash: nar.nar_hash,
+      nar_size: nar.nar_size,
+      file_name: fileName,
+      file_hash: nar.file_hash,
+      file_size: nar.file_size,
+      compression: info.compression,
+      refs: info.references.join(' '),
+      deriver: info.deriver ?? null,
+      system: info.system ?? null,
+      ca: info.ca ?? null,
+      narinfo: serializeNarInfo(signed),
+      uploaded_at: now,
+      last_accessed_at: now,
+    });
+    return { created };
+  }
+
+  async #checkReferences(cache: ResolvedCache, info: NarInfo, hashPart: string): Promise<void> {
+    const refs = (info.references ?? [])
+      .map((r) => parseStorePathBaseName(r).hashPart)
+      .filter((h) => h !== hashPart);
+    const present = await this.#index.existingHashParts(cache.id, [...new Set(refs)]);
+    const missing = (info.references ?? []).filter((r) => {
+      const h = r.slice(0, 32);
+      return h !== hashPart && !present.has(h);
+    });
+    if (missing.length > 0) {
+      throw new CairnError(
+        'UPLOAD_INCOMPLETE',
+        `Cannot publish narinfo: ${missing.length} reference(s) are not in the cache; upload dependencies first (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''})`,
+      );
+    }
+  }
+
+  async #dropNarFile(cache: ResolvedCache, fileName: string): Promise<void> {
+    if (await this.#index.narFileInUse(cache.id, fileName)) return;
+    await this.#index.deleteNarFile(cache.id, fileName);
+    await this.#blobs.delete(narKey(cache, fileName));
+  }
+
+  /** Stores an opaque file (`log/`, `realisations/`, `debuginfo/`) as uploaded. */
+  async putOpaque(
+    cache: ResolvedCache,
+    folder: string,
+    name: string,
+    body: AsyncIterable<Uint8Array>,
+  ): Promise<void> {
+    checkOpaqueName(name);
+    const writer = await this.#blobs.createWriter(`caches/${cache.id}/${folder}/${name}`);
+    let size = 0;
+    try {
+      for await (const chunk of body) {
+        size += chunk.length;
+        if (size > 64 * 1024 * 1024) {
+          throw new CairnError('TOO_LARGE', `Cannot upload ${folder}/${name}: larger than 64 MiB`);
+        }
+        await writer.write(chunk);
+      }
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    await writer.commit();
+  }
+
+  /** Opens an opaque file, or undefined. */
+  async readOpaque(cache: ResolvedCache, folder: string, name: string): Promise<BlobRead | undefined> {
+    checkOpaqueName(name);
+    return await this.#blobs.read(`caches/${cache.id}/${folder}/${name}`);
+  }
+}
+
+function narKey(cache: CacheRow, fileName: string): string {
+  return `caches/${cache.id}/nar/${fileName}`;
+}
+
+function checkOpaqueName(name: string): void {
+  if (!OPAQUE_NAME.test(name) || name === '.' || name === '..') {
+    throw new CairnError('BAD_REQUEST', `Cannot use file name: unsafe characters (${name.slice(0, 120)})`);
+  }
+}
+
+function checkAgainstNar(
+  info: NarInfo,
+  nar: { file_hash: string; file_size: number; nar_hash: string; nar_size: number },
+): void {
+  const mismatch = (what: string, said: string | number, got: string | number) =>
+    new CairnError(
+      'UPLOAD_MISMATCH',
+      `Cannot publish narinfo: ${what} is ${said}, but the uploaded NAR file has ${got} (${info.storePath})`,
+    );
+  const narHash = formatNixHash(info.narHash);
+  if (narHash !== nar.nar_hash) throw mismatch('NarHash', narHash, nar.nar_hash);
+  if (info.narSize !== nar.nar_size) throw mismatch('NarSize', info.narSize, nar.nar_size);
+  if (info.fileHash !== undefined && formatNixHash(info.fileHash) !== nar.file_hash) {
+    throw mismatch('FileHash', formatNixHash(info.fileHash), nar.file_hash);
+  }
+  if (info.fileSize !== undefined && info.fileSize !== nar.file_size)
+    throw mismatch('FileSize', info.fileSize, nar.file_size);
+}

@@ -1,0 +1,206 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { CairnError } from '../../lib/cairn-error.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
+import { canPull, canPush } from '../auth/principal.ts';
+import { type ErrorLogger, errorResponse } from '../http/error-response.ts';
+import { type BinaryCache, OPAQUE_FOLDERS, type ResolvedCache } from './binary-cache.ts';
+import { parseRange } from './parse-range.ts';
+
+const NARINFO = /^([0-9abcdfghijklmnpqrsvwxyz]{32})\.narinfo$/;
+/** Narinfos are small; a path with tens of thousands of references still fits. */
+const MAX_NARINFO_BYTES = 4 * 1024 * 1024;
+const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n';
+
+/**
+ * Serves the Nix binary cache protocol under `/cache/<name>/` on Node's HTTP objects directly:
+ * this is the hot path (narinfo lookups by the thousand, NARs of gigabytes), and it must answer
+ * `Expect: 100-continue` before the body is read, which a fetch-style framework cannot.
+ */
+export class CacheHandler {
+  readonly #cache: BinaryCache;
+  readonly #auth: Authenticator;
+  readonly #log: ErrorLogger;
+
+  constructor(deps: { cache: BinaryCache; auth: Authenticator; log: ErrorLogger }) {
+    this.#cache = deps.cache;
+    this.#auth = deps.auth;
+    this.#log = deps.log;
+  }
+
+  /**
+   * Handles a request whose path starts with `/cache/`. With `expectContinue`, the request
+   * waits for `100 Continue`, sent only once its credentials were accepted.
+   */
+  async handle(req: IncomingMessage, res: ServerResponse, expectContinue = false): Promise<void> {
+    try {
+      await this.#route(req, res, expectContinue);
+    } catch (err) {
+      const { status, body } = errorResponse(err, this.#log);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const text = `${JSON.stringify(body)}\n`;
+      if (status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="cairn", charset="UTF-8"');
+      // An upload refused before its body was read: close rather than read gigabytes for nothing.
+      if (req.method === 'PUT' && !req.readableEnded) res.setHeader('Connection', 'close');
+      res.writeHead(status, {
+        'Content-Type': 'application/json',
+        'Content-Length': Buffer.byteLength(text),
+      });
+      res.end(req.method === 'HEAD' ? undefined : text);
+      if (req.method === 'PUT' && !req.readableEnded) req.resume();
+    }
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const parts = (q < 0 ? url : url.slice(0, q)).split('/');
+    // ['', 'cache', name, ...rest]
+    const name = parts[2] ?? '';
+    const rest = parts.slice(3);
+    const method = req.method ?? 'GET';
+    const cache = await this.#cache.resolve(decodeURIComponent(name));
+    if (!cache) throw new CairnError('NOT_FOUND', `Cannot find cache: no cache named '${name}'`);
+    const write = method === 'PUT';
+    if (!write && method !== 'GET' && method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD, PUT');
+      throw new CairnError('METHOD_NOT_ALLOWED', `Cannot ${method} in a binary cache: use GET, HEAD or PUT`);
+    }
+    await this.#authorize(req, cache, write);
+    if (expectContinue) res.writeContinue();
+
+    const [first = '', second, ...more] = rest;
+    if (rest.length === 1 && first === 'nix-cache-info' && !write) {
+      return send(res, method, 200, NIX_CACHE_INFO, {
+        'Content-Type': 'text/x-nix-cache-info',
+        'Cache-Control': 'max-age=3600',
+      });
+    }
+    const narinfo = rest.length === 1 ? NARINFO.exec(first) : null;
+    if (narinfo) {
+      const hashPart = narinfo[1]!;
+      if (write) {
+        const text = await readText(req, MAX_NARINFO_BYTES);
+        const { created } = await this.#cache.putNarinfo(cache, hashPart, text);
+        return send(res, method, created ? 201 : 200, '', {});
+      }
+      const body = await this.#cache.narinfo(cache, hashPart);
+      if (body === undefined)
+        throw new CairnError('NOT_FOUND', `Cannot find ${hashPart}.narinfo in cache '${cache.name}'`);
+      return send(res, method, 200, body, {
+        'Content-Type': 'text/x-nix-narinfo',
+        'Cache-Control': cache.public ? 'public, max-age=300' : 'private, max-age=300',
+      });
+    }
+    if (first === 'nar' && second !== undefined && more.length === 0) {
+      if (write) {
+        await this.#cache.uploadNar(cache, second, req);
+        return send(res, method, 201, '', {});
+      }
+      return await this.#sendNar(req, res, cache, second);
+    }
+    if ((OPAQUE_FOLDERS as readonly string[]).includes(first) && second !== undefined && more.length === 0) {
+      if (write) {
+        await this.#cache.putOpaque(cache, first, second, req);
+        return send(res, method, 201, '', {});
+      }
+      const file = await this.#cache.readOpaque(cache, first, second);
+      if (!file) throw new CairnError('NOT_FOUND', `Cannot find ${first}/${second} in cache '${cache.name}'`);
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': file.size });
+      if (method === 'HEAD') {
+        file.stream.destroy();
+        res.end();
+        return;
+      }
+      await pipeline(file.stream, res);
+      return;
+    }
+    throw new CairnError('NOT_FOUND', `Cannot find ${rest.join('/')} in cache '${cache.name}'`);
+  }
+
+  async #authorize(req: IncomingMessage, cache: ResolvedCache, write: boolean): Promise<void> {
+    const principal = await this.#auth.authenticate(req.headers.authorization);
+    if (write || !cache.public) {
+      if (!principal) {
+        throw new CairnError(
+          'UNAUTHENTICATED',
+          `Cannot ${write ? 'upload to' : 'read from'} cache '${cache.name}': a token is required (Bearer, or netrc password)`,
+        );
+      }
+      const allowed = write ? canPush(principal, cache.name) : canPull(principal, cache.name);
+      if (!allowed || principal.workspaceId !== cache.workspace_id) {
+        throw new CairnError(
+          'FORBIDDEN',
+          `Cannot ${write ? 'upload to' : 'read from'} cache '${cache.name}': token '${principal.tokenName}' lacks the cache:${cache.name}:${write ? 'push' : 'pull'} scope`,
+        );
+      }
+    }
+  }
+
+  async #sendNar(
+    req: IncomingMessage,
+    res: ServerResponse,
+    cache: ResolvedCache,
+    fileName: string,
+  ): Promise<void> {
+    const size = await this.#cache.narFileSize(cache, fileName);
+    if (size === undefined)
+      throw new CairnError('NOT_FOUND', `Cannot find nar/${fileName} in cache '${cache.name}'`);
+    const headers: Record<string, string | number> = {
+      'Content-Type': 'application/x-nix-nar',
+      'Accept-Ranges': 'bytes',
+      // A NAR file is named by its own hash: it never changes.
+      'Cache-Control': `${cache.public ? 'public' : 'private'}, max-age=31536000, immutable`,
+      ETag: `"${fileName.slice(0, 52)}"`,
+    };
+    const range = parseRange(req.headers.range, size);
+    if (range === 'unsatisfiable') {
+      res.setHeader('Content-Range', `bytes */${size}`);
+      throw new CairnError(
+        'RANGE_NOT_SATISFIABLE',
+        `Cannot serve range ${req.headers.range}: the file has ${size} bytes`,
+      );
+    }
+    if (req.method === 'HEAD') {
+      res.writeHead(200, { ...headers, 'Content-Length': size });
+      res.end();
+      return;
+    }
+    const file = await this.#cache.readNar(cache, fileName, range ?? undefined);
+    if (!file) throw new CairnError('NOT_FOUND', `Cannot find nar/${fileName} in cache '${cache.name}'`);
+    if (range) {
+      headers['Content-Range'] = `bytes ${range.start}-${range.end}/${size}`;
+      res.writeHead(206, { ...headers, 'Content-Length': file.size });
+    } else {
+      res.writeHead(200, { ...headers, 'Content-Length': file.size });
+    }
+    await pipeline(file.stream, res);
+  }
+}
+
+function send(
+  res: ServerResponse,
+  method: string,
+  status: number,
+  body: string,
+  headers: Record<string, string>,
+): void {
+  res.writeHead(status, { ...headers, 'Content-Length': Buffer.byteLength(body) });
+  res.end(method === 'HEAD' ? undefined : body);
+}
+
+async function readText(req: IncomingMessage, max: number): Promise<string> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > max) throw new CairnError('TOO_LARGE', `Cannot read the request: larger than ${max} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new CairnError('TOO_LARGE', `Cannot read the request: larger than ${max} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,89 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
+import { Hono } from 'hono';
+import type { Logger } from 'pino';
+import { apiRoutes } from './api/api-routes.ts';
+import { Authenticator } from './auth/authenticator.ts';
+import type { BlobStore } from './blob/blob-store.ts';
+import { BinaryCache } from './cache/binary-cache.ts';
+import { CacheHandler } from './cache/cache-handler.ts';
+import { CacheRepository } from './db/cache-repository.ts';
+import type { OpenDatabase } from './db/open-database.ts';
+import { PathIndex } from './db/path-index.ts';
+import { TokenRepository } from './db/token-repository.ts';
+import { WorkspaceRepository } from './db/workspace-repository.ts';
+import { errorResponse } from './http/error-response.ts';
+
+/** What the app is built from; nothing here binds a port. */
+export interface AppDeps {
+  readonly database: OpenDatabase;
+  readonly blobs: BlobStore;
+  readonly log: Logger;
+  readonly now: () => number;
+  readonly publicUrl: string | undefined;
+  readonly maxNarBytes: number;
+  /** False until the server is ready to serve; `/healthz` answers 503 meanwhile. */
+  readonly isReady: () => boolean;
+}
+
+/** The server's request handling, ready to be attached to a Node HTTP server. */
+export interface App {
+  /** Handles every request. */
+  readonly onRequest: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Handles a request with `Expect: 100-continue`: credentials are checked before the body is sent. */
+  readonly onCheckContinue: (req: IncomingMessage, res: ServerResponse) => void;
+}
+
+/** Builds the app: the JSON API and health check on Hono, the binary cache on Node's HTTP objects. */
+export function createApp(deps: AppDeps): App {
+  const db = deps.database.db;
+  const tokens = new TokenRepository(db);
+  const caches = new CacheRepository(db);
+  const index = new PathIndex(db);
+  const auth = new Authenticator(tokens, deps.now);
+  const binaryCache = new BinaryCache({
+    caches,
+    index,
+    blobs: deps.blobs,
+    now: deps.now,
+    maxNarBytes: deps.maxNarBytes,
+  });
+  const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log });
+
+  const app = new Hono();
+  app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
+  app.route(
+    '/api/v1',
+    apiRoutes({
+      auth,
+      workspaces: new WorkspaceRepository(db),
+      tokens,
+      caches,
+      index,
+      binaryCache,
+      now: deps.now,
+      baseUrl: (requestUrl) => deps.publicUrl ?? new URL(requestUrl).origin,
+    }),
+  );
+  app.notFound((c) =>
+    c.json({ code: 'NOT_FOUND', message: `Cannot find ${c.req.method} ${c.req.path}` }, 404),
+  );
+  app.onError((err, c) => {
+    const { status, body } = errorResponse(err, deps.log);
+    return c.json(body, status as 400);
+  });
+  const honoListener = getRequestListener(app.fetch);
+
+  const dispatch = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean) => {
+    if (req.url?.startsWith('/cache/')) {
+      void cacheHandler.handle(req, res, expectContinue);
+      return;
+    }
+    if (expectContinue) res.writeContinue();
+    void honoListener(req, res);
+  };
+  return {
+    onRequest: (req, res) => dispatch(req, res, false),
+    onCheckContinue: (req, res) => dispatch(req, res, true),
+  };
+}

@@ -1,0 +1,58 @@
+import type { Kysely } from 'kysely';
+import type { CachesTable, Database } from './database-schema.ts';
+
+/** A cache row with its numeric id resolved. */
+export type CacheRow = Omit<CachesTable, 'id'> & { id: number };
+
+/** Stores binary caches and their signing keys. */
+export class CacheRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Creates a cache; returns undefined when the name is taken. */
+  async create(row: Omit<CacheRow, 'id'>): Promise<CacheRow | undefined> {
+    const inserted = await this.db
+      .insertInto('caches')
+      .values(row)
+      .onConflict((oc) => oc.column('name').doNothing())
+      .returning('id')
+      .executeTakeFirst();
+    return inserted ? { ...row, id: inserted.id } : undefined;
+  }
+
+  async byName(name: string): Promise<CacheRow | undefined> {
+    return await this.db.selectFrom('caches').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+
+  async list(workspaceId: number): Promise<CacheRow[]> {
+    return await this.db
+      .selectFrom('caches')
+      .selectAll()
+      .where('workspace_id', '=', workspaceId)
+      .orderBy('name')
+      .execute();
+  }
+
+  /** Paths and bytes held by each cache of the workspace, by cache id. */
+  async stats(
+    cacheIds: readonly number[],
+  ): Promise<Map<number, { paths: number; narBytes: number; fileBytes: number }>> {
+    if (cacheIds.length === 0) return new Map();
+    const rows = await this.db
+      .selectFrom('store_paths')
+      .select((eb) => [
+        'cache_id',
+        eb.fn.countAll<number>().as('paths'),
+        eb.fn.coalesce(eb.fn.sum<number>('nar_size'), eb.lit(0)).as('nar_bytes'),
+        eb.fn.coalesce(eb.fn.sum<number>('file_size'), eb.lit(0)).as('file_bytes'),
+      ])
+      .where('cache_id', 'in', cacheIds)
+      .groupBy('cache_id')
+      .execute();
+    return new Map(
+      rows.map((r) => [
+        r.cache_id,
+        { paths: Number(r.paths), narBytes: Number(r.nar_bytes), fileBytes: Number(r.file_bytes) },
+      ]),
+    );
+  }
+}

@@ -1,0 +1,103 @@
+import type { Generated } from 'kysely';
+
+/** Rows of `workspaces`: tenants. A fresh server has one, `default`. */
+export interface WorkspacesTable {
+  id: Generated<number>;
+  name: string;
+  created_at: number;
+}
+
+/** Rows of `tokens`: secrets are never stored, only their SHA-256. */
+export interface TokensTable {
+  id: string;
+  workspace_id: number;
+  name: string;
+  /** Hex SHA-256 of the whole token string. */
+  hash: string;
+  /** JSON array of scope strings (see `src/protocol/token-scope.ts`). */
+  scopes: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
+/** Rows of `caches`: binary caches with their signing keys. */
+export interface CachesTable {
+  id: Generated<number>;
+  workspace_id: number;
+  name: string;
+  public: number;
+  /** Nix secret key, `name:base64(seed || public)`. */
+  secret_key: string;
+  /** Nix public key, `name:base64(public)`. */
+  public_key: string;
+  created_at: number;
+}
+
+/**
+ * Rows of `nar_files`: NAR files uploaded to a cache, with the hashes measured while they
+ * streamed in, so that a narinfo can be checked against them without reading the file again.
+ */
+export interface NarFilesTable {
+  cache_id: number;
+  /** File name under `nar/`, such as `<filehash>.nar.xz`. */
+  file_name: string;
+  compression: string;
+  /** `sha256:<nix32>` of the file as stored. */
+  file_hash: string;
+  file_size: number;
+  /** `sha256:<nix32>` of the uncompressed NAR. */
+  nar_hash: string;
+  nar_size: number;
+  created_at: number;
+}
+
+/** Rows of `store_paths`: the path index of each cache, one row per published narinfo. */
+export interface StorePathsTable {
+  cache_id: number;
+  hash_part: string;
+  store_path: string;
+  nar_hash: string;
+  nar_size: number;
+  file_name: string;
+  file_hash: string | null;
+  file_size: number | null;
+  compression: string;
+  /** Space-separated base names, as in the narinfo. */
+  refs: string;
+  deriver: string | null;
+  system: string | null;
+  ca: string | null;
+  /** The narinfo as served: the client's fields plus every signature, the cache's included. */
+  narinfo: string;
+  uploaded_at: number;
+  last_accessed_at: number;
+}
+
+/** Rows of `cache_files`: opaque files kept for Nix (`log/`, `realisations/`, `debuginfo/`). */
+export interface CacheFilesTable {
+  cache_id: number;
+  /** Path under the cache, such as `log/<drv>` or `realisations/<id>.doi`. */
+  name: string;
+  size: number;
+  created_at: number;
+}
+
+/** Rows of `schema_migrations`: which migrations ran. */
+export interface SchemaMigrationsTable {
+  version: number;
+  name: string;
+  applied_at: number;
+}
+
+/** The whole database, as Kysely sees it. */
+export interface Database {
+  workspaces: WorkspacesTable;
+  tokens: TokensTable;
+  caches: CachesTable;
+  nar_files: NarFilesTable;
+  store_paths: StorePathsTable;
+  cache_files: CacheFilesTable;
+  schema_migrations: SchemaMigrationsTable;
+}

@@ -1,0 +1,78 @@
+import { randomUUID } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import type { Database, TokensTable } from './database-schema.ts';
+
+/** A token row without its hash. */
+export type TokenRow = Omit<TokensTable, 'hash'>;
+
+/** Stores tokens: only their hashes, never the secrets. */
+export class TokenRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Records a new token and returns its id. */
+  async create(row: {
+    workspaceId: number;
+    name: string;
+    hash: string;
+    scopes: readonly string[];
+    createdAt: number;
+    expiresAt: number | null;
+  }): Promise<string> {
+    const id = randomUUID();
+    await this.db
+      .insertInto('tokens')
+      .values({
+        id,
+        workspace_id: row.workspaceId,
+        name: row.name,
+        hash: row.hash,
+        scopes: JSON.stringify(row.scopes),
+        created_at: row.createdAt,
+        expires_at: row.expiresAt,
+        revoked_at: null,
+        last_used_at: null,
+      })
+      .execute();
+    return id;
+  }
+
+  /** The token with this hash, if any (revoked and expired ones too: the caller decides). */
+  async findByHash(hash: string): Promise<TokensTable | undefined> {
+    return await this.db.selectFrom('tokens').selectAll().where('hash', '=', hash).executeTakeFirst();
+  }
+
+  async list(workspaceId: number): Promise<TokenRow[]> {
+    return await this.db
+      .selectFrom('tokens')
+      .select([
+        'id',
+        'workspace_id',
+        'name',
+        'scopes',
+        'created_at',
+        'expires_at',
+        'revoked_at',
+        'last_used_at',
+      ])
+      .where('workspace_id', '=', workspaceId)
+      .orderBy('created_at')
+      .execute();
+  }
+
+  /** Marks a token revoked; returns false when no live token has that id or name. */
+  async revoke(workspaceId: number, idOrName: string, now: number): Promise<boolean> {
+    const result = await this.db
+      .updateTable('tokens')
+      .set({ revoked_at: now })
+      .where('workspace_id', '=', workspaceId)
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)]))
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  /** Records when a token was last used (callers throttle this). */
+  async touch(id: string, now: number): Promise<void> {
+    await this.db.updateTable('tokens').set({ last_used_at: now }).where('id', '=', id).execute();
+  }
+}

@@ -1,0 +1,90 @@
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { CairnError } from '../lib/cairn-error.ts';
+import type { DatabaseConfig } from './db/open-database.ts';
+
+/** Everything `cairn server` is configured with, parsed once and frozen. */
+export interface ServerConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly database: DatabaseConfig;
+  /** The URL clients reach this server at, when it differs from the listen address (a proxy). */
+  readonly publicUrl: string | undefined;
+  readonly logLevel: string;
+  /** Largest NAR file accepted in one upload, in bytes. */
+  readonly maxNarBytes: number;
+}
+
+/** Flags of `cairn server`, as the CLI parsed them. */
+export interface ServerFlags {
+  listen?: string;
+  dataDir?: string;
+  database?: string;
+  publicUrl?: string;
+  logLevel?: string;
+}
+
+/** The default data directory: `$XDG_STATE_HOME/cairn`, or `~/.local/state/cairn`. */
+export function defaultDataDir(env: NodeJS.ProcessEnv): string {
+  const state = env.XDG_STATE_HOME || join(env.HOME || homedir(), '.local', 'state');
+  return join(state, 'cairn');
+}
+
+/** Parses `HOST:PORT`, `[IPv6]:PORT` or `:PORT`. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) {
+    throw new CairnError('INVALID_ARGUMENT', `Cannot use --listen: expected HOST:PORT (${text})`);
+  }
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+/**
+ * Builds the server configuration from flags, falling back to `CAIRN_LISTEN`, `CAIRN_DATA_DIR`,
+ * `CAIRN_DATABASE_URL`, `CAIRN_PUBLIC_URL` and `CAIRN_LOG_LEVEL`. All problems are reported together.
+ */
+export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): ServerConfig {
+  const problems: string[] = [];
+  let listen = { host: '127.0.0.1', port: 8080 };
+  try {
+    listen = parseListen(flags.listen ?? env.CAIRN_LISTEN ?? '127.0.0.1:8080');
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  const dataDir = resolve(flags.dataDir ?? env.CAIRN_DATA_DIR ?? defaultDataDir(env));
+  const dbUrl = flags.database ?? env.CAIRN_DATABASE_URL;
+  let database: DatabaseConfig = { kind: 'sqlite', file: join(dataDir, 'cairn.sqlite') };
+  if (dbUrl) {
+    if (/^postgres(ql)?:\/\//.test(dbUrl)) database = { kind: 'postgres', url: dbUrl };
+    else if (dbUrl.startsWith('sqlite:'))
+      database = { kind: 'sqlite', file: resolve(dbUrl.slice('sqlite:'.length)) };
+    else
+      problems.push(
+        `Cannot use --database: expected postgres://... or sqlite:FILE (${dbUrl.replace(/\/\/.*@/, '//***@')})`,
+      );
+  }
+  const publicUrl = flags.publicUrl ?? env.CAIRN_PUBLIC_URL;
+  if (publicUrl !== undefined && !/^https?:\/\/[^/]+/.test(publicUrl)) {
+    problems.push(`Cannot use --public-url: expected an http(s) URL (${publicUrl})`);
+  }
+  const logLevel = flags.logLevel ?? env.CAIRN_LOG_LEVEL ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    problems.push(
+      `Cannot use --log-level: expected fatal, error, warn, info, debug, trace or silent (${logLevel})`,
+    );
+  }
+  if (problems.length > 0) {
+    throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
+  }
+  return Object.freeze({
+    host: listen.host,
+    port: listen.port,
+    dataDir,
+    database: Object.freeze(database),
+    publicUrl: publicUrl?.replace(/\/+$/, ''),
+    logLevel,
+    maxNarBytes: 64 * 1024 ** 3,
+  });
+}

@@ -1,0 +1,90 @@
+import { mkdir } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { LocalBlobStore } from './blob/local-blob-store.ts';
+import { bootstrap } from './bootstrap.ts';
+import { createApp } from './create-app.ts';
+import { migrate } from './db/migrations.ts';
+import { openDatabase } from './db/open-database.ts';
+import type { ServerConfig } from './server-config.ts';
+
+/** A running server. */
+export interface RunningServer {
+  /** The URL it listens at, such as `http://127.0.0.1:43211`. */
+  readonly url: string;
+  readonly port: number;
+  /** Stops accepting, finishes requests in flight (up to a grace period) and closes the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the database and blob store, migrates, bootstraps, and listens: the one place that
+ * binds a port. Resolves once `/healthz` answers 200.
+ */
+export async function startServer(
+  config: ServerConfig,
+  options: { log?: Logger } = {},
+): Promise<RunningServer> {
+  const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'token'] });
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const database = openDatabase(config.database);
+  const applied = await migrate(database.db as never, database.dialect, Date.now);
+  if (applied.length > 0) log.info({ applied }, 'database migrated');
+  const blobs = new LocalBlobStore(join(config.dataDir, 'blobs'));
+  await blobs.init();
+  const tokenFile = await bootstrap(database, config.dataDir, Date.now());
+  if (tokenFile)
+    log.info(
+      { file: tokenFile },
+      'first start: created workspace "default" and an admin token; read it from this file',
+    );
+
+  let ready = false;
+  const app = createApp({
+    database,
+    blobs,
+    log,
+    now: Date.now,
+    publicUrl: config.publicUrl,
+    maxNarBytes: config.maxNarBytes,
+    isReady: () => ready,
+  });
+  const server: Server = createServer({
+    keepAliveTimeout: 65_000,
+    headersTimeout: 60_000,
+    requestTimeout: 0,
+  });
+  server.on('request', app.onRequest);
+  server.on('checkContinue', app.onCheckContinue);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  ready = true;
+  log.info({ url, dataDir: config.dataDir, database: database.dialect }, 'cairn server listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    close: () => {
+      closing ??= (async () => {
+        ready = false;
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+          // Requests still running after the grace period are cut.
+          setTimeout(() => server.closeAllConnections(), 10_000).unref();
+        });
+        await database.db.destroy();
+        log.info('cairn server stopped');
+      })();
+      return closing;
+    },
+  };
+}
