@@ -1,7 +1,9 @@
 import { Command, Option } from 'commander';
 import { CAIRN_VERSION } from '../lib/version.ts';
+import { registerAgentCommands } from './agent-commands.ts';
 import { ApiClient } from './api-client.ts';
 import { registerCacheCommands } from './cache-commands.ts';
+import { registerDeployCommands } from './deploy-commands.ts';
 import { registerPushCommand } from './push-command.ts';
 import { registerServerCommand } from './server-command.ts';
 import { registerTokenCommands } from './token-commands.ts';
@@ -22,11 +24,14 @@ export interface CliIo {
 export interface CommandContext {
   readonly io: CliIo;
   readonly env: NodeJS.ProcessEnv;
-  client(): ApiClient;
+  /** An API client from the global options; `tokenEnv` names the environment variable tried before CAIRN_TOKEN. */
+  client(tokenEnv?: string): ApiClient;
+  /** Sets the exit code for a command that finished without an error but must not report success. */
+  setExitCode(code: number): void;
 }
 
 /** Builds the `cairn` command tree. Commands are thin: parse, call, print. */
-export function createProgram(io: CliIo): Command {
+export function createProgram(io: CliIo, setExitCode: (code: number) => void = () => {}): Command {
   const env = io.env ?? process.env;
   const program = new Command('cairn')
     .description('Pull-based continuous deployment for fleets of Nix machines')
@@ -49,6 +54,7 @@ export function createProgram(io: CliIo): Command {
   const ctx: CommandContext = {
     io,
     env,
+    setExitCode,
     client: () => {
       const o = program.opts<{ server?: string; token?: string; workspace?: string }>();
       const server = o.server ?? env.CAIRN_SERVER ?? 'http://127.0.0.1:8080';
@@ -63,6 +69,8 @@ export function createProgram(io: CliIo): Command {
   registerCacheCommands(program, ctx);
   registerTokenCommands(program, ctx);
   registerPushCommand(program, ctx);
+  registerAgentCommands(program, ctx);
+  registerDeployCommands(program, ctx);
   // Subcommands inherit output and error handling from the root.
   for (const cmd of program.commands) inherit(cmd, program);
   return program;

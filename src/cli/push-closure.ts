@@ -55,7 +55,11 @@ export async function pushClosure(
 ): Promise<PushResult> {
   for (const p of target.paths) parseStorePath(p);
   const infos = parsePathInfoJson(
-    await runProcess('nix', ['path-info', '--json', '--recursive', ...target.paths], { env: options.env }),
+    await runProcess(
+      'nix',
+      ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--recursive', ...target.paths],
+      { env: options.env },
+    ),
   );
   const byPath = new Map(infos.map((i) => [i.path, i]));
   const { missing } = await client.request(

@@ -2,15 +2,29 @@ import { CommanderError } from 'commander';
 import { isCairnError } from '../lib/cairn-error.ts';
 import { type CliIo, createProgram } from './program.ts';
 
+const INPUT_ERRORS = new Set<string>([
+  'INVALID_ARGUMENT',
+  'BAD_REQUEST',
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'INVALID_STORE_PATH',
+  'INVALID_NIX32',
+  'INVALID_HASH',
+  'INVALID_KEY',
+]);
+
 /**
  * Runs the CLI on `argv` (without node and script) and resolves to the process exit code:
- * 0 on success, 1 when the command failed, 2 on a usage error.
+ * 0 on success, 1 when the command failed, 2 on a usage error, bad input or bad credentials.
  */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  const program = createProgram(io);
+  let exitCode = 0;
+  const program = createProgram(io, (code) => {
+    exitCode = code;
+  });
   try {
     await program.parseAsync([...argv], { from: 'user' });
-    return 0;
+    return exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help and version end in a CommanderError with exit code 0; usage errors were already printed.
@@ -18,7 +32,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
     if (isCairnError(err)) {
       io.stderr.write(`cairn: ${err.message}${err.detail ? `\n  ${err.detail}` : ''}\n`);
-      return 1;
+      // Bad input and bad credentials are the caller's to fix: 2, as for usage errors.
+      return INPUT_ERRORS.has(err.code) ? 2 : 1;
     }
     io.stderr.write(
       `cairn: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,

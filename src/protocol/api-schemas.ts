@@ -57,3 +57,69 @@ export const tokenListSchema = z.object({ tokens: z.array(tokenInfoSchema) });
 /** `POST /api/v1/workspaces/:ws/caches/:name/missing`: which of these store paths the cache lacks. */
 export const missingPathsBodySchema = z.strictObject({ paths: z.array(z.string()).max(100_000) });
 export const missingPathsSchema = z.object({ missing: z.array(z.string()) });
+
+/** `POST /api/v1/workspaces/:ws/agents` */
+export const createAgentBodySchema = z.strictObject({ name: nameSchema });
+
+/** An agent as the API shows it. */
+export const agentInfoSchema = z.object({
+  name: z.string(),
+  online: z.boolean(),
+  lastSeenAt: z.string().nullable(),
+  storePath: z.string().nullable(),
+  generation: z.number().nullable(),
+  kind: z.string().nullable(),
+  system: z.string().nullable(),
+  hostname: z.string().nullable(),
+  agentVersion: z.string().nullable(),
+  nixVersion: z.string().nullable(),
+  profile: z.string().nullable(),
+  createdAt: z.string(),
+});
+export type AgentInfo = z.infer<typeof agentInfoSchema>;
+export const agentListSchema = z.object({ agents: z.array(agentInfoSchema) });
+/** The answer to creating an agent: its token, shown this once. */
+export const createdAgentSchema = z.object({ agent: agentInfoSchema, token: z.string() });
+
+/** A deployment as the API shows it. */
+export const deploymentInfoSchema = z.object({
+  id: z.number(),
+  rolloutId: z.number(),
+  agent: z.string(),
+  storePath: z.string(),
+  state: z.string(),
+  step: z.string().nullable(),
+  reason: z.string().nullable(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+});
+export type DeploymentInfo = z.infer<typeof deploymentInfoSchema>;
+export const deploymentListSchema = z.object({ deployments: z.array(deploymentInfoSchema) });
+
+/** A rollout: the deployments one `deploy activate` created. */
+export const rolloutInfoSchema = z.object({
+  id: z.number(),
+  url: z.string(),
+  deployments: z.array(deploymentInfoSchema),
+});
+export type RolloutInfo = z.infer<typeof rolloutInfoSchema>;
+
+/** Log lines of a deployment. */
+export const deploymentLogsSchema = z.object({
+  lines: z.array(z.object({ seq: z.number(), t: z.number(), text: z.string() })),
+});
+
+/** Events of `GET .../rollouts/:id/events` (Server-Sent Events), by event name. */
+export const rolloutStateEventSchema = z.object({
+  deploymentId: z.number(),
+  agent: z.string(),
+  state: z.string(),
+  step: z.string().nullable(),
+  reason: z.string().nullable(),
+});
+export const rolloutLogEventSchema = z.object({
+  deploymentId: z.number(),
+  agent: z.string(),
+  lines: z.array(z.object({ seq: z.number(), t: z.number(), text: z.string() })),
+});

@@ -1,8 +1,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
+import { AGENT_WS_PATH } from '../protocol/agent-protocol.ts';
+import { AgentHub } from './agents/agent-hub.ts';
+import { LogWriter } from './agents/log-writer.ts';
 import { apiRoutes } from './api/api-routes.ts';
+import { AgentRepository } from './db/agent-repository.ts';
+import { DeploymentRepository } from './db/deployment-repository.ts';
+import { type EventBus, LocalEventBus } from './events/event-bus.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import type { BlobStore } from './blob/blob-store.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
@@ -24,6 +31,10 @@ export interface AppDeps {
   readonly maxNarBytes: number;
   /** False until the server is ready to serve; `/healthz` answers 503 meanwhile. */
   readonly isReady: () => boolean;
+  /** The event bus; in-memory unless replicas share one. */
+  readonly bus?: EventBus;
+  /** The server's own URL, for links and cache URLs given to agents. */
+  readonly selfUrl: () => string;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -32,6 +43,12 @@ export interface App {
   readonly onRequest: (req: IncomingMessage, res: ServerResponse) => void;
   /** Handles a request with `Expect: 100-continue`: credentials are checked before the body is sent. */
   readonly onCheckContinue: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Handles an HTTP upgrade: the agent WebSocket. */
+  readonly onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** The agent connections. */
+  readonly hub: AgentHub;
+  /** Closes agent connections and flushes buffered writes. */
+  close(): Promise<void>;
 }
 
 /** Builds the app: the JSON API and health check on Hono, the binary cache on Node's HTTP objects. */
@@ -49,6 +66,21 @@ export function createApp(deps: AppDeps): App {
     maxNarBytes: deps.maxNarBytes,
   });
   const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log });
+  const bus = deps.bus ?? new LocalEventBus();
+  const agents = new AgentRepository(db);
+  const deployments = new DeploymentRepository(db);
+  const logs = new LogWriter(deployments, (err) => deps.log.error({ err }, 'cannot write deployment logs'));
+  const hub = new AgentHub({
+    auth,
+    agents,
+    deployments,
+    caches,
+    bus,
+    logs,
+    log: deps.log,
+    now: deps.now,
+    baseUrl: () => deps.publicUrl ?? deps.selfUrl(),
+  });
 
   const app = new Hono();
   app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
@@ -61,6 +93,9 @@ export function createApp(deps: AppDeps): App {
       caches,
       index,
       binaryCache,
+      bus,
+      agents,
+      deployments,
       now: deps.now,
       baseUrl: (requestUrl) => deps.publicUrl ?? new URL(requestUrl).origin,
     }),
@@ -85,5 +120,14 @@ export function createApp(deps: AppDeps): App {
   return {
     onRequest: (req, res) => dispatch(req, res, false),
     onCheckContinue: (req, res) => dispatch(req, res, true),
+    onUpgrade: (req, socket, head) => {
+      if (req.url?.split('?')[0] === AGENT_WS_PATH) {
+        void hub.handleUpgrade(req, socket, head);
+        return;
+      }
+      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    },
+    hub,
+    close: () => hub.close(),
   };
 }

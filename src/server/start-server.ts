@@ -6,6 +6,7 @@ import pino, { type Logger } from 'pino';
 import { LocalBlobStore } from './blob/local-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
 import { createApp } from './create-app.ts';
+import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
 import { openDatabase } from './db/open-database.ts';
 import type { ServerConfig } from './server-config.ts';
@@ -41,8 +42,14 @@ export async function startServer(
       'first start: created workspace "default" and an admin token; read it from this file',
     );
 
+  if (database.dialect === 'sqlite') {
+    // One process owns an SQLite database: no agent is connected to it before it starts.
+    await new AgentRepository(database.db).setAllOffline();
+  }
   let ready = false;
+  let url = '';
   const app = createApp({
+    selfUrl: () => url,
     database,
     blobs,
     log,
@@ -58,13 +65,14 @@ export async function startServer(
   });
   server.on('request', app.onRequest);
   server.on('checkContinue', app.onCheckContinue);
+  server.on('upgrade', app.onUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.port, config.host, () => resolve());
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = `http://${host}:${port}`;
+  url = `http://${host}:${port}`;
   ready = true;
   log.info({ url, dataDir: config.dataDir, database: database.dialect }, 'cairn server listening');
 
@@ -75,6 +83,7 @@ export async function startServer(
     close: () => {
       closing ??= (async () => {
         ready = false;
+        await app.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();

@@ -10,13 +10,18 @@ import {
   type TokenInfo,
 } from '../../protocol/api-schemas.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { canPull, isAdmin, type Principal } from '../auth/principal.ts';
+import { assertAdmin, canPull, type Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { BinaryCache } from '../cache/binary-cache.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
+import type { AgentRepository } from '../db/agent-repository.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
+import { registerAgentRoutes } from './agent-routes.ts';
+import { registerDeploymentRoutes } from './deployment-routes.ts';
 import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
+import type { EventBus } from '../events/event-bus.ts';
 import { parseJsonBody } from './parse-json-body.ts';
 
 /** What the API routes need. */
@@ -27,12 +32,17 @@ export interface ApiDeps {
   readonly caches: CacheRepository;
   readonly index: PathIndex;
   readonly binaryCache: BinaryCache;
+  readonly bus: EventBus;
+  readonly agents: AgentRepository;
+  readonly deployments: DeploymentRepository;
   readonly now: () => number;
   /** The server's URL as clients reach it, for cache URLs in answers. */
   readonly baseUrl: (requestUrl: string) => string;
 }
 
-type Env = { Variables: { principal: Principal; workspaceId: number } };
+/** Hono environment of workspace-scoped routes. */
+export type ApiEnv = { Variables: { principal: Principal; workspaceId: number } };
+type Env = ApiEnv;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -56,10 +66,6 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     await next();
   });
 
-  const requireAdmin = (p: Principal, action: string) => {
-    if (!isAdmin(p))
-      throw new CairnError('FORBIDDEN', `Cannot ${action}: token '${p.tokenName}' lacks the admin scope`);
-  };
 
   const cacheInfo = async (row: CacheRow, requestUrl: string): Promise<CacheInfo> => {
     const stats = (await deps.caches.stats([row.id])).get(row.id);
@@ -67,7 +73,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   };
 
   api.post('/workspaces/:ws/caches', async (c) => {
-    requireAdmin(c.var.principal, 'create a cache');
+    assertAdmin(c.var.principal, 'create a cache');
     const body = await parseJsonBody(c, createCacheBodySchema, 'create a cache');
     const key = generateSecretKey(`${body.name}-1`);
     const row = await deps.caches.create({
@@ -111,7 +117,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   });
 
   api.post('/workspaces/:ws/tokens', async (c) => {
-    requireAdmin(c.var.principal, 'create a token');
+    assertAdmin(c.var.principal, 'create a token');
     const body = await parseJsonBody(c, createTokenBodySchema, 'create a token');
     const secret = generateTokenSecret();
     const createdAt = deps.now();
@@ -137,12 +143,12 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   });
 
   api.get('/workspaces/:ws/tokens', async (c) => {
-    requireAdmin(c.var.principal, 'list tokens');
+    assertAdmin(c.var.principal, 'list tokens');
     return c.json({ tokens: (await deps.tokens.list(c.var.workspaceId)).map(toTokenInfo) });
   });
 
   api.delete('/workspaces/:ws/tokens/:id', async (c) => {
-    requireAdmin(c.var.principal, 'revoke a token');
+    assertAdmin(c.var.principal, 'revoke a token');
     const ok = await deps.tokens.revoke(c.var.workspaceId, c.req.param('id'), deps.now());
     if (!ok)
       throw new CairnError(
@@ -152,6 +158,8 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     return c.body(null, 204);
   });
 
+  registerAgentRoutes(api, deps);
+  registerDeploymentRoutes(api, deps);
   return api;
 }
 

@@ -39,20 +39,19 @@ export class CacheRepository {
     if (cacheIds.length === 0) return new Map();
     const rows = await this.db
       .selectFrom('store_paths')
+      // PostgreSQL's count is int8 and its sum of int8 is numeric, which pg returns as a string;
+      // casting the sums to bigint makes all three int8, read as numbers (see openDatabase).
       .select((eb) => [
         'cache_id',
         eb.fn.countAll<number>().as('paths'),
-        eb.fn.coalesce(eb.fn.sum<number>('nar_size'), eb.lit(0)).as('nar_bytes'),
-        eb.fn.coalesce(eb.fn.sum<number>('file_size'), eb.lit(0)).as('file_bytes'),
+        eb.cast<number>(eb.fn.coalesce(eb.fn.sum('nar_size'), eb.lit(0)), 'bigint').as('nar_bytes'),
+        eb.cast<number>(eb.fn.coalesce(eb.fn.sum('file_size'), eb.lit(0)), 'bigint').as('file_bytes'),
       ])
       .where('cache_id', 'in', cacheIds)
       .groupBy('cache_id')
       .execute();
     return new Map(
-      rows.map((r) => [
-        r.cache_id,
-        { paths: Number(r.paths), narBytes: Number(r.nar_bytes), fileBytes: Number(r.file_bytes) },
-      ]),
+      rows.map((r) => [r.cache_id, { paths: r.paths, narBytes: r.nar_bytes, fileBytes: r.file_bytes }]),
     );
   }
 }

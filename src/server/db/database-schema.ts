@@ -91,6 +91,59 @@ export interface SchemaMigrationsTable {
   applied_at: number;
 }
 
+/** Rows of `agents`: managed machines, with what each last reported. */
+export interface AgentsTable {
+  id: Generated<number>;
+  workspace_id: number;
+  name: string;
+  token_id: string;
+  created_at: number;
+  last_seen_at: number | null;
+  online: number;
+  store_path: string | null;
+  generation: number | null;
+  kind: string | null;
+  system: string | null;
+  hostname: string | null;
+  agent_version: string | null;
+  nix_version: string | null;
+  profile: string | null;
+}
+
+/** Rows of `rollouts`: one `deploy activate`. */
+export interface RolloutsTable {
+  id: Generated<number>;
+  workspace_id: number;
+  created_at: number;
+  created_by: string;
+}
+
+/** Rows of `deployments`: one agent asked to switch to one store path. */
+export interface DeploymentsTable {
+  id: Generated<number>;
+  rollout_id: number;
+  workspace_id: number;
+  agent_id: number;
+  store_path: string;
+  /** JSON object of rollback scripts by Nix system (deploy.json's `rollbackScript`), or null. */
+  rollback_script: string | null;
+  exit4: string;
+  state: string;
+  step: string | null;
+  reason: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+/** Rows of `deployment_logs`: one line each, numbered per deployment. */
+export interface DeploymentLogsTable {
+  deployment_id: number;
+  seq: number;
+  t: number;
+  text: string;
+}
+
 /** The whole database, as Kysely sees it. */
 export interface Database {
   workspaces: WorkspacesTable;
@@ -100,4 +153,8 @@ export interface Database {
   store_paths: StorePathsTable;
   cache_files: CacheFilesTable;
   schema_migrations: SchemaMigrationsTable;
+  agents: AgentsTable;
+  rollouts: RolloutsTable;
+  deployments: DeploymentsTable;
+  deployment_logs: DeploymentLogsTable;
 }

@@ -1,4 +1,6 @@
-import { type ColumnDefinitionBuilder, type Kysely, sql } from 'kysely';
+import { type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely';
+import { CairnError } from '../../lib/cairn-error.ts';
+import { migration002 } from './migration-002-deployments.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
 export interface Migration {
@@ -17,6 +19,16 @@ function serialId(dialect: SqlDialect) {
 }
 
 /**
+ * The type of a name that lists are sorted by. PostgreSQL sorts text by the database's locale,
+ * where `en_US` ignores punctuation (`ab` before `a-c`); the "C" collation compares bytes, as
+ * SQLite does, so that both list the same things in the same order. Use it for every name a
+ * query orders by.
+ */
+export function nameType(dialect: SqlDialect): 'text' | Expression<unknown> {
+  return dialect === 'sqlite' ? 'text' : sql`text collate "C"`;
+}
+
+/**
  * Every migration, in order. Written with Kysely's schema builder and portable types only
  * (integer, bigint, text), so that one list serves SQLite and PostgreSQL.
  */
@@ -24,18 +36,20 @@ export const migrations: readonly Migration[] = [
   {
     version: 1,
     name: 'workspaces, tokens, caches and the path index',
+    // Names are collated "C" on PostgreSQL (see nameType). That was added to this released
+    // migration before any PostgreSQL database ran it; SQLite's tables are unchanged.
     async up(db, dialect) {
       await db.schema
         .createTable('workspaces')
         .addColumn('id', 'integer', serialId(dialect))
-        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('name', nameType(dialect), (c) => c.notNull().unique())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema
         .createTable('tokens')
         .addColumn('id', 'text', (c) => c.primaryKey())
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id'))
-        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('name', nameType(dialect), (c) => c.notNull())
         .addColumn('hash', 'text', (c) => c.notNull().unique())
         .addColumn('scopes', 'text', (c) => c.notNull())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
@@ -47,7 +61,7 @@ export const migrations: readonly Migration[] = [
         .createTable('caches')
         .addColumn('id', 'integer', serialId(dialect))
         .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id'))
-        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('name', nameType(dialect), (c) => c.notNull().unique())
         .addColumn('public', 'integer', (c) => c.notNull())
         .addColumn('secret_key', 'text', (c) => c.notNull())
         .addColumn('public_key', 'text', (c) => c.notNull())
@@ -100,6 +114,7 @@ export const migrations: readonly Migration[] = [
         .execute();
     },
   },
+  migration002,
 ];
 
 /**
@@ -141,8 +156,10 @@ async function migrateLocked(db: Kysely<unknown>, dialect: SqlDialect, now: () =
   const newest = migrations.at(-1)?.version ?? 0;
   const unknown = [...done].filter((v) => v > newest);
   if (unknown.length > 0) {
-    throw new Error(
-      `Cannot migrate the database: it has schema version ${Math.max(...unknown)}, newer than this Cairn knows (${newest}); upgrade Cairn`,
+    // Running older code on a newer schema would corrupt it quietly; stop before touching it.
+    throw new CairnError(
+      'INVALID_ARGUMENT',
+      `Cannot use the database: its schema version ${Math.max(...unknown)} is newer than this Cairn knows (${newest}); upgrade Cairn`,
     );
   }
   const applied: number[] = [];

@@ -1,10 +1,18 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import {
+  HandleEmptyInListsPlugin,
+  Kysely,
+  type KyselyPlugin,
+  PostgresDialect,
+  replaceWithNoncontingentExpression,
+  SqliteDialect,
+} from 'kysely';
 import pg from 'pg';
 import type { Database } from './database-schema.ts';
 import type { SqlDialect } from './migrations.ts';
+import { RejectNulPlugin } from './reject-nul-plugin.ts';
 
 /** Where the state lives: an SQLite file, or a PostgreSQL connection string. */
 export type DatabaseConfig =
@@ -17,11 +25,22 @@ export interface OpenDatabase {
   readonly dialect: SqlDialect;
 }
 
+/** Options of {@link openDatabase}. */
+export interface OpenDatabaseOptions {
+  /**
+   * Told when an idle PostgreSQL connection fails (the server restarted, a proxy timed it out).
+   * The pool has already dropped that connection and opens a new one when next needed, so this
+   * is for logging only. Defaults to a process warning.
+   */
+  onIdleConnectionError?: (err: Error) => void;
+}
+
 /**
  * Opens the database. SQLite runs in WAL mode with a busy timeout, so readers never block the
  * writer; PostgreSQL's int8 columns come back as numbers (every value Cairn stores fits in 2^53).
+ * Both get the same plugins, so that queries the two would answer differently are made alike.
  */
-export function openDatabase(config: DatabaseConfig): OpenDatabase {
+export function openDatabase(config: DatabaseConfig, options: OpenDatabaseOptions = {}): OpenDatabase {
   if (config.kind === 'sqlite') {
     if (config.file !== ':memory:') mkdirSync(dirname(config.file), { recursive: true });
     const sqlite = new SqliteDatabase(config.file);
@@ -30,7 +49,7 @@ export function openDatabase(config: DatabaseConfig): OpenDatabase {
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
     return {
-      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) }),
+      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), plugins: plugins() }),
       dialect: 'sqlite',
     };
   }
@@ -44,5 +63,24 @@ export function openDatabase(config: DatabaseConfig): OpenDatabase {
           : pg.types.getTypeParser(oid, format as 'text'),
     } as pg.CustomTypesConfig,
   });
-  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), dialect: 'postgres' };
+  // A pool re-emits the error of an idle connection, and an 'error' event nobody listens to
+  // kills the process: without this, restarting PostgreSQL would take every replica down.
+  pool.on(
+    'error',
+    options.onIdleConnectionError ??
+      ((err) => process.emitWarning(`Cannot keep an idle PostgreSQL connection: ${err.message}`)),
+  );
+  return {
+    db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }), plugins: plugins() }),
+    dialect: 'postgres',
+  };
+}
+
+function plugins(): KyselyPlugin[] {
+  return [
+    // Text with NUL: PostgreSQL cannot store it, SQLite can; both refuse it (see the plugin).
+    new RejectNulPlugin(),
+    // `x in ()`: SQLite reads it as false, PostgreSQL as a syntax error; both now get `1 = 0`.
+    new HandleEmptyInListsPlugin({ strategy: replaceWithNoncontingentExpression }),
+  ];
 }

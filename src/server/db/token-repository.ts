@@ -55,20 +55,25 @@ export class TokenRepository {
         'last_used_at',
       ])
       .where('workspace_id', '=', workspaceId)
+      // Tokens made in the same millisecond tie; without a tie-breaker PostgreSQL returns them
+      // in heap order, which an update (a revocation) changes, and SQLite in rowid order.
       .orderBy('created_at')
+      .orderBy('name')
+      .orderBy('id')
       .execute();
   }
 
-  /** Marks a token revoked; returns false when no live token has that id or name. */
-  async revoke(workspaceId: number, idOrName: string, now: number): Promise<boolean> {
-    const result = await this.db
+  /** Marks live tokens with this id or name revoked; returns the ids revoked (none when nothing matched). */
+  async revoke(workspaceId: number, idOrName: string, now: number): Promise<string[]> {
+    const rows = await this.db
       .updateTable('tokens')
       .set({ revoked_at: now })
       .where('workspace_id', '=', workspaceId)
       .where('revoked_at', 'is', null)
       .where((eb) => eb.or([eb('id', '=', idOrName), eb('name', '=', idOrName)]))
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) > 0;
+      .returning('id')
+      .execute();
+    return rows.map((r) => r.id);
   }
 
   /** Records when a token was last used (callers throttle this). */

@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto';
+import { statfs, writeFile, rm, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runLines, type RunLinesResult } from '../lib/run-lines.ts';
+import type { AgentCache } from '../protocol/agent-protocol.ts';
+
+/** How the agent runs nix: its environment and where it keeps temporary files and GC roots. */
+export interface NixContext {
+  readonly env: NodeJS.ProcessEnv;
+  readonly stateDir: string;
+  readonly onLine: (line: string) => void;
+}
+
+/**
+ * The options that add the workspace's caches to the ones the machine trusts (never replacing
+ * them) and make a path pushed seconds ago visible (no negative narinfo caching).
+ */
+function cacheOptions(caches: readonly AgentCache[], netrc: string | undefined): string[] {
+  const opts = ['--option', 'narinfo-cache-negative-ttl', '0'];
+  if (caches.length > 0) {
+    opts.push('--option', 'extra-substituters', caches.map((c) => c.url).join(' '));
+    opts.push('--option', 'extra-trusted-public-keys', caches.map((c) => c.publicKey).join(' '));
+  }
+  if (netrc) opts.push('--option', 'netrc-file', netrc);
+  return opts;
+}
+
+/**
+ * Writes a netrc file (mode 0600) giving the agent's token for each private cache's host, runs
+ * `fn` with its path, and removes it: the token never appears on a command line.
+ */
+export async function withNetrc<T>(
+  ctx: NixContext,
+  caches: readonly AgentCache[],
+  token: string,
+  fn: (netrc: string | undefined) => Promise<T>,
+): Promise<T> {
+  const hosts = [...new Set(caches.filter((c) => c.private).map((c) => new URL(c.url).hostname))];
+  if (hosts.length === 0) return await fn(undefined);
+  const dir = join(ctx.stateDir, 'tmp');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, `netrc-${randomBytes(6).toString('hex')}`);
+  await writeFile(file, hosts.map((h) => `machine ${h}\nlogin cairn\npassword ${token}\n`).join(''), { mode: 0o600 });
+  try {
+    return await fn(file);
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
+/** What `nix-store --realise --dry-run` says will be downloaded, in bytes (unpacked), if it says. */
+export async function plannedUnpackedBytes(
+  ctx: NixContext,
+  paths: readonly string[],
+  caches: readonly AgentCache[],
+  netrc: string | undefined,
+): Promise<number | undefined> {
+  let bytes: number | undefined;
+  const r = await runLines('nix-store', ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths], {
+    env: ctx.env,
+    onLine: (line) => {
+      const m = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
+      if (m) bytes = (bytes ?? 0) + Number(m[2]) * 1024 * 1024;
+    },
+  });
+  return r.code === 0 ? bytes : undefined;
+}
+
+/** Free bytes on the file system holding the Nix store. */
+export async function freeStoreBytes(): Promise<number> {
+  const s = await statfs('/nix/store');
+  return s.bavail * s.bsize;
+}
+
+/**
+ * Realises store paths from the caches, rooted under the agent's state dir while in use
+ * (a garbage collection must not take them between download and switch).
+ */
+export async function realise(
+  ctx: NixContext,
+  paths: readonly string[],
+  caches: readonly AgentCache[],
+  netrc: string | undefined,
+): Promise<RunLinesResult> {
+  const roots = join(ctx.stateDir, 'gcroots');
+  await mkdir(roots, { recursive: true });
+  return await runLines(
+    'nix-store',
+    ['--realise', ...cacheOptions(caches, netrc), '--add-root', join(roots, 'in-flight'), ...paths],
+    { env: ctx.env, onLine: ctx.onLine },
+  );
+}
+
+/** Removes the in-flight GC roots once a deployment is over (the profile roots what stays). */
+export async function dropInFlightRoots(ctx: NixContext): Promise<void> {
+  const roots = join(ctx.stateDir, 'gcroots');
+  for (const name of ['in-flight', 'in-flight-2', 'in-flight-3']) await rm(join(roots, name), { force: true });
+}
+
+/** Points the profile at a store path, as a new generation. */
+export async function setProfile(ctx: NixContext, profile: string, storePath: string): Promise<RunLinesResult> {
+  ctx.onLine(`$ nix-env --profile ${profile} --set ${storePath}`);
+  return await runLines('nix-env', ['--profile', profile, '--set', storePath], { env: ctx.env, onLine: ctx.onLine });
+}

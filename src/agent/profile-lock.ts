@@ -1,0 +1,46 @@
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError } from '../lib/cairn-error.ts';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the lock that lets only one agent process manage a profile: a file holding the owner's
+ * pid, created exclusively. A lock left by a process that died is taken over.
+ * Returns the function that releases it.
+ * @throws CairnError ALREADY_EXISTS when a live agent holds it.
+ */
+export async function lockProfile(stateDir: string, profile: string): Promise<() => Promise<void>> {
+  const dir = join(stateDir, 'locks');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, `${createHash('sha256').update(profile).digest('hex').slice(0, 16)}.lock`);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(file, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n${profile}\n`);
+      await handle.close();
+      return async () => {
+        await rm(file, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number((await readFile(file, 'utf8').catch(() => '')).split('\n')[0]);
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new CairnError(
+          'ALREADY_EXISTS',
+          `Cannot start the agent: another cairn agent (pid ${pid}) manages profile ${profile}; stop it first`,
+        );
+      }
+      await rm(file, { force: true });
+    }
+  }
+  throw new CairnError('INTERNAL', `Cannot lock profile ${profile}: the lock file keeps reappearing (${file})`);
+}

@@ -1,0 +1,96 @@
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { AgentDaemon } from '../agent/agent-daemon.ts';
+import { lockProfile } from '../agent/profile-lock.ts';
+import { resolveProfilePath } from '../agent/profile-state.ts';
+import { CairnError } from '../lib/cairn-error.ts';
+import { NAME_PATTERN } from '../protocol/token-scope.ts';
+import { deployActivate } from './deploy-activate.ts';
+import { parseDuration } from './parse-duration.ts';
+import type { CommandContext } from './program.ts';
+
+/** The agent's default state directory: /var/lib/cairn-agent as root, else under XDG_STATE_HOME. */
+function defaultAgentStateDir(env: NodeJS.ProcessEnv): string {
+  if (process.getuid?.() === 0) return '/var/lib/cairn-agent';
+  return join(env.XDG_STATE_HOME || join(env.HOME ?? '/tmp', '.local', 'state'), 'cairn-agent');
+}
+
+/** `cairn deploy agent|activate`. */
+export function registerDeployCommands(program: Command, ctx: CommandContext): void {
+  const deploy = program.command('deploy').description('deploy closures to agents, and run the agent');
+
+  deploy
+    .command('activate')
+    .description(
+      "deploy: one deployment per agent in deploy.json (Cachix Deploy's format), following their logs",
+    )
+    .argument(
+      '<deploy.json>',
+      'file naming each agent\'s store path: {"agents": {"<name>": "/nix/store/..."}}',
+    )
+    .option('--async', 'create the deployments, print the rollout id and return at once')
+    .option('--agent <name...>', 'deploy only to these agents of the file (repeatable)')
+    .option(
+      '--timeout <duration>',
+      'stop waiting after this long (such as 30m); agents still pending make the exit code 1',
+    )
+    .addHelpText(
+      'after',
+      '\nToken: CAIRN_ACTIVATE_TOKEN (or CAIRN_TOKEN), with the activate scope.\nExit codes: 0 every agent succeeded; 1 an agent failed, was rolled back, or did not finish in time; 2 bad input or credentials.',
+    )
+    .action(async (file: string, opts: { async?: boolean; agent?: string[]; timeout?: string }) => {
+      const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout, '--timeout');
+      const code = await deployActivate(ctx.client('CAIRN_ACTIVATE_TOKEN'), ctx.io, {
+        file,
+        agents: opts.agent ?? [],
+        async: opts.async === true,
+        timeoutMs,
+      });
+      ctx.setExitCode(code);
+    });
+
+  deploy
+    .command('agent')
+    .description('run the agent: keep a connection to the server and deploy what it is told to')
+    .argument('<name>', 'this agent\'s name (created with "cairn agent create")')
+    .argument('[profile]', 'profile name under /nix/var/nix/profiles, or an absolute path', 'system')
+    .option(
+      '--state-dir <dir>',
+      'where the agent keeps its lock, GC roots and temporary files (env: CAIRN_AGENT_STATE_DIR)',
+    )
+    .addHelpText('after', "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token).")
+    .action(async (name: string, profileArg: string, opts: { stateDir?: string }) => {
+      if (!NAME_PATTERN.test(name)) {
+        throw new CairnError('INVALID_ARGUMENT', `Cannot start the agent: invalid agent name (${name})`);
+      }
+      const token = ctx.env.CAIRN_AGENT_TOKEN;
+      if (!token)
+        throw new CairnError(
+          'INVALID_ARGUMENT',
+          'Cannot start the agent: set CAIRN_AGENT_TOKEN to the token "cairn agent create" printed',
+        );
+      const client = ctx.client('CAIRN_AGENT_TOKEN');
+      const profile = resolveProfilePath(profileArg);
+      const stateDir = opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(ctx.env);
+      const unlock = await lockProfile(stateDir, profile);
+      const stop = new AbortController();
+      void ctx.io.untilStopped?.().then((signal) => {
+        ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);
+        stop.abort();
+      });
+      const daemon = new AgentDaemon({
+        name,
+        server: client.server,
+        token,
+        profile,
+        stateDir,
+        env: ctx.env,
+        log: (line) => ctx.io.stderr.write(`${new Date().toISOString()} ${line}\n`),
+      });
+      try {
+        await daemon.run(stop.signal);
+      } finally {
+        await unlock();
+      }
+    });
+}

@@ -1,0 +1,131 @@
+import { z } from 'zod';
+import { isStorePath } from '../nix/store-path.ts';
+import { exit4PolicySchema } from './deploy-json.ts';
+
+/**
+ * The agent protocol's version. Bump it for every change that an older peer would misread,
+ * with a dated line below; the server accepts the previous version for one release.
+ *
+ * 1 (2026-11-25): hello/welcome, desired state, progress, logs, results.
+ */
+export const AGENT_PROTOCOL_VERSION = 1;
+
+/** Oldest agent protocol version the server still accepts. */
+export const MIN_AGENT_PROTOCOL_VERSION = 1;
+
+/** WebSocket path of the agent connection. */
+export const AGENT_WS_PATH = '/api/v1/agent/ws';
+
+/** Largest agent message either side accepts, in bytes. */
+export const MAX_AGENT_MESSAGE_BYTES = 1024 * 1024;
+
+const storePath = z.string().refine(isStorePath, { message: 'not a valid store path' });
+const id = z.string().min(1).max(64);
+
+/** Kinds of profile the agent activates. */
+export const profileKindSchema = z.enum(['nixos', 'nix-darwin', 'home-manager', 'plain']);
+export type ProfileKind = z.infer<typeof profileKindSchema>;
+
+/** Final states of a deployment. */
+export const finalStateSchema = z.enum(['succeeded', 'rolled-back', 'failed', 'cancelled']);
+export type FinalState = z.infer<typeof finalStateSchema>;
+
+/** Every state of a deployment: `pending` until the agent starts it, `running`, then final. */
+export const deploymentStateSchema = z.enum(['pending', 'running', 'succeeded', 'rolled-back', 'failed', 'cancelled']);
+export type DeploymentState = z.infer<typeof deploymentStateSchema>;
+
+/** The steps a deployment goes through, in order. */
+export const deploymentStepSchema = z.enum([
+  'realise',
+  'set-profile',
+  'activate',
+  'rollback-script',
+  'verify',
+  'rollback',
+  'done',
+]);
+export type DeploymentStep = z.infer<typeof deploymentStepSchema>;
+
+/** What the agent observes on its machine. */
+export const observedSchema = z.strictObject({
+  storePath: storePath.nullable(),
+  generation: z.number().int().nonnegative().nullable(),
+  kind: profileKindSchema.nullable(),
+  system: z.string().max(100),
+  hostname: z.string().max(255),
+  agentVersion: z.string().max(50),
+  nixVersion: z.string().max(100),
+  profile: z.string().max(4096),
+});
+export type Observed = z.infer<typeof observedSchema>;
+
+/** A deployment as the agent receives it. */
+export const desiredDeploymentSchema = z.strictObject({
+  id,
+  storePath,
+  rollbackScript: storePath.nullable(),
+  exit4: exit4PolicySchema,
+});
+export type DesiredDeployment = z.infer<typeof desiredDeploymentSchema>;
+
+/** A binary cache the agent may substitute from. */
+export const agentCacheSchema = z.strictObject({ url: z.string().url(), publicKey: z.string(), private: z.boolean() });
+export type AgentCache = z.infer<typeof agentCacheSchema>;
+
+/** The outcome of a deployment, as the agent reports it. */
+export const deploymentResultSchema = z.strictObject({
+  deploymentId: id,
+  state: finalStateSchema,
+  /** The step that failed, for `rolled-back` and `failed`. */
+  step: deploymentStepSchema.nullable(),
+  reason: z.string().max(4000).nullable(),
+});
+export type DeploymentResult = z.infer<typeof deploymentResultSchema>;
+
+/** One log line of a deployment, with the agent's clock. */
+export const logLineSchema = z.strictObject({ t: z.number().int().nonnegative(), text: z.string().max(16_384) });
+export type LogLine = z.infer<typeof logLineSchema>;
+
+/** Messages from agent to server. */
+export const agentMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('hello'),
+    protocol: z.number().int().positive(),
+    observed: observedSchema,
+    /** The deployment the agent is running now, if any: the server keeps it running. */
+    running: id.nullable(),
+    /** Results the agent could not deliver before its connection dropped. */
+    unreported: z.array(deploymentResultSchema).max(100),
+  }),
+  z.strictObject({ type: z.literal('progress'), deploymentId: id, step: deploymentStepSchema }),
+  z.strictObject({ type: z.literal('log'), deploymentId: id, lines: z.array(logLineSchema).min(1).max(1000) }),
+  z.strictObject({ type: z.literal('result'), result: deploymentResultSchema, observed: observedSchema }),
+  z.strictObject({ type: z.literal('observed'), observed: observedSchema }),
+]);
+export type AgentMessage = z.infer<typeof agentMessageSchema>;
+
+/** Messages from server to agent. */
+export const serverMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('welcome'),
+    protocol: z.number().int().positive(),
+    agent: z.string(),
+    caches: z.array(agentCacheSchema),
+    desired: desiredDeploymentSchema.nullable(),
+  }),
+  /** The desired state changed: run this deployment (null: nothing to do). */
+  z.strictObject({ type: z.literal('desired'), desired: desiredDeploymentSchema.nullable() }),
+  /** A deployment the agent should not start (superseded or cancelled). */
+  z.strictObject({ type: z.literal('cancel'), deploymentId: id }),
+  z.strictObject({ type: z.literal('error'), code: z.string(), message: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof serverMessageSchema>;
+
+/** WebSocket close codes Cairn uses (4000-4999 are for applications). */
+export const CLOSE_CODES = {
+  invalidMessage: 4400,
+  unauthorized: 4401,
+  revoked: 4403,
+  replaced: 4409,
+  shuttingDown: 4503,
+} as const;

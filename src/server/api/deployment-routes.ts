@@ -1,0 +1,194 @@
+import type { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { CairnError } from '../../lib/cairn-error.ts';
+import { deployJsonSchema } from '../../protocol/deploy-json.ts';
+import type { DeploymentInfo } from '../../protocol/api-schemas.ts';
+import { isAdmin, type Principal } from '../auth/principal.ts';
+import type { AgentRepository } from '../db/agent-repository.ts';
+import { type DeploymentRepository, type DeploymentRow, OPEN_STATES } from '../db/deployment-repository.ts';
+import { type ActivateDeps, activateRollout } from '../deployments/activate-rollout.ts';
+import type { DeploymentEvent, EventBus, LogEvent } from '../events/event-bus.ts';
+import type { ApiEnv } from './api-routes.ts';
+import { parseJsonBody } from './parse-json-body.ts';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** A deployment row as the API shows it. */
+export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
+  return {
+    id: d.id,
+    rolloutId: d.rollout_id,
+    agent: d.agent_name,
+    storePath: d.store_path,
+    state: d.state,
+    step: d.step,
+    reason: d.reason,
+    createdAt: new Date(d.created_at).toISOString(),
+    startedAt: iso(d.started_at),
+    finishedAt: iso(d.finished_at),
+  };
+}
+
+/** Who may read a deployment: admin, an activate token, or the agent it belongs to. */
+function canRead(p: Principal, agent: string): boolean {
+  return (
+    isAdmin(p) ||
+    p.scopes.some((s) => s.kind === 'activate' || (s.kind === 'agent' && s.agent === agent))
+  );
+}
+
+/** `rollouts` and `deployments` routes: create from deploy.json, follow, list, show, logs. */
+export function registerDeploymentRoutes(
+  api: Hono<ApiEnv>,
+  deps: ActivateDeps & { agents: AgentRepository; deployments: DeploymentRepository; bus: EventBus; baseUrl: (u: string) => string },
+): void {
+  const rolloutUrl = (requestUrl: string, ws: string, id: number) =>
+    `${deps.baseUrl(requestUrl)}/api/v1/workspaces/${ws}/rollouts/${id}`;
+
+  // The body is deploy.json itself, so CI can POST the file as it is; ?agent= limits it to some agents.
+  api.post('/workspaces/:ws/rollouts', async (c) => {
+    const deploy = await parseJsonBody(c, deployJsonSchema, 'create the deployment');
+    const only = c.req.queries('agent');
+    const { rolloutId } = await activateRollout(deps, {
+      principal: c.var.principal,
+      workspaceId: c.var.workspaceId,
+      deploy,
+      only,
+    });
+    const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
+    return c.json(
+      { id: rolloutId, url: rolloutUrl(c.req.url, c.req.param('ws'), rolloutId), deployments: rows.map(toDeploymentInfo) },
+      201,
+    );
+  });
+
+  const rolloutOr404 = async (workspaceId: number, idText: string) => {
+    const id = Number(idText);
+    if (!Number.isSafeInteger(id) || !(await deps.deployments.rolloutExists(workspaceId, id))) {
+      throw new CairnError('NOT_FOUND', `Cannot find rollout '${idText}'`);
+    }
+    return id;
+  };
+
+  api.get('/workspaces/:ws/rollouts/:id', async (c) => {
+    const id = await rolloutOr404(c.var.workspaceId, c.req.param('id'));
+    const rows = (await deps.deployments.byRollout(c.var.workspaceId, id)).filter((d) => canRead(c.var.principal, d.agent_name));
+    return c.json({ id, url: rolloutUrl(c.req.url, c.req.param('ws'), id), deployments: rows.map(toDeploymentInfo) });
+  });
+
+  // Follows a rollout: its deployments' states and logs as Server-Sent Events, ending with `end`
+  // once every deployment is final. States are protocol events, never parsed from log lines.
+  api.get('/workspaces/:ws/rollouts/:id/events', async (c) => {
+    const workspaceId = c.var.workspaceId;
+    const id = await rolloutOr404(workspaceId, c.req.param('id'));
+    const principal = c.var.principal;
+    return streamSSE(c, async (stream) => {
+      const queue: Array<{ kind: 'state'; e: DeploymentEvent } | { kind: 'log'; e: LogEvent }> = [];
+      let wake: (() => void) | undefined;
+      const push = (item: (typeof queue)[number]) => {
+        queue.push(item);
+        wake?.();
+      };
+      // Subscribe before reading the database, so nothing falls between the two.
+      const unsubs = [
+        deps.bus.subscribe('deployment', (e) => {
+          if (e.rolloutId === id) push({ kind: 'state', e });
+        }),
+        deps.bus.subscribe('log', (e) => {
+          if (e.rolloutId === id) push({ kind: 'log', e });
+        }),
+      ];
+      stream.onAbort(() => {
+        for (const u of unsubs) u();
+        wake?.();
+      });
+      try {
+        const rows = (await deps.deployments.byRollout(workspaceId, id)).filter((d) => canRead(principal, d.agent_name));
+        const states = new Map(rows.map((d) => [d.id, d.state]));
+        const lastSeq = new Map<number, number>();
+        for (const d of rows) {
+          await stream.writeSSE({
+            event: 'state',
+            data: JSON.stringify({ deploymentId: d.id, agent: d.agent_name, state: d.state, step: d.step, reason: d.reason }),
+          });
+          const lines = await deps.deployments.logs(d.id);
+          if (lines.length > 0) {
+            lastSeq.set(d.id, lines.at(-1)!.seq);
+            await stream.writeSSE({
+              event: 'log',
+              data: JSON.stringify({ deploymentId: d.id, agent: d.agent_name, lines: lines.map(({ seq, t, text }) => ({ seq, t, text })) }),
+            });
+          }
+        }
+        const open = () => [...states.values()].some((s) => (OPEN_STATES as readonly string[]).includes(s));
+        let lastWrite = Date.now();
+        while (open() && !stream.aborted) {
+          const item = queue.shift();
+          if (!item) {
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              setTimeout(resolve, 15_000).unref();
+            });
+            wake = undefined;
+            // Keep proxies from closing an idle stream.
+            if (queue.length === 0 && Date.now() - lastWrite >= 14_000) {
+              await stream.write(': keep-alive\n\n');
+              lastWrite = Date.now();
+            }
+            continue;
+          }
+          if (!states.has(item.e.deploymentId)) continue;
+          lastWrite = Date.now();
+          if (item.kind === 'state') {
+            states.set(item.e.deploymentId, item.e.state);
+            const { deploymentId, agent, state, step, reason } = item.e;
+            await stream.writeSSE({ event: 'state', data: JSON.stringify({ deploymentId, agent, state, step, reason }) });
+          } else {
+            const seen = lastSeq.get(item.e.deploymentId) ?? 0;
+            const lines = item.e.lines.filter((l) => l.seq > seen);
+            if (lines.length === 0) continue;
+            lastSeq.set(item.e.deploymentId, lines.at(-1)!.seq);
+            await stream.writeSSE({
+              event: 'log',
+              data: JSON.stringify({ deploymentId: item.e.deploymentId, agent: item.e.agent, lines }),
+            });
+          }
+        }
+        if (!stream.aborted) await stream.writeSSE({ event: 'end', data: JSON.stringify({ rolloutId: id }) });
+      } finally {
+        for (const u of unsubs) u();
+      }
+    });
+  });
+
+  api.get('/workspaces/:ws/deployments', async (c) => {
+    const agentName = c.req.query('agent');
+    const limit = Math.min(Math.max(Number(c.req.query('limit') ?? 50) || 50, 1), 1000);
+    let agentId: number | undefined;
+    if (agentName !== undefined) {
+      const agent = await deps.agents.byName(c.var.workspaceId, agentName);
+      if (!agent) throw new CairnError('NOT_FOUND', `Cannot find agent '${agentName}'`);
+      agentId = agent.id;
+    }
+    const rows = await deps.deployments.list(c.var.workspaceId, { limit, ...(agentId === undefined ? {} : { agentId }) });
+    return c.json({ deployments: rows.filter((d) => canRead(c.var.principal, d.agent_name)).map(toDeploymentInfo) });
+  });
+
+  const deploymentOr404 = async (workspaceId: number, idText: string, p: Principal) => {
+    const id = Number(idText);
+    const d = Number.isSafeInteger(id) ? await deps.deployments.byId(workspaceId, id) : undefined;
+    if (!d || !canRead(p, d.agent_name)) throw new CairnError('NOT_FOUND', `Cannot find deployment '${idText}'`);
+    return d;
+  };
+
+  api.get('/workspaces/:ws/deployments/:id', async (c) => {
+    return c.json(toDeploymentInfo(await deploymentOr404(c.var.workspaceId, c.req.param('id'), c.var.principal)));
+  });
+
+  api.get('/workspaces/:ws/deployments/:id/logs', async (c) => {
+    const d = await deploymentOr404(c.var.workspaceId, c.req.param('id'), c.var.principal);
+    const after = Math.max(0, Number(c.req.query('after') ?? 0) || 0);
+    const lines = await deps.deployments.logs(d.id, after);
+    return c.json({ lines: lines.map(({ seq, t, text }) => ({ seq, t, text })) });
+  });
+}

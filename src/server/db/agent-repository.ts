@@ -1,0 +1,97 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { Observed } from '../../protocol/agent-protocol.ts';
+import type { AgentsTable, Database } from './database-schema.ts';
+
+/** An agent row. */
+export type AgentRow = Selectable<AgentsTable>;
+
+/** Stores agents and what each last reported. */
+export class AgentRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Creates an agent; undefined when the name is taken in the workspace. */
+  async create(row: {
+    workspaceId: number;
+    name: string;
+    tokenId: string;
+    createdAt: number;
+  }): Promise<AgentRow | undefined> {
+    const inserted = await this.db
+      .insertInto('agents')
+      .values({
+        workspace_id: row.workspaceId,
+        name: row.name,
+        token_id: row.tokenId,
+        created_at: row.createdAt,
+        online: 0,
+      })
+      .onConflict((oc) => oc.columns(['workspace_id', 'name']).doNothing())
+      .returningAll()
+      .executeTakeFirst();
+    return inserted;
+  }
+
+  async byName(workspaceId: number, name: string): Promise<AgentRow | undefined> {
+    return await this.db
+      .selectFrom('agents')
+      .selectAll()
+      .where('workspace_id', '=', workspaceId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+  }
+
+  /** Agents of the workspace with these names (one query). */
+  async byNames(workspaceId: number, names: readonly string[]): Promise<AgentRow[]> {
+    if (names.length === 0) return [];
+    return await this.db
+      .selectFrom('agents')
+      .selectAll()
+      .where('workspace_id', '=', workspaceId)
+      .where('name', 'in', [...names])
+      .execute();
+  }
+
+  async list(workspaceId: number): Promise<AgentRow[]> {
+    return await this.db
+      .selectFrom('agents')
+      .selectAll()
+      .where('workspace_id', '=', workspaceId)
+      .orderBy('name')
+      .execute();
+  }
+
+  /** Points the agent at a new token (after `agent revoke` and re-create, say). */
+  async setToken(id: number, tokenId: string): Promise<void> {
+    await this.db.updateTable('agents').set({ token_id: tokenId }).where('id', '=', id).execute();
+  }
+
+  /** Records what the agent reports and marks it online. */
+  async recordObserved(id: number, observed: Observed, now: number): Promise<void> {
+    await this.db
+      .updateTable('agents')
+      .set({
+        online: 1,
+        last_seen_at: now,
+        store_path: observed.storePath,
+        generation: observed.generation,
+        kind: observed.kind,
+        system: observed.system,
+        hostname: observed.hostname,
+        agent_version: observed.agentVersion,
+        nix_version: observed.nixVersion,
+        profile: observed.profile,
+      })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  /** Marks the agent offline, keeping when it was last seen. */
+  async setOffline(id: number, now: number): Promise<void> {
+    await this.db.updateTable('agents').set({ online: 0, last_seen_at: now }).where('id', '=', id).execute();
+  }
+
+  /** Marks every agent offline: at start, no agent is connected to this server yet. */
+  async setAllOffline(): Promise<void> {
+    await this.db.updateTable('agents').set({ online: 0 }).where('online', '=', 1).execute();
+  }
+}

@@ -1,0 +1,186 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { DeploymentState, FinalState } from '../../protocol/agent-protocol.ts';
+import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
+
+/** A deployment row with its agent's name. */
+export type DeploymentRow = Selectable<DeploymentsTable> & { agent_name: string };
+
+/** The states in which a deployment is not over yet. */
+export const OPEN_STATES: readonly DeploymentState[] = ['pending', 'running'];
+
+/** Stores rollouts, deployments and their logs. */
+export class DeploymentRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  #select() {
+    return this.db
+      .selectFrom('deployments')
+      .innerJoin('agents', 'agents.id', 'deployments.agent_id')
+      .selectAll('deployments')
+      .select('agents.name as agent_name');
+  }
+
+  /**
+   * Creates a rollout with one pending deployment per agent, in one transaction, and cancels the
+   * agents' older deployments that have not started: the newest deployment wins. Returns the
+   * new rollout's id and the ids of the cancelled deployments by agent.
+   */
+  async createRollout(input: {
+    workspaceId: number;
+    createdBy: string;
+    now: number;
+    deployments: ReadonlyArray<{
+      agentId: number;
+      storePath: string;
+      rollbackScript: string | null;
+      exit4: string;
+    }>;
+  }): Promise<{ rolloutId: number; cancelled: Array<{ id: number; agentId: number }> }> {
+    return await this.db.transaction().execute(async (trx) => {
+      const rollout = await trx
+        .insertInto('rollouts')
+        .values({ workspace_id: input.workspaceId, created_at: input.now, created_by: input.createdBy })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      const agentIds = input.deployments.map((d) => d.agentId);
+      const cancelled = await trx
+        .updateTable('deployments')
+        .set({ state: 'cancelled', reason: 'superseded by a newer deployment', finished_at: input.now })
+        .where('agent_id', 'in', agentIds)
+        .where('state', '=', 'pending')
+        .returning(['id', 'agent_id'])
+        .execute();
+      await trx
+        .insertInto('deployments')
+        .values(
+          input.deployments.map((d) => ({
+            rollout_id: rollout.id,
+            workspace_id: input.workspaceId,
+            agent_id: d.agentId,
+            store_path: d.storePath,
+            rollback_script: d.rollbackScript,
+            exit4: d.exit4,
+            state: 'pending',
+            created_at: input.now,
+          })),
+        )
+        .execute();
+      return { rolloutId: rollout.id, cancelled: cancelled.map((c) => ({ id: c.id, agentId: c.agent_id })) };
+    });
+  }
+
+  async byId(workspaceId: number, id: number): Promise<DeploymentRow | undefined> {
+    return await this.#select()
+      .where('deployments.workspace_id', '=', workspaceId)
+      .where('deployments.id', '=', id)
+      .executeTakeFirst();
+  }
+
+  async byRollout(workspaceId: number, rolloutId: number): Promise<DeploymentRow[]> {
+    return await this.#select()
+      .where('deployments.workspace_id', '=', workspaceId)
+      .where('deployments.rollout_id', '=', rolloutId)
+      .orderBy('agents.name')
+      .execute();
+  }
+
+  async rolloutExists(workspaceId: number, rolloutId: number): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('rollouts')
+      .select('id')
+      .where('workspace_id', '=', workspaceId)
+      .where('id', '=', rolloutId)
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** The most recent deployments, newest first, optionally of one agent. */
+  async list(workspaceId: number, options: { agentId?: number; limit: number }): Promise<DeploymentRow[]> {
+    let q = this.#select().where('deployments.workspace_id', '=', workspaceId);
+    if (options.agentId !== undefined) q = q.where('deployments.agent_id', '=', options.agentId);
+    return await q.orderBy('deployments.id', 'desc').limit(options.limit).execute();
+  }
+
+  /**
+   * What the agent should run: its running deployment if it has one (it must finish first),
+   * else its newest pending one.
+   */
+  async desiredFor(agentId: number): Promise<Selectable<DeploymentsTable> | undefined> {
+    const rows = await this.db
+      .selectFrom('deployments')
+      .selectAll()
+      .where('agent_id', '=', agentId)
+      .where('state', 'in', [...OPEN_STATES])
+      .orderBy('id', 'desc')
+      .execute();
+    return rows.find((r) => r.state === 'running') ?? rows[0];
+  }
+
+  /** Marks a pending deployment running; false when it was not pending (cancelled meanwhile). */
+  async markRunning(id: number, agentId: number, now: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('deployments')
+      .set({ state: 'running', started_at: now })
+      .where('id', '=', id)
+      .where('agent_id', '=', agentId)
+      .where('state', '=', 'pending')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  async setStep(id: number, agentId: number, step: string): Promise<void> {
+    await this.db
+      .updateTable('deployments')
+      .set({ step })
+      .where('id', '=', id)
+      .where('agent_id', '=', agentId)
+      .execute();
+  }
+
+  /** Records a final state once; false when the deployment was already final or is not the agent's. */
+  async finish(
+    id: number,
+    agentId: number,
+    result: { state: FinalState; step: string | null; reason: string | null },
+    now: number,
+  ): Promise<boolean> {
+    const r = await this.db
+      .updateTable('deployments')
+      .set({ state: result.state, step: result.step, reason: result.reason, finished_at: now })
+      .where('id', '=', id)
+      .where('agent_id', '=', agentId)
+      .where('state', 'in', [...OPEN_STATES])
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** Appends log lines; `seq` continues from the deployment's last line. */
+  async appendLogs(rows: readonly DeploymentLogsTable[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db
+      .insertInto('deployment_logs')
+      .values([...rows])
+      .execute();
+  }
+
+  /** Highest log sequence number of a deployment, or 0. */
+  async lastLogSeq(deploymentId: number): Promise<number> {
+    const row = await this.db
+      .selectFrom('deployment_logs')
+      .select((eb) => eb.fn.max('seq').as('seq'))
+      .where('deployment_id', '=', deploymentId)
+      .executeTakeFirst();
+    return Number(row?.seq ?? 0);
+  }
+
+  async logs(deploymentId: number, afterSeq = 0, limit = 10_000): Promise<DeploymentLogsTable[]> {
+    return await this.db
+      .selectFrom('deployment_logs')
+      .selectAll()
+      .where('deployment_id', '=', deploymentId)
+      .where('seq', '>', afterSeq)
+      .orderBy('seq')
+      .limit(limit)
+      .execute();
+  }
+}

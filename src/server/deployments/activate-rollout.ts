@@ -1,0 +1,95 @@
+import type { DeployJson } from '../../protocol/deploy-json.ts';
+import { parseStorePath } from '../../nix/store-path.ts';
+import { ValidationError } from '../api/parse-json-body.ts';
+import { canActivate, type Principal } from '../auth/principal.ts';
+import type { AgentRepository } from '../db/agent-repository.ts';
+import type { CacheRepository } from '../db/cache-repository.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { PathIndex } from '../db/path-index.ts';
+import type { EventBus } from '../events/event-bus.ts';
+
+/** What {@link activateRollout} needs. */
+export interface ActivateDeps {
+  readonly agents: AgentRepository;
+  readonly caches: CacheRepository;
+  readonly index: PathIndex;
+  readonly deployments: DeploymentRepository;
+  readonly bus: EventBus;
+  readonly now: () => number;
+}
+
+/**
+ * Turns a deploy.json into a rollout: checks every agent and store path first and reports all
+ * problems together (nothing is created then), creates one deployment per agent, cancels the
+ * agents' older deployments that had not started, and tells connected agents.
+ */
+export async function activateRollout(
+  deps: ActivateDeps,
+  request: { principal: Principal; workspaceId: number; deploy: DeployJson; only?: readonly string[] | undefined },
+): Promise<{ rolloutId: number; deployments: Array<{ id: number; agent: string }> }> {
+  const { principal, workspaceId, deploy } = request;
+  const problems: Array<{ field: string; message: string }> = [];
+  let names = Object.keys(deploy.agents);
+  if (request.only && request.only.length > 0) {
+    for (const n of request.only) {
+      if (!names.includes(n)) problems.push({ field: `agents.${n}`, message: 'is selected with --agent but not in deploy.json' });
+    }
+    names = names.filter((n) => request.only!.includes(n));
+  }
+  const rows = await deps.agents.byNames(workspaceId, names);
+  const byName = new Map(rows.map((r) => [r.name, r]));
+  for (const n of names) {
+    if (!byName.has(n)) problems.push({ field: `agents.${n}`, message: `unknown agent '${n}' (create it with: cairn agent create ${n})` });
+    else if (!canActivate(principal, n)) problems.push({ field: `agents.${n}`, message: `token '${principal.tokenName}' may not deploy to '${n}'` });
+  }
+  // Every path must be in a cache of the workspace before agents hear of it: a path announced
+  // early would make Nix on the agent remember the miss.
+  const wanted = new Map<string, string>();
+  for (const n of names) wanted.set(deploy.agents[n]!, `agents.${n}`);
+  for (const [system, p] of Object.entries(deploy.rollbackScript ?? {})) wanted.set(p, `rollbackScript.${system}`);
+  const caches = await deps.caches.list(workspaceId);
+  const found = new Set<string>();
+  const hashParts = [...wanted.keys()].map((p) => parseStorePath(p).hashPart);
+  for (const c of caches) {
+    for (const h of await deps.index.existingHashParts(c.id, hashParts)) found.add(h);
+  }
+  for (const [p, field] of wanted) {
+    if (!found.has(parseStorePath(p).hashPart)) {
+      problems.push({ field, message: `${p} is in no cache of this workspace; push it first (nix copy --to or cairn push)` });
+    }
+  }
+  if (problems.length > 0) throw new ValidationError('create the deployment', problems);
+
+  const now = deps.now();
+  // Rollback scripts are kept by system; the agent's script is picked when it is told, by the system it reports.
+  const rollback = deploy.rollbackScript && Object.keys(deploy.rollbackScript).length > 0 ? JSON.stringify(deploy.rollbackScript) : null;
+  const { rolloutId, cancelled } = await deps.deployments.createRollout({
+    workspaceId,
+    createdBy: principal.tokenName,
+    now,
+    deployments: names.map((n) => {
+      const agent = byName.get(n)!;
+      return {
+        agentId: agent.id,
+        storePath: deploy.agents[n]!,
+        rollbackScript: rollback,
+        exit4: deploy.exit4 ?? 'fail',
+      };
+    }),
+  });
+  const created = await deps.deployments.byRollout(workspaceId, rolloutId);
+  for (const c of cancelled) {
+    const agent = rows.find((r) => r.id === c.agentId);
+    deps.bus.publish('deployment', {
+      workspaceId,
+      rolloutId: -1,
+      deploymentId: c.id,
+      agent: agent?.name ?? '',
+      state: 'cancelled',
+      step: null,
+      reason: 'superseded by a newer deployment',
+    });
+  }
+  for (const d of created) deps.bus.publish('desired', { agentId: d.agent_id });
+  return { rolloutId, deployments: created.map((d) => ({ id: d.id, agent: d.agent_name })) };
+}

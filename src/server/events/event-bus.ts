@@ -1,0 +1,60 @@
+import { EventEmitter } from 'node:events';
+import type { DeploymentState } from '../../protocol/agent-protocol.ts';
+
+/** Something that happened to a deployment: a state change or a step. */
+export interface DeploymentEvent {
+  readonly workspaceId: number;
+  readonly rolloutId: number;
+  readonly deploymentId: number;
+  readonly agent: string;
+  readonly state: DeploymentState;
+  readonly step: string | null;
+  readonly reason: string | null;
+}
+
+/** Log lines of a deployment, numbered. */
+export interface LogEvent {
+  readonly rolloutId: number;
+  readonly deploymentId: number;
+  readonly agent: string;
+  readonly lines: ReadonlyArray<{ seq: number; t: number; text: string }>;
+}
+
+/** The events that cross the server's parts (and, with several replicas, the replicas). */
+export interface BusEvents {
+  deployment: DeploymentEvent;
+  log: LogEvent;
+  /** An agent's desired state changed: tell it, if it is connected here. */
+  desired: { readonly agentId: number };
+  /** A token was revoked: close its connections at once. */
+  'token-revoked': { readonly tokenId: string };
+}
+
+/**
+ * Publish/subscribe between the server's parts. One process uses this in-memory bus; replicas
+ * sharing PostgreSQL relay the same events through LISTEN/NOTIFY behind the same interface.
+ */
+export interface EventBus {
+  publish<K extends keyof BusEvents>(type: K, event: BusEvents[K]): void;
+  /** Subscribes; returns the function that unsubscribes. */
+  subscribe<K extends keyof BusEvents>(type: K, listener: (event: BusEvents[K]) => void): () => void;
+}
+
+/** The in-process {@link EventBus}. */
+export class LocalEventBus implements EventBus {
+  readonly #emitter = new EventEmitter();
+
+  constructor() {
+    // One listener per open event stream: many are normal.
+    this.#emitter.setMaxListeners(0);
+  }
+
+  publish<K extends keyof BusEvents>(type: K, event: BusEvents[K]): void {
+    this.#emitter.emit(type, event);
+  }
+
+  subscribe<K extends keyof BusEvents>(type: K, listener: (event: BusEvents[K]) => void): () => void {
+    this.#emitter.on(type, listener);
+    return () => this.#emitter.off(type, listener);
+  }
+}

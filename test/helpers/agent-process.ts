@@ -1,0 +1,98 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { nixEnv } from './nix.ts';
+
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+
+/** A real `cairn deploy agent` process, with its log lines collected. */
+export interface AgentProcess {
+  readonly child: ChildProcess;
+  readonly lines: string[];
+  /** Resolves with the first log line (present or future) matching `re`; rejects after `timeoutMs`. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Stops the agent with SIGTERM and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts an agent as its own process, as on a machine: its own state dir and its own Nix
+ * narinfo cache (XDG_CACHE_HOME), so it sees the binary cache as a separate machine would.
+ */
+export async function startAgent(options: {
+  name: string;
+  profile: string;
+  server: string;
+  token: string;
+  stateDir?: string;
+}): Promise<AgentProcess> {
+  const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-')));
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', MAIN, 'deploy', 'agent', options.name, options.profile, '--state-dir', stateDir],
+    {
+      env: nixEnv({
+        CAIRN_SERVER: options.server,
+        CAIRN_AGENT_TOKEN: options.token,
+        XDG_CACHE_HOME: join(stateDir, 'xdg-cache'),
+      }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const lines: string[] = [];
+  const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
+  let buffer = '';
+  const onData = (d: Buffer) => {
+    buffer += d.toString();
+    let nl = buffer.indexOf('\n');
+    while (nl >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      lines.push(line);
+      if (process.env.CAIRN_TEST_LOG) process.stderr.write(`[agent ${options.name}] ${line}\n`);
+      for (const w of [...waiters]) {
+        if (w.re.test(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+      nl = buffer.indexOf('\n');
+    }
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const exited = once(child, 'exit');
+  return {
+    child,
+    lines,
+    waitFor: (re, timeoutMs = 20_000) => {
+      const found = lines.find((l) => re.test(l));
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(
+              new Error(
+                `agent ${options.name}: no log line matching ${re} within ${timeoutMs} ms:\n${lines.join('\n')}`,
+              ),
+            ),
+          timeoutMs,
+        );
+        waiters.push({
+          re,
+          resolve: (l) => {
+            clearTimeout(timer);
+            resolve(l);
+          },
+        });
+      });
+    },
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
