@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
 
 function alive(pid: number): boolean {
@@ -13,15 +12,15 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Takes the lock that lets only one agent process manage a profile: a file holding the owner's
- * pid, created exclusively. A lock left by a process that died is taken over.
+ * Takes the lock that lets only one agent process manage a profile: `<profile>.cairn-agent.lock`
+ * beside the profile (so two agents with different state dirs still exclude each other), holding
+ * the owner's pid, created exclusively. A lock left by a process that died is taken over.
  * Returns the function that releases it.
  * @throws CairnError ALREADY_EXISTS when a live agent holds it.
  */
-export async function lockProfile(stateDir: string, profile: string): Promise<() => Promise<void>> {
-  const dir = join(stateDir, 'locks');
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const file = join(dir, `${createHash('sha256').update(profile).digest('hex').slice(0, 16)}.lock`);
+export async function lockProfile(profile: string): Promise<() => Promise<void>> {
+  await mkdir(dirname(profile), { recursive: true });
+  const file = `${profile}.cairn-agent.lock`;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const handle = await open(file, 'wx', 0o600);
@@ -42,5 +41,8 @@ export async function lockProfile(stateDir: string, profile: string): Promise<()
       await rm(file, { force: true });
     }
   }
-  throw new CairnError('INTERNAL', `Cannot lock profile ${profile}: the lock file keeps reappearing (${file})`);
+  throw new CairnError(
+    'INTERNAL',
+    `Cannot lock profile ${profile}: the lock file keeps reappearing (${file})`,
+  );
 }

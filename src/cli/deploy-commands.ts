@@ -72,7 +72,7 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
       const client = ctx.client('CAIRN_AGENT_TOKEN');
       const profile = resolveProfilePath(profileArg);
       const stateDir = opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(ctx.env);
-      const unlock = await lockProfile(stateDir, profile);
+      const unlock = await lockProfile(profile);
       const stop = new AbortController();
       void ctx.io.untilStopped?.().then((signal) => {
         ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFile, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -123,6 +124,20 @@ describe('cairn deploy activate and cairn deploy agent', () => {
       headers: { Authorization: `Bearer ${server.adminToken}` },
     }).then((res) => res.json() as Promise<{ deployments: Array<{ state: string }> }>);
     assert.equal(rollout1.deployments[0]?.state, 'cancelled');
+  });
+
+  it('lets only one agent process manage a profile, with a clear message for the second', async () => {
+    const token = await world.createAgent('single');
+    await agent('single', token);
+    const second = await startAgent({
+      name: 'single',
+      token,
+      profile: join(world.profiles, 'single'),
+      server: server.url,
+    });
+    await second.waitFor(/another cairn agent \(pid \d+\) manages profile/);
+    const code = second.child.exitCode ?? (await once(second.child, 'exit'))[0];
+    assert.equal(code, 1);
   });
 
   it("closes a revoked agent's connection within 2 s and refuses its reconnects, saying why", async () => {
