@@ -1,6 +1,12 @@
+import { stat } from 'node:fs/promises';
 import { CairnError } from '../lib/cairn-error.ts';
 import { runLines } from '../lib/run-lines.ts';
-import type { AgentCache, DeploymentResult, DeploymentStep, DesiredDeployment } from '../protocol/agent-protocol.ts';
+import type {
+  AgentCache,
+  DeploymentResult,
+  DeploymentStep,
+  DesiredDeployment,
+} from '../protocol/agent-protocol.ts';
 import { activateProfile } from './activate-profile.ts';
 import {
   dropInFlightRoots,
@@ -40,8 +46,15 @@ class StepFailure extends Error {
  * before (recorded first) and re-activate it. Every step is logged through `ctx.onLine`.
  * Resolves with the result to report; it never throws for a failed deployment.
  */
-export async function runDeployment(ctx: RunDeploymentContext, d: DesiredDeployment): Promise<DeploymentResult> {
-  const result = (state: DeploymentResult['state'], step: DeploymentStep | null, reason: string | null): DeploymentResult => ({
+export async function runDeployment(
+  ctx: RunDeploymentContext,
+  d: DesiredDeployment,
+): Promise<DeploymentResult> {
+  const result = (
+    state: DeploymentResult['state'],
+    step: DeploymentStep | null,
+    reason: string | null,
+  ): DeploymentResult => ({
     deploymentId: d.id,
     state,
     step,
@@ -55,10 +68,23 @@ export async function runDeployment(ctx: RunDeploymentContext, d: DesiredDeploym
     ctx.onStep('realise');
     const paths = d.rollbackScript ? [d.storePath, d.rollbackScript] : [d.storePath];
     await withNetrc(ctx, ctx.caches, ctx.token, async (netrc) => {
-      const planned = await plannedUnpackedBytes(ctx, paths, ctx.caches, netrc);
+      // Paths already on disk download nothing: skip the dry run that would say so.
+      const present = await Promise.all(
+        paths.map((p) =>
+          stat(p).then(
+            () => true,
+            () => false,
+          ),
+        ),
+      );
+      const planned = present.every(Boolean)
+        ? undefined
+        : await plannedUnpackedBytes(ctx, paths, ctx.caches, netrc);
       if (planned !== undefined && planned > 0) {
         const free = await freeStoreBytes();
-        say(`download: ${(planned / 1024 / 1024).toFixed(1)} MiB unpacked; ${(free / 1024 / 1024).toFixed(0)} MiB free on /nix/store`);
+        say(
+          `download: ${(planned / 1024 / 1024).toFixed(1)} MiB unpacked; ${(free / 1024 / 1024).toFixed(0)} MiB free on /nix/store`,
+        );
         if (planned * DISK_MARGIN > free) {
           throw new StepFailure(
             'realise',
@@ -68,7 +94,11 @@ export async function runDeployment(ctx: RunDeploymentContext, d: DesiredDeploym
       }
       say(`$ nix-store --realise ${paths.join(' ')}`);
       const r = await realise(ctx, paths, ctx.caches, netrc);
-      if (r.code !== 0) throw new StepFailure('realise', `cannot realise ${d.storePath}: ${r.tail.at(-1) ?? `exit ${r.code}`}`);
+      if (r.code !== 0)
+        throw new StepFailure(
+          'realise',
+          `cannot realise ${d.storePath}: ${r.tail.at(-1) ?? `exit ${r.code}`}`,
+        );
     });
     const kind = await detectProfileKind(d.storePath);
     say(`kind: ${kind}`);
@@ -78,7 +108,8 @@ export async function runDeployment(ctx: RunDeploymentContext, d: DesiredDeploym
     previous = (await readProfileState(ctx.profile)).storePath;
     say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
     const set = await setProfile(ctx, ctx.profile, d.storePath);
-    if (set.code !== 0) throw new StepFailure('set-profile', `nix-env --set failed: ${set.tail.at(-1) ?? `exit ${set.code}`}`);
+    if (set.code !== 0)
+      throw new StepFailure('set-profile', `nix-env --set failed: ${set.tail.at(-1) ?? `exit ${set.code}`}`);
     switched = true;
 
     // 3. Activate.
@@ -92,14 +123,18 @@ export async function runDeployment(ctx: RunDeploymentContext, d: DesiredDeploym
       ctx.onStep('rollback-script');
       say(`$ ${d.rollbackScript}`);
       const r = await runLines(d.rollbackScript, [], { env: ctx.env, onLine: say });
-      if (r.code !== 0) throw new StepFailure('rollback-script', `rollback script exited with ${r.code ?? r.signal}`);
+      if (r.code !== 0)
+        throw new StepFailure('rollback-script', `rollback script exited with ${r.code ?? r.signal}`);
     }
     ctx.onStep('done');
     say(`deployed ${d.storePath}`);
     return result('succeeded', null, null);
   } catch (err) {
     const step = err instanceof StepFailure ? err.step : 'realise';
-    const reason = err instanceof StepFailure || err instanceof CairnError ? err.message : `unexpected error: ${String(err)}`;
+    const reason =
+      err instanceof StepFailure || err instanceof CairnError
+        ? err.message
+        : `unexpected error: ${String(err)}`;
     say(`error in ${step}: ${reason}`);
     if (!switched) return result('failed', step, reason);
     return await rollBack(ctx, d, { previous, step, reason });
@@ -114,9 +149,16 @@ async function rollBack(
   why: { previous: string | null; step: DeploymentStep; reason: string },
 ): Promise<DeploymentResult> {
   const say = ctx.onLine;
-  const fail = (reason: string): DeploymentResult => ({ deploymentId: d.id, state: 'failed', step: why.step, reason });
+  const fail = (reason: string): DeploymentResult => ({
+    deploymentId: d.id,
+    state: 'failed',
+    step: why.step,
+    reason,
+  });
   if (why.previous === null) {
-    say('ROLLBACK IMPOSSIBLE: the profile had no previous generation; the machine runs the failed configuration');
+    say(
+      'ROLLBACK IMPOSSIBLE: the profile had no previous generation; the machine runs the failed configuration',
+    );
     return fail(`${why.reason}; no previous generation to roll back to`);
   }
   ctx.onStep('rollback');
