@@ -30,7 +30,10 @@ export async function startServer(
 ): Promise<RunningServer> {
   const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'token'] });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const database = openDatabase(config.database);
+  const database = openDatabase(config.database, {
+    onIdleConnectionError: (err) =>
+      log.warn({ err }, 'an idle database connection failed; it will be reopened'),
+  });
   const applied = await migrate(database.db as never, database.dialect, Date.now);
   if (applied.length > 0) log.info({ applied }, 'database migrated');
   const blobs = new LocalBlobStore(join(config.dataDir, 'blobs'));

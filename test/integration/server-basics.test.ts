@@ -34,13 +34,13 @@ describe('cairn server', () => {
 
   it('rejects bad cache names and bad tokens with clear errors', async () => {
     const bad = await cli(['cache', 'create', 'Bad Name'], env);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2);
     assert.match(bad.stderr, /name: must be 1-63 characters/);
     const wrong = await cli(['cache', 'list'], {
       ...env,
       CAIRN_TOKEN: `cairn_${'A'.repeat(43)}`,
     });
-    assert.equal(wrong.code, 1);
+    assert.equal(wrong.code, 2);
     assert.match(wrong.stderr, /unknown token/);
     const none = await fetch(`${server.url}/api/v1/workspaces/default/caches`);
     assert.equal(none.status, 401);
@@ -65,7 +65,7 @@ describe('cairn server', () => {
     const listed = await cli(['token', 'list'], env);
     assert.match(listed.stdout, /reader\s+cache:basics:pull\s+\S+\s+revoked/);
     const badScope = await cli(['token', 'create', '--scope', 'cache:x:write'], env);
-    assert.equal(badScope.code, 1);
+    assert.equal(badScope.code, 2);
     assert.match(badScope.stderr, /unknown scope 'cache:x:write'/);
   });
 });

@@ -1,10 +1,6 @@
-import type { ColumnDefinitionBuilder, Kysely } from 'kysely';
-import type { Migration, SqlDialect } from './migrations.ts';
-
-function serialId(dialect: SqlDialect) {
-  return (c: ColumnDefinitionBuilder) =>
-    dialect === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity();
-}
+import type { Kysely } from 'kysely';
+import type { Migration } from './migrations.ts';
+import { nameType, type SqlDialect, serialId } from './sql-types.ts';
 
 /** Agents, rollouts, deployments and their logs. */
 export const migration002: Migration = {
@@ -15,7 +11,7 @@ export const migration002: Migration = {
       .createTable('agents')
       .addColumn('id', 'integer', serialId(dialect))
       .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id'))
-      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('name', nameType(dialect), (c) => c.notNull())
       .addColumn('token_id', 'text', (c) => c.notNull())
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .addColumn('last_seen_at', 'bigint')

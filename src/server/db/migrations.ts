@@ -1,6 +1,7 @@
 import { type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { migration002 } from './migration-002-deployments.ts';
+import { nameType, type SqlDialect, serialId } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
 export interface Migration {
@@ -9,24 +10,7 @@ export interface Migration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
 }
 
-/** The SQL databases Cairn runs on. */
-export type SqlDialect = 'sqlite' | 'postgres';
-
-/** An auto-numbered integer primary key, spelled as each database wants it. */
-function serialId(dialect: SqlDialect) {
-  return (c: ColumnDefinitionBuilder) =>
-    dialect === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity();
-}
-
-/**
- * The type of a name that lists are sorted by. PostgreSQL sorts text by the database's locale,
- * where `en_US` ignores punctuation (`ab` before `a-c`); the "C" collation compares bytes, as
- * SQLite does, so that both list the same things in the same order. Use it for every name a
- * query orders by.
- */
-export function nameType(dialect: SqlDialect): 'text' | Expression<unknown> {
-  return dialect === 'sqlite' ? 'text' : sql`text collate "C"`;
-}
+export type { SqlDialect } from './sql-types.ts';
 
 /**
  * Every migration, in order. Written with Kysely's schema builder and portable types only
