@@ -1,6 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
 import { runLines } from '../lib/run-lines.ts';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
 import { isDeprecatedStub, isExecutable } from './profile-kind.ts';
@@ -23,7 +23,11 @@ export interface ActivateOptions {
  * session, so that the agent's service being restarted by the switch cannot kill it; exit 4
  * follows the deployment's policy and 100 (reboot required) counts as success with a note.
  */
-export async function activateProfile(storePath: string, kind: ProfileKind, options: ActivateOptions): Promise<ActivationOutcome> {
+export async function activateProfile(
+  storePath: string,
+  kind: ProfileKind,
+  options: ActivateOptions,
+): Promise<ActivationOutcome> {
   const run = async (cmd: string, args: string[], env: NodeJS.ProcessEnv = options.env) => {
     options.onLine(`$ ${[cmd, ...args].join(' ')}`);
     return await runLines(cmd, args, { env, onLine: options.onLine, detached: kind === 'nixos' });
@@ -39,8 +43,12 @@ export async function activateProfile(storePath: string, kind: ProfileKind, opti
       const r = await run(join(storePath, 'bin/switch-to-configuration'), ['switch']);
       if (r.code === 0) return { ok: true, note: null };
       if (r.code === 4) {
-        if (options.exit4 === 'tolerate') return { ok: true, note: 'some units failed (exit 4); tolerated by the exit-4 policy' };
-        return { ok: false, reason: 'switch-to-configuration exited with 4: the system switched but some units failed' };
+        if (options.exit4 === 'tolerate')
+          return { ok: true, note: 'some units failed (exit 4); tolerated by the exit-4 policy' };
+        return {
+          ok: false,
+          reason: 'switch-to-configuration exited with 4: the system switched but some units failed',
+        };
       }
       if (r.code === 100) return { ok: true, note: 'reboot required: the init system changed (exit 100)' };
       return failed('switch-to-configuration', r);

@@ -73,7 +73,10 @@ export class AgentDaemon {
   }
 
   async #observed(): Promise<Observed> {
-    const state = await readProfileState(this.#o.profile).catch(() => ({ storePath: null, generation: null }));
+    const state = await readProfileState(this.#o.profile).catch(() => ({
+      storePath: null,
+      generation: null,
+    }));
     const kind = state.storePath ? await detectProfileKind(state.storePath).catch(() => null) : null;
     return {
       storePath: state.storePath,
@@ -177,8 +180,10 @@ export class AgentDaemon {
         clearInterval(heartbeat);
         signal.removeEventListener('abort', onAbort);
         if (this.#ws === ws) this.#ws = undefined;
-        if (code === CLOSE_CODES.revoked) why = 'the server closed the connection: the agent token was revoked';
-        else if (code !== 1006 && reason.length > 0) why = `the server closed the connection (${code}: ${reason.toString()})`;
+        if (code === CLOSE_CODES.revoked)
+          why = 'the server closed the connection: the agent token was revoked';
+        else if (code !== 1006 && reason.length > 0)
+          why = `the server closed the connection (${code}: ${reason.toString()})`;
         resolve({ welcomed, why });
       });
       ws.on('error', (err) => {

@@ -3,7 +3,9 @@ import { runProcess } from '../lib/run-process.ts';
 
 /** The Nix system name of this machine, such as `x86_64-linux` or `aarch64-darwin`. */
 export function nixSystem(): string {
-  const arch = { x64: 'x86_64', arm64: 'aarch64', ia32: 'i686', arm: 'armv7l', riscv64: 'riscv64' }[process.arch as string];
+  const arch = { x64: 'x86_64', arm64: 'aarch64', ia32: 'i686', arm: 'armv7l', riscv64: 'riscv64' }[
+    process.arch as string
+  ];
   return `${arch ?? process.arch}-${process.platform}`;
 }
 

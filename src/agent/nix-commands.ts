@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { statfs, writeFile, rm, mkdir } from 'node:fs/promises';
+import { mkdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runLines, type RunLinesResult } from '../lib/run-lines.ts';
+import { type RunLinesResult, runLines } from '../lib/run-lines.ts';
 import type { AgentCache } from '../protocol/agent-protocol.ts';
 
 /** How the agent runs nix: its environment and where it keeps temporary files and GC roots. */
@@ -40,7 +40,9 @@ export async function withNetrc<T>(
   const dir = join(ctx.stateDir, 'tmp');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, `netrc-${randomBytes(6).toString('hex')}`);
-  await writeFile(file, hosts.map((h) => `machine ${h}\nlogin cairn\npassword ${token}\n`).join(''), { mode: 0o600 });
+  await writeFile(file, hosts.map((h) => `machine ${h}\nlogin cairn\npassword ${token}\n`).join(''), {
+    mode: 0o600,
+  });
   try {
     return await fn(file);
   } finally {
@@ -56,13 +58,17 @@ export async function plannedUnpackedBytes(
   netrc: string | undefined,
 ): Promise<number | undefined> {
   let bytes: number | undefined;
-  const r = await runLines('nix-store', ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths], {
-    env: ctx.env,
-    onLine: (line) => {
-      const m = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
-      if (m) bytes = (bytes ?? 0) + Number(m[2]) * 1024 * 1024;
+  const r = await runLines(
+    'nix-store',
+    ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths],
+    {
+      env: ctx.env,
+      onLine: (line) => {
+        const m = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
+        if (m) bytes = (bytes ?? 0) + Number(m[2]) * 1024 * 1024;
+      },
     },
-  });
+  );
   return r.code === 0 ? bytes : undefined;
 }
 
@@ -94,11 +100,19 @@ export async function realise(
 /** Removes the in-flight GC roots once a deployment is over (the profile roots what stays). */
 export async function dropInFlightRoots(ctx: NixContext): Promise<void> {
   const roots = join(ctx.stateDir, 'gcroots');
-  for (const name of ['in-flight', 'in-flight-2', 'in-flight-3']) await rm(join(roots, name), { force: true });
+  for (const name of ['in-flight', 'in-flight-2', 'in-flight-3'])
+    await rm(join(roots, name), { force: true });
 }
 
 /** Points the profile at a store path, as a new generation. */
-export async function setProfile(ctx: NixContext, profile: string, storePath: string): Promise<RunLinesResult> {
+export async function setProfile(
+  ctx: NixContext,
+  profile: string,
+  storePath: string,
+): Promise<RunLinesResult> {
   ctx.onLine(`$ nix-env --profile ${profile} --set ${storePath}`);
-  return await runLines('nix-env', ['--profile', profile, '--set', storePath], { env: ctx.env, onLine: ctx.onLine });
+  return await runLines('nix-env', ['--profile', profile, '--set', storePath], {
+    env: ctx.env,
+    onLine: ctx.onLine,
+  });
 }

@@ -33,14 +33,21 @@ export async function detectProfileKind(storePath: string): Promise<ProfileKind>
   const switchScript = await has('bin/switch-to-configuration');
   if (await has('nixos-version')) {
     if (!switchScript) {
-      throw new CairnError('INVALID_ARGUMENT', `Cannot activate ${storePath}: it has nixos-version but no bin/switch-to-configuration`);
+      throw new CairnError(
+        'INVALID_ARGUMENT',
+        `Cannot activate ${storePath}: it has nixos-version but no bin/switch-to-configuration`,
+      );
     }
     return 'nixos';
   }
   if (switchScript) {
-    throw new CairnError('INVALID_ARGUMENT', `Cannot activate ${storePath}: it has bin/switch-to-configuration but no nixos-version`);
+    throw new CairnError(
+      'INVALID_ARGUMENT',
+      `Cannot activate ${storePath}: it has bin/switch-to-configuration but no nixos-version`,
+    );
   }
-  if (((await has('darwin-version')) || (await has('darwin-version.json'))) && (await has('activate'))) return 'nix-darwin';
+  if (((await has('darwin-version')) || (await has('darwin-version.json'))) && (await has('activate')))
+    return 'nix-darwin';
   if ((await has('hm-version')) && (await has('activate'))) return 'home-manager';
   return 'plain';
 }

@@ -26,7 +26,11 @@ export interface RunLinesOptions {
  * how it ended. It never rejects for a non-zero exit: the caller decides what an exit code means.
  * A command that cannot start resolves with code 127 and the reason as its last line.
  */
-export function runLines(cmd: string, args: readonly string[], options: RunLinesOptions): Promise<RunLinesResult> {
+export function runLines(
+  cmd: string,
+  args: readonly string[],
+  options: RunLinesOptions,
+): Promise<RunLinesResult> {
   return new Promise((resolve) => {
     const tail: string[] = [];
     const take = (line: string) => {

@@ -31,7 +31,14 @@ export const finalStateSchema = z.enum(['succeeded', 'rolled-back', 'failed', 'c
 export type FinalState = z.infer<typeof finalStateSchema>;
 
 /** Every state of a deployment: `pending` until the agent starts it, `running`, then final. */
-export const deploymentStateSchema = z.enum(['pending', 'running', 'succeeded', 'rolled-back', 'failed', 'cancelled']);
+export const deploymentStateSchema = z.enum([
+  'pending',
+  'running',
+  'succeeded',
+  'rolled-back',
+  'failed',
+  'cancelled',
+]);
 export type DeploymentState = z.infer<typeof deploymentStateSchema>;
 
 /** The steps a deployment goes through, in order. */
@@ -69,7 +76,11 @@ export const desiredDeploymentSchema = z.strictObject({
 export type DesiredDeployment = z.infer<typeof desiredDeploymentSchema>;
 
 /** A binary cache the agent may substitute from. */
-export const agentCacheSchema = z.strictObject({ url: z.string().url(), publicKey: z.string(), private: z.boolean() });
+export const agentCacheSchema = z.strictObject({
+  url: z.string().url(),
+  publicKey: z.string(),
+  private: z.boolean(),
+});
 export type AgentCache = z.infer<typeof agentCacheSchema>;
 
 /** The outcome of a deployment, as the agent reports it. */
@@ -83,7 +94,10 @@ export const deploymentResultSchema = z.strictObject({
 export type DeploymentResult = z.infer<typeof deploymentResultSchema>;
 
 /** One log line of a deployment, with the agent's clock. */
-export const logLineSchema = z.strictObject({ t: z.number().int().nonnegative(), text: z.string().max(16_384) });
+export const logLineSchema = z.strictObject({
+  t: z.number().int().nonnegative(),
+  text: z.string().max(16_384),
+});
 export type LogLine = z.infer<typeof logLineSchema>;
 
 /** Messages from agent to server. */
@@ -98,7 +112,11 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     unreported: z.array(deploymentResultSchema).max(100),
   }),
   z.strictObject({ type: z.literal('progress'), deploymentId: id, step: deploymentStepSchema }),
-  z.strictObject({ type: z.literal('log'), deploymentId: id, lines: z.array(logLineSchema).min(1).max(1000) }),
+  z.strictObject({
+    type: z.literal('log'),
+    deploymentId: id,
+    lines: z.array(logLineSchema).min(1).max(1000),
+  }),
   z.strictObject({ type: z.literal('result'), result: deploymentResultSchema, observed: observedSchema }),
   z.strictObject({ type: z.literal('observed'), observed: observedSchema }),
 ]);

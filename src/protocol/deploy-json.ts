@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { isStorePath } from '../nix/store-path.ts';
 import { NAME_PATTERN } from './token-scope.ts';
 
-const storePathSchema = z.string().refine(isStorePath, { message: 'not a valid store path (/nix/store/<hash>-<name>)' });
+const storePathSchema = z
+  .string()
+  .refine(isStorePath, { message: 'not a valid store path (/nix/store/<hash>-<name>)' });
 
 /** Health checks are Cairn's extension; see docs/deploy-json.md. Unknown keys are kept out. */
 export const exit4PolicySchema = z.enum(['fail', 'tolerate']);
@@ -13,7 +15,10 @@ export const exit4PolicySchema = z.enum(['fail', 'tolerate']);
  */
 export const deployJsonSchema = z.object({
   agents: z
-    .record(z.string().regex(NAME_PATTERN, 'agent names are 1-63 characters of a-z, 0-9, ".", "_" and "-"'), storePathSchema)
+    .record(
+      z.string().regex(NAME_PATTERN, 'agent names are 1-63 characters of a-z, 0-9, ".", "_" and "-"'),
+      storePathSchema,
+    )
     .refine((a) => Object.keys(a).length > 0, { message: 'names no agent' }),
   rollbackScript: z.record(z.string().min(1), storePathSchema).optional(),
   /** What a NixOS switch exiting 4 (some units failed, system switched) means: failure (default) or success. */

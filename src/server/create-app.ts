@@ -7,18 +7,18 @@ import { AGENT_WS_PATH } from '../protocol/agent-protocol.ts';
 import { AgentHub } from './agents/agent-hub.ts';
 import { LogWriter } from './agents/log-writer.ts';
 import { apiRoutes } from './api/api-routes.ts';
-import { AgentRepository } from './db/agent-repository.ts';
-import { DeploymentRepository } from './db/deployment-repository.ts';
-import { type EventBus, LocalEventBus } from './events/event-bus.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import type { BlobStore } from './blob/blob-store.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
+import { AgentRepository } from './db/agent-repository.ts';
 import { CacheRepository } from './db/cache-repository.ts';
+import { DeploymentRepository } from './db/deployment-repository.ts';
 import type { OpenDatabase } from './db/open-database.ts';
 import { PathIndex } from './db/path-index.ts';
 import { TokenRepository } from './db/token-repository.ts';
 import { WorkspaceRepository } from './db/workspace-repository.ts';
+import { type EventBus, LocalEventBus } from './events/event-bus.ts';
 import { errorResponse } from './http/error-response.ts';
 
 /** What the app is built from; nothing here binds a port. */

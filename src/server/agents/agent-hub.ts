@@ -86,17 +86,28 @@ export class AgentHub {
     let agent: AgentRow | undefined;
     try {
       principal = await this.#deps.auth.authenticate(req.headers.authorization);
-      if (!principal) throw new CairnError('UNAUTHENTICATED', 'Cannot connect the agent: no token (set CAIRN_AGENT_TOKEN)');
+      if (!principal)
+        throw new CairnError('UNAUTHENTICATED', 'Cannot connect the agent: no token (set CAIRN_AGENT_TOKEN)');
       const scope = principal.scopes.find((s) => s.kind === 'agent');
       if (!scope || scope.kind !== 'agent') {
-        throw new CairnError('FORBIDDEN', `Cannot connect the agent: token '${principal.tokenName}' is not an agent token`);
+        throw new CairnError(
+          'FORBIDDEN',
+          `Cannot connect the agent: token '${principal.tokenName}' is not an agent token`,
+        );
       }
       const wanted = new URL(req.url ?? '/', 'http://x').searchParams.get('agent');
       if (wanted !== null && wanted !== scope.agent) {
-        throw new CairnError('FORBIDDEN', `Cannot connect the agent: this token belongs to agent '${scope.agent}', not '${wanted}'`);
+        throw new CairnError(
+          'FORBIDDEN',
+          `Cannot connect the agent: this token belongs to agent '${scope.agent}', not '${wanted}'`,
+        );
       }
       agent = await this.#deps.agents.byName(principal.workspaceId, scope.agent);
-      if (!agent) throw new CairnError('UNAUTHENTICATED', `Cannot connect the agent: agent '${scope.agent}' no longer exists`);
+      if (!agent)
+        throw new CairnError(
+          'UNAUTHENTICATED',
+          `Cannot connect the agent: agent '${scope.agent}' no longer exists`,
+        );
     } catch (err) {
       const { status, body } = errorResponse(err, this.#deps.log);
       const text = JSON.stringify(body);
@@ -114,7 +125,14 @@ export class AgentHub {
   #accept(ws: WebSocket, agent: AgentRow, principal: Principal): void {
     const old = this.#byAgent.get(agent.id);
     if (old) old.ws.close(CLOSE_CODES.replaced, 'replaced by a newer connection of the same agent');
-    const conn: Connection = { ws, agent, principal, alive: true, helloDone: false, system: agent.system ?? '' };
+    const conn: Connection = {
+      ws,
+      agent,
+      principal,
+      alive: true,
+      helloDone: false,
+      system: agent.system ?? '',
+    };
     this.#byAgent.set(agent.id, conn);
     const log = this.#deps.log.child({ agent: agent.name });
     log.info('agent connected');
@@ -125,9 +143,11 @@ export class AgentHub {
     let queue = Promise.resolve();
     ws.on('message', (data, isBinary) => {
       conn.alive = true;
-      queue = queue.then(() => this.#onMessage(conn, data as Buffer, isBinary)).catch((err) => {
-        log.error({ err }, 'cannot handle agent message');
-      });
+      queue = queue
+        .then(() => this.#onMessage(conn, data as Buffer, isBinary))
+        .catch((err) => {
+          log.error({ err }, 'cannot handle agent message');
+        });
     });
     ws.on('close', (code, reason) => {
       log.info({ code, reason: reason.toString() }, 'agent disconnected');
@@ -150,12 +170,20 @@ export class AgentHub {
       }
       msg = parsed.data;
     } catch (err) {
-      this.#send(conn, { type: 'error', code: 'BAD_REQUEST', message: `Cannot read agent message: ${(err as Error).message}` });
+      this.#send(conn, {
+        type: 'error',
+        code: 'BAD_REQUEST',
+        message: `Cannot read agent message: ${(err as Error).message}`,
+      });
       conn.ws.close(CLOSE_CODES.invalidMessage, 'invalid message');
       return;
     }
     if (!conn.helloDone && msg.type !== 'hello') {
-      this.#send(conn, { type: 'error', code: 'BAD_REQUEST', message: 'Cannot handle agent message: the first message must be hello' });
+      this.#send(conn, {
+        type: 'error',
+        code: 'BAD_REQUEST',
+        message: 'Cannot handle agent message: the first message must be hello',
+      });
       conn.ws.close(CLOSE_CODES.invalidMessage, 'hello expected');
       return;
     }
@@ -182,7 +210,11 @@ export class AgentHub {
           type: 'welcome',
           protocol: AGENT_PROTOCOL_VERSION,
           agent: conn.agent.name,
-          caches: caches.map((c) => ({ url: `${base}/cache/${c.name}`, publicKey: c.public_key, private: c.public !== 1 })),
+          caches: caches.map((c) => ({
+            url: `${base}/cache/${c.name}`,
+            publicKey: c.public_key,
+            private: c.public !== 1,
+          })),
           desired: desired ? toDesired(desired, conn.system) : null,
         });
         return;
@@ -267,7 +299,11 @@ export class AgentHub {
   #closeToken(tokenId: string): void {
     for (const conn of this.#byAgent.values()) {
       if (conn.principal.tokenId === tokenId) {
-        this.#send(conn, { type: 'error', code: 'UNAUTHENTICATED', message: 'Cannot keep the connection: the agent token was revoked' });
+        this.#send(conn, {
+          type: 'error',
+          code: 'UNAUTHENTICATED',
+          message: 'Cannot keep the connection: the agent token was revoked',
+        });
         conn.ws.close(CLOSE_CODES.revoked, 'token revoked');
       }
     }
@@ -288,7 +324,8 @@ export class AgentHub {
   async close(): Promise<void> {
     clearInterval(this.#heartbeat);
     for (const u of this.#unsubscribe) u();
-    for (const conn of this.#byAgent.values()) conn.ws.close(CLOSE_CODES.shuttingDown, 'server shutting down');
+    for (const conn of this.#byAgent.values())
+      conn.ws.close(CLOSE_CODES.shuttingDown, 'server shutting down');
     await this.#deps.logs.flush();
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
     const ids = [...this.#byAgent.keys()];
@@ -309,4 +346,3 @@ function toDesired(
     exit4: d.exit4 === 'tolerate' ? 'tolerate' : 'fail',
   };
 }
-

@@ -1,5 +1,5 @@
-import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { DeploymentLogsTable } from '../db/database-schema.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
 
 /** Log lines kept in memory before a flush is forced. */
 const MAX_BUFFERED = 2000;
@@ -24,7 +24,10 @@ export class LogWriter {
   }
 
   /** Numbers the lines and queues them; resolves to the numbered lines. */
-  async append(deploymentId: number, lines: ReadonlyArray<{ t: number; text: string }>): Promise<DeploymentLogsTable[]> {
+  async append(
+    deploymentId: number,
+    lines: ReadonlyArray<{ t: number; text: string }>,
+  ): Promise<DeploymentLogsTable[]> {
     let seq = this.#seq.get(deploymentId);
     if (seq === undefined) {
       // First lines seen here: continue after what an earlier connection wrote.

@@ -59,14 +59,22 @@ export function registerAgentRoutes(
       createdAt: now,
       expiresAt: null,
     });
-    const row = await deps.agents.create({ workspaceId: c.var.workspaceId, name: body.name, tokenId, createdAt: now });
+    const row = await deps.agents.create({
+      workspaceId: c.var.workspaceId,
+      name: body.name,
+      tokenId,
+      createdAt: now,
+    });
     if (!row) throw new CairnError('ALREADY_EXISTS', `Cannot create agent: '${body.name}' exists`);
     return c.json({ agent: toAgentInfo(row), token: secret }, 201);
   });
 
   api.get('/workspaces/:ws/agents', async (c) => {
     if (!canViewAgents(c.var.principal)) {
-      throw new CairnError('FORBIDDEN', `Cannot list agents: token '${c.var.principal.tokenName}' lacks the admin or activate scope`);
+      throw new CairnError(
+        'FORBIDDEN',
+        `Cannot list agents: token '${c.var.principal.tokenName}' lacks the admin or activate scope`,
+      );
     }
     return c.json({ agents: (await deps.agents.list(c.var.workspaceId)).map(toAgentInfo) });
   });
@@ -81,7 +89,8 @@ export function registerAgentRoutes(
     const p = c.var.principal;
     const name = c.req.param('name');
     const own = p.scopes.some((s) => s.kind === 'agent' && s.agent === name);
-    if (!own && !canViewAgents(p)) throw new CairnError('FORBIDDEN', `Cannot show agent '${name}': token '${p.tokenName}' may not`);
+    if (!own && !canViewAgents(p))
+      throw new CairnError('FORBIDDEN', `Cannot show agent '${name}': token '${p.tokenName}' may not`);
     return c.json(toAgentInfo(await agentOr404(c.var.workspaceId, name)));
   });
 

@@ -13,15 +13,15 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { assertAdmin, canPull, type Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { BinaryCache } from '../cache/binary-cache.ts';
-import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
+import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
-import { registerAgentRoutes } from './agent-routes.ts';
-import { registerDeploymentRoutes } from './deployment-routes.ts';
 import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import { registerAgentRoutes } from './agent-routes.ts';
+import { registerDeploymentRoutes } from './deployment-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
 
 /** What the API routes need. */
@@ -65,7 +65,6 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     c.set('workspaceId', workspaceId);
     await next();
   });
-
 
   const cacheInfo = async (row: CacheRow, requestUrl: string): Promise<CacheInfo> => {
     const stats = (await deps.caches.stats([row.id])).get(row.id);

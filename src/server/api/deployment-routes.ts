@@ -1,8 +1,8 @@
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { CairnError } from '../../lib/cairn-error.ts';
-import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import type { DeploymentInfo } from '../../protocol/api-schemas.ts';
+import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import { isAdmin, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import { type DeploymentRepository, type DeploymentRow, OPEN_STATES } from '../db/deployment-repository.ts';
@@ -32,15 +32,19 @@ export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
 /** Who may read a deployment: admin, an activate token, or the agent it belongs to. */
 function canRead(p: Principal, agent: string): boolean {
   return (
-    isAdmin(p) ||
-    p.scopes.some((s) => s.kind === 'activate' || (s.kind === 'agent' && s.agent === agent))
+    isAdmin(p) || p.scopes.some((s) => s.kind === 'activate' || (s.kind === 'agent' && s.agent === agent))
   );
 }
 
 /** `rollouts` and `deployments` routes: create from deploy.json, follow, list, show, logs. */
 export function registerDeploymentRoutes(
   api: Hono<ApiEnv>,
-  deps: ActivateDeps & { agents: AgentRepository; deployments: DeploymentRepository; bus: EventBus; baseUrl: (u: string) => string },
+  deps: ActivateDeps & {
+    agents: AgentRepository;
+    deployments: DeploymentRepository;
+    bus: EventBus;
+    baseUrl: (u: string) => string;
+  },
 ): void {
   const rolloutUrl = (requestUrl: string, ws: string, id: number) =>
     `${deps.baseUrl(requestUrl)}/api/v1/workspaces/${ws}/rollouts/${id}`;
@@ -57,7 +61,11 @@ export function registerDeploymentRoutes(
     });
     const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
     return c.json(
-      { id: rolloutId, url: rolloutUrl(c.req.url, c.req.param('ws'), rolloutId), deployments: rows.map(toDeploymentInfo) },
+      {
+        id: rolloutId,
+        url: rolloutUrl(c.req.url, c.req.param('ws'), rolloutId),
+        deployments: rows.map(toDeploymentInfo),
+      },
       201,
     );
   });
@@ -72,8 +80,14 @@ export function registerDeploymentRoutes(
 
   api.get('/workspaces/:ws/rollouts/:id', async (c) => {
     const id = await rolloutOr404(c.var.workspaceId, c.req.param('id'));
-    const rows = (await deps.deployments.byRollout(c.var.workspaceId, id)).filter((d) => canRead(c.var.principal, d.agent_name));
-    return c.json({ id, url: rolloutUrl(c.req.url, c.req.param('ws'), id), deployments: rows.map(toDeploymentInfo) });
+    const rows = (await deps.deployments.byRollout(c.var.workspaceId, id)).filter((d) =>
+      canRead(c.var.principal, d.agent_name),
+    );
+    return c.json({
+      id,
+      url: rolloutUrl(c.req.url, c.req.param('ws'), id),
+      deployments: rows.map(toDeploymentInfo),
+    });
   });
 
   // Follows a rollout: its deployments' states and logs as Server-Sent Events, ending with `end`
@@ -103,20 +117,32 @@ export function registerDeploymentRoutes(
         wake?.();
       });
       try {
-        const rows = (await deps.deployments.byRollout(workspaceId, id)).filter((d) => canRead(principal, d.agent_name));
+        const rows = (await deps.deployments.byRollout(workspaceId, id)).filter((d) =>
+          canRead(principal, d.agent_name),
+        );
         const states = new Map(rows.map((d) => [d.id, d.state]));
         const lastSeq = new Map<number, number>();
         for (const d of rows) {
           await stream.writeSSE({
             event: 'state',
-            data: JSON.stringify({ deploymentId: d.id, agent: d.agent_name, state: d.state, step: d.step, reason: d.reason }),
+            data: JSON.stringify({
+              deploymentId: d.id,
+              agent: d.agent_name,
+              state: d.state,
+              step: d.step,
+              reason: d.reason,
+            }),
           });
           const lines = await deps.deployments.logs(d.id);
           if (lines.length > 0) {
             lastSeq.set(d.id, lines.at(-1)!.seq);
             await stream.writeSSE({
               event: 'log',
-              data: JSON.stringify({ deploymentId: d.id, agent: d.agent_name, lines: lines.map(({ seq, t, text }) => ({ seq, t, text })) }),
+              data: JSON.stringify({
+                deploymentId: d.id,
+                agent: d.agent_name,
+                lines: lines.map(({ seq, t, text }) => ({ seq, t, text })),
+              }),
             });
           }
         }
@@ -142,7 +168,10 @@ export function registerDeploymentRoutes(
           if (item.kind === 'state') {
             states.set(item.e.deploymentId, item.e.state);
             const { deploymentId, agent, state, step, reason } = item.e;
-            await stream.writeSSE({ event: 'state', data: JSON.stringify({ deploymentId, agent, state, step, reason }) });
+            await stream.writeSSE({
+              event: 'state',
+              data: JSON.stringify({ deploymentId, agent, state, step, reason }),
+            });
           } else {
             const seen = lastSeq.get(item.e.deploymentId) ?? 0;
             const lines = item.e.lines.filter((l) => l.seq > seen);
@@ -170,19 +199,27 @@ export function registerDeploymentRoutes(
       if (!agent) throw new CairnError('NOT_FOUND', `Cannot find agent '${agentName}'`);
       agentId = agent.id;
     }
-    const rows = await deps.deployments.list(c.var.workspaceId, { limit, ...(agentId === undefined ? {} : { agentId }) });
-    return c.json({ deployments: rows.filter((d) => canRead(c.var.principal, d.agent_name)).map(toDeploymentInfo) });
+    const rows = await deps.deployments.list(c.var.workspaceId, {
+      limit,
+      ...(agentId === undefined ? {} : { agentId }),
+    });
+    return c.json({
+      deployments: rows.filter((d) => canRead(c.var.principal, d.agent_name)).map(toDeploymentInfo),
+    });
   });
 
   const deploymentOr404 = async (workspaceId: number, idText: string, p: Principal) => {
     const id = Number(idText);
     const d = Number.isSafeInteger(id) ? await deps.deployments.byId(workspaceId, id) : undefined;
-    if (!d || !canRead(p, d.agent_name)) throw new CairnError('NOT_FOUND', `Cannot find deployment '${idText}'`);
+    if (!d || !canRead(p, d.agent_name))
+      throw new CairnError('NOT_FOUND', `Cannot find deployment '${idText}'`);
     return d;
   };
 
   api.get('/workspaces/:ws/deployments/:id', async (c) => {
-    return c.json(toDeploymentInfo(await deploymentOr404(c.var.workspaceId, c.req.param('id'), c.var.principal)));
+    return c.json(
+      toDeploymentInfo(await deploymentOr404(c.var.workspaceId, c.req.param('id'), c.var.principal)),
+    );
   });
 
   api.get('/workspaces/:ws/deployments/:id/logs', async (c) => {

@@ -27,15 +27,20 @@ export function canPush(p: Principal, cache: string): boolean {
  * closures from private caches with its own token.
  */
 export function canPull(p: Principal, cache: string): boolean {
-  return p.scopes.some((s) => s.kind === 'admin' || s.kind === 'agent' || (s.kind === 'cache' && s.cache === cache));
+  return p.scopes.some(
+    (s) => s.kind === 'admin' || s.kind === 'agent' || (s.kind === 'cache' && s.cache === cache),
+  );
 }
 
 /** True when the principal may deploy to the agent (admin, `activate`, or `activate:<agents>` naming it). */
 export function canActivate(p: Principal, agent: string): boolean {
-  return p.scopes.some((s) => s.kind === 'admin' || (s.kind === 'activate' && (s.agents === null || s.agents.includes(agent))));
+  return p.scopes.some(
+    (s) => s.kind === 'admin' || (s.kind === 'activate' && (s.agents === null || s.agents.includes(agent))),
+  );
 }
 
 /** Throws FORBIDDEN unless the principal holds the admin scope. */
 export function assertAdmin(p: Principal, action: string): void {
-  if (!isAdmin(p)) throw new CairnError('FORBIDDEN', `Cannot ${action}: token '${p.tokenName}' lacks the admin scope`);
+  if (!isAdmin(p))
+    throw new CairnError('FORBIDDEN', `Cannot ${action}: token '${p.tokenName}' lacks the admin scope`);
 }

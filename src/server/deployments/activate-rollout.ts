@@ -1,5 +1,5 @@
-import type { DeployJson } from '../../protocol/deploy-json.ts';
 import { parseStorePath } from '../../nix/store-path.ts';
+import type { DeployJson } from '../../protocol/deploy-json.ts';
 import { ValidationError } from '../api/parse-json-body.ts';
 import { canActivate, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
@@ -25,28 +25,43 @@ export interface ActivateDeps {
  */
 export async function activateRollout(
   deps: ActivateDeps,
-  request: { principal: Principal; workspaceId: number; deploy: DeployJson; only?: readonly string[] | undefined },
+  request: {
+    principal: Principal;
+    workspaceId: number;
+    deploy: DeployJson;
+    only?: readonly string[] | undefined;
+  },
 ): Promise<{ rolloutId: number; deployments: Array<{ id: number; agent: string }> }> {
   const { principal, workspaceId, deploy } = request;
   const problems: Array<{ field: string; message: string }> = [];
   let names = Object.keys(deploy.agents);
   if (request.only && request.only.length > 0) {
     for (const n of request.only) {
-      if (!names.includes(n)) problems.push({ field: `agents.${n}`, message: 'is selected with --agent but not in deploy.json' });
+      if (!names.includes(n))
+        problems.push({ field: `agents.${n}`, message: 'is selected with --agent but not in deploy.json' });
     }
     names = names.filter((n) => request.only!.includes(n));
   }
   const rows = await deps.agents.byNames(workspaceId, names);
   const byName = new Map(rows.map((r) => [r.name, r]));
   for (const n of names) {
-    if (!byName.has(n)) problems.push({ field: `agents.${n}`, message: `unknown agent '${n}' (create it with: cairn agent create ${n})` });
-    else if (!canActivate(principal, n)) problems.push({ field: `agents.${n}`, message: `token '${principal.tokenName}' may not deploy to '${n}'` });
+    if (!byName.has(n))
+      problems.push({
+        field: `agents.${n}`,
+        message: `unknown agent '${n}' (create it with: cairn agent create ${n})`,
+      });
+    else if (!canActivate(principal, n))
+      problems.push({
+        field: `agents.${n}`,
+        message: `token '${principal.tokenName}' may not deploy to '${n}'`,
+      });
   }
   // Every path must be in a cache of the workspace before agents hear of it: a path announced
   // early would make Nix on the agent remember the miss.
   const wanted = new Map<string, string>();
   for (const n of names) wanted.set(deploy.agents[n]!, `agents.${n}`);
-  for (const [system, p] of Object.entries(deploy.rollbackScript ?? {})) wanted.set(p, `rollbackScript.${system}`);
+  for (const [system, p] of Object.entries(deploy.rollbackScript ?? {}))
+    wanted.set(p, `rollbackScript.${system}`);
   const caches = await deps.caches.list(workspaceId);
   const found = new Set<string>();
   const hashParts = [...wanted.keys()].map((p) => parseStorePath(p).hashPart);
@@ -55,14 +70,20 @@ export async function activateRollout(
   }
   for (const [p, field] of wanted) {
     if (!found.has(parseStorePath(p).hashPart)) {
-      problems.push({ field, message: `${p} is in no cache of this workspace; push it first (nix copy --to or cairn push)` });
+      problems.push({
+        field,
+        message: `${p} is in no cache of this workspace; push it first (nix copy --to or cairn push)`,
+      });
     }
   }
   if (problems.length > 0) throw new ValidationError('create the deployment', problems);
 
   const now = deps.now();
   // Rollback scripts are kept by system; the agent's script is picked when it is told, by the system it reports.
-  const rollback = deploy.rollbackScript && Object.keys(deploy.rollbackScript).length > 0 ? JSON.stringify(deploy.rollbackScript) : null;
+  const rollback =
+    deploy.rollbackScript && Object.keys(deploy.rollbackScript).length > 0
+      ? JSON.stringify(deploy.rollbackScript)
+      : null;
   const { rolloutId, cancelled } = await deps.deployments.createRollout({
     workspaceId,
     createdBy: principal.tokenName,
