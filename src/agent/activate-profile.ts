@@ -1,84 +1,91 @@
 import { readFile } from 'node:fs/promises';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { runLines } from '../lib/run-lines.ts';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
 import { isDeprecatedStub, isExecutable } from './profile-kind.ts';
+
+/** The commands that activate a store path, run in order until one fails, with their environment. */
+export interface ActivationPlan {
+  readonly commands: ReadonlyArray<{ readonly label: string; readonly argv: readonly string[] }>;
+  readonly env: NodeJS.ProcessEnv;
+}
 
 /** How activation ended. */
 export type ActivationOutcome =
   | { readonly ok: true; readonly note: string | null }
   | { readonly ok: false; readonly reason: string };
 
-/** Options of {@link activateProfile}. */
-export interface ActivateOptions {
-  readonly onLine: (line: string) => void;
-  readonly env: NodeJS.ProcessEnv;
-  /** What NixOS's exit code 4 (some units failed, system switched) means. */
-  readonly exit4: 'fail' | 'tolerate';
-}
-
 /**
- * Activates a store path by its kind. NixOS runs `switch-to-configuration switch` in its own
- * session, so that the agent's service being restarted by the switch cannot kill it; exit 4
- * follows the deployment's policy and 100 (reboot required) counts as success with a note.
+ * What activating a store path of this kind takes (see shared/reference/activation.md):
+ * NixOS `bin/switch-to-configuration switch`; nix-darwin `activate-user` (unless missing or the
+ * deprecation stub) then `activate`, as root with root's HOME; Home Manager `activate` as the
+ * user (with `--driver-version 1` where the script knows it); a plain profile its `bin/activate`
+ * if it has one, else nothing.
  */
-export async function activateProfile(
+export async function activationPlan(
   storePath: string,
   kind: ProfileKind,
-  options: ActivateOptions,
-): Promise<ActivationOutcome> {
-  const run = async (cmd: string, args: string[], env: NodeJS.ProcessEnv = options.env) => {
-    options.onLine(`$ ${[cmd, ...args].join(' ')}`);
-    return await runLines(cmd, args, { env, onLine: options.onLine, detached: kind === 'nixos' });
-  };
-  const failed = (what: string, r: { code: number | null; signal: string | null; tail: readonly string[] }) =>
-    ({
-      ok: false,
-      reason: `${what} ${r.signal ? `was killed by ${r.signal}` : `exited with ${r.code}`}${r.tail.length ? `: ${r.tail.at(-1)}` : ''}`,
-    }) as const;
-
+  env: NodeJS.ProcessEnv,
+): Promise<ActivationPlan> {
   switch (kind) {
-    case 'nixos': {
-      const r = await run(join(storePath, 'bin/switch-to-configuration'), ['switch']);
-      if (r.code === 0) return { ok: true, note: null };
-      if (r.code === 4) {
-        if (options.exit4 === 'tolerate')
-          return { ok: true, note: 'some units failed (exit 4); tolerated by the exit-4 policy' };
-        return {
-          ok: false,
-          reason: 'switch-to-configuration exited with 4: the system switched but some units failed',
-        };
-      }
-      if (r.code === 100) return { ok: true, note: 'reboot required: the init system changed (exit 100)' };
-      return failed('switch-to-configuration', r);
-    }
+    case 'nixos':
+      return {
+        commands: [
+          {
+            label: 'switch-to-configuration',
+            argv: [join(storePath, 'bin/switch-to-configuration'), 'switch'],
+          },
+        ],
+        env,
+      };
     case 'nix-darwin': {
-      // Activation runs as root with HOME set to root's home (macOS sudo keeps the caller's).
-      const env = { ...options.env, HOME: homedir() };
+      const commands: Array<{ label: string; argv: string[] }> = [];
       const user = join(storePath, 'activate-user');
-      if ((await isExecutable(user)) && !(await isDeprecatedStub(user))) {
-        const r = await run(user, [], env);
-        if (r.code !== 0) return failed('activate-user', r);
-      }
-      const r = await run(join(storePath, 'activate'), [], env);
-      return r.code === 0 ? { ok: true, note: null } : failed('activate', r);
+      if ((await isExecutable(user)) && !(await isDeprecatedStub(user)))
+        commands.push({ label: 'activate-user', argv: [user] });
+      commands.push({ label: 'activate', argv: [join(storePath, 'activate')] });
+      return { commands, env: { ...env, HOME: homedir() } };
     }
     case 'home-manager': {
       const me = userInfo();
-      const env = { ...options.env, USER: me.username, HOME: me.homedir };
       const script = join(storePath, 'activate');
-      // From Home Manager 25.11 the caller manages the profile and says so with --driver-version 1.
       const text = await readFile(script, 'utf8').catch(() => '');
       const args = text.includes('--driver-version') ? ['--driver-version', '1'] : [];
-      const r = await run(script, args, env);
-      return r.code === 0 ? { ok: true, note: null } : failed('activate', r);
+      return {
+        commands: [{ label: 'activate', argv: [script, ...args] }],
+        env: { ...env, USER: me.username, HOME: me.homedir },
+      };
     }
     case 'plain': {
       const script = join(storePath, 'bin/activate');
-      if (!(await isExecutable(script))) return { ok: true, note: null };
-      const r = await run(script, []);
-      return r.code === 0 ? { ok: true, note: null } : failed('bin/activate', r);
+      return {
+        commands: (await isExecutable(script)) ? [{ label: 'bin/activate', argv: [script] }] : [],
+        env,
+      };
     }
   }
+}
+
+/**
+ * What an activation's exit status means. For NixOS, 4 (some units failed, the system switched)
+ * follows the deployment's policy and 100 (reboot required) is a success with a note.
+ */
+export function interpretActivation(
+  kind: ProfileKind,
+  status: { code: number; label: string; lastLine: string | undefined },
+  exit4: 'fail' | 'tolerate',
+): ActivationOutcome {
+  const { code, label, lastLine } = status;
+  if (code === 0) return { ok: true, note: null };
+  if (kind === 'nixos' && code === 4) {
+    if (exit4 === 'tolerate')
+      return { ok: true, note: 'some units failed (exit 4); tolerated by the exit-4 policy' };
+    return {
+      ok: false,
+      reason: 'switch-to-configuration exited with 4: the system switched but some units failed',
+    };
+  }
+  if (kind === 'nixos' && code === 100)
+    return { ok: true, note: 'reboot required: the init system changed (exit 100)' };
+  return { ok: false, reason: `${label} exited with ${code}${lastLine ? `: ${lastLine}` : ''}` };
 }

@@ -1,6 +1,7 @@
 import WebSocket from 'ws';
 import { Backoff, sleep } from '../lib/backoff.ts';
 import { CAIRN_VERSION } from '../lib/version.ts';
+import type { AgentJournal } from '../protocol/agent-journal.ts';
 import {
   AGENT_PROTOCOL_VERSION,
   AGENT_WS_PATH,
@@ -14,10 +15,11 @@ import {
   type Observed,
   serverMessageSchema,
 } from '../protocol/agent-protocol.ts';
+import { JournalFile } from './journal-file.ts';
 import { machineHostname, nixSystem, nixVersion } from './machine-facts.ts';
 import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
-import { runDeployment } from './run-deployment.ts';
+import { driveDeployment, newJournal } from './run-deployment.ts';
 
 /** Everything the agent runs with, parsed once. */
 export interface AgentOptions {
@@ -52,20 +54,66 @@ export class AgentDaemon {
   #pendingLines = new Map<string, LogLine[]>();
   #flushTimer: NodeJS.Timeout | undefined;
   #nixVersion = 'unknown';
+  readonly #journal: JournalFile;
+  /** A deployment found unfinished in the journal, waiting for the first connection to resume. */
+  #resume: AgentJournal | undefined;
+  /** The deployment waiting for the server's confirmation over a new connection. */
+  #confirming: { id: string; resolve: (ok: boolean) => void } | undefined;
+  #forceReconnect = false;
 
   constructor(options: AgentOptions) {
     this.#o = options;
+    this.#journal = new JournalFile(options.stateDir);
+  }
+
+  /**
+   * Reads the journal before anything else: an interrupted deployment is resumed (at once when
+   * it had changed the machine, else once connected), a finished one not yet reported is reported.
+   */
+  async #recover(): Promise<void> {
+    let read: Awaited<ReturnType<JournalFile['read']>>;
+    try {
+      read = await this.#journal.read();
+    } catch (err) {
+      this.#o.log(
+        `WARNING: cannot read the journal ${this.#journal.path}: ${(err as Error).message}; starting without it`,
+      );
+      return;
+    }
+    if (read.kind === 'corrupt') {
+      this.#o.log(
+        `WARNING: the journal was corrupt (${read.reason}); moved it to ${read.movedTo} and starting without it. Check this machine's profile by hand.`,
+      );
+      return;
+    }
+    if (read.kind === 'none') return;
+    const j = read.journal;
+    this.#finished.add(j.deployment.id);
+    if (j.phase === 'done') {
+      if (!j.reported && j.result) this.#unreported.push(j.result);
+      return;
+    }
+    this.#o.log(`journal: deployment ${j.deployment.id} was interrupted at ${j.phase}; finishing it first`);
+    if (j.phase === 'realise') this.#resume = j;
+    else this.#start(j.deployment, j);
   }
 
   /** Runs until the signal aborts: connects, reconnects, and runs deployments. */
   async run(signal: AbortSignal): Promise<void> {
     this.#nixVersion = await nixVersion(this.#o.env);
+    await this.#recover();
     const backoff = new Backoff({ initialMs: 500, maxMs: 30_000, ...this.#o.backoff });
     while (!signal.aborted) {
       const outcome = await this.#connectOnce(signal);
       if (signal.aborted) break;
       if (outcome.welcomed) backoff.reset();
-      const delay = backoff.next();
+      // A deployment waiting for confirmation reconnects at once, and keeps trying quickly.
+      const delay = this.#forceReconnect
+        ? 0
+        : this.#confirming
+          ? Math.min(backoff.next(), 1000)
+          : backoff.next();
+      this.#forceReconnect = false;
       this.#o.log(`${outcome.why}; reconnecting in ${(delay / 1000).toFixed(1)}s`);
       await sleep(delay, signal);
     }
@@ -161,12 +209,22 @@ export class AgentDaemon {
             welcomed = true;
             this.#caches = msg.caches;
             // The server has seen the results sent with hello.
-            this.#unreported = [];
+            this.#acknowledged();
             this.#flushLogs();
+            if (this.#confirming) this.#send({ type: 'confirm', deploymentId: this.#confirming.id });
+            if (this.#resume) {
+              const j = this.#resume;
+              this.#resume = undefined;
+              this.#start(j.deployment, j);
+            }
             this.#desire(msg.desired);
             return;
           case 'desired':
+            this.#acknowledged();
             this.#desire(msg.desired);
+            return;
+          case 'confirmed':
+            if (this.#confirming?.id === msg.deploymentId) this.#confirming.resolve(true);
             return;
           case 'cancel':
             if (this.#next?.id === msg.deploymentId) this.#next = null;
@@ -180,6 +238,10 @@ export class AgentDaemon {
         clearInterval(heartbeat);
         signal.removeEventListener('abort', onAbort);
         if (this.#ws === ws) this.#ws = undefined;
+        // Results the server may not have processed go again with the next hello.
+        for (const r of this.#awaitingAck.values())
+          if (!this.#unreported.some((u) => u.deploymentId === r.deploymentId)) this.#unreported.push(r);
+        this.#awaitingAck.clear();
         if (code === CLOSE_CODES.revoked)
           why = 'the server closed the connection: the agent token was revoked';
         else if (code !== 1006 && reason.length > 0)
@@ -213,26 +275,85 @@ export class AgentDaemon {
     this.#start(desired);
   }
 
-  #start(d: DesiredDeployment): void {
+  /** The server has everything sent before: results need not be sent again. */
+  #acknowledged(): void {
+    if (this.#unreported.length === 0 && this.#awaitingAck.size === 0) return;
+    const ids = new Set([...this.#unreported.map((r) => r.deploymentId), ...this.#awaitingAck.keys()]);
+    this.#unreported = [];
+    this.#awaitingAck.clear();
+    void this.#journal
+      .read()
+      .then(async (read) => {
+        if (
+          read.kind === 'ok' &&
+          read.journal.phase === 'done' &&
+          ids.has(read.journal.deployment.id) &&
+          !read.journal.reported
+        ) {
+          await this.#journal.write({ ...read.journal, reported: true, updatedAt: Date.now() });
+        }
+      })
+      .catch((err: unknown) => this.#o.log(`cannot update the journal: ${(err as Error).message}`));
+  }
+
+  /** Results sent on the current connection that the server has not yet shown it has. */
+  readonly #awaitingAck = new Map<string, DeploymentResult>();
+
+  /** Opens a new connection and waits for the server to confirm the deployment over it. */
+  #confirm(id: string, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), timeoutMs);
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        if (this.#confirming?.id === id) this.#confirming = undefined;
+        resolve(ok);
+      };
+      this.#confirming = { id, resolve: done };
+      // A new connection proves the new configuration can reach the server; the old one does not.
+      this.#forceReconnect = true;
+      if (this.#ws) this.#ws.terminate();
+      else this.#forceReconnect = false;
+    });
+  }
+
+  #start(d: DesiredDeployment, journal?: AgentJournal): void {
     const done = (async () => {
       this.#o.log(`deployment ${d.id}: switching ${this.#o.profile} to ${d.storePath}`);
-      const result = await runDeployment(
+      let start = journal;
+      if (!start) {
+        start = newJournal(d);
+        await this.#journal.write(start);
+      }
+      const result = await driveDeployment(
         {
           profile: this.#o.profile,
           caches: this.#caches,
           token: this.#o.token,
           env: this.#o.env,
           stateDir: this.#o.stateDir,
+          journal: this.#journal,
           onLine: (text) => this.#logLine(d.id, text),
           onStep: (step) => this.#send({ type: 'progress', deploymentId: d.id, step }),
+          confirm: (id, timeoutMs) => this.#confirm(id, timeoutMs),
         },
-        d,
-      );
+        start,
+      ).catch((err: unknown): DeploymentResult => {
+        // The journal could not be written: the machine's state is unknown to the agent; say so.
+        this.#o.log(`deployment ${d.id}: ${(err as Error).message}`);
+        return {
+          deploymentId: d.id,
+          state: 'failed',
+          step: null,
+          reason: `agent error: ${(err as Error).message}`,
+          rebootRequired: false,
+        };
+      });
       this.#o.log(`deployment ${d.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}`);
       this.#finished.add(d.id);
       this.#flushLogs();
       const delivered = this.#send({ type: 'result', result, observed: await this.#observed() });
-      if (!delivered) this.#unreported.push(result);
+      if (delivered) this.#awaitingAck.set(result.deploymentId, result);
+      else this.#unreported.push(result);
     })();
     this.#running = { id: d.id, done };
     void done.finally(() => {

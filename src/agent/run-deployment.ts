@@ -1,13 +1,17 @@
-import { stat } from 'node:fs/promises';
-import { CairnError } from '../lib/cairn-error.ts';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { runLines } from '../lib/run-lines.ts';
+import type { AgentJournal } from '../protocol/agent-journal.ts';
 import type {
   AgentCache,
   DeploymentResult,
   DeploymentStep,
   DesiredDeployment,
 } from '../protocol/agent-protocol.ts';
-import { activateProfile } from './activate-profile.ts';
+import { activationPlan, interpretActivation } from './activate-profile.ts';
+import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
+import { runHealthChecks } from './health-checks.ts';
+import type { JournalFile } from './journal-file.ts';
 import {
   dropInFlightRoots,
   freeStoreBytes,
@@ -19,13 +23,20 @@ import {
 } from './nix-commands.ts';
 import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
+import { rebootRequired } from './reboot-required.ts';
 
 /** What running a deployment needs. */
 export interface RunDeploymentContext extends NixContext {
   readonly profile: string;
   readonly caches: readonly AgentCache[];
   readonly token: string;
+  readonly journal: JournalFile;
   readonly onStep: (step: DeploymentStep) => void;
+  /**
+   * Opens a new connection to the server and resolves true once the server confirms the
+   * deployment over it, or false when that did not happen within `timeoutMs`.
+   */
+  readonly confirm: (deploymentId: string, timeoutMs: number) => Promise<boolean>;
 }
 
 /** Extra room kept free on the store's disk beyond what a download needs. */
@@ -40,146 +51,260 @@ class StepFailure extends Error {
   }
 }
 
+/** A fresh journal for a deployment about to start. */
+export function newJournal(d: DesiredDeployment): AgentJournal {
+  return {
+    version: 1,
+    deployment: d,
+    phase: 'realise',
+    previous: null,
+    switched: false,
+    activation: null,
+    failure: null,
+    result: null,
+    reported: false,
+    updatedAt: Date.now(),
+  };
+}
+
 /**
- * Runs one deployment: realise the closure, set the profile, activate by kind, run the rollback
- * script; on a failure after the profile changed, switch back to the store path it pointed to
- * before (recorded first) and re-activate it. Every step is logged through `ctx.onLine`.
- * Resolves with the result to report; it never throws for a failed deployment.
+ * Runs a deployment from wherever its journal says it is: realise, set the profile (after
+ * recording where it pointed), activate in a detached session, run the rollback script and the
+ * health checks, and have the server confirm it over a new connection. A failure after the
+ * profile changed switches back to the recorded previous path and re-activates it. The journal
+ * is written before each step that changes the machine, so a new agent process can call this
+ * again with the journal it finds and the deployment ends the same way. Never throws for a
+ * failed deployment: it resolves with the result to report.
  */
-export async function runDeployment(
+export async function driveDeployment(
   ctx: RunDeploymentContext,
-  d: DesiredDeployment,
+  start: AgentJournal,
 ): Promise<DeploymentResult> {
-  const result = (
+  let j = start;
+  const d = j.deployment;
+  const say = ctx.onLine;
+  const save = async (patch: Partial<AgentJournal>) => {
+    j = { ...j, ...patch, updatedAt: Date.now() };
+    await ctx.journal.write(j);
+  };
+  let reboot = false;
+  const finish = async (
     state: DeploymentResult['state'],
     step: DeploymentStep | null,
     reason: string | null,
-  ): DeploymentResult => ({
-    deploymentId: d.id,
-    state,
-    step,
-    reason,
-  });
-  const say = ctx.onLine;
-  let previous: string | null = null;
-  let switched = false;
-  try {
-    // 1. Realise.
-    ctx.onStep('realise');
-    const paths = d.rollbackScript ? [d.storePath, d.rollbackScript] : [d.storePath];
-    await withNetrc(ctx, ctx.caches, ctx.token, async (netrc) => {
-      // Paths already on disk download nothing: skip the dry run that would say so.
-      const present = await Promise.all(
-        paths.map((p) =>
-          stat(p).then(
-            () => true,
-            () => false,
-          ),
-        ),
-      );
-      const planned = present.every(Boolean)
-        ? undefined
-        : await plannedUnpackedBytes(ctx, paths, ctx.caches, netrc);
-      if (planned !== undefined && planned > 0) {
-        const free = await freeStoreBytes();
-        say(
-          `download: ${(planned / 1024 / 1024).toFixed(1)} MiB unpacked; ${(free / 1024 / 1024).toFixed(0)} MiB free on /nix/store`,
-        );
-        if (planned * DISK_MARGIN > free) {
-          throw new StepFailure(
-            'realise',
-            `not enough disk space: the closure needs ${(planned / 1024 / 1024).toFixed(1)} MiB, /nix/store has ${(free / 1024 / 1024).toFixed(1)} MiB free`,
-          );
+  ) => {
+    const result: DeploymentResult = { deploymentId: d.id, state, step, reason, rebootRequired: reboot };
+    await save({ phase: 'done', result, activation: null });
+    await dropInFlightRoots(ctx).catch(() => {});
+    return result;
+  };
+
+  for (;;) {
+    try {
+      switch (j.phase) {
+        case 'realise': {
+          ctx.onStep('realise');
+          await realiseClosure(ctx, d);
+          const kind = await detectProfileKind(d.storePath);
+          say(`kind: ${kind}`);
+          const previous = (await readProfileState(ctx.profile)).storePath;
+          say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
+          await save({ phase: 'set-profile', previous });
+          break;
         }
+        case 'set-profile': {
+          ctx.onStep('set-profile');
+          // Recorded as switched first: a crash during nix-env must still lead to a rollback check.
+          await save({ switched: true });
+          const set = await setProfile(ctx, ctx.profile, d.storePath);
+          if (set.code !== 0)
+            throw new StepFailure(
+              'set-profile',
+              `nix-env --set failed: ${set.tail.at(-1) ?? `exit ${set.code}`}`,
+            );
+          await save({ phase: 'activate', activation: null });
+          break;
+        }
+        case 'activate': {
+          ctx.onStep('activate');
+          const kind = await detectProfileKind(d.storePath);
+          const outcome = await activate(ctx, kind, d.storePath, d.exit4, j, save);
+          if (!outcome.ok) throw new StepFailure('activate', outcome.reason);
+          if (outcome.note) say(`note: ${outcome.note}`);
+          if (kind === 'nixos' && (await rebootRequired(d.storePath))) {
+            reboot = true;
+            say('reboot required: the new kernel, initrd or kernel modules differ from the booted ones');
+          }
+          await save({ phase: d.rollbackScript ? 'rollback-script' : 'health-check', activation: null });
+          break;
+        }
+        case 'rollback-script': {
+          ctx.onStep('rollback-script');
+          const script = d.rollbackScript!;
+          say(`$ ${script}`);
+          const r = await runLines(script, [], { env: ctx.env, onLine: say });
+          if (r.code !== 0) {
+            throw new StepFailure(
+              'rollback-script',
+              `rollback script exited with ${r.code ?? r.signal}${r.tail.length ? `: ${r.tail.at(-1)}` : ''}`,
+            );
+          }
+          await save({ phase: 'health-check' });
+          break;
+        }
+        case 'health-check': {
+          if (d.healthChecks.length > 0) {
+            ctx.onStep('health-check');
+            const health = await runHealthChecks(d.healthChecks, d.storePath, { env: ctx.env, onLine: say });
+            if (!health.ok) throw new StepFailure('health-check', health.reason);
+          }
+          await save({ phase: 'confirm' });
+          break;
+        }
+        case 'confirm': {
+          ctx.onStep('confirm');
+          say(`confirming over a new connection (timeout ${d.confirmTimeoutSeconds}s)`);
+          if (!(await ctx.confirm(d.id, d.confirmTimeoutSeconds * 1000))) {
+            throw new StepFailure(
+              'confirm',
+              `lost connectivity: could not reach the server over a new connection within ${d.confirmTimeoutSeconds}s after activating`,
+            );
+          }
+          say('the server confirmed the deployment');
+          ctx.onStep('done');
+          say(`deployed ${d.storePath}`);
+          return await finish('succeeded', null, null);
+        }
+        case 'rollback':
+          return await rollBack(ctx, j, save, finish);
+        case 'done':
+          return j.result ?? (await finish('failed', null, 'the journal ended without a result'));
       }
-      say(`$ nix-store --realise ${paths.join(' ')}`);
-      const r = await realise(ctx, paths, ctx.caches, netrc);
-      if (r.code !== 0)
+    } catch (err) {
+      const step = err instanceof StepFailure ? err.step : j.phase;
+      const reason = err instanceof Error ? err.message : String(err);
+      say(`error in ${step}: ${reason}`);
+      if (!j.switched) return await finish('failed', step, reason);
+      await save({ phase: 'rollback', failure: { step, reason }, activation: null });
+    }
+  }
+}
+
+async function realiseClosure(ctx: RunDeploymentContext, d: DesiredDeployment): Promise<void> {
+  const paths = d.rollbackScript ? [d.storePath, d.rollbackScript] : [d.storePath];
+  await withNetrc(ctx, ctx.caches, ctx.token, async (netrc) => {
+    // Paths already on disk download nothing: skip the dry run that would say so.
+    const present = await Promise.all(
+      paths.map((p) =>
+        stat(p).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
+    const planned = present.every(Boolean)
+      ? undefined
+      : await plannedUnpackedBytes(ctx, paths, ctx.caches, netrc);
+    if (planned !== undefined && planned > 0) {
+      const free = await freeStoreBytes();
+      const mib = (n: number) => (n / 1024 / 1024).toFixed(1);
+      ctx.onLine(`download: ${mib(planned)} MiB unpacked; ${mib(free)} MiB free on /nix/store`);
+      if (planned * DISK_MARGIN > free) {
         throw new StepFailure(
           'realise',
-          `cannot realise ${d.storePath}: ${r.tail.at(-1) ?? `exit ${r.code}`}`,
+          `not enough disk space: the closure needs ${mib(planned)} MiB, /nix/store has ${mib(free)} MiB free`,
         );
-    });
-    const kind = await detectProfileKind(d.storePath);
-    say(`kind: ${kind}`);
-
-    // 2. Set the profile, after recording where it pointed.
-    ctx.onStep('set-profile');
-    previous = (await readProfileState(ctx.profile)).storePath;
-    say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
-    const set = await setProfile(ctx, ctx.profile, d.storePath);
-    if (set.code !== 0)
-      throw new StepFailure('set-profile', `nix-env --set failed: ${set.tail.at(-1) ?? `exit ${set.code}`}`);
-    switched = true;
-
-    // 3. Activate.
-    ctx.onStep('activate');
-    const outcome = await activateProfile(d.storePath, kind, { onLine: say, env: ctx.env, exit4: d.exit4 });
-    if (!outcome.ok) throw new StepFailure('activate', outcome.reason);
-    if (outcome.note) say(`note: ${outcome.note}`);
-
-    // 4. The rollback script decides whether the new configuration stays.
-    if (d.rollbackScript) {
-      ctx.onStep('rollback-script');
-      say(`$ ${d.rollbackScript}`);
-      const r = await runLines(d.rollbackScript, [], { env: ctx.env, onLine: say });
-      if (r.code !== 0)
-        throw new StepFailure('rollback-script', `rollback script exited with ${r.code ?? r.signal}`);
+      }
     }
-    ctx.onStep('done');
-    say(`deployed ${d.storePath}`);
-    return result('succeeded', null, null);
-  } catch (err) {
-    const step = err instanceof StepFailure ? err.step : 'realise';
-    const reason =
-      err instanceof StepFailure || err instanceof CairnError
-        ? err.message
-        : `unexpected error: ${String(err)}`;
-    say(`error in ${step}: ${reason}`);
-    if (!switched) return result('failed', step, reason);
-    return await rollBack(ctx, d, { previous, step, reason });
-  } finally {
-    await dropInFlightRoots(ctx).catch(() => {});
+    ctx.onLine(`$ nix-store --realise ${paths.join(' ')}`);
+    const r = await realise(ctx, paths, ctx.caches, netrc);
+    if (r.code !== 0)
+      throw new StepFailure('realise', `cannot realise ${d.storePath}: ${r.tail.at(-1) ?? `exit ${r.code}`}`);
+  });
+}
+
+/** Activates `storePath` in a detached session, or re-attaches to the one the journal names. */
+async function activate(
+  ctx: RunDeploymentContext,
+  kind: Awaited<ReturnType<typeof detectProfileKind>>,
+  storePath: string,
+  exit4: 'fail' | 'tolerate',
+  j: AgentJournal,
+  save: (patch: Partial<AgentJournal>) => Promise<void>,
+) {
+  let record = j.activation?.storePath === storePath ? j.activation : null;
+  if (record) {
+    ctx.onLine(`re-attaching to the activation of ${storePath} started before the agent restarted`);
+  } else {
+    const plan = await activationPlan(storePath, kind, ctx.env);
+    if (plan.commands.length === 0) return { ok: true as const, note: null };
+    const stamp = `${Date.now()}-${process.pid}`;
+    const base = join(ctx.stateDir, 'activations');
+    await mkdir(base, { recursive: true, mode: 0o700 });
+    record = {
+      storePath,
+      logFile: join(base, `${stamp}.log`),
+      statusFile: join(base, `${stamp}.status`),
+      pid: null,
+    };
+    await save({ activation: record });
+    const pid = await startDetachedActivation(plan, record);
+    record = { ...record, pid };
+    await save({ activation: record });
   }
+  const status = await waitForDetachedActivation(record, ctx.onLine);
+  return interpretActivation(kind, status, exit4);
 }
 
 async function rollBack(
   ctx: RunDeploymentContext,
-  d: DesiredDeployment,
-  why: { previous: string | null; step: DeploymentStep; reason: string },
+  j: AgentJournal,
+  save: (patch: Partial<AgentJournal>) => Promise<void>,
+  finish: (
+    state: DeploymentResult['state'],
+    step: DeploymentStep | null,
+    reason: string | null,
+  ) => Promise<DeploymentResult>,
 ): Promise<DeploymentResult> {
   const say = ctx.onLine;
-  const fail = (reason: string): DeploymentResult => ({
-    deploymentId: d.id,
-    state: 'failed',
-    step: why.step,
-    reason,
-  });
-  if (why.previous === null) {
+  const failure = j.failure ?? { step: 'activate' as const, reason: 'unknown failure' };
+  const previous = j.previous;
+  if (previous === null || previous === j.deployment.storePath) {
     say(
-      'ROLLBACK IMPOSSIBLE: the profile had no previous generation; the machine runs the failed configuration',
+      'ROLLBACK IMPOSSIBLE: the profile had no other generation before; the machine runs the failed configuration',
     );
-    return fail(`${why.reason}; no previous generation to roll back to`);
+    return await finish('failed', failure.step, `${failure.reason}; no previous generation to roll back to`);
   }
   ctx.onStep('rollback');
-  say(`rolling back to ${why.previous}`);
-  const set = await setProfile(ctx, ctx.profile, why.previous);
-  if (set.code !== 0) {
-    say('ROLLBACK FAILED: cannot set the profile back');
-    return fail(`${why.reason}; rollback failed: nix-env --set exited with ${set.code}`);
+  say(`rolling back to ${previous} (because ${failure.step} failed: ${failure.reason})`);
+  const current = (await readProfileState(ctx.profile)).storePath;
+  if (current !== previous) {
+    const set = await setProfile(ctx, ctx.profile, previous);
+    if (set.code !== 0) {
+      say('ROLLBACK FAILED: cannot set the profile back');
+      return await finish(
+        'failed',
+        failure.step,
+        `${failure.reason}; rollback failed: nix-env --set exited with ${set.code}`,
+      );
+    }
   }
   let kind: Awaited<ReturnType<typeof detectProfileKind>>;
   try {
-    kind = await detectProfileKind(why.previous);
+    kind = await detectProfileKind(previous);
   } catch (err) {
-    return fail(`${why.reason}; rollback failed: ${(err as Error).message}`);
+    return await finish(
+      'failed',
+      failure.step,
+      `${failure.reason}; rollback failed: ${(err as Error).message}`,
+    );
   }
   // Re-activating the old generation must not be cut short by the exit-4 policy.
-  const outcome = await activateProfile(why.previous, kind, { onLine: say, env: ctx.env, exit4: 'tolerate' });
+  const outcome = await activate(ctx, kind, previous, 'tolerate', j, save);
   if (!outcome.ok) {
     say(`ROLLBACK FAILED: ${outcome.reason}`);
-    return fail(`${why.reason}; rollback failed: ${outcome.reason}`);
+    return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${outcome.reason}`);
   }
-  say(`rolled back to ${why.previous}`);
-  return { deploymentId: d.id, state: 'rolled-back', step: why.step, reason: why.reason };
+  say(`rolled back to ${previous}`);
+  return await finish('rolled-back', failure.step, failure.reason);
 }

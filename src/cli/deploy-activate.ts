@@ -3,6 +3,7 @@ import { sleep } from '../lib/backoff.ts';
 import { CairnError } from '../lib/cairn-error.ts';
 import {
   type DeploymentInfo,
+  type RolloutInfo,
   rolloutInfoSchema,
   rolloutLogEventSchema,
   rolloutStateEventSchema,
@@ -71,6 +72,19 @@ export async function deployActivate(
     rolloutInfoSchema,
     deploy,
   );
+  return await followRollout(client, io, rollout, options);
+}
+
+/**
+ * Follows a rollout to its end (or prints its id with `async`): every agent's log prefixed with
+ * its name, then a summary; resolves to the exit code, 0 only when every deployment succeeded.
+ */
+export async function followRollout(
+  client: ApiClient,
+  io: CliIo,
+  rollout: RolloutInfo,
+  options: { async: boolean; timeoutMs: number | undefined },
+): Promise<number> {
   if (options.async) {
     io.stdout.write(`${rollout.id}\n`);
     io.stderr.write(
@@ -153,6 +167,12 @@ function summary(deployments: readonly DeploymentInfo[]): string {
   };
   return formatTable(
     ['AGENT', 'STATUS', 'DURATION', 'STORE PATH', 'REASON'],
-    deployments.map((d) => [d.agent, d.state, duration(d), d.storePath, d.reason ?? '']),
+    deployments.map((d) => [
+      d.agent,
+      d.state,
+      duration(d),
+      d.storePath,
+      [d.reason, d.rebootRequired ? 'reboot required' : null].filter(Boolean).join('; '),
+    ]),
   );
 }

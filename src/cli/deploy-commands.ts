@@ -4,8 +4,9 @@ import { AgentDaemon } from '../agent/agent-daemon.ts';
 import { lockProfile } from '../agent/profile-lock.ts';
 import { resolveProfilePath } from '../agent/profile-state.ts';
 import { CairnError } from '../lib/cairn-error.ts';
+import { rolloutInfoSchema } from '../protocol/api-schemas.ts';
 import { NAME_PATTERN } from '../protocol/token-scope.ts';
-import { deployActivate } from './deploy-activate.ts';
+import { deployActivate, followRollout } from './deploy-activate.ts';
 import { parseDuration } from './parse-duration.ts';
 import type { CommandContext } from './program.ts';
 
@@ -47,6 +48,33 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
         timeoutMs,
       });
       ctx.setExitCode(code);
+    });
+
+  deploy
+    .command('rollback')
+    .description(
+      'roll an agent back to what it ran before (or to deployment --to): itself a deployment, with logs',
+    )
+    .argument('<agent>', 'agent name')
+    .option('--to <deployment>', 'the deployment whose store path to go back to')
+    .option('--async', 'create the deployment, print the rollout id and return at once')
+    .option('--timeout <duration>', 'stop waiting after this long (such as 30m)')
+    .action(async (agentName: string, opts: { to?: string; async?: boolean; timeout?: string }) => {
+      const to = opts.to === undefined ? undefined : Number(opts.to);
+      if (to !== undefined && (!Number.isSafeInteger(to) || to <= 0)) {
+        throw new CairnError('INVALID_ARGUMENT', `Cannot use --to: expected a deployment id (${opts.to})`);
+      }
+      const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout, '--timeout');
+      const client = ctx.client('CAIRN_ACTIVATE_TOKEN');
+      const rollout = await client.request(
+        'POST',
+        `agents/${encodeURIComponent(agentName)}/rollback`,
+        rolloutInfoSchema,
+        to === undefined ? {} : { to },
+      );
+      ctx.setExitCode(
+        await followRollout(client, ctx.io, rollout, { async: opts.async === true, timeoutMs }),
+      );
     });
 
   deploy

@@ -1,12 +1,14 @@
 import { z } from 'zod';
 import { isStorePath } from '../nix/store-path.ts';
 import { exit4PolicySchema } from './deploy-json.ts';
+import { healthCheckSchema } from './health-check.ts';
 
 /**
  * The agent protocol's version. Bump it for every change that an older peer would misread,
  * with a dated line below; the server accepts the previous version for one release.
  *
- * 1 (2026-11-25): hello/welcome, desired state, progress, logs, results.
+ * 1 (2026-11-25): hello/welcome, desired state, progress, logs, results, health checks,
+ *   connectivity confirmation (confirm/confirmed), reboot-required in results.
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -47,7 +49,8 @@ export const deploymentStepSchema = z.enum([
   'set-profile',
   'activate',
   'rollback-script',
-  'verify',
+  'health-check',
+  'confirm',
   'rollback',
   'done',
 ]);
@@ -72,6 +75,11 @@ export const desiredDeploymentSchema = z.strictObject({
   storePath,
   rollbackScript: storePath.nullable(),
   exit4: exit4PolicySchema,
+  healthChecks: z.array(healthCheckSchema).max(100),
+  /** Seconds to get a new connection's confirmation after activating, before rolling back. */
+  confirmTimeoutSeconds: z.number().int().positive(),
+  /** The kind of deployment: a rollback asked for with `cairn deploy rollback` runs the same steps. */
+  rollback: z.boolean(),
 });
 export type DesiredDeployment = z.infer<typeof desiredDeploymentSchema>;
 
@@ -90,6 +98,8 @@ export const deploymentResultSchema = z.strictObject({
   /** The step that failed, for `rolled-back` and `failed`. */
   step: deploymentStepSchema.nullable(),
   reason: z.string().max(4000).nullable(),
+  /** NixOS: the new system's kernel, initrd or modules differ from the booted one's. */
+  rebootRequired: z.boolean(),
 });
 export type DeploymentResult = z.infer<typeof deploymentResultSchema>;
 
@@ -119,6 +129,8 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
   }),
   z.strictObject({ type: z.literal('result'), result: deploymentResultSchema, observed: observedSchema }),
   z.strictObject({ type: z.literal('observed'), observed: observedSchema }),
+  /** Sent over a new connection after activating: the deployment is reachable. */
+  z.strictObject({ type: z.literal('confirm'), deploymentId: id }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
@@ -135,6 +147,8 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('desired'), desired: desiredDeploymentSchema.nullable() }),
   /** A deployment the agent should not start (superseded or cancelled). */
   z.strictObject({ type: z.literal('cancel'), deploymentId: id }),
+  /** The answer to `confirm`: the server heard the agent after its switch. */
+  z.strictObject({ type: z.literal('confirmed'), deploymentId: id }),
   z.strictObject({ type: z.literal('error'), code: z.string(), message: z.string() }),
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;

@@ -87,9 +87,13 @@ export const deploymentInfoSchema = z.object({
   rolloutId: z.number(),
   agent: z.string(),
   storePath: z.string(),
+  /** `deploy`, or `rollback` for one made by `cairn deploy rollback`. */
+  kind: z.string(),
   state: z.string(),
   step: z.string().nullable(),
   reason: z.string().nullable(),
+  /** NixOS: the switch is live but the new kernel needs a reboot. */
+  rebootRequired: z.boolean(),
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
@@ -123,3 +127,6 @@ export const rolloutLogEventSchema = z.object({
   agent: z.string(),
   lines: z.array(z.object({ seq: z.number(), t: z.number(), text: z.string() })),
 });
+
+/** `POST /api/v1/workspaces/:ws/agents/:name/rollback` */
+export const rollbackBodySchema = z.strictObject({ to: z.number().int().positive().optional() });

@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import { isStorePath } from '../nix/store-path.ts';
+import { healthCheckSchema } from './health-check.ts';
 import { NAME_PATTERN } from './token-scope.ts';
 
 const storePathSchema = z
   .string()
   .refine(isStorePath, { message: 'not a valid store path (/nix/store/<hash>-<name>)' });
 
-/** Health checks are Cairn's extension; see docs/deploy-json.md. Unknown keys are kept out. */
+/** What NixOS's exit code 4 means for a deployment: failure (default) or success. */
 export const exit4PolicySchema = z.enum(['fail', 'tolerate']);
 
 /**
@@ -23,5 +24,15 @@ export const deployJsonSchema = z.object({
   rollbackScript: z.record(z.string().min(1), storePathSchema).optional(),
   /** What a NixOS switch exiting 4 (some units failed, system switched) means: failure (default) or success. */
   exit4: exit4PolicySchema.optional(),
+  /**
+   * Cairn's extension: health checks by agent name, `*` for every agent (an agent runs the `*`
+   * checks and then its own).
+   */
+  healthChecks: z.record(z.string(), z.array(healthCheckSchema).max(50)).optional(),
+  /**
+   * Cairn's extension: seconds the agent has after activating to reach the server over a new
+   * connection and have the deployment confirmed; past that it rolls back on its own.
+   */
+  confirmTimeoutSeconds: z.number().int().min(5).max(3600).optional(),
 });
 export type DeployJson = z.infer<typeof deployJsonSchema>;

@@ -262,6 +262,14 @@ export class AgentHub {
       case 'observed':
         await agents.recordObserved(conn.agent.id, msg.observed, now());
         return;
+      case 'confirm': {
+        // The agent reached us over a new connection after switching: its network works.
+        const d = await deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
+        if (d && d.agent_id === conn.agent.id && d.state === 'running') {
+          this.#send(conn, { type: 'confirmed', deploymentId: msg.deploymentId });
+        }
+        return;
+      }
     }
   }
 
@@ -335,7 +343,15 @@ export class AgentHub {
 }
 
 function toDesired(
-  d: { id: number; store_path: string; rollback_script: string | null; exit4: string },
+  d: {
+    id: number;
+    store_path: string;
+    rollback_script: string | null;
+    exit4: string;
+    health_checks: string | null;
+    confirm_timeout: number;
+    kind: string;
+  },
   system: string,
 ): DesiredDeployment {
   const scripts = d.rollback_script === null ? {} : (JSON.parse(d.rollback_script) as Record<string, string>);
@@ -344,5 +360,9 @@ function toDesired(
     storePath: d.store_path,
     rollbackScript: scripts[system] ?? null,
     exit4: d.exit4 === 'tolerate' ? 'tolerate' : 'fail',
+    healthChecks:
+      d.health_checks === null ? [] : (JSON.parse(d.health_checks) as DesiredDeployment['healthChecks']),
+    confirmTimeoutSeconds: d.confirm_timeout,
+    rollback: d.kind === 'rollback',
   };
 }

@@ -1,7 +1,7 @@
 import type { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { CairnError } from '../../lib/cairn-error.ts';
-import type { DeploymentInfo } from '../../protocol/api-schemas.ts';
+import { type DeploymentInfo, rollbackBodySchema } from '../../protocol/api-schemas.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import { isAdmin, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
@@ -20,9 +20,11 @@ export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
     rolloutId: d.rollout_id,
     agent: d.agent_name,
     storePath: d.store_path,
+    kind: d.kind,
     state: d.state,
     step: d.step,
     reason: d.reason,
+    rebootRequired: d.reboot_required === 1,
     createdAt: new Date(d.created_at).toISOString(),
     startedAt: iso(d.started_at),
     finishedAt: iso(d.finished_at),
@@ -58,6 +60,39 @@ export function registerDeploymentRoutes(
       workspaceId: c.var.workspaceId,
       deploy,
       only,
+    });
+    const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
+    return c.json(
+      {
+        id: rolloutId,
+        url: rolloutUrl(c.req.url, c.req.param('ws'), rolloutId),
+        deployments: rows.map(toDeploymentInfo),
+      },
+      201,
+    );
+  });
+
+  // An explicit rollback is itself a deployment, with its own logs, to what the agent ran before
+  // (or to the store path of deployment `to`).
+  api.post('/workspaces/:ws/agents/:name/rollback', async (c) => {
+    const body = await parseJsonBody(c, rollbackBodySchema, 'roll back');
+    const name = c.req.param('name');
+    const agent = await deps.agents.byName(c.var.workspaceId, name);
+    if (!agent) throw new CairnError('NOT_FOUND', `Cannot roll back: no agent '${name}'`);
+    const target = await deps.deployments.rollbackTarget(agent.id, body.to);
+    if (!target) {
+      throw new CairnError(
+        body.to === undefined ? 'INVALID_ARGUMENT' : 'NOT_FOUND',
+        body.to === undefined
+          ? `Cannot roll back ${name}: it has no earlier succeeded deployment to go back to`
+          : `Cannot roll back ${name}: deployment ${body.to} is not one of its deployments`,
+      );
+    }
+    const { rolloutId } = await activateRollout(deps, {
+      principal: c.var.principal,
+      workspaceId: c.var.workspaceId,
+      deploy: { agents: { [name]: target.store_path } },
+      kind: 'rollback',
     });
     const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
     return c.json(

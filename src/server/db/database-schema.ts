@@ -128,6 +128,13 @@ export interface DeploymentsTable {
   /** JSON object of rollback scripts by Nix system (deploy.json's `rollbackScript`), or null. */
   rollback_script: string | null;
   exit4: string;
+  /** JSON array of the agent's health checks, or null. */
+  health_checks: string | null;
+  /** Seconds the agent has to get the deployment confirmed over a new connection. */
+  confirm_timeout: Generated<number>;
+  /** `deploy`, or `rollback` for one made by `cairn deploy rollback`. */
+  kind: Generated<string>;
+  reboot_required: Generated<number>;
   state: string;
   step: string | null;
   reason: string | null;

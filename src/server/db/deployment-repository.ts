@@ -34,6 +34,9 @@ export class DeploymentRepository {
       storePath: string;
       rollbackScript: string | null;
       exit4: string;
+      healthChecks: string | null;
+      confirmTimeout: number;
+      kind: 'deploy' | 'rollback';
     }>;
   }): Promise<{ rolloutId: number; cancelled: Array<{ id: number; agentId: number }> }> {
     return await this.db.transaction().execute(async (trx) => {
@@ -60,6 +63,9 @@ export class DeploymentRepository {
             store_path: d.storePath,
             rollback_script: d.rollbackScript,
             exit4: d.exit4,
+            health_checks: d.healthChecks,
+            confirm_timeout: d.confirmTimeout,
+            kind: d.kind,
             state: 'pending',
             created_at: input.now,
           })),
@@ -141,12 +147,18 @@ export class DeploymentRepository {
   async finish(
     id: number,
     agentId: number,
-    result: { state: FinalState; step: string | null; reason: string | null },
+    result: { state: FinalState; step: string | null; reason: string | null; rebootRequired: boolean },
     now: number,
   ): Promise<boolean> {
     const r = await this.db
       .updateTable('deployments')
-      .set({ state: result.state, step: result.step, reason: result.reason, finished_at: now })
+      .set({
+        state: result.state,
+        step: result.step,
+        reason: result.reason,
+        finished_at: now,
+        reboot_required: result.rebootRequired ? 1 : 0,
+      })
       .where('id', '=', id)
       .where('agent_id', '=', agentId)
       .where('state', 'in', [...OPEN_STATES])
@@ -161,6 +173,34 @@ export class DeploymentRepository {
       .insertInto('deployment_logs')
       .values([...rows])
       .execute();
+  }
+
+  /**
+   * The store path to roll an agent back to: that of the deployment `toId` when given, else of its
+   * last succeeded deployment before the newest succeeded one (what it ran before).
+   */
+  async rollbackTarget(
+    agentId: number,
+    toId?: number,
+  ): Promise<{ store_path: string; id: number } | undefined> {
+    if (toId !== undefined) {
+      return await this.db
+        .selectFrom('deployments')
+        .select(['store_path', 'id'])
+        .where('agent_id', '=', agentId)
+        .where('id', '=', toId)
+        .executeTakeFirst();
+    }
+    const rows = await this.db
+      .selectFrom('deployments')
+      .select(['store_path', 'id'])
+      .where('agent_id', '=', agentId)
+      .where('state', '=', 'succeeded')
+      .orderBy('id', 'desc')
+      .limit(50)
+      .execute();
+    const current = rows[0];
+    return rows.find((r) => r.store_path !== current?.store_path);
   }
 
   /** Highest log sequence number of a deployment, or 0. */

@@ -1,6 +1,7 @@
 import { type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { migration002 } from './migration-002-deployments.ts';
+import { migration003 } from './migration-003-safety.ts';
 import { nameType, type SqlDialect, serialId } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -99,6 +100,7 @@ export const migrations: readonly Migration[] = [
     },
   },
   migration002,
+  migration003,
 ];
 
 /**

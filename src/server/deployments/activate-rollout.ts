@@ -8,6 +8,9 @@ import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
 import type { EventBus } from '../events/event-bus.ts';
 
+/** Seconds an agent has, by default, to get a deployment confirmed over a new connection. */
+export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 60;
+
 /** What {@link activateRollout} needs. */
 export interface ActivateDeps {
   readonly agents: AgentRepository;
@@ -30,6 +33,8 @@ export async function activateRollout(
     workspaceId: number;
     deploy: DeployJson;
     only?: readonly string[] | undefined;
+    /** `rollback` for a deployment made by `cairn deploy rollback`. */
+    kind?: 'deploy' | 'rollback';
   },
 ): Promise<{ rolloutId: number; deployments: Array<{ id: number; agent: string }> }> {
   const { principal, workspaceId, deploy } = request;
@@ -76,6 +81,19 @@ export async function activateRollout(
       });
     }
   }
+  for (const key of Object.keys(deploy.healthChecks ?? {})) {
+    if (key !== '*' && !(key in deploy.agents)) {
+      problems.push({
+        field: `healthChecks.${key}`,
+        message: `names no agent of this file (use "*" for every agent)`,
+      });
+    }
+  }
+  // An agent runs the checks for every agent, then its own.
+  const checksFor = (name: string): string | null => {
+    const checks = [...(deploy.healthChecks?.['*'] ?? []), ...(deploy.healthChecks?.[name] ?? [])];
+    return checks.length === 0 ? null : JSON.stringify(checks);
+  };
   if (problems.length > 0) throw new ValidationError('create the deployment', problems);
 
   const now = deps.now();
@@ -95,6 +113,9 @@ export async function activateRollout(
         storePath: deploy.agents[n]!,
         rollbackScript: rollback,
         exit4: deploy.exit4 ?? 'fail',
+        healthChecks: checksFor(n),
+        confirmTimeout: deploy.confirmTimeoutSeconds ?? DEFAULT_CONFIRM_TIMEOUT_SECONDS,
+        kind: request.kind ?? 'deploy',
       };
     }),
   });
