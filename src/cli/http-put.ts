@@ -32,7 +32,12 @@ export async function httpPut(
         else reject(errorFromResponse(status, Buffer.concat(chunks).toString('utf8'), `PUT ${url}`));
       });
       res.on('error', reject);
-      if (typeof body !== 'string') body.stream.unpipe(req);
+      if (typeof body !== 'string') {
+        // The answer ends the upload, even one refused before or while its body was sent:
+        // release the body's source (a nix-store process, a file) now, not when collected.
+        body.stream.unpipe(req);
+        body.stream.destroy();
+      }
     });
     req.on('error', reject);
     if (typeof body === 'string') req.end(body);

@@ -190,6 +190,10 @@ async function prepareNar(info: LocalPathInfo, options: PushOptions): Promise<Pr
         const out = new PassThrough();
         const child = dump();
         child.stdout.pipe(out);
+        // An upload refused or cut before the end leaves nix-store blocked on a full pipe.
+        out.on('close', () => {
+          if (child.exitCode === null) child.kill();
+        });
         child.on('close', (code) => {
           if (code !== 0)
             out.destroy(

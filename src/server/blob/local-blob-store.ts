@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
 import { CairnError } from '../../lib/cairn-error.ts';
 import type { BlobRead, BlobStore, BlobWriter } from './blob-store.ts';
 
-const KEY_PATTERN = /^(?:[A-Za-z0-9][A-Za-z0-9._+=-]*\/)*[A-Za-z0-9][A-Za-z0-9._+=-]*$/;
+/** Slash-separated segments of safe characters; `!` and `:` appear in Nix realisation names. */
+const KEY_PATTERN = /^(?:[A-Za-z0-9][A-Za-z0-9._+=!:-]*\/)*[A-Za-z0-9][A-Za-z0-9._+=!:-]*$/;
 
 /**
  * A {@link BlobStore} in a local directory. Writes go to `.tmp/` and are fsynced, then
@@ -74,26 +75,31 @@ export class LocalBlobStore implements BlobStore {
 
   async read(key: string, range?: { start: number; end: number }): Promise<BlobRead | undefined> {
     const path = this.#path(key);
-    let handle: import('node:fs/promises').FileHandle;
+    let handle: FileHandle;
     try {
       handle = await open(path, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
-    const { size } = await handle.stat();
-    const start = range?.start ?? 0;
-    const end = range?.end ?? size - 1;
-    // 256 KiB reads: large enough to keep a fast socket busy, small enough to stay cheap.
-    const stream = createReadStream('', {
-      fd: handle.fd,
-      start,
-      end,
-      highWaterMark: 256 * 1024,
-      autoClose: true,
-    });
-    stream.on('close', () => void handle.close().catch(() => {}));
-    return { size: Math.max(0, end - start + 1), stream };
+    try {
+      const { size } = await handle.stat();
+      const start = range?.start ?? 0;
+      const end = range?.end ?? size - 1;
+      if (end < start) {
+        // An empty file: a read stream cannot be asked for zero bytes.
+        await handle.close();
+        return { size: 0, stream: Readable.from([]) };
+      }
+      // The stream owns the handle and closes it once: closing its fd number by hand as well
+      // could close a file another request opened in the meantime under the same number.
+      // 256 KiB reads: large enough to keep a fast socket busy, small enough to stay cheap.
+      const stream = handle.createReadStream({ start, end, highWaterMark: 256 * 1024, autoClose: true });
+      return { size: end - start + 1, stream };
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw err;
+    }
   }
 
   async delete(key: string): Promise<void> {

@@ -12,8 +12,11 @@ import { receiveNar } from './receive-nar.ts';
 
 /** `nar/<52 nix32 chars>.nar[.xz|.zst]`: the file name is the sha256 of the file. */
 const NAR_FILE = /^([0-9abcdfghijklmnpqrsvwxyz]{52})\.nar(\.xz|\.zst|\.bz2|\.br|\.lz4|\.lzip|\.gz)?$/;
-/** Names of opaque files under `log/`, `realisations/` and `debuginfo/`. */
-const OPAQUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+=!-]{0,250}$/;
+/**
+ * Names of opaque files under `log/`, `realisations/` and `debuginfo/`. Realisations are named
+ * `<hash algo>:<hex>!<output>.doi` by Nix, hence `:` and `!`.
+ */
+const OPAQUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+=!:-]{0,250}$/;
 /** Top-level folders of a cache whose files are kept as uploaded. */
 export const OPAQUE_FOLDERS = ['log', 'realisations', 'debuginfo'] as const;
 

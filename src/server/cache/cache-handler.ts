@@ -8,6 +8,7 @@ import { type BinaryCache, OPAQUE_FOLDERS, type ResolvedCache } from './binary-c
 import { parseRange } from './parse-range.ts';
 
 const NARINFO = /^([0-9abcdfghijklmnpqrsvwxyz]{32})\.narinfo$/;
+const LISTING = /^[0-9abcdfghijklmnpqrsvwxyz]{32}\.ls$/;
 /** Narinfos are small; a path with tens of thousands of references still fits. */
 const MAX_NARINFO_BYTES = 4 * 1024 * 1024;
 const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n';
@@ -36,6 +37,12 @@ export class CacheHandler {
     try {
       await this.#route(req, res, expectContinue);
     } catch (err) {
+      // The client went away mid-upload or mid-download: there is no one to answer, and
+      // nothing unexpected to log (Nix cuts and resumes downloads as a matter of course).
+      if (!req.socket || req.socket.destroyed) {
+        res.destroy();
+        return;
+      }
       const { status, body } = errorResponse(err, this.#log);
       if (res.headersSent) {
         res.destroy();
@@ -55,14 +62,9 @@ export class CacheHandler {
   }
 
   async #route(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
-    const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const parts = (q < 0 ? url : url.slice(0, q)).split('/');
-    // ['', 'cache', name, ...rest]
-    const name = parts[2] ?? '';
-    const rest = parts.slice(3);
+    const [name = '', ...rest] = cachePathSegments(req.url ?? '/');
     const method = req.method ?? 'GET';
-    const cache = await this.#cache.resolve(decodeURIComponent(name));
+    const cache = await this.#cache.resolve(name);
     if (!cache) throw new CairnError('NOT_FOUND', `Cannot find cache: no cache named '${name}'`);
     const write = method === 'PUT';
     if (!write && method !== 'GET' && method !== 'HEAD') {
@@ -97,26 +99,25 @@ export class CacheHandler {
     }
     if (first === 'nar' && second !== undefined && more.length === 0) {
       if (write) {
-        await this.#cache.uploadNar(cache, second, req);
+        await this.#cache.uploadNar(cache, second, bodyOf(req));
         return send(res, method, 201, '', {});
       }
       return await this.#sendNar(req, res, cache, second);
     }
     if ((OPAQUE_FOLDERS as readonly string[]).includes(first) && second !== undefined && more.length === 0) {
       if (write) {
-        await this.#cache.putOpaque(cache, first, second, req);
+        await this.#cache.putOpaque(cache, first, second, bodyOf(req));
         return send(res, method, 201, '', {});
       }
-      const file = await this.#cache.readOpaque(cache, first, second);
-      if (!file) throw new CairnError('NOT_FOUND', `Cannot find ${first}/${second} in cache '${cache.name}'`);
-      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': file.size });
-      if (method === 'HEAD') {
-        file.stream.destroy();
-        res.end();
-        return;
+      return await this.#sendOpaque(res, method, cache, [first, second], 'application/octet-stream');
+    }
+    // `<hash>.ls`: the NAR listing Nix writes with `write-nar-listing = true`.
+    if (rest.length === 1 && LISTING.test(first)) {
+      if (write) {
+        await this.#cache.putOpaque(cache, 'ls', first, bodyOf(req));
+        return send(res, method, 201, '', {});
       }
-      await pipeline(file.stream, res);
-      return;
+      return await this.#sendOpaque(res, method, cache, ['ls', first], 'application/json');
     }
     throw new CairnError('NOT_FOUND', `Cannot find ${rest.join('/')} in cache '${cache.name}'`);
   }
@@ -138,6 +139,25 @@ export class CacheHandler {
         );
       }
     }
+  }
+
+  async #sendOpaque(
+    res: ServerResponse,
+    method: string,
+    cache: ResolvedCache,
+    [folder, name]: [string, string],
+    contentType: string,
+  ): Promise<void> {
+    const file = await this.#cache.readOpaque(cache, folder, name);
+    const shown = folder === 'ls' ? name : `${folder}/${name}`;
+    if (!file) throw new CairnError('NOT_FOUND', `Cannot find ${shown} in cache '${cache.name}'`);
+    res.writeHead(200, { 'Content-Type': contentType, 'Content-Length': file.size });
+    if (method === 'HEAD') {
+      file.stream.destroy();
+      res.end();
+      return;
+    }
+    await pipeline(file.stream, res);
   }
 
   async #sendNar(
@@ -181,6 +201,38 @@ export class CacheHandler {
   }
 }
 
+/**
+ * Splits `/cache/<name>/<rest...>` into percent-decoded segments, refusing any that could
+ * step outside the cache once decoded: `.`, `..`, or an encoded `/`, `\` or NUL.
+ * @throws CairnError BAD_REQUEST naming the offending path.
+ */
+function cachePathSegments(url: string): string[] {
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  // ['', 'cache', name, ...rest]
+  return path
+    .split('/')
+    .slice(2)
+    .map((segment) => {
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(segment);
+      } catch {
+        throw new CairnError(
+          'BAD_REQUEST',
+          `Cannot use path: malformed percent-encoding (${path.slice(0, 200)})`,
+        );
+      }
+      if (decoded === '.' || decoded === '..' || /[/\\\0]/.test(decoded)) {
+        throw new CairnError(
+          'BAD_REQUEST',
+          `Cannot use path: '.' and '..' segments and encoded '/', '\\' or NUL are not allowed (${path.slice(0, 200)})`,
+        );
+      }
+      return decoded;
+    });
+}
+
 function send(
   res: ServerResponse,
   method: string,
@@ -192,12 +244,21 @@ function send(
   res.end(method === 'HEAD' ? undefined : body);
 }
 
+/**
+ * The request body as chunks. An upload refused part-way stops reading; that must not destroy
+ * the request, as leaving a `for await` over it would, because that resets the connection
+ * before the 4xx that says why reaches the client.
+ */
+function bodyOf(req: IncomingMessage): AsyncIterable<Uint8Array> {
+  return { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) };
+}
+
 async function readText(req: IncomingMessage, max: number): Promise<string> {
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > max) throw new CairnError('TOO_LARGE', `Cannot read the request: larger than ${max} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of bodyOf(req) as AsyncIterable<Buffer>) {
     size += chunk.length;
     if (size > max) throw new CairnError('TOO_LARGE', `Cannot read the request: larger than ${max} bytes`);
     chunks.push(chunk);

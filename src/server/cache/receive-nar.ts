@@ -17,8 +17,26 @@ export interface ReceivedNar {
   readonly narSize: number;
 }
 
+/**
+ * Writes a chunk, waiting for 'drain' when the sink is full. Rejects when the sink closes
+ * instead (the decompressor exited, or the parser gave up and destroyed the stream), which
+ * would otherwise leave the wait for 'drain' hanging forever.
+ */
 async function writeTo(sink: Writable, chunk: Uint8Array): Promise<void> {
-  if (!sink.write(chunk)) await once(sink, 'drain');
+  if (sink.destroyed) throw new Error('the stream is closed');
+  if (sink.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const settle = (err?: Error) => {
+      sink.off('drain', onDrain);
+      sink.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    const onClose = () => settle(new Error('the stream closed'));
+    sink.on('drain', onDrain);
+    sink.on('close', onClose);
+  });
 }
 
 /**
@@ -66,9 +84,15 @@ export async function receiveNar(
     narStream.resume();
   });
 
+  // Why the upload was not read to its end: the parser found the archive bad, or the sink
+  // stopped taking data (the decompressor exited, or the parser gave up). Each names the fault.
+  let stopped: 'parser' | 'sink' | undefined;
   try {
     for await (const chunk of body) {
-      if (parseError !== undefined) break;
+      if (parseError !== undefined) {
+        stopped = 'parser';
+        break;
+      }
       fileSize += chunk.length;
       if (fileSize > options.maxBytes) {
         throw new CairnError(
@@ -78,22 +102,34 @@ export async function receiveNar(
       }
       fileHash.update(chunk);
       await writer.write(chunk);
-      await writeTo(sink, chunk);
+      try {
+        await writeTo(sink, chunk);
+      } catch {
+        stopped = 'sink';
+        break;
+      }
     }
     sink.end();
     const [code] = (await exited) as [number | null];
-    if (parseError === undefined && code !== 0) {
+    // Bad compressed data also makes the NAR look truncated: name the cause, not the symptom.
+    if (stopped !== 'parser' && code !== 0) {
       throw new CairnError(
         'INVALID_NAR',
-        `Cannot upload NAR: the file is not valid ${options.compression} data (${stderr.trim().split('\n')[0] ?? `exit ${code}`})`,
+        `Cannot upload NAR: the file is not valid ${options.compression} data (${stderr.trim().split('\n')[0] || `exit ${code}`})`,
       );
     }
     await parsing;
+    if (stopped === 'sink') {
+      throw new CairnError(
+        'INVALID_NAR',
+        `Cannot upload NAR: the file has data after the end of its ${options.compression} stream`,
+      );
+    }
   } catch (err) {
     child?.kill('SIGKILL');
     narStream.resume();
     await writer.abort();
-    throw parseError ?? err;
+    throw err;
   }
   return {
     fileHash: `sha256:${encodeNix32(fileHash.digest())}`,
