@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /** A blob being written: visible under its key only after `commit`. */
 export interface BlobWriter {
@@ -14,6 +14,11 @@ export interface BlobWriter {
 export interface BlobRead {
   readonly size: number;
   readonly stream: Readable;
+  /**
+   * Writes the blob to `sink` and ends it, resolving once all was handed to the sink; the store's
+   * own fast path, used instead of `stream` when present. Use one or the other, not both.
+   */
+  readonly writeTo?: (sink: Writable) => Promise<void>;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { CairnError } from '../../lib/cairn-error.ts';
 import type { BlobRead, BlobStore, BlobWriter } from './blob-store.ts';
 
@@ -94,8 +94,21 @@ export class LocalBlobStore implements BlobStore {
       // The stream owns the handle and closes it once: closing its fd number by hand as well
       // could close a file another request opened in the meantime under the same number.
       // 256 KiB reads: large enough to keep a fast socket busy, small enough to stay cheap.
-      const stream = handle.createReadStream({ start, end, highWaterMark: 256 * 1024, autoClose: true });
-      return { size: end - start + 1, stream };
+      let stream: Readable | undefined;
+      return {
+        size: end - start + 1,
+        get stream() {
+          stream ??= handle.createReadStream({ start, end, highWaterMark: 256 * 1024, autoClose: true });
+          return stream;
+        },
+        writeTo: async (sink: Writable) => {
+          try {
+            await copyRange(handle, start, end, sink);
+          } finally {
+            await handle.close().catch(() => {});
+          }
+        },
+      };
     } catch (err) {
       await handle.close().catch(() => {});
       throw err;
@@ -104,5 +117,47 @@ export class LocalBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     await rm(this.#path(key), { force: true });
+  }
+}
+
+/** Size of each of the two buffers a NAR is sent through. */
+const COPY_CHUNK = 1024 * 1024;
+
+/**
+ * Copies `[start, end]` of a file to `sink` through two buffers allocated once: one is read
+ * into while the other is being written. A stream would allocate a fresh buffer per chunk,
+ * and that allocation (page faults, zeroing, GC) costs more than the copies themselves.
+ * A buffer is reused only after the sink's callback said it was written.
+ */
+async function copyRange(
+  handle: import('node:fs/promises').FileHandle,
+  start: number,
+  end: number,
+  sink: Writable,
+): Promise<void> {
+  const buffers = [Buffer.allocUnsafeSlow(COPY_CHUNK), Buffer.allocUnsafeSlow(COPY_CHUNK)];
+  const written: (Promise<void> | undefined)[] = [undefined, undefined];
+  let gone: Error | undefined;
+  const onClose = () => {
+    gone ??= new Error('Cannot send the file: the client went away');
+  };
+  sink.once('close', onClose);
+  try {
+    let pos = start;
+    for (let i = 0; pos <= end; i ^= 1) {
+      await written[i];
+      if (gone) throw gone;
+      const buf = buffers[i]!;
+      const { bytesRead } = await handle.read(buf, 0, Math.min(COPY_CHUNK, end - pos + 1), pos);
+      if (bytesRead === 0) throw new Error('Cannot send the file: it is shorter than its size');
+      pos += bytesRead;
+      written[i] = new Promise<void>((resolve, reject) => {
+        sink.write(buf.subarray(0, bytesRead), (err) => (err ? reject(err) : resolve()));
+      });
+    }
+    await Promise.all(written);
+    await new Promise<void>((resolve) => sink.end(resolve));
+  } finally {
+    sink.off('close', onClose);
   }
 }

@@ -18,6 +18,8 @@ const NAR_FILE = /^([0-9abcdfghijklmnpqrsvwxyz]{52})\.nar(\.xz|\.zst|\.bz2|\.br|
  */
 const OPAQUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+=!:-]{0,250}$/;
 /** Top-level folders of a cache whose files are kept as uploaded. */
+/** Bytes of narinfo text kept in memory; a narinfo is about 500 bytes, so some 130,000 of them. */
+const NARINFO_CACHE_BYTES = 64 * 1024 * 1024;
 export const OPAQUE_FOLDERS = ['log', 'realisations', 'debuginfo'] as const;
 
 /** A cache with its parsed signing key. */
@@ -58,6 +60,9 @@ export class BinaryCache {
   readonly #now: () => number;
   readonly #maxNarBytes: number;
   readonly #resolved = new Map<string, ResolvedCache>();
+  /** Published narinfos by `<cache id>/<hash part>`, oldest first: they never change once published. */
+  readonly #narinfos = new Map<string, string>();
+  #narinfoBytes = 0;
 
   constructor(deps: {
     caches: CacheRepository;
@@ -86,7 +91,32 @@ export class BinaryCache {
 
   /** The narinfo served for a hash part, or undefined. */
   async narinfo(cache: ResolvedCache, hashPart: string): Promise<string | undefined> {
-    return await this.#index.narinfo(cache.id, hashPart);
+    const key = `${cache.id}/${hashPart}`;
+    const hit = this.#narinfos.get(key);
+    if (hit !== undefined) return hit;
+    const text = await this.#index.narinfo(cache.id, hashPart);
+    if (text !== undefined) this.#remember(key, text);
+    return text;
+  }
+
+  /** The cache of that name if it was resolved before: no promise, for the hot path. */
+  resolvedInMemory(name: string): ResolvedCache | undefined {
+    return this.#resolved.get(name);
+  }
+
+  /** The narinfo if it is in memory: no promise, for the hot path. */
+  narinfoInMemory(cache: ResolvedCache, hashPart: string): string | undefined {
+    return this.#narinfos.get(`${cache.id}/${hashPart}`);
+  }
+
+  #remember(key: string, text: string): void {
+    this.#narinfos.set(key, text);
+    this.#narinfoBytes += text.length;
+    for (const [k, v] of this.#narinfos) {
+      if (this.#narinfoBytes <= NARINFO_CACHE_BYTES) break;
+      this.#narinfos.delete(k);
+      this.#narinfoBytes -= v.length;
+    }
   }
 
   /** Size of an uploaded NAR file, or undefined when the cache does not hold it. */

@@ -34,6 +34,7 @@ export class CacheHandler {
    * waits for `100 Continue`, sent only once its credentials were accepted.
    */
   async handle(req: IncomingMessage, res: ServerResponse, expectContinue = false): Promise<void> {
+    if (!expectContinue && this.#answerFromMemory(req, res)) return;
     try {
       await this.#route(req, res, expectContinue);
     } catch (err) {
@@ -43,7 +44,7 @@ export class CacheHandler {
         res.destroy();
         return;
       }
-      const { status, body } = errorResponse(err, this.#log);
+      const { status, body, headers } = errorResponse(err, this.#log);
       if (res.headersSent) {
         res.destroy();
         return;
@@ -53,12 +54,42 @@ export class CacheHandler {
       // An upload refused before its body was read: close rather than read gigabytes for nothing.
       if (req.method === 'PUT' && !req.readableEnded) res.setHeader('Connection', 'close');
       res.writeHead(status, {
+        ...headers,
         'Content-Type': 'application/json',
         'Content-Length': Buffer.byteLength(text),
       });
       res.end(req.method === 'HEAD' ? undefined : text);
       if (req.method === 'PUT' && !req.readableEnded) req.resume();
     }
+  }
+
+  /**
+   * The hot path, without a promise: a GET or HEAD without credentials of a narinfo of a public
+   * cache, both already in memory. Anything else returns false and takes the general path.
+   */
+  #answerFromMemory(req: IncomingMessage, res: ServerResponse): boolean {
+    const method = req.method;
+    if ((method !== 'GET' && method !== 'HEAD') || req.headers.authorization !== undefined) return false;
+    const url = req.url ?? '';
+    // `/cache/<name>/<32 chars>.narinfo`, with nothing to percent-decode.
+    const slash = url.indexOf('/', 7);
+    if (slash < 0 || url.length - slash !== 41 || url.includes('%')) return false;
+    const cache = this.#cache.resolvedInMemory(url.slice(7, slash));
+    if (!cache?.public) return false;
+    const m = NARINFO.exec(url.slice(slash + 1));
+    if (!m) return false;
+    const body = this.#cache.narinfoInMemory(cache, m[1]!);
+    if (body === undefined) return false;
+    res.writeHead(200, [
+      'Content-Type',
+      'text/x-nix-narinfo',
+      'Cache-Control',
+      'public, max-age=300',
+      'Content-Length',
+      String(Buffer.byteLength(body)),
+    ]);
+    res.end(method === 'HEAD' ? undefined : body);
+    return true;
   }
 
   async #route(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
@@ -90,8 +121,11 @@ export class CacheHandler {
         return send(res, method, created ? 201 : 200, '', {});
       }
       const body = await this.#cache.narinfo(cache, hashPart);
-      if (body === undefined)
-        throw new CairnError('NOT_FOUND', `Cannot find ${hashPart}.narinfo in cache '${cache.name}'`);
+      if (body === undefined) {
+        // The common miss (a substituter asks for every path it lacks): no exception, no stack trace.
+        const text = `${JSON.stringify({ code: 'NOT_FOUND', message: `Cannot find ${hashPart}.narinfo in cache '${cache.name}'` })}\n`;
+        return send(res, method, 404, text, { 'Content-Type': 'application/json' });
+      }
       return send(res, method, 200, body, {
         'Content-Type': 'text/x-nix-narinfo',
         'Cache-Control': cache.public ? 'public, max-age=300' : 'private, max-age=300',
@@ -123,7 +157,7 @@ export class CacheHandler {
   }
 
   async #authorize(req: IncomingMessage, cache: ResolvedCache, write: boolean): Promise<void> {
-    const principal = await this.#auth.authenticate(req.headers.authorization);
+    const principal = await this.#auth.authenticate(req.headers.authorization, req.socket.remoteAddress);
     if (write || !cache.public) {
       if (!principal) {
         throw new CairnError(
@@ -197,7 +231,8 @@ export class CacheHandler {
     } else {
       res.writeHead(200, { ...headers, 'Content-Length': file.size });
     }
-    await pipeline(file.stream, res);
+    if (file.writeTo) await file.writeTo(res);
+    else await pipeline(file.stream, res);
   }
 }
 

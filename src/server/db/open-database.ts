@@ -49,7 +49,10 @@ export function openDatabase(config: DatabaseConfig, options: OpenDatabaseOption
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
     return {
-      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }), plugins: plugins() }),
+      db: new Kysely<Database>({
+        dialect: new SqliteDialect({ database: cachingStatements(sqlite) }),
+        plugins: plugins(),
+      }),
       dialect: 'sqlite',
     };
   }
@@ -83,4 +86,27 @@ function plugins(): KyselyPlugin[] {
     // `x in ()`: SQLite reads it as false, PostgreSQL as a syntax error; both now get `1 = 0`.
     new HandleEmptyInListsPlugin({ strategy: replaceWithNoncontingentExpression }),
   ];
+}
+
+/** better-sqlite3 with its prepared statements kept by SQL text, so a repeated query is not parsed again. */
+function cachingStatements(sqlite: SqliteDatabase.Database): {
+  close(): void;
+  prepare(sql: string): SqliteDatabase.Statement;
+} {
+  const statements = new Map<string, SqliteDatabase.Statement>();
+  return {
+    close: () => {
+      sqlite.close();
+    },
+    prepare: (sql) => {
+      let stmt = statements.get(sql);
+      // A statement still being iterated (Kysely's stream()) cannot run again meanwhile.
+      if (stmt === undefined || stmt.busy) {
+        stmt = sqlite.prepare(sql);
+        if (statements.size >= 1000) statements.clear();
+        statements.set(sql, stmt);
+      }
+      return stmt;
+    },
+  };
 }

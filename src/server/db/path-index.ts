@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { CompiledQuery, Kysely } from 'kysely';
 import type { Database, NarFilesTable, StorePathsTable } from './database-schema.ts';
 
 /** How many values go into one `IN (...)` list; SQLite allows 32766 bound parameters. */
@@ -6,6 +6,8 @@ const IN_CHUNK = 500;
 
 /** The path index of every cache: uploaded NAR files and published store paths. */
 export class PathIndex {
+  #narinfoQuery: CompiledQuery<{ narinfo: string }> | undefined;
+
   constructor(private readonly db: Kysely<Database>) {}
 
   async narFile(cacheId: number, fileName: string): Promise<NarFilesTable | undefined> {
@@ -56,13 +58,18 @@ export class PathIndex {
 
   /** The narinfo text served for a hash part, or undefined. */
   async narinfo(cacheId: number, hashPart: string): Promise<string | undefined> {
-    const row = await this.db
+    // The hot lookup: built and compiled once, each call only binds its two values.
+    this.#narinfoQuery ??= this.db
       .selectFrom('store_paths')
       .select('narinfo')
-      .where('cache_id', '=', cacheId)
-      .where('hash_part', '=', hashPart)
-      .executeTakeFirst();
-    return row?.narinfo;
+      .where('cache_id', '=', 0)
+      .where('hash_part', '=', '')
+      .compile();
+    const result = await this.db.executeQuery<{ narinfo: string }>({
+      ...this.#narinfoQuery,
+      parameters: [cacheId, hashPart],
+    });
+    return result.rows[0]?.narinfo;
   }
 
   async storePath(cacheId: number, hashPart: string): Promise<StorePathsTable | undefined> {
