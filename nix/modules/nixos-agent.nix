@@ -1,0 +1,162 @@
+# NixOS: services.cairn-agent, the Cairn agent as a systemd service that keeps one connection to
+# a Cairn server and switches this machine's system profile to what it is told. Every option is
+# described in docs/nixos.md.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib)
+    literalExpression
+    mkEnableOption
+    mkIf
+    mkOption
+    types
+    ;
+  cfg = config.services.cairn-agent;
+
+  # The token is read where systemd put it (LoadCredential) when the service starts: never in
+  # the Nix store, the unit file or the command line.
+  start = pkgs.writeShellScript "cairn-agent-start" ''
+    set -eu
+    CAIRN_AGENT_TOKEN="$(< "$CREDENTIALS_DIRECTORY/agent-token")"
+    export CAIRN_AGENT_TOKEN
+    exec ${cfg.package}/bin/cairn deploy agent ${
+      lib.escapeShellArgs [
+        cfg.name
+        cfg.profile
+        "--state-dir"
+        cfg.stateDir
+      ]
+    }
+  '';
+  stateUnderVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
+in
+{
+  options.services.cairn-agent = {
+    enable = mkEnableOption "the Cairn agent, which deploys what a Cairn server says to this machine";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../agent.nix { cairn = pkgs.callPackage ../package.nix { }; };
+      defaultText = literalExpression "the cairn-agent package of this repository (nix/agent.nix)";
+      description = "The Cairn package whose `cairn` runs the agent.";
+    };
+
+    name = mkOption {
+      type = types.str;
+      default = config.networking.hostName;
+      defaultText = literalExpression "config.networking.hostName";
+      description = "This agent's name, as created with `cairn agent create NAME`.";
+    };
+
+    serverUrl = mkOption {
+      type = types.str;
+      example = "https://cairn.example.com";
+      description = "URL of the Cairn server (`CAIRN_SERVER`).";
+    };
+
+    tokenFile = mkOption {
+      type = types.str;
+      example = "/run/agenix/cairn-agent-token";
+      description = ''
+        File holding this agent's token (as printed by `cairn agent create`), such as a secret
+        managed by agenix or sops-nix. systemd hands it to the service at start
+        (`LoadCredential`); it is never copied into the Nix store. Give a string, not a Nix path
+        literal, which would copy the file into the store.
+      '';
+    };
+
+    profile = mkOption {
+      type = types.str;
+      default = "system";
+      description = ''
+        The profile the agent switches: a name under /nix/var/nix/profiles (`system` for the
+        NixOS configuration) or an absolute path.
+      '';
+    };
+
+    workspace = mkOption {
+      type = types.str;
+      default = "default";
+      description = "The server workspace this agent belongs to (`CAIRN_WORKSPACE`).";
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/cairn-agent";
+      description = "Where the agent keeps its journal, GC roots and activation logs.";
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/cairn-agent.env";
+      description = ''
+        An optional file of `NAME=value` lines added to the agent's environment when it starts
+        (systemd `EnvironmentFile`), for settings that must stay out of the Nix store.
+      '';
+    };
+
+    path = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = literalExpression "[ pkgs.curl ]";
+      description = ''
+        Packages added to the agent's PATH, for health checks that call them. Nix itself
+        (`config.nix.package`) and systemd's usual tools are always there.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = lib.hasPrefix "/" cfg.tokenFile && !lib.hasPrefix builtins.storeDir cfg.tokenFile;
+        message = "services.cairn-agent.tokenFile must be an absolute path outside the Nix store, such as a secret from agenix or sops-nix.";
+      }
+      {
+        assertion = cfg.name != "";
+        message = "services.cairn-agent.name must be set (it defaults to networking.hostName).";
+      }
+    ];
+
+    systemd.tmpfiles.rules = lib.optional (!stateUnderVarLib) "d '${cfg.stateDir}' 0700 root root - -";
+
+    systemd.services.cairn-agent = {
+      description = "Cairn agent: deploys what the Cairn server says to this machine";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [
+        "network-online.target"
+        "nix-daemon.service"
+      ];
+      path = [ config.nix.package ] ++ cfg.path;
+      environment = {
+        CAIRN_SERVER = cfg.serverUrl;
+        CAIRN_WORKSPACE = cfg.workspace;
+      };
+
+      # The agent may itself be running the switch-to-configuration that would restart or stop
+      # it: the switch leaves it alone, and a changed agent takes over at its next restart.
+      restartIfChanged = false;
+      unitConfig."X-StopOnRemoval" = false;
+
+      serviceConfig = {
+        Type = "exec";
+        ExecStart = start;
+        LoadCredential = [ "agent-token:${cfg.tokenFile}" ];
+        EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+        Restart = "on-failure";
+        RestartSec = "5s";
+        # Stopping the agent must not kill an activation it started: only the main process goes.
+        KillMode = "process";
+        StateDirectory = mkIf stateUnderVarLib (lib.removePrefix "/var/lib/" cfg.stateDir);
+        StateDirectoryMode = "0700";
+      };
+    };
+  };
+}

@@ -1,0 +1,242 @@
+# NixOS: services.cairn-server, the Cairn server (API, binary cache, agent hub and dashboard on
+# one port) as a hardened systemd service. Every option is described in docs/nixos.md.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib)
+    literalExpression
+    mkEnableOption
+    mkIf
+    mkOption
+    types
+    ;
+  cfg = config.services.cairn-server;
+
+  localDatabaseUrl = "postgresql:///${cfg.user}?host=/run/postgresql&user=${cfg.user}";
+  databaseUrl = if cfg.database.createLocally then localDatabaseUrl else cfg.database.url;
+  stateUnderVarLib = lib.hasPrefix "/var/lib/" cfg.dataDir;
+  host = if lib.hasInfix ":" cfg.host then "[${cfg.host}]" else cfg.host;
+in
+{
+  options.services.cairn-server = {
+    enable = mkEnableOption "the Cairn server: API, binary cache, agent hub and dashboard on one port";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../package.nix { };
+      defaultText = literalExpression "the cairn package of this repository (nix/package.nix)";
+      description = "The Cairn package whose `cairn server` runs.";
+    };
+
+    host = mkOption {
+      type = types.str;
+      default = "127.0.0.1";
+      example = "0.0.0.0";
+      description = "Address to listen on. Put a TLS-terminating proxy in front for remote agents.";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8080;
+      description = "Port to listen on.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open `port` in the firewall.";
+    };
+
+    publicUrl = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "https://cairn.example.com";
+      description = ''
+        The URL clients reach the server at, when it differs from the listen address (behind a
+        proxy). Used in the binary cache's URLs and the ones given to agents.
+      '';
+    };
+
+    dataDir = mkOption {
+      type = types.str;
+      default = "/var/lib/cairn";
+      description = ''
+        The state directory: the SQLite database (unless `database` names another), the first
+        admin token, the caches' signing keys and the blob store with every uploaded NAR file.
+      '';
+    };
+
+    database = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgresql:///cairn?host=/run/postgresql&user=cairn";
+        description = ''
+          `postgres://...` or `sqlite:FILE`; null keeps SQLite in `dataDir`. A URL with a
+          password ends up in the Nix store: put `CAIRN_DATABASE_URL=...` in `environmentFile`
+          instead.
+        '';
+      };
+
+      createLocally = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether to run PostgreSQL on this machine (`services.postgresql`) with a database and
+          role named after `user`, reached over its Unix socket with peer authentication.
+        '';
+      };
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/cairn-server.env";
+      description = ''
+        An optional file of `NAME=value` lines added to the server's environment when it starts
+        (systemd `EnvironmentFile`), for secrets such as `CAIRN_DATABASE_URL` with a password.
+      '';
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "fatal"
+        "error"
+        "warn"
+        "info"
+        "debug"
+        "trace"
+        "silent"
+      ];
+      default = "info";
+      description = "Log level of the server's JSON log (in the journal).";
+    };
+
+    user = mkOption {
+      type = types.str;
+      default = "cairn";
+      description = "User the server runs as; created when left at `cairn`.";
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = "cairn";
+      description = "Group the server runs as; created when left at `cairn`.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = !(cfg.database.createLocally && cfg.database.url != null);
+        message = "services.cairn-server: set database.url or database.createLocally, not both.";
+      }
+    ];
+
+    users.users = mkIf (cfg.user == "cairn") {
+      cairn = {
+        isSystemUser = true;
+        inherit (cfg) group;
+        home = cfg.dataDir;
+        description = "Cairn server";
+      };
+    };
+    users.groups = mkIf (cfg.group == "cairn") { cairn = { }; };
+
+    services.postgresql = mkIf cfg.database.createLocally {
+      enable = true;
+      ensureDatabases = [ cfg.user ];
+      ensureUsers = [
+        {
+          name = cfg.user;
+          ensureDBOwnership = true;
+        }
+      ];
+    };
+
+    networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.port;
+
+    systemd.tmpfiles.rules = lib.optional (!stateUnderVarLib) "d '${cfg.dataDir}' 0750 ${cfg.user} ${cfg.group} - -";
+
+    systemd.services.cairn-server = {
+      description = "Cairn server: deployments, binary cache and agent hub";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network.target" ] ++ lib.optional cfg.database.createLocally "postgresql.service";
+      requires = lib.optional cfg.database.createLocally "postgresql.service";
+      # xz and zstd read inside compressed NAR uploads.
+      path = [
+        pkgs.xz
+        pkgs.zstd
+      ];
+      environment = lib.optionalAttrs (databaseUrl != null) { CAIRN_DATABASE_URL = databaseUrl; };
+
+      serviceConfig = {
+        ExecStart = lib.escapeShellArgs (
+          [
+            "${cfg.package}/bin/cairn"
+            "server"
+            "--listen"
+            "${host}:${toString cfg.port}"
+            "--data-dir"
+            cfg.dataDir
+            "--log-level"
+            cfg.logLevel
+          ]
+          ++ lib.optionals (cfg.publicUrl != null) [
+            "--public-url"
+            cfg.publicUrl
+          ]
+        );
+        EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+        User = cfg.user;
+        Group = cfg.group;
+        Restart = "on-failure";
+        RestartSec = "5s";
+        StateDirectory = mkIf stateUnderVarLib (lib.removePrefix "/var/lib/" cfg.dataDir);
+        StateDirectoryMode = "0750";
+        WorkingDirectory = cfg.dataDir;
+        ReadWritePaths = [ cfg.dataDir ];
+        UMask = "0027";
+
+        # Hardening: the server needs its data dir, the network and child processes (xz, zstd).
+        AmbientCapabilities = lib.optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
+        CapabilityBoundingSet = lib.optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
+        NoNewPrivileges = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        ProtectHostname = true;
+        ProtectClock = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        # V8 compiles JavaScript to machine code at run time: it needs writable, executable memory.
+        MemoryDenyWriteExecute = false;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+      };
+    };
+  };
+}

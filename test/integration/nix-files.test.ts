@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { nixEnv } from '../helpers/nix.ts';
+
+/**
+ * The packaging files: every Nix expression under nix/ parses, every module option is in
+ * docs/nixos.md, and the plain service files in contrib/ are valid where their tools exist.
+ */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const execFileAsync = promisify(execFile);
+
+async function filesUnder(dir: string, suffix: string): Promise<string[]> {
+  const entries = await readdir(join(ROOT, dir), { recursive: true, withFileTypes: true });
+  return entries
+    .filter((e) => e.isFile() && e.name.endsWith(suffix))
+    .map((e) => relative(ROOT, join(e.parentPath, e.name)))
+    .sort();
+}
+
+/** Runs a command; resolves with its exit code and output instead of throwing. */
+async function attempt(
+  cmd: string,
+  args: readonly string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(cmd, [...args], { cwd: ROOT, env: nixEnv() });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number | string; stdout?: string; stderr?: string; message: string };
+    return {
+      code: typeof e.code === 'number' ? e.code : -1,
+      stdout: e.stdout ?? '',
+      stderr: e.stderr ?? e.message,
+    };
+  }
+}
+
+async function which(cmd: string): Promise<boolean> {
+  return (await attempt('sh', ['-c', `command -v ${cmd}`])).code === 0;
+}
+
+/**
+ * The option names a module declares, such as `services.cairn-agent.tokenFile`, read by calling
+ * the module with a stand-in `lib` whose mkOption marks a leaf. Only `options` is forced, so the
+ * module's `config`, defaults and types are never evaluated and nixpkgs is not needed.
+ */
+async function moduleOptions(file: string): Promise<string[]> {
+  const expr = `{ file }:
+    let
+      leaf = _: { __cairnOption = true; };
+      lib = { mkOption = leaf; mkEnableOption = leaf; };
+      module = import (/. + file) { config = { }; inherit lib; pkgs = { }; };
+      walk = prefix: set:
+        builtins.concatLists (builtins.attrValues (builtins.mapAttrs (name: value:
+          if value ? __cairnOption then [ "\${prefix}\${name}" ] else walk "\${prefix}\${name}." value) set));
+    in walk "" module.options`;
+  const r = await attempt('nix-instantiate', [
+    '--eval',
+    '--strict',
+    '--json',
+    '--argstr',
+    'file',
+    join(ROOT, file),
+    '-E',
+    expr,
+  ]);
+  assert.equal(r.code, 0, `cannot read the options of ${file}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as string[]).sort();
+}
+
+/** docs/nixos.md split at `## ` headings: heading -> body. */
+function sections(markdown: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of markdown.split(/^## /m).slice(1)) {
+    const nl = part.indexOf('\n');
+    out.set(part.slice(0, nl).trim(), part.slice(nl + 1));
+  }
+  return out;
+}
+
+describe('nix/', () => {
+  it('has the flake, the package and the four modules', async () => {
+    const files = await filesUnder('nix', '.nix');
+    for (const f of [
+      'nix/flake.nix',
+      'nix/default.nix',
+      'nix/package.nix',
+      'nix/agent.nix',
+      'nix/modules/nixos-agent.nix',
+      'nix/modules/nixos-server.nix',
+      'nix/modules/darwin-agent.nix',
+      'nix/modules/home-manager-agent.nix',
+    ]) {
+      assert.ok(files.includes(f), `${f} is missing`);
+    }
+  });
+
+  it('parses every .nix file with nix-instantiate --parse', async () => {
+    const files = await filesUnder('nix', '.nix');
+    const failures: string[] = [];
+    await Promise.all(
+      files.map(async (f) => {
+        const r = await attempt('nix-instantiate', ['--parse', f]);
+        if (r.code !== 0) failures.push(`${f}: ${r.stderr.trim()}`);
+      }),
+    );
+    assert.deepEqual(failures, []);
+  });
+
+  it('documents every module option in docs/nixos.md, in the section of its module, and no other', async () => {
+    const docs = sections(await readFile(join(ROOT, 'docs/nixos.md'), 'utf8'));
+    for (const file of await filesUnder('nix/modules', '.nix')) {
+      const options = await moduleOptions(file);
+      assert.ok(options.length > 3, `${file} declares no options`);
+      const heading = [...docs.keys()].find((h) => h.includes(`\`${file}\``));
+      assert.ok(heading, `docs/nixos.md has no "## ..." section naming \`${file}\``);
+      const body = docs.get(heading)!;
+      const missing = options.filter((o) => !body.includes(`\`${o}\``));
+      assert.deepEqual(missing, [], `docs/nixos.md (${heading}) does not document these options`);
+      const documented = new Set(
+        [...body.matchAll(/`(services\.cairn-(?:agent|server)\.[A-Za-z0-9_.]+)`/g)].map((m) => m[1]!),
+      );
+      const stale = [...documented].filter((o) => !options.includes(o));
+      assert.deepEqual(stale, [], `docs/nixos.md (${heading}) documents options ${file} does not have`);
+    }
+  });
+});
+
+describe('contrib/', () => {
+  it('has systemd units that systemd-analyze verify accepts without a warning', async (t) => {
+    if (!(await which('systemd-analyze'))) {
+      t.skip('systemd-analyze is not installed');
+      return;
+    }
+    const units = await filesUnder('contrib/systemd', '.service');
+    assert.deepEqual(units, ['contrib/systemd/cairn-agent.service', 'contrib/systemd/cairn-server.service']);
+    for (const unit of units) {
+      const r = await attempt('systemd-analyze', ['verify', unit]);
+      assert.equal(r.code, 0, `${unit}: ${r.stderr}`);
+      // Unknown keys and bad values are warnings with exit code 0: none is allowed either.
+      assert.equal(r.stderr.trim(), '', `${unit}: ${r.stderr}`);
+    }
+  });
+
+  it('has a launchd plist that parses', async (t) => {
+    const plist = 'contrib/launchd/com.cairn.agent.plist';
+    if (await which('plutil')) {
+      const r = await attempt('plutil', ['-lint', plist]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+    } else if (await which('python3')) {
+      const r = await attempt('python3', [
+        '-c',
+        'import plistlib, sys, json; print(json.dumps(plistlib.load(open(sys.argv[1], "rb"))))',
+        plist,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const parsed = JSON.parse(r.stdout) as { Label: string; ProgramArguments: string[] };
+      assert.equal(parsed.Label, 'com.cairn.agent');
+      assert.match(parsed.ProgramArguments.join(' '), /wait4path \/nix\/store .*cairn deploy agent/);
+    } else {
+      t.skip('neither plutil nor python3 is installed');
+    }
+  });
+});
