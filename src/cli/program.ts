@@ -2,8 +2,10 @@ import { Command, Option } from 'commander';
 import { CAIRN_VERSION } from '../lib/version.ts';
 import { registerAgentCommands } from './agent-commands.ts';
 import { ApiClient } from './api-client.ts';
+import { registerAuditCommand } from './audit-command.ts';
 import { registerCacheCommands } from './cache-commands.ts';
 import { registerDeployCommands } from './deploy-commands.ts';
+import { registerHistoryCommands } from './history-commands.ts';
 import { registerPushCommand } from './push-command.ts';
 import { registerServerCommand } from './server-command.ts';
 import { registerTokenCommands } from './token-commands.ts';
@@ -71,6 +73,8 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void = (
   registerPushCommand(program, ctx);
   registerAgentCommands(program, ctx);
   registerDeployCommands(program, ctx);
+  registerHistoryCommands(program, ctx);
+  registerAuditCommand(program, ctx);
   // Subcommands inherit output and error handling from the root.
   for (const cmd of program.commands) inherit(cmd, program);
   return program;

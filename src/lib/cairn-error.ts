@@ -8,6 +8,8 @@ export interface CairnErrorOptions {
   detail?: string;
   /** HTTP status, when it differs from the code's default. */
   status?: number;
+  /** HTTP headers the answer must carry, such as Retry-After. */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -18,6 +20,7 @@ export class CairnError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly detail: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
 
   constructor(code: ErrorCode, message: string, options: CairnErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -25,6 +28,7 @@ export class CairnError extends Error {
     this.code = code;
     this.status = options.status ?? errorCodes[code].status;
     this.detail = options.detail;
+    this.headers = options.headers ?? {};
   }
 }
 

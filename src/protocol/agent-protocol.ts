@@ -9,6 +9,7 @@ import { healthCheckSchema } from './health-check.ts';
  *
  * 1 (2026-11-25): hello/welcome, desired state, progress, logs, results, health checks,
  *   connectivity confirmation (confirm/confirmed), reboot-required in results.
+ * 1 (2026-11-25): `closure` (agent to server) after realising, in parts; still unreleased, so no bump.
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -110,6 +111,15 @@ export const logLineSchema = z.strictObject({
 });
 export type LogLine = z.infer<typeof logLineSchema>;
 
+/** One store path of a realised closure, as `nix path-info --json -r` reports it. */
+export const closurePathSchema = z.strictObject({
+  path: storePath,
+  narSize: z.number().int().nonnegative(),
+  /** Full store paths, possibly the path itself. */
+  references: z.array(storePath).max(100_000),
+});
+export type ClosurePath = z.infer<typeof closurePathSchema>;
+
 /** Messages from agent to server. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({
@@ -131,6 +141,16 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('observed'), observed: observedSchema }),
   /** Sent over a new connection after activating: the deployment is reachable. */
   z.strictObject({ type: z.literal('confirm'), deploymentId: id }),
+  /**
+   * The closure of the deployment's store path, realised on the machine. A large closure comes
+   * in several messages (each under MAX_AGENT_MESSAGE_BYTES); `final` marks the last one.
+   */
+  z.strictObject({
+    type: z.literal('closure'),
+    deploymentId: id,
+    paths: z.array(closurePathSchema).max(100_000),
+    final: z.boolean(),
+  }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
@@ -159,5 +179,6 @@ export const CLOSE_CODES = {
   unauthorized: 4401,
   revoked: 4403,
   replaced: 4409,
+  rateLimited: 4429,
   shuttingDown: 4503,
 } as const;

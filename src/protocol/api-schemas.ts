@@ -130,3 +130,92 @@ export const rolloutLogEventSchema = z.object({
 
 /** `POST /api/v1/workspaces/:ws/agents/:name/rollback` */
 export const rollbackBodySchema = z.strictObject({ to: z.number().int().positive().optional() });
+
+/** One side of a package in a closure diff (see `src/nix/closure-diff.ts`). */
+export const packageSideSchema = z.object({
+  versions: z.array(z.string()),
+  paths: z.array(z.string()),
+  narSize: z.number(),
+});
+
+/** A package-level closure diff, as `diffClosures` computes it. */
+export const closureDiffSchema = z.object({
+  packages: z.array(
+    z.object({
+      pname: z.string(),
+      change: z.enum(['added', 'removed', 'upgraded', 'downgraded', 'changed', 'rebuilt']),
+      before: packageSideSchema,
+      after: packageSideSchema,
+      narSizeDelta: z.number(),
+    }),
+  ),
+  before: z.object({ paths: z.number(), narSize: z.number() }),
+  after: z.object({ paths: z.number(), narSize: z.number() }),
+  pathsAdded: z.number(),
+  pathsRemoved: z.number(),
+  narSizeDelta: z.number(),
+});
+export type ClosureDiffInfo = z.infer<typeof closureDiffSchema>;
+
+/**
+ * Where one side of a diff came from: `agent` when a machine reported the closure after
+ * realising it, `cache` when it was computed from the workspace's caches, `none` when nothing is
+ * known (an empty side). `missing` counts paths neither knew: the side is then a lower bound.
+ */
+export const closureSourceSchema = z.object({
+  deploymentId: z.number().nullable(),
+  agent: z.string().nullable(),
+  storePath: z.string().nullable(),
+  source: z.enum(['agent', 'cache', 'none']),
+  missing: z.number(),
+});
+
+/** `GET /api/v1/workspaces/:ws/deployments/diff?from=A&to=B` */
+export const deploymentDiffSchema = z.object({
+  from: closureSourceSchema,
+  to: closureSourceSchema,
+  diff: closureDiffSchema,
+});
+export type DeploymentDiff = z.infer<typeof deploymentDiffSchema>;
+
+/** `POST /api/v1/workspaces/:ws/plan` (body: deploy.json): what activating it would change, per agent. */
+export const rolloutPlanSchema = z.object({
+  agents: z.array(
+    z.object({
+      agent: z.string(),
+      current: closureSourceSchema,
+      proposed: closureSourceSchema,
+      /** True when the agent runs the proposed path already. */
+      unchanged: z.boolean(),
+      diff: closureDiffSchema,
+      /**
+       * What the agent would download: the proposed closure's paths not in its current closure
+       * (an upper bound: the machine may hold more). `fileSize` is the compressed size, counted
+       * over the paths whose NAR file a workspace cache holds (`filePaths` of them).
+       */
+      download: z.object({
+        paths: z.number(),
+        narSize: z.number(),
+        fileSize: z.number(),
+        filePaths: z.number(),
+      }),
+    }),
+  ),
+});
+export type RolloutPlan = z.infer<typeof rolloutPlanSchema>;
+
+/** `GET /api/v1/workspaces/:ws/audit` */
+export const auditListSchema = z.object({
+  entries: z.array(
+    z.object({
+      id: z.number(),
+      at: z.string(),
+      tokenId: z.string().nullable(),
+      tokenName: z.string().nullable(),
+      action: z.string(),
+      target: z.string(),
+      address: z.string().nullable(),
+      detail: z.record(z.string(), z.unknown()).nullable(),
+    }),
+  ),
+});

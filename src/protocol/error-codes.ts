@@ -23,6 +23,10 @@ export const errorCodes = {
   ALREADY_EXISTS: { status: 409, summary: 'Something of that name already exists' },
   TOO_LARGE: { status: 413, summary: 'The request body is larger than allowed' },
   RANGE_NOT_SATISFIABLE: { status: 416, summary: 'The requested byte range lies outside the file' },
+  TOO_MANY_REQUESTS: {
+    status: 429,
+    summary: 'Too many failed authentications from this address; retry later',
+  },
   // Binary cache uploads.
   UPLOAD_MISMATCH: { status: 400, summary: 'An upload does not match its name or its narinfo' },
   UPLOAD_INCOMPLETE: {

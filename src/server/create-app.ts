@@ -8,10 +8,14 @@ import { AgentHub } from './agents/agent-hub.ts';
 import { LogWriter } from './agents/log-writer.ts';
 import { apiRoutes } from './api/api-routes.ts';
 import { Authenticator } from './auth/authenticator.ts';
+import { FailedAuthLimiter } from './auth/failed-auth-limiter.ts';
 import type { BlobStore } from './blob/blob-store.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
+import { ClosureRepository } from './closures/closure-repository.ts';
+import { registerDashboard } from './dashboard/register-dashboard.ts';
 import { AgentRepository } from './db/agent-repository.ts';
+import { AuditRepository } from './db/audit-repository.ts';
 import { CacheRepository } from './db/cache-repository.ts';
 import { DeploymentRepository } from './db/deployment-repository.ts';
 import type { OpenDatabase } from './db/open-database.ts';
@@ -29,6 +33,8 @@ export interface AppDeps {
   readonly now: () => number;
   readonly publicUrl: string | undefined;
   readonly maxNarBytes: number;
+  /** Failed authentications one address may make in a burst. */
+  readonly failedAuthBurst?: number;
   /** False until the server is ready to serve; `/healthz` answers 503 meanwhile. */
   readonly isReady: () => boolean;
   /** The event bus; in-memory unless replicas share one. */
@@ -49,6 +55,8 @@ export interface App {
   readonly hub: AgentHub;
   /** Closes agent connections and flushes buffered writes. */
   close(): Promise<void>;
+  /** Every route of the JSON API and dashboard, for the authorization table test. */
+  readonly routes: ReadonlyArray<{ method: string; path: string }>;
 }
 
 /** Builds the app: the JSON API and health check on Hono, the binary cache on Node's HTTP objects. */
@@ -57,7 +65,14 @@ export function createApp(deps: AppDeps): App {
   const tokens = new TokenRepository(db);
   const caches = new CacheRepository(db);
   const index = new PathIndex(db);
-  const auth = new Authenticator(tokens, deps.now);
+  const auth = new Authenticator(
+    tokens,
+    deps.now,
+    new FailedAuthLimiter({
+      now: deps.now,
+      ...(deps.failedAuthBurst === undefined ? {} : { burst: deps.failedAuthBurst }),
+    }),
+  );
   const binaryCache = new BinaryCache({
     caches,
     index,
@@ -65,8 +80,10 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     maxNarBytes: deps.maxNarBytes,
   });
-  const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log });
+  const audit = new AuditRepository(db);
+  const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit });
   const bus = deps.bus ?? new LocalEventBus();
+  const closures = new ClosureRepository(db);
   const agents = new AgentRepository(db);
   const deployments = new DeploymentRepository(db);
   const logs = new LogWriter(deployments, (err) => deps.log.error({ err }, 'cannot write deployment logs'));
@@ -80,9 +97,22 @@ export function createApp(deps: AppDeps): App {
     log: deps.log,
     now: deps.now,
     baseUrl: () => deps.publicUrl ?? deps.selfUrl(),
+    closures,
   });
 
   const app = new Hono();
+  registerDashboard(app, {
+    db,
+    auth,
+    bus,
+    agents,
+    deployments,
+    caches,
+    index,
+    closures,
+    now: deps.now,
+    log: deps.log,
+  });
   app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
   app.route(
     '/api/v1',
@@ -94,6 +124,8 @@ export function createApp(deps: AppDeps): App {
       index,
       binaryCache,
       bus,
+      audit,
+      closures,
       agents,
       deployments,
       now: deps.now,
@@ -104,8 +136,8 @@ export function createApp(deps: AppDeps): App {
     c.json({ code: 'NOT_FOUND', message: `Cannot find ${c.req.method} ${c.req.path}` }, 404),
   );
   app.onError((err, c) => {
-    const { status, body } = errorResponse(err, deps.log);
-    return c.json(body, status as 400);
+    const { status, body, headers } = errorResponse(err, deps.log);
+    return c.json(body, status as 400, headers);
   });
   const honoListener = getRequestListener(app.fetch);
 
@@ -129,5 +161,6 @@ export function createApp(deps: AppDeps): App {
     },
     hub,
     close: () => hub.close(),
+    routes: app.routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, path: r.path })),
   };
 }

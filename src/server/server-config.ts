@@ -12,8 +12,16 @@ export interface ServerConfig {
   /** The URL clients reach this server at, when it differs from the listen address (a proxy). */
   readonly publicUrl: string | undefined;
   readonly logLevel: string;
+  /** Deployment logs are deleted this many days after the deployment finished. */
+  readonly logRetentionDays: number;
   /** Largest NAR file accepted in one upload, in bytes. */
   readonly maxNarBytes: number;
+  /** A client must send its request headers within this (slow-header attacks). */
+  readonly headersTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  readonly keepAliveTimeoutMs: number;
+  /** Failed authentications one address may make in a burst before it gets 429s (1 more per second). */
+  readonly failedAuthBurst: number;
 }
 
 /** Flags of `cairn server`, as the CLI parsed them. */
@@ -23,6 +31,11 @@ export interface ServerFlags {
   database?: string;
   publicUrl?: string;
   logLevel?: string;
+  logRetentionDays?: string;
+  /** Not a command-line flag: tests shorten it. */
+  headersTimeoutMs?: number;
+  /** Not a command-line flag: failed authentications an address may make in a burst. */
+  failedAuthBurst?: number;
 }
 
 /** The default data directory: `$XDG_STATE_HOME/cairn`, or `~/.local/state/cairn`. */
@@ -75,6 +88,11 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use --log-level: expected fatal, error, warn, info, debug, trace or silent (${logLevel})`,
     );
   }
+  const retentionText = flags.logRetentionDays ?? env.CAIRN_LOG_RETENTION_DAYS ?? '30';
+  const logRetentionDays = Number(retentionText);
+  if (!(Number.isFinite(logRetentionDays) && logRetentionDays > 0)) {
+    problems.push(`Cannot use --log-retention-days: expected a positive number of days (${retentionText})`);
+  }
   if (problems.length > 0) {
     throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -85,6 +103,10 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     database: Object.freeze(database),
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     logLevel,
+    logRetentionDays,
     maxNarBytes: 64 * 1024 ** 3,
+    headersTimeoutMs: flags.headersTimeoutMs ?? 20_000,
+    keepAliveTimeoutMs: 65_000,
+    failedAuthBurst: flags.failedAuthBurst ?? 30,
   });
 }

@@ -9,6 +9,7 @@ import { createApp } from './create-app.ts';
 import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
 import { openDatabase } from './db/open-database.ts';
+import { startLogRetention } from './retention/log-retention.ts';
 import type { ServerConfig } from './server-config.ts';
 
 /** A running server. */
@@ -16,6 +17,8 @@ export interface RunningServer {
   /** The URL it listens at, such as `http://127.0.0.1:43211`. */
   readonly url: string;
   readonly port: number;
+  /** Every route of the JSON API and dashboard (see App.routes). */
+  readonly routes: ReadonlyArray<{ method: string; path: string }>;
   /** Stops accepting, finishes requests in flight (up to a grace period) and closes the database. */
   close(): Promise<void>;
 }
@@ -59,12 +62,16 @@ export async function startServer(
     now: Date.now,
     publicUrl: config.publicUrl,
     maxNarBytes: config.maxNarBytes,
+    failedAuthBurst: config.failedAuthBurst,
     isReady: () => ready,
   });
+  // Request bodies (NAR uploads) may take long, so no overall request timeout; but the headers
+  // must come quickly, checked every second, so slow-header clients cannot hold sockets.
   const server: Server = createServer({
-    keepAliveTimeout: 65_000,
-    headersTimeout: 60_000,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    headersTimeout: config.headersTimeoutMs,
     requestTimeout: 0,
+    connectionsCheckingInterval: 1000,
   });
   server.on('request', app.onRequest);
   server.on('checkContinue', app.onCheckContinue);
@@ -77,16 +84,24 @@ export async function startServer(
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   url = `http://${host}:${port}`;
   ready = true;
+  const retention = startLogRetention(database.db, {
+    days: config.logRetentionDays,
+    now: Date.now,
+    onError: (err) => log.error({ err }, 'cannot delete expired deployment logs'),
+    onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
+  });
   log.info({ url, dataDir: config.dataDir, database: database.dialect }, 'cairn server listening');
 
   let closing: Promise<void> | undefined;
   return {
     url,
     port,
+    routes: app.routes,
     close: () => {
       closing ??= (async () => {
         ready = false;
         await app.close();
+        await retention.stop();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeIdleConnections();

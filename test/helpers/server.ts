@@ -93,10 +93,17 @@ const keptDatabases = new Map<string, TestDatabase>();
 /**
  * Starts a real Cairn server for a test. The database is SQLite in the data dir unless
  * CAIRN_TEST_DATABASE_URL names a PostgreSQL server, in which case each server gets a fresh
- * database of its own there (the suite runs against both).
+ * database of its own there (the suite runs against both). It listens on `listen` (HOST:PORT),
+ * 127.0.0.1:0 unless a test needs another address, such as the host side of a veth pair.
  */
 export async function startTestServer(
-  options: { dataDir?: string; keepDataDir?: boolean } = {},
+  options: {
+    dataDir?: string;
+    keepDataDir?: boolean;
+    listen?: string;
+    headersTimeoutMs?: number;
+    failedAuthBurst?: number;
+  } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'cairn-server-')));
   const pgDatabase =
@@ -104,7 +111,13 @@ export async function startTestServer(
       ? undefined
       : (keptDatabases.get(resolve(dataDir)) ?? (await createTestDatabase()));
   keptDatabases.delete(resolve(dataDir));
-  const flags = { listen: '127.0.0.1:0', dataDir, logLevel: 'silent' };
+  const flags = {
+    listen: options.listen ?? '127.0.0.1:0',
+    dataDir,
+    logLevel: 'silent',
+    ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
+    ...(options.failedAuthBurst === undefined ? {} : { failedAuthBurst: options.failedAuthBurst }),
+  };
   const config = parseServerConfig(
     pgDatabase?.config.kind === 'postgres' ? { ...flags, database: pgDatabase.config.url } : flags,
     {},

@@ -58,6 +58,9 @@ describe('cairn server', () => {
     const forbidden = await cli(['cache', 'create', 'other'], { ...env, CAIRN_TOKEN: token });
     assert.match(forbidden.stderr, /lacks the admin scope/);
     assert.equal((await cli(['token', 'revoke', 'reader'], env)).code, 0);
+    const again = await cli(['token', 'revoke', 'reader'], env);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /no live token with id or name 'reader'/);
     const after = await fetch(`${server.url}/api/v1/workspaces/default/caches/basics`, {
       headers: { Authorization: `Bearer ${token}` },
     });

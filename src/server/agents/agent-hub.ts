@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import { type IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -8,6 +8,7 @@ import {
   type AgentMessage,
   agentMessageSchema,
   CLOSE_CODES,
+  type ClosurePath,
   type DeploymentResult,
   type DesiredDeployment,
   MAX_AGENT_MESSAGE_BYTES,
@@ -26,6 +27,10 @@ import type { LogWriter } from './log-writer.ts';
 /** How often each side pings; a peer silent for two intervals is dead (well within 30 s). */
 export const HEARTBEAT_MS = 10_000;
 
+/** Messages an agent may send in a burst, and per second after it (agents batch their logs). */
+const MESSAGE_BURST = 500;
+const MESSAGES_PER_SECOND = 100;
+
 interface Connection {
   readonly ws: WebSocket;
   readonly agent: AgentRow;
@@ -34,6 +39,20 @@ interface Connection {
   helloDone: boolean;
   /** The Nix system the agent reported, which picks its rollback script. */
   system: string;
+  /** Token bucket of the message rate limit. */
+  allowance: number;
+  allowanceAt: number;
+}
+
+/** Where the hub records the closures agents report (see `src/server/closures/`). */
+export interface ClosureSink {
+  recordPart(input: {
+    workspaceId: number;
+    root: string;
+    paths: readonly ClosurePath[];
+    final: boolean;
+    now: number;
+  }): Promise<unknown>;
 }
 
 /** What the hub needs. */
@@ -48,6 +67,8 @@ export interface AgentHubDeps {
   readonly now: () => number;
   readonly baseUrl: () => string;
   readonly heartbeatMs?: number;
+  /** Records reported closures; without it they are ignored. */
+  readonly closures?: ClosureSink;
 }
 
 /**
@@ -85,7 +106,7 @@ export class AgentHub {
     let principal: Principal | undefined;
     let agent: AgentRow | undefined;
     try {
-      principal = await this.#deps.auth.authenticate(req.headers.authorization);
+      principal = await this.#deps.auth.authenticate(req.headers.authorization, req.socket.remoteAddress);
       if (!principal)
         throw new CairnError('UNAUTHENTICATED', 'Cannot connect the agent: no token (set CAIRN_AGENT_TOKEN)');
       const scope = principal.scopes.find((s) => s.kind === 'agent');
@@ -109,10 +130,13 @@ export class AgentHub {
           `Cannot connect the agent: agent '${scope.agent}' no longer exists`,
         );
     } catch (err) {
-      const { status, body } = errorResponse(err, this.#deps.log);
+      const { status, body, headers } = errorResponse(err, this.#deps.log);
       const text = JSON.stringify(body);
+      const extra = Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('');
       socket.end(
-        `HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : 'Error'}\r\n` +
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${extra}` +
           `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
       );
       return;
@@ -132,6 +156,8 @@ export class AgentHub {
       alive: true,
       helloDone: false,
       system: agent.system ?? '',
+      allowance: MESSAGE_BURST,
+      allowanceAt: Date.now(),
     };
     this.#byAgent.set(agent.id, conn);
     const log = this.#deps.log.child({ agent: agent.name });
@@ -143,6 +169,22 @@ export class AgentHub {
     let queue = Promise.resolve();
     ws.on('message', (data, isBinary) => {
       conn.alive = true;
+      const now = Date.now();
+      conn.allowance = Math.min(
+        MESSAGE_BURST,
+        conn.allowance + ((now - conn.allowanceAt) / 1000) * MESSAGES_PER_SECOND,
+      );
+      conn.allowanceAt = now;
+      if (conn.allowance < 1) {
+        this.#send(conn, {
+          type: 'error',
+          code: 'TOO_MANY_REQUESTS',
+          message: `Cannot keep the connection: more than ${MESSAGES_PER_SECOND} messages per second`,
+        });
+        conn.ws.close(CLOSE_CODES.rateLimited, 'message rate limit');
+        return;
+      }
+      conn.allowance -= 1;
       queue = queue
         .then(() => this.#onMessage(conn, data as Buffer, isBinary))
         .catch((err) => {
@@ -262,6 +304,18 @@ export class AgentHub {
       case 'observed':
         await agents.recordObserved(conn.agent.id, msg.observed, now());
         return;
+      case 'closure': {
+        const d = await deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
+        if (!d || d.agent_id !== conn.agent.id || !this.#deps.closures) return;
+        await this.#deps.closures.recordPart({
+          workspaceId: d.workspace_id,
+          root: d.store_path,
+          paths: msg.paths,
+          final: msg.final,
+          now: now(),
+        });
+        return;
+      }
       case 'confirm': {
         // The agent reached us over a new connection after switching: its network works.
         const d = await deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));

@@ -4,10 +4,12 @@ import { type AgentInfo, createAgentBodySchema } from '../../protocol/api-schema
 import { assertAdmin, isAdmin, type Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { AgentRepository, AgentRow } from '../db/agent-repository.ts';
+import type { AuditRepository } from '../db/audit-repository.ts';
 import type { TokenRepository } from '../db/token-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import type { ApiEnv } from './api-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
+import { recordAudit } from './record-audit.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -37,7 +39,13 @@ function canViewAgents(p: Principal): boolean {
 /** `agents` routes: create (with its token), list, show, revoke its token. */
 export function registerAgentRoutes(
   api: Hono<ApiEnv>,
-  deps: { agents: AgentRepository; tokens: TokenRepository; bus: EventBus; now: () => number },
+  deps: {
+    agents: AgentRepository;
+    tokens: TokenRepository;
+    bus: EventBus;
+    audit: AuditRepository;
+    now: () => number;
+  },
 ): void {
   api.post('/workspaces/:ws/agents', async (c) => {
     assertAdmin(c.var.principal, 'create an agent');
@@ -66,6 +74,7 @@ export function registerAgentRoutes(
       createdAt: now,
     });
     if (!row) throw new CairnError('ALREADY_EXISTS', `Cannot create agent: '${body.name}' exists`);
+    await recordAudit(deps, c, { action: 'agent.create', target: body.name });
     return c.json({ agent: toAgentInfo(row), token: secret }, 201);
   });
 
@@ -100,6 +109,7 @@ export function registerAgentRoutes(
     const row = await agentOr404(c.var.workspaceId, c.req.param('name'));
     const revoked = await deps.tokens.revoke(c.var.workspaceId, row.token_id, deps.now());
     for (const tokenId of revoked) deps.bus.publish('token-revoked', { tokenId });
+    await recordAudit(deps, c, { action: 'agent.revoke', target: row.name });
     return c.body(null, 204);
   });
 
@@ -120,6 +130,7 @@ export function registerAgentRoutes(
       expiresAt: null,
     });
     await deps.agents.setToken(row.id, tokenId);
+    await recordAudit(deps, c, { action: 'agent.token', target: row.name });
     return c.json({ agent: toAgentInfo({ ...row, token_id: tokenId }), token: secret }, 201);
   });
 }

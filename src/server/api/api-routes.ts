@@ -1,4 +1,5 @@
-import { Hono } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import { type Context, Hono } from 'hono';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { formatPublicKey, formatSecretKey, generateSecretKey } from '../../nix/signing-key.ts';
 import { parseStorePath } from '../../nix/store-path.ts';
@@ -13,7 +14,10 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { assertAdmin, canPull, type Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { BinaryCache } from '../cache/binary-cache.ts';
+import type { ClosureRepository } from '../closures/closure-repository.ts';
+import { registerClosureRoutes } from '../closures/closure-routes.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
+import type { AuditRepository } from '../db/audit-repository.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
@@ -23,6 +27,7 @@ import type { EventBus } from '../events/event-bus.ts';
 import { registerAgentRoutes } from './agent-routes.ts';
 import { registerDeploymentRoutes } from './deployment-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
+import { recordAudit } from './record-audit.ts';
 
 /** What the API routes need. */
 export interface ApiDeps {
@@ -33,6 +38,8 @@ export interface ApiDeps {
   readonly index: PathIndex;
   readonly binaryCache: BinaryCache;
   readonly bus: EventBus;
+  readonly audit: AuditRepository;
+  readonly closures: ClosureRepository;
   readonly agents: AgentRepository;
   readonly deployments: DeploymentRepository;
   readonly now: () => number;
@@ -51,7 +58,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   const api = new Hono<Env>();
 
   api.use('/workspaces/:ws/*', async (c, next) => {
-    const principal = await deps.auth.authenticate(c.req.header('authorization'));
+    const principal = await deps.auth.authenticate(c.req.header('authorization'), clientAddress(c));
     if (!principal)
       throw new CairnError(
         'UNAUTHENTICATED',
@@ -84,6 +91,11 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
       created_at: deps.now(),
     });
     if (!row) throw new CairnError('ALREADY_EXISTS', `Cannot create cache: the name '${body.name}' is taken`);
+    await recordAudit(deps, c, {
+      action: 'cache.create',
+      target: body.name,
+      detail: { public: body.public },
+    });
     return c.json(await cacheInfo(row, c.req.url), 201);
   });
 
@@ -138,6 +150,11 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
       revokedAt: null,
       lastUsedAt: null,
     };
+    await recordAudit(deps, c, {
+      action: 'token.create',
+      target: id,
+      detail: { name: body.name, scopes: body.scopes },
+    });
     return c.json({ ...info, token: secret }, 201);
   });
 
@@ -148,16 +165,45 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
 
   api.delete('/workspaces/:ws/tokens/:id', async (c) => {
     assertAdmin(c.var.principal, 'revoke a token');
-    const ok = await deps.tokens.revoke(c.var.workspaceId, c.req.param('id'), deps.now());
-    if (!ok)
+    const revoked = await deps.tokens.revoke(c.var.workspaceId, c.req.param('id'), deps.now());
+    if (revoked.length === 0) {
       throw new CairnError(
         'NOT_FOUND',
         `Cannot revoke token: no live token with id or name '${c.req.param('id')}'`,
       );
+    }
+    for (const tokenId of revoked) {
+      // Open agent connections with this token close at once.
+      deps.bus.publish('token-revoked', { tokenId });
+      await recordAudit(deps, c, { action: 'token.revoke', target: tokenId });
+    }
     return c.body(null, 204);
   });
 
+  api.get('/workspaces/:ws/audit', async (c) => {
+    assertAdmin(c.var.principal, 'read the audit log');
+    const limit = Math.min(Math.max(Number(c.req.query('limit') ?? 100) || 100, 1), 1000);
+    const before = c.req.query('before');
+    const rows = await deps.audit.list(c.var.workspaceId, {
+      limit,
+      ...(before !== undefined && Number.isSafeInteger(Number(before)) ? { beforeId: Number(before) } : {}),
+    });
+    return c.json({
+      entries: rows.map((r) => ({
+        id: r.id,
+        at: new Date(r.at).toISOString(),
+        tokenId: r.token_id,
+        tokenName: r.token_name,
+        action: r.action,
+        target: r.target,
+        address: r.address,
+        detail: r.detail === null ? null : (JSON.parse(r.detail) as Record<string, unknown>),
+      })),
+    });
+  });
+
   registerAgentRoutes(api, deps);
+  registerClosureRoutes(api, deps);
   registerDeploymentRoutes(api, deps);
   return api;
 }
@@ -189,4 +235,9 @@ function toTokenInfo(row: TokenRow): TokenInfo {
     revokedAt: iso(row.revoked_at),
     lastUsedAt: iso(row.last_used_at),
   };
+}
+
+/** The client's address, as the socket sees it (a proxy in front is one address for all). */
+export function clientAddress(c: Context): string {
+  return (c.env as HttpBindings | undefined)?.incoming?.socket.remoteAddress ?? 'unknown';
 }

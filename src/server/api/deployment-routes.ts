@@ -3,13 +3,15 @@ import { streamSSE } from 'hono/streaming';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { type DeploymentInfo, rollbackBodySchema } from '../../protocol/api-schemas.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
-import { isAdmin, type Principal } from '../auth/principal.ts';
+import { canActivate, isAdmin, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
+import type { AuditRepository } from '../db/audit-repository.ts';
 import { type DeploymentRepository, type DeploymentRow, OPEN_STATES } from '../db/deployment-repository.ts';
 import { type ActivateDeps, activateRollout } from '../deployments/activate-rollout.ts';
 import type { DeploymentEvent, EventBus, LogEvent } from '../events/event-bus.ts';
 import type { ApiEnv } from './api-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
+import { recordAudit } from './record-audit.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -31,6 +33,16 @@ export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
   };
 }
 
+/** Throws FORBIDDEN for tokens that may read no deployment at all (cache-only tokens). */
+function assertDeploymentReader(p: Principal, action: string): void {
+  if (!p.scopes.some((s) => s.kind === 'admin' || s.kind === 'activate' || s.kind === 'agent')) {
+    throw new CairnError(
+      'FORBIDDEN',
+      `Cannot ${action}: token '${p.tokenName}' lacks the admin, activate or agent scope`,
+    );
+  }
+}
+
 /** Who may read a deployment: admin, an activate token, or the agent it belongs to. */
 function canRead(p: Principal, agent: string): boolean {
   return (
@@ -42,6 +54,7 @@ function canRead(p: Principal, agent: string): boolean {
 export function registerDeploymentRoutes(
   api: Hono<ApiEnv>,
   deps: ActivateDeps & {
+    audit: AuditRepository;
     agents: AgentRepository;
     deployments: DeploymentRepository;
     bus: EventBus;
@@ -62,6 +75,11 @@ export function registerDeploymentRoutes(
       only,
     });
     const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
+    await recordAudit(deps, c, {
+      action: rows.some((r) => r.kind === 'rollback') ? 'agent.rollback' : 'rollout.create',
+      target: String(rolloutId),
+      detail: { agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])) },
+    });
     return c.json(
       {
         id: rolloutId,
@@ -77,6 +95,12 @@ export function registerDeploymentRoutes(
   api.post('/workspaces/:ws/agents/:name/rollback', async (c) => {
     const body = await parseJsonBody(c, rollbackBodySchema, 'roll back');
     const name = c.req.param('name');
+    if (!canActivate(c.var.principal, name)) {
+      throw new CairnError(
+        'FORBIDDEN',
+        `Cannot roll back '${name}': token '${c.var.principal.tokenName}' may not deploy to it`,
+      );
+    }
     const agent = await deps.agents.byName(c.var.workspaceId, name);
     if (!agent) throw new CairnError('NOT_FOUND', `Cannot roll back: no agent '${name}'`);
     const target = await deps.deployments.rollbackTarget(agent.id, body.to);
@@ -95,6 +119,11 @@ export function registerDeploymentRoutes(
       kind: 'rollback',
     });
     const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
+    await recordAudit(deps, c, {
+      action: rows.some((r) => r.kind === 'rollback') ? 'agent.rollback' : 'rollout.create',
+      target: String(rolloutId),
+      detail: { agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])) },
+    });
     return c.json(
       {
         id: rolloutId,
@@ -114,6 +143,7 @@ export function registerDeploymentRoutes(
   };
 
   api.get('/workspaces/:ws/rollouts/:id', async (c) => {
+    assertDeploymentReader(c.var.principal, 'read a rollout');
     const id = await rolloutOr404(c.var.workspaceId, c.req.param('id'));
     const rows = (await deps.deployments.byRollout(c.var.workspaceId, id)).filter((d) =>
       canRead(c.var.principal, d.agent_name),
@@ -128,6 +158,7 @@ export function registerDeploymentRoutes(
   // Follows a rollout: its deployments' states and logs as Server-Sent Events, ending with `end`
   // once every deployment is final. States are protocol events, never parsed from log lines.
   api.get('/workspaces/:ws/rollouts/:id/events', async (c) => {
+    assertDeploymentReader(c.var.principal, 'follow a rollout');
     const workspaceId = c.var.workspaceId;
     const id = await rolloutOr404(workspaceId, c.req.param('id'));
     const principal = c.var.principal;
@@ -226,6 +257,7 @@ export function registerDeploymentRoutes(
   });
 
   api.get('/workspaces/:ws/deployments', async (c) => {
+    assertDeploymentReader(c.var.principal, 'list deployments');
     const agentName = c.req.query('agent');
     const limit = Math.min(Math.max(Number(c.req.query('limit') ?? 50) || 50, 1), 1000);
     let agentId: number | undefined;
@@ -244,6 +276,7 @@ export function registerDeploymentRoutes(
   });
 
   const deploymentOr404 = async (workspaceId: number, idText: string, p: Principal) => {
+    assertDeploymentReader(p, 'read a deployment');
     const id = Number(idText);
     const d = Number.isSafeInteger(id) ? await deps.deployments.byId(workspaceId, id) : undefined;
     if (!d || !canRead(p, d.agent_name))

@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { parseTokenScope, type TokenScope } from '../../protocol/token-scope.ts';
 import type { TokenRepository } from '../db/token-repository.ts';
+import { FailedAuthLimiter } from './failed-auth-limiter.ts';
 import type { Principal } from './principal.ts';
 import { hashTokenSecret, looksLikeToken } from './token-secret.ts';
 
@@ -17,17 +18,39 @@ export class Authenticator {
   readonly #now: () => number;
   readonly #touched = new Map<string, number>();
 
-  constructor(tokens: TokenRepository, now: () => number) {
+  readonly #limiter: FailedAuthLimiter;
+
+  constructor(tokens: TokenRepository, now: () => number, limiter = new FailedAuthLimiter({ now })) {
     this.#tokens = tokens;
     this.#now = now;
+    this.#limiter = limiter;
   }
 
   /**
-   * Resolves the caller: undefined without credentials.
-   * @throws CairnError UNAUTHENTICATED for a malformed, unknown, revoked or expired token.
+   * Resolves the caller: undefined without credentials. Failures count against the client's
+   * address; an address with too many is refused before its token is even looked up.
+   * @throws CairnError UNAUTHENTICATED for a malformed, unknown, revoked or expired token;
+   *   TOO_MANY_REQUESTS (429, with Retry-After) for an address that failed too often.
    */
-  async authenticate(authorization: string | undefined): Promise<Principal | undefined> {
+  async authenticate(authorization: string | undefined, address = 'unknown'): Promise<Principal | undefined> {
     if (authorization === undefined || authorization === '') return undefined;
+    const wait = this.#limiter.retryAfter(address);
+    if (wait > 0) {
+      throw new CairnError(
+        'TOO_MANY_REQUESTS',
+        `Cannot authenticate: too many failed attempts from ${address}; retry in ${wait}s`,
+        { headers: { 'Retry-After': String(wait) } },
+      );
+    }
+    try {
+      return await this.#check(authorization);
+    } catch (err) {
+      if (err instanceof CairnError && err.code === 'UNAUTHENTICATED') this.#limiter.fail(address);
+      throw err;
+    }
+  }
+
+  async #check(authorization: string): Promise<Principal> {
     const secret = secretFromHeader(authorization);
     if (secret === undefined || !looksLikeToken(secret)) {
       throw new CairnError(

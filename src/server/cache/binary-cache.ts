@@ -166,7 +166,11 @@ export class BinaryCache {
    * holds, adds the cache's signature, and stores it. A narinfo that fails removes the NAR file
    * it named (when no published path uses it), so a bad upload leaves nothing behind.
    */
-  async putNarinfo(cache: ResolvedCache, hashPart: string, text: string): Promise<{ created: boolean }> {
+  async putNarinfo(
+    cache: ResolvedCache,
+    hashPart: string,
+    text: string,
+  ): Promise<{ created: boolean; storePath: string }> {
     try {
       return await this.#putNarinfo(cache, hashPart, text);
     } catch (err) {
@@ -177,7 +181,11 @@ export class BinaryCache {
     }
   }
 
-  async #putNarinfo(cache: ResolvedCache, hashPart: string, text: string): Promise<{ created: boolean }> {
+  async #putNarinfo(
+    cache: ResolvedCache,
+    hashPart: string,
+    text: string,
+  ): Promise<{ created: boolean; storePath: string }> {
     const info = parseNarInfo(text);
     const path = parseStorePathBaseName(info.storePath.slice('/nix/store/'.length));
     if (path.hashPart !== hashPart) {
@@ -220,7 +228,7 @@ export class BinaryCache {
           `Cannot publish narinfo: the cache already holds ${info.storePath} with another NarHash (${existing.nar_hash})`,
         );
       }
-      return { created: false };
+      return { created: false, storePath: info.storePath };
     }
     const nar = await this.#index.narFile(cache.id, fileName);
     if (!nar) {
@@ -252,7 +260,7 @@ export class BinaryCache {
       uploaded_at: now,
       last_accessed_at: now,
     });
-    return { created };
+    return { created, storePath: info.storePath };
   }
 
   async #checkReferences(cache: ResolvedCache, info: NarInfo, hashPart: string): Promise<void> {

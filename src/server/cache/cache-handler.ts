@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { CairnError } from '../../lib/cairn-error.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { canPull, canPush } from '../auth/principal.ts';
+import { canPull, canPush, type Principal } from '../auth/principal.ts';
+import type { AuditRepository } from '../db/audit-repository.ts';
 import { type ErrorLogger, errorResponse } from '../http/error-response.ts';
 import { type BinaryCache, OPAQUE_FOLDERS, type ResolvedCache } from './binary-cache.ts';
 import { parseRange } from './parse-range.ts';
@@ -22,11 +23,13 @@ export class CacheHandler {
   readonly #cache: BinaryCache;
   readonly #auth: Authenticator;
   readonly #log: ErrorLogger;
+  readonly #audit: AuditRepository | undefined;
 
-  constructor(deps: { cache: BinaryCache; auth: Authenticator; log: ErrorLogger }) {
+  constructor(deps: { cache: BinaryCache; auth: Authenticator; log: ErrorLogger; audit?: AuditRepository }) {
     this.#cache = deps.cache;
     this.#auth = deps.auth;
     this.#log = deps.log;
+    this.#audit = deps.audit;
   }
 
   /**
@@ -102,7 +105,7 @@ export class CacheHandler {
       res.setHeader('Allow', 'GET, HEAD, PUT');
       throw new CairnError('METHOD_NOT_ALLOWED', `Cannot ${method} in a binary cache: use GET, HEAD or PUT`);
     }
-    await this.#authorize(req, cache, write);
+    const principal = await this.#authorize(req, cache, write);
     if (expectContinue) res.writeContinue();
 
     const [first = '', second, ...more] = rest;
@@ -117,7 +120,21 @@ export class CacheHandler {
       const hashPart = narinfo[1]!;
       if (write) {
         const text = await readText(req, MAX_NARINFO_BYTES);
-        const { created } = await this.#cache.putNarinfo(cache, hashPart, text);
+        const { created, storePath } = await this.#cache.putNarinfo(cache, hashPart, text);
+        if (created && principal) {
+          await this.#audit?.record(
+            {
+              workspaceId: cache.workspace_id,
+              tokenId: principal.tokenId,
+              tokenName: principal.tokenName,
+              action: 'cache.push',
+              target: storePath,
+              address: req.socket.remoteAddress ?? null,
+              detail: { cache: cache.name },
+            },
+            Date.now(),
+          );
+        }
         return send(res, method, created ? 201 : 200, '', {});
       }
       const body = await this.#cache.narinfo(cache, hashPart);
@@ -156,7 +173,11 @@ export class CacheHandler {
     throw new CairnError('NOT_FOUND', `Cannot find ${rest.join('/')} in cache '${cache.name}'`);
   }
 
-  async #authorize(req: IncomingMessage, cache: ResolvedCache, write: boolean): Promise<void> {
+  async #authorize(
+    req: IncomingMessage,
+    cache: ResolvedCache,
+    write: boolean,
+  ): Promise<Principal | undefined> {
     const principal = await this.#auth.authenticate(req.headers.authorization, req.socket.remoteAddress);
     if (write || !cache.public) {
       if (!principal) {
@@ -173,6 +194,7 @@ export class CacheHandler {
         );
       }
     }
+    return principal;
   }
 
   async #sendOpaque(

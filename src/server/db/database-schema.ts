@@ -141,6 +141,10 @@ export interface DeploymentsTable {
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
+  /** Total NAR size of the store path's closure, once an agent reported it. */
+  closure_nar_size: number | null;
+  /** When log retention deleted the deployment's log lines. */
+  logs_expired_at: number | null;
 }
 
 /** Rows of `deployment_logs`: one line each, numbered per deployment. */
@@ -149,6 +153,58 @@ export interface DeploymentLogsTable {
   seq: number;
   t: number;
   text: string;
+}
+
+/** Rows of `closure_paths`: every store path of a reported closure, once. */
+export interface ClosurePathsTable {
+  id: Generated<number>;
+  path: string;
+  nar_size: number;
+  /** Space-separated base names, as in a narinfo. */
+  refs: string;
+}
+
+/** Rows of `closures`: the closure of one root store path, once per workspace. */
+export interface ClosuresTable {
+  id: Generated<number>;
+  workspace_id: number;
+  root: string;
+  /** 1 once every part of the closure arrived. */
+  complete: Generated<number>;
+  path_count: number | null;
+  nar_size: number | null;
+  created_at: number;
+}
+
+/** Rows of `closure_members`: which paths make up which closure. */
+export interface ClosureMembersTable {
+  closure_id: number;
+  path_id: number;
+}
+
+/** Rows of `dashboard_sessions`: browser sessions, each signed in with a token. */
+export interface DashboardSessionsTable {
+  /** Hex SHA-256 of the cookie's secret. */
+  id: string;
+  token_id: string;
+  /** The session's CSRF token, put in every form. */
+  csrf: string;
+  created_at: number;
+  expires_at: number;
+}
+
+/** Rows of `audit_log`: who did what, from where, when. */
+export interface AuditLogTable {
+  id: Generated<number>;
+  workspace_id: number;
+  at: number;
+  token_id: string | null;
+  token_name: string | null;
+  action: string;
+  target: string;
+  address: string | null;
+  /** JSON object with details, or null. */
+  detail: string | null;
 }
 
 /** The whole database, as Kysely sees it. */
@@ -164,4 +220,9 @@ export interface Database {
   rollouts: RolloutsTable;
   deployments: DeploymentsTable;
   deployment_logs: DeploymentLogsTable;
+  closure_paths: ClosurePathsTable;
+  closures: ClosuresTable;
+  closure_members: ClosureMembersTable;
+  dashboard_sessions: DashboardSessionsTable;
+  audit_log: AuditLogTable;
 }

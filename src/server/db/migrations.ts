@@ -2,6 +2,8 @@ import { type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 
 import { CairnError } from '../../lib/cairn-error.ts';
 import { migration002 } from './migration-002-deployments.ts';
 import { migration003 } from './migration-003-safety.ts';
+import { migration004 } from './migration-004-closures.ts';
+import { migration005 } from './migration-005-audit.ts';
 import { nameType, type SqlDialect, serialId } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -101,6 +103,8 @@ export const migrations: readonly Migration[] = [
   },
   migration002,
   migration003,
+  migration004,
+  migration005,
 ];
 
 /**

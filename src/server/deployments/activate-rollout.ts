@@ -1,3 +1,4 @@
+import { CairnError } from '../../lib/cairn-error.ts';
 import { parseStorePath } from '../../nix/store-path.ts';
 import type { DeployJson } from '../../protocol/deploy-json.ts';
 import { ValidationError } from '../api/parse-json-body.ts';
@@ -47,6 +48,14 @@ export async function activateRollout(
     }
     names = names.filter((n) => request.only!.includes(n));
   }
+  // Authorization first, and on its own: a token that may not deploy learns nothing else.
+  const denied = names.filter((n) => !canActivate(principal, n));
+  if (denied.length > 0) {
+    throw new CairnError(
+      'FORBIDDEN',
+      `Cannot create the deployment: token '${principal.tokenName}' may not deploy to ${denied.map((n) => `'${n}'`).join(', ')}`,
+    );
+  }
   const rows = await deps.agents.byNames(workspaceId, names);
   const byName = new Map(rows.map((r) => [r.name, r]));
   for (const n of names) {
@@ -54,11 +63,6 @@ export async function activateRollout(
       problems.push({
         field: `agents.${n}`,
         message: `unknown agent '${n}' (create it with: cairn agent create ${n})`,
-      });
-    else if (!canActivate(principal, n))
-      problems.push({
-        field: `agents.${n}`,
-        message: `token '${principal.tokenName}' may not deploy to '${n}'`,
       });
   }
   // Every path must be in a cache of the workspace before agents hear of it: a path announced

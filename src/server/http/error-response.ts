@@ -10,17 +10,21 @@ export interface ErrorLogger {
  * The one mapping from an error to an HTTP status and body. A {@link CairnError} says what is
  * wrong; anything else is a logged 500 that leaks nothing.
  */
-export function errorResponse(err: unknown, log: ErrorLogger): { status: number; body: ErrorBody } {
+export function errorResponse(
+  err: unknown,
+  log: ErrorLogger,
+): { status: number; body: ErrorBody; headers: Readonly<Record<string, string>> } {
   if (err instanceof CairnError) {
     const body: ErrorBody = { code: err.code, message: err.message };
     if (err.detail !== undefined) body.detail = err.detail;
     const validations = (err as { validations?: ErrorBody['validations'] }).validations;
     if (validations !== undefined) body.validations = [...validations];
-    return { status: err.status, body };
+    return { status: err.status, body, headers: err.headers };
   }
   log.error({ err }, 'unexpected error while handling a request');
   return {
     status: 500,
     body: { code: 'INTERNAL', message: 'Cannot handle the request: internal error (see the server log)' },
+    headers: {},
   };
 }

@@ -1,0 +1,51 @@
+/** Options of a {@link FailedAuthLimiter}. */
+export interface FailedAuthLimiterOptions {
+  /** Failures an address may make in a burst before it is refused. */
+  readonly burst: number;
+  /** Failures forgiven per second. */
+  readonly perSecond: number;
+  /** Addresses tracked at most; the oldest are forgotten first. */
+  readonly maxAddresses: number;
+  readonly now: () => number;
+}
+
+/**
+ * Limits failed authentications per client address with a token bucket: an address that keeps
+ * presenting bad tokens is refused (429) until it slows down, while every other address goes on
+ * as before. Only failures count, so a busy client with a good token is never slowed.
+ */
+export class FailedAuthLimiter {
+  readonly #o: FailedAuthLimiterOptions;
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(options: Partial<FailedAuthLimiterOptions> = {}) {
+    this.#o = { burst: 20, perSecond: 1, maxAddresses: 10_000, now: Date.now, ...options };
+  }
+
+  #bucket(address: string): { tokens: number; at: number } {
+    const now = this.#o.now();
+    const b = this.#buckets.get(address) ?? { tokens: this.#o.burst, at: now };
+    b.tokens = Math.min(this.#o.burst, b.tokens + ((now - b.at) / 1000) * this.#o.perSecond);
+    b.at = now;
+    return b;
+  }
+
+  /** Seconds until the address may try again, or 0 when it may now. */
+  retryAfter(address: string): number {
+    const b = this.#buckets.get(address) ? this.#bucket(address) : undefined;
+    if (!b || b.tokens >= 1) return 0;
+    return Math.ceil((1 - b.tokens) / this.#o.perSecond);
+  }
+
+  /** Counts one failed authentication from the address. */
+  fail(address: string): void {
+    const b = this.#bucket(address);
+    b.tokens = Math.max(0, b.tokens - 1);
+    this.#buckets.delete(address);
+    this.#buckets.set(address, b);
+    if (this.#buckets.size > this.#o.maxAddresses) {
+      const oldest = this.#buckets.keys().next().value;
+      if (oldest !== undefined) this.#buckets.delete(oldest);
+    }
+  }
+}

@@ -1,0 +1,115 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { AgentsTable, Database } from '../db/database-schema.ts';
+import type { DeploymentRow } from '../db/deployment-repository.ts';
+
+/** One row of the fleet page: an agent, its newest deployment, the size of what it runs. */
+export interface FleetRow {
+  readonly agent: Selectable<AgentsTable>;
+  readonly deployment: {
+    readonly id: number;
+    readonly state: string;
+    readonly step: string | null;
+    readonly storePath: string;
+    readonly createdAt: number;
+  } | null;
+  /** NAR size of the closure of the store path the agent runs, when an agent reported it. */
+  readonly closureSize: number | null;
+}
+
+/**
+ * The queries behind the dashboard's pages, each one round trip whatever the fleet's size
+ * (the fleet page of 1,000 agents is one query, not 1,001).
+ */
+export class DashboardQueries {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /** Every agent of the workspace with its newest deployment and its closure size, by name. */
+  async fleet(workspaceId: number): Promise<FleetRow[]> {
+    const rows = await this.db
+      .selectFrom('agents')
+      .leftJoin('deployments', (join) =>
+        join.onRef('deployments.id', '=', (eb) =>
+          eb
+            .selectFrom('deployments as d2')
+            .select((e) => e.fn.max('d2.id').as('id'))
+            .whereRef('d2.agent_id', '=', 'agents.id'),
+        ),
+      )
+      .leftJoin('closures', (join) =>
+        join
+          .onRef('closures.workspace_id', '=', 'agents.workspace_id')
+          .onRef('closures.root', '=', 'agents.store_path')
+          .on('closures.complete', '=', 1),
+      )
+      .selectAll('agents')
+      .select([
+        'deployments.id as d_id',
+        'deployments.state as d_state',
+        'deployments.step as d_step',
+        'deployments.store_path as d_store_path',
+        'deployments.created_at as d_created_at',
+        'closures.nar_size as closure_size',
+      ])
+      .where('agents.workspace_id', '=', workspaceId)
+      .orderBy('agents.name')
+      .execute();
+    return rows.map((r) => {
+      const { d_id, d_state, d_step, d_store_path, d_created_at, closure_size, ...agent } = r;
+      return {
+        agent,
+        deployment:
+          d_id === null
+            ? null
+            : {
+                id: d_id,
+                state: d_state ?? '',
+                step: d_step,
+                storePath: d_store_path ?? '',
+                createdAt: Number(d_created_at),
+              },
+        closureSize: closure_size === null ? null : Number(closure_size),
+      };
+    });
+  }
+
+  /** The newest deployments of an agent, newest first. */
+  async history(agentId: number, limit: number): Promise<DeploymentRow[]> {
+    return await this.db
+      .selectFrom('deployments')
+      .innerJoin('agents', 'agents.id', 'deployments.agent_id')
+      .selectAll('deployments')
+      .select('agents.name as agent_name')
+      .where('deployments.agent_id', '=', agentId)
+      .orderBy('deployments.id', 'desc')
+      .limit(limit)
+      .execute();
+  }
+
+  /** The deployment an agent ran before `deploymentId`: its newest earlier succeeded one. */
+  async previousSucceeded(agentId: number, deploymentId: number): Promise<DeploymentRow | undefined> {
+    return await this.db
+      .selectFrom('deployments')
+      .innerJoin('agents', 'agents.id', 'deployments.agent_id')
+      .selectAll('deployments')
+      .select('agents.name as agent_name')
+      .where('deployments.agent_id', '=', agentId)
+      .where('deployments.id', '<', deploymentId)
+      .where('deployments.state', '=', 'succeeded')
+      .orderBy('deployments.id', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+  }
+
+  /** The rollout's creation time and creator. */
+  async rollout(
+    workspaceId: number,
+    id: number,
+  ): Promise<{ id: number; created_at: number; created_by: string } | undefined> {
+    return await this.db
+      .selectFrom('rollouts')
+      .select(['id', 'created_at', 'created_by'])
+      .where('workspace_id', '=', workspaceId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+  }
+}

@@ -1,0 +1,325 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { type Context, Hono } from 'hono';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
+import type { Logger } from 'pino';
+import { CairnError, isCairnError } from '../../lib/cairn-error.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
+import { canActivate, isAdmin, type Principal } from '../auth/principal.ts';
+import type { ClosureRepository } from '../closures/closure-repository.ts';
+import { diffDeployments } from '../closures/deployment-diff.ts';
+import type { DeploymentRow } from '../db/deployment-repository.ts';
+import type { ActivateDeps } from '../deployments/activate-rollout.ts';
+import { rollbackAgent } from '../deployments/rollback-agent.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import { agentPage } from './agent-page.ts';
+import type { DashboardQueries } from './dashboard-queries.ts';
+import { deploymentEvents } from './deployment-events.ts';
+import { deploymentPage } from './deployment-page.ts';
+import { diffPage } from './diff-page.ts';
+import { errorPage } from './error-page.ts';
+import { FLEET_STATUSES, filterFleet, fleetPage } from './fleet-page.ts';
+import type { Html } from './layout.ts';
+import { loginPage } from './login-page.ts';
+import { rolloutPage } from './rollout-page.ts';
+import { SESSION_TTL_MS, type Session, type SessionStore } from './session-store.ts';
+import { APP_CSS, APP_JS } from './static-assets.ts';
+
+/** What the dashboard needs. */
+export interface DashboardDeps extends ActivateDeps {
+  readonly auth: Authenticator;
+  readonly bus: EventBus;
+  readonly sessions: SessionStore;
+  readonly queries: DashboardQueries;
+  readonly closures: ClosureRepository;
+  readonly log: Logger;
+}
+
+const SESSION_COOKIE = 'cairn_session';
+const LOGIN_COOKIE = 'cairn_login';
+/** Log lines shown on a deployment page; the API serves the rest. */
+const MAX_LOG_LINES = 10_000;
+
+/**
+ * The strictest policy the pages work with: scripts and styles from this origin only (no inline
+ * ones), no frames, forms posting only here.
+ */
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+/** Who may use the dashboard: whoever may see the fleet (admin or an activate token). */
+const mayView = (p: Principal) => isAdmin(p) || p.scopes.some((s) => s.kind === 'activate');
+
+/** True when the browser reached us over TLS, directly or through a proxy that says so. */
+const overTls = (c: Context) =>
+  new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto')?.split(',')[0] === 'https';
+
+const same = (a: string, b: string) =>
+  a.length === b.length && a.length > 0 && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+
+/** Only a path on this site, never `//evil.example` nor a scheme. */
+const safeNext = (next: unknown) =>
+  typeof next === 'string' && /^\/(?![/\\])[^\s]*$/.test(next) && next.length < 2000 ? next : '/';
+
+/**
+ * The dashboard: server-rendered pages (hono/html escapes every value), signed in with a token
+ * exchanged for a session cookie (HttpOnly, SameSite=Strict, Secure over TLS), a CSRF token in
+ * every form, a strict Content-Security-Policy, and Server-Sent Events for the live parts.
+ */
+export function dashboardRoutes(deps: DashboardDeps): Hono {
+  const app = new Hono();
+
+  // Only on the dashboard's own responses: a '*' middleware here would run for the whole app.
+  const secure = (c: Context) => {
+    c.header('Content-Security-Policy', CSP);
+    c.header('X-Content-Type-Options', 'nosniff');
+    c.header('Referrer-Policy', 'same-origin');
+    c.header('X-Frame-Options', 'DENY');
+  };
+
+  app.get('/static/app.js', (c) => {
+    secure(c);
+    c.header('Cache-Control', 'public, max-age=300');
+    return c.body(APP_JS, 200, { 'Content-Type': 'text/javascript; charset=utf-8' });
+  });
+  app.get('/static/app.css', (c) => {
+    secure(c);
+    c.header('Cache-Control', 'public, max-age=300');
+    return c.body(APP_CSS, 200, { 'Content-Type': 'text/css; charset=utf-8' });
+  });
+
+  const send = async (c: Context, page: Html, status = 200, started = performance.now()) => {
+    const body = await page;
+    secure(c);
+    c.header('Cache-Control', 'no-store');
+    // Server time, for bench/dashboard.ts and the browser's dev tools.
+    c.header('Server-Timing', `app;dur=${(performance.now() - started).toFixed(1)}`);
+    return c.html(body, status as 200);
+  };
+
+  const cookieOptions = (c: Context, maxAgeSeconds: number) => ({
+    httpOnly: true,
+    sameSite: 'Strict' as const,
+    secure: overTls(c),
+    path: '/',
+    maxAge: maxAgeSeconds,
+  });
+
+  const showLogin = (c: Context, next: string, error?: string, status = 200) => {
+    const nonce = randomBytes(18).toString('base64url');
+    setCookie(c, LOGIN_COOKIE, nonce, cookieOptions(c, 3600));
+    return send(c, loginPage({ nonce, next, error }), status);
+  };
+
+  app.get('/login', (c) => showLogin(c, safeNext(c.req.query('next'))));
+
+  app.post('/login', async (c) => {
+    const form = await c.req.parseBody();
+    const next = safeNext(form.next);
+    // Login CSRF: the form must come from our own page (double-submit of the login cookie).
+    if (!same(String(form._csrf ?? ''), getCookie(c, LOGIN_COOKIE) ?? '')) {
+      return showLogin(c, next, 'The form expired; please sign in again.', 403);
+    }
+    const token = String(form.token ?? '').trim();
+    let principal: Principal | undefined;
+    try {
+      principal = await deps.auth.authenticate(`Bearer ${token}`);
+    } catch (err) {
+      if (!isCairnError(err)) throw err;
+      return showLogin(c, next, err.message, 401);
+    }
+    if (!principal || !mayView(principal)) {
+      return showLogin(
+        c,
+        next,
+        `Cannot sign in: token '${principal?.tokenName ?? ''}' lacks the admin or activate scope`,
+        403,
+      );
+    }
+    const secret = await deps.sessions.create(principal.tokenId);
+    deleteCookie(c, LOGIN_COOKIE, { path: '/' });
+    setCookie(c, SESSION_COOKIE, secret, cookieOptions(c, SESSION_TTL_MS / 1000));
+    return c.redirect(next, 303);
+  });
+
+  const session = (c: Context) => deps.sessions.lookup(getCookie(c, SESSION_COOKIE));
+
+  /** Checks the CSRF token of a form posted by a signed-in browser. */
+  const checkedForm = async (c: Context, s: Session) => {
+    const form = await c.req.parseBody();
+    if (!same(String(form._csrf ?? ''), s.csrf)) {
+      throw new CairnError(
+        'FORBIDDEN',
+        'Cannot accept the form: its CSRF token is missing or stale; reload the page',
+      );
+    }
+    return form;
+  };
+
+  app.post('/logout', async (c) => {
+    const s = await session(c);
+    if (s) {
+      await checkedForm(c, s);
+      await deps.sessions.delete(getCookie(c, SESSION_COOKIE)!);
+    }
+    deleteCookie(c, SESSION_COOKIE, { path: '/' });
+    return c.redirect('/login', 303);
+  });
+
+  /** A page for signed-in browsers: others go to the sign-in form and come back after. */
+  const page =
+    (render: (c: Context, s: Session, started: number) => Promise<Response>) => async (c: Context) => {
+      const started = performance.now();
+      const s = await session(c);
+      if (!s || !mayView(s.principal)) {
+        if (c.req.method !== 'GET') return c.redirect('/login', 303);
+        const next = new URL(c.req.url);
+        return c.redirect(`/login?next=${encodeURIComponent(next.pathname + next.search)}`, 303);
+      }
+      try {
+        return await render(c, s, started);
+      } catch (err) {
+        if (!isCairnError(err) || err.status >= 500) {
+          deps.log.error({ err }, 'cannot render a dashboard page');
+          return send(
+            c,
+            errorPage({ session: s, title: 'Error', message: 'Internal error (see the server log)' }),
+            500,
+          );
+        }
+        const title =
+          err.status === 404 ? 'Not found' : err.status === 403 ? 'Not allowed' : 'Cannot do that';
+        return send(c, errorPage({ session: s, title, message: err.message }), err.status);
+      }
+    };
+
+  const deploymentOr404 = async (s: Session, idText: string | undefined): Promise<DeploymentRow> => {
+    const id = Number(idText);
+    const d = Number.isSafeInteger(id) ? await deps.deployments.byId(s.principal.workspaceId, id) : undefined;
+    if (!d) throw new CairnError('NOT_FOUND', `Cannot find deployment '${idText}'`);
+    return d;
+  };
+
+  app.get(
+    '/',
+    page(async (c, s, started) => {
+      const all = await deps.queries.fleet(s.principal.workspaceId);
+      const q = (c.req.query('q') ?? '').slice(0, 100);
+      const status = FLEET_STATUSES.includes(c.req.query('status') ?? '') ? c.req.query('status')! : '';
+      const rows = filterFleet(all, q, status);
+      return send(
+        c,
+        fleetPage({ session: s, rows, total: all.length, q, status, now: deps.now() }),
+        200,
+        started,
+      );
+    }),
+  );
+
+  app.get(
+    '/agents/:name',
+    page(async (c, s, started) => {
+      const name = c.req.param('name')!;
+      const agent = await deps.agents.byName(s.principal.workspaceId, name);
+      if (!agent) throw new CairnError('NOT_FOUND', `Cannot find agent '${name}'`);
+      const history = await deps.queries.history(agent.id, 100);
+      const sizes = agent.store_path
+        ? await deps.closures.sizes(s.principal.workspaceId, [agent.store_path])
+        : new Map();
+      return send(
+        c,
+        agentPage({
+          session: s,
+          agent,
+          history,
+          closureSize: agent.store_path ? (sizes.get(agent.store_path)?.narSize ?? null) : null,
+          canRollback: canActivate(s.principal, agent.name),
+          now: deps.now(),
+        }),
+        200,
+        started,
+      );
+    }),
+  );
+
+  app.post(
+    '/agents/:name/rollback',
+    page(async (c, s) => {
+      const form = await checkedForm(c, s);
+      const to = form.to === undefined || form.to === '' ? undefined : Number(form.to);
+      const { deployments } = await rollbackAgent(deps, {
+        principal: s.principal,
+        workspaceId: s.principal.workspaceId,
+        agent: c.req.param('name')!,
+        to: Number.isSafeInteger(to) ? to : undefined,
+      });
+      const created = deployments[0];
+      return c.redirect(created ? `/deployments/${created.id}` : '/', 303);
+    }),
+  );
+
+  app.get(
+    '/deployments/:id',
+    page(async (c, s, started) => {
+      const d = await deploymentOr404(s, c.req.param('id'));
+      const lines = await deps.deployments.logs(d.id, 0, MAX_LOG_LINES);
+      const previous = await deps.queries.previousSucceeded(d.agent_id, d.id);
+      const diff = await diffDeployments(deps.closures, previous, d);
+      return send(
+        c,
+        deploymentPage({
+          session: s,
+          deployment: d,
+          lines,
+          previous,
+          diff,
+          canRollback: canActivate(s.principal, d.agent_name),
+        }),
+        200,
+        started,
+      );
+    }),
+  );
+
+  app.get(
+    '/deployments/:id/events',
+    page(async (c, s) => {
+      const d = await deploymentOr404(s, c.req.param('id'));
+      const after = Math.max(0, Number(c.req.header('last-event-id') ?? c.req.query('after') ?? 0) || 0);
+      return deploymentEvents(c, deps, { workspaceId: d.workspace_id, id: d.id, after });
+    }),
+  );
+
+  app.get(
+    '/rollouts/:id',
+    page(async (c, s, started) => {
+      const id = Number(c.req.param('id'));
+      const rollout = Number.isSafeInteger(id)
+        ? await deps.queries.rollout(s.principal.workspaceId, id)
+        : undefined;
+      if (!rollout) throw new CairnError('NOT_FOUND', `Cannot find rollout '${c.req.param('id')}'`);
+      const deployments = await deps.deployments.byRollout(s.principal.workspaceId, id);
+      return send(c, rolloutPage({ session: s, rollout, deployments, now: deps.now() }), 200, started);
+    }),
+  );
+
+  app.get(
+    '/diff',
+    page(async (c, s, started) => {
+      const fromText = c.req.query('from') ?? '';
+      const to = await deploymentOr404(s, c.req.query('to'));
+      const from = fromText === '' ? undefined : await deploymentOr404(s, fromText);
+      const diff = await diffDeployments(deps.closures, from, to);
+      return send(c, diffPage({ session: s, diff }), 200, started);
+    }),
+  );
+
+  return app;
+}

@@ -1,0 +1,32 @@
+import type { Hono } from 'hono';
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import type { Authenticator } from '../auth/authenticator.ts';
+import type { ClosureRepository } from '../closures/closure-repository.ts';
+import type { Database } from '../db/database-schema.ts';
+import type { ActivateDeps } from '../deployments/activate-rollout.ts';
+import { DashboardQueries } from './dashboard-queries.ts';
+import { dashboardRoutes } from './dashboard-routes.ts';
+import { SessionStore } from './session-store.ts';
+
+/** Adds the dashboard (at `/`) to the app. */
+export function registerDashboard(
+  app: Hono,
+  deps: ActivateDeps & {
+    db: Kysely<Database>;
+    auth: Authenticator;
+    log: Logger;
+    closures: ClosureRepository;
+  },
+): void {
+  const closures = deps.closures;
+  app.route(
+    '/',
+    dashboardRoutes({
+      ...deps,
+      sessions: new SessionStore(deps.db, deps.now),
+      queries: new DashboardQueries(deps.db),
+      closures,
+    }),
+  );
+}

@@ -1,0 +1,210 @@
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
+import { type DeployWorld, deployWorld } from '../helpers/deploy-fixtures.ts';
+import { RUN_TAG } from '../helpers/nix.ts';
+import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+
+/** Screenshots of every page, kept as test artifacts (test-artifacts/ is not committed). */
+const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', import.meta.url));
+
+/** Debian's Chromium, as .ci/run installs it. */
+const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
+
+/** A plain profile referencing `deps`, whose activation prints `lines` lines, one every `delay` s. */
+function system(name: string, deps: string[], options: { lines?: number; delay?: number } = {}) {
+  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
+  const lines = options.lines ?? 1;
+  const delay = options.delay ?? 0;
+  const body = `i=1; while [ $i -le ${lines} ]; do echo "${name} step $i"; sleep ${delay}; i=$((i+1)); done`;
+  return {
+    name,
+    deps,
+    script: `mkdir -p $out/bin; printf '#!/bin/sh\\n%s\\n' '${body}' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
+  };
+}
+
+function leaf(name: string) {
+  return { name, script: `mkdir -p $out; echo ${name} ${RUN_TAG} > $out/tag` };
+}
+
+describe('dashboard in Chromium', () => {
+  let server: TestServer;
+  let world: DeployWorld;
+  let browser: Browser;
+  let page: Page;
+  let paths: Map<string, string>;
+  const agents: AgentProcess[] = [];
+
+  const deployFile = async (agentPaths: Record<string, string>) => {
+    const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
+    await writeFile(file, JSON.stringify({ agents: agentPaths }));
+    return file;
+  };
+  const newestDeployment = async (agent: string) => {
+    const r = await cli(['deploy', 'list', '--agent', agent, '--json'], world.env);
+    return (JSON.parse(r.stdout) as Array<{ id: number; rolloutId: number }>)[0]!;
+  };
+  const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+
+  before(async () => {
+    await mkdir(ARTIFACTS, { recursive: true });
+    server = await startTestServer();
+    world = await deployWorld(server);
+    paths = await world.publish([
+      leaf('tool-1.0'),
+      leaf('tool-2.0'),
+      system('web-1', ['tool-1.0']),
+      system('web-2', ['tool-2.0'], { lines: 8, delay: 0.5 }),
+      system('db-1', ['tool-1.0']),
+    ]);
+    for (const name of ['alpha', 'beta']) {
+      const a = await startAgent({
+        name,
+        token: await world.createAgent(name),
+        profile: join(world.profiles, name),
+        server: server.url,
+      });
+      agents.push(a);
+      await a.waitFor(/connected to/);
+    }
+    const first = await cli(
+      ['deploy', 'activate', await deployFile({ alpha: paths.get('web-1')!, beta: paths.get('db-1')! })],
+      world.env,
+    );
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    // The rollback button asks first; say yes.
+    page.on('dialog', (d) => void d.accept());
+  });
+  after(async () => {
+    await browser?.close();
+    await Promise.all(agents.map((a) => a.stop()));
+    await server?.stop();
+  });
+
+  it('signs in with a token into an HttpOnly, SameSite=Strict session and shows both agents', async () => {
+    const csp: string[] = [];
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) csp.push(m.text());
+    });
+    await page.goto(`${server.url}/`);
+    assert.match(page.url(), /\/login\?next=%2F$/);
+    await shot('login');
+    await page.fill('#token', 'cairn_not-a-real-token-at-all-aaaaaaaaaaaaaaaaaaa');
+    await page.click('button[type=submit]');
+    assert.match((await page.textContent('[role=alert]')) ?? '', /Cannot authenticate/);
+    await page.fill('#token', server.adminToken);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('h1:text("Fleet")');
+    const cookie = (await page.context().cookies()).find((c) => c.name === 'cairn_session')!;
+    assert.equal(cookie.httpOnly, true);
+    assert.equal(cookie.sameSite, 'Strict');
+    assert.equal(await page.locator('tr[data-agent]').count(), 2);
+    assert.equal(await page.locator('tr[data-agent="alpha"] .s-online').count(), 1);
+    assert.equal(await page.locator('tr[data-agent="beta"] .s-succeeded').count(), 1);
+    await shot('fleet');
+    await page.fill('input[name=q]', 'bet');
+    await page.click('form.filters button');
+    assert.equal(await page.locator('tr[data-agent]').count(), 1);
+    assert.deepEqual(csp, [], 'the pages break the Content-Security-Policy');
+  });
+
+  it('refuses a form without the CSRF token and a page without a session', async () => {
+    const cookie = (await page.context().cookies()).find((c) => c.name === 'cairn_session')!;
+    const res = await fetch(`${server.url}/agents/alpha/rollback`, {
+      method: 'POST',
+      headers: {
+        Cookie: `cairn_session=${cookie.value}`,
+        'Content-Type': 'application/x-www-form-urlencoded',
+      },
+      body: '_csrf=guess',
+      redirect: 'manual',
+    });
+    assert.equal(res.status, 403);
+    const anonymous = await fetch(`${server.url}/agents/alpha`, { redirect: 'manual' });
+    assert.equal(anonymous.status, 303);
+    assert.match(anonymous.headers.get('content-security-policy') ?? 'none', /none|script-src 'self'/);
+  });
+
+  it('follows a running deployment: new log lines arrive without a reload', async () => {
+    const started = await cli(
+      ['deploy', 'activate', '--async', await deployFile({ alpha: paths.get('web-2')! })],
+      world.env,
+    );
+    assert.equal(started.code, 0, started.stderr);
+    const d = await newestDeployment('alpha');
+    await page.goto(`${server.url}/deployments/${d.id}`);
+    // A marker that a reload would wipe.
+    await page.evaluate(() => {
+      (globalThis as unknown as { marker: number }).marker = 1;
+    });
+    const before = await page.locator('#log .line').count();
+    await page.waitForSelector('#log .line:text("web-2 step 6")', { timeout: 30_000 });
+    assert.ok((await page.locator('#log .line').count()) > before);
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker), 1);
+    await shot('deployment-live');
+    // At the end the page reloads itself to show the final state, no longer following.
+    await page.waitForSelector('#log:not([data-events])', { timeout: 30_000 });
+    assert.equal(await page.locator('#state.s-succeeded').count(), 1);
+    await page.waitForSelector('table.diff');
+    await shot('deployment-done');
+  });
+
+  it("shows the diff against the agent's previous deployment with a package's old and new version", async () => {
+    const row = page.locator('table.diff tr[data-pname="tool"]');
+    assert.equal(await row.count(), 1);
+    const cells = await row.locator('td').allTextContents();
+    assert.deepEqual(cells.slice(0, 4), ['upgraded', 'tool', '1.0', '2.0']);
+    assert.equal(await page.locator('table.diff tr[data-pname="web"] td').first().textContent(), 'upgraded');
+    await page.click('a:text("full diff")');
+    await page.waitForSelector('h1:text("Closure diff")');
+    assert.equal(await page.locator('table.diff tr[data-pname="tool"]').count(), 1);
+    await shot('diff');
+  });
+
+  it('rolls back from the deployment page and the agent switches back', async () => {
+    const d = await newestDeployment('alpha');
+    await page.goto(`${server.url}/deployments/${d.id}`);
+    await page.click('button:text("Roll alpha back")');
+    await page.waitForURL(/\/deployments\/\d+$/);
+    assert.notEqual(page.url(), `${server.url}/deployments/${d.id}`);
+    await page.waitForSelector('#log:not([data-events])', { timeout: 30_000 });
+    assert.equal(await page.locator('#state.s-succeeded').count(), 1);
+    await shot('rollback');
+    await page.click('a:text("alpha")');
+    await page.waitForSelector('#current-path');
+    assert.equal((await page.textContent('#current-path'))?.trim(), paths.get('web-1'));
+    assert.equal(await page.locator('svg.chart circle').count(), 3);
+    await shot('agent');
+    const rb = await newestDeployment('alpha');
+    await page.goto(`${server.url}/rollouts/${rb.rolloutId}`);
+    assert.equal(await page.locator('tr[data-deployment] .s-succeeded').count(), 1);
+    await shot('rollout');
+  });
+
+  it('signs out: the session no longer opens pages', async () => {
+    await page.goto(`${server.url}/`);
+    await page.click('button:text("Sign out")');
+    await page.waitForURL(/\/login$/);
+    await page.goto(`${server.url}/`);
+    assert.match(page.url(), /\/login/);
+  });
+});

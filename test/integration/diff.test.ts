@@ -1,0 +1,203 @@
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sql } from 'kysely';
+import { parsePathInfoJson } from '../../src/nix/path-info-json.ts';
+import { deploymentDiffSchema, rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
+import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
+import { type DeployWorld, deployWorld } from '../helpers/deploy-fixtures.ts';
+import { RUN_TAG, run } from '../helpers/nix.ts';
+import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+
+/** A plain profile with `bin/activate` that references `deps` (so they are in its closure). */
+function system(name: string, deps: string[]) {
+  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
+  return {
+    name,
+    deps,
+    script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
+  };
+}
+
+/** A leaf package of about `kib` KiB, so that size deltas show. */
+function leaf(name: string, kib: number) {
+  return {
+    name,
+    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
+  };
+}
+
+describe('closure reports, diffs and plans on real Nix closures', () => {
+  let server: TestServer;
+  let world: DeployWorld;
+  let agent: AgentProcess;
+  let paths: Map<string, string>;
+  const ids: Record<string, number> = {};
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${server.url}/api/v1/workspaces/default/${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${server.adminToken}`, 'Content-Type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    return (await res.json()) as unknown;
+  };
+  const deployFile = async (agents: Record<string, string>) => {
+    const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
+    await writeFile(file, JSON.stringify({ agents }));
+    return file;
+  };
+  const activate = async (storePath: string) => {
+    const r = await cli(['deploy', 'activate', await deployFile({ box: storePath })], world.env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], world.env);
+    return (JSON.parse(list.stdout) as Array<{ id: number }>)[0]!.id;
+  };
+
+  before(async () => {
+    server = await startTestServer();
+    world = await deployWorld(server);
+    paths = await world.publish([
+      leaf('common-2.0', 4),
+      leaf('hello-1.0', 8),
+      leaf('hello-1.1', 12),
+      leaf('libold-0.5', 16),
+      leaf('libnew-3.0', 64),
+      system('sys-1', ['common-2.0', 'hello-1.0', 'libold-0.5']),
+      system('sys-2', ['common-2.0', 'hello-1.1', 'libnew-3.0']),
+    ]);
+    agent = await startAgent({
+      name: 'box',
+      token: await world.createAgent('box'),
+      profile: join(world.profiles, 'box'),
+      server: server.url,
+    });
+    await agent.waitFor(/connected to/);
+  });
+  after(async () => {
+    await agent?.stop();
+    await server?.stop();
+  });
+
+  it('plans a first deployment from the cache index: everything is added and downloaded', async () => {
+    const plan = rolloutPlanSchema.parse(await api('POST', 'plan', { agents: { box: paths.get('sys-1') } }));
+    const box = plan.agents[0]!;
+    assert.equal(box.current.storePath, null);
+    assert.equal(box.proposed.source, 'cache');
+    assert.equal(box.proposed.missing, 0);
+    assert.equal(box.download.paths, 4);
+    assert.equal(box.download.filePaths, 4);
+    assert.deepEqual(box.diff.packages.map((p) => `${p.change} ${p.pname}`).sort(), [
+      'added common',
+      'added hello',
+      'added libold',
+      'added sys',
+    ]);
+  });
+
+  it('records the closure an agent reports after realising, with the sizes nix path-info gives', async () => {
+    ids.first = await activate(paths.get('sys-1')!);
+    const local = parsePathInfoJson(
+      await run('nix', [
+        '--extra-experimental-features',
+        'nix-command',
+        'path-info',
+        '--json',
+        '-r',
+        paths.get('sys-1')!,
+      ]),
+    );
+    const rows = await server.query<{ complete: number; path_count: number; nar_size: number }>(
+      sql`select complete, path_count, nar_size from closures where root = ${paths.get('sys-1')!}`,
+    );
+    assert.equal(rows.length, 1);
+    assert.equal(Number(rows[0]!.complete), 1);
+    assert.equal(Number(rows[0]!.path_count), local.length);
+    assert.equal(
+      Number(rows[0]!.nar_size),
+      local.reduce((s, p) => s + p.narSize, 0),
+    );
+    const [d] = await server.query<{ closure_nar_size: number }>(
+      sql`select closure_nar_size from deployments where id = ${ids.first}`,
+    );
+    assert.equal(Number(d!.closure_nar_size), Number(rows[0]!.nar_size));
+  });
+
+  it('plans the next deployment against what the agent runs: the diff and only the new paths to download', async () => {
+    const r = await cli(['deploy', 'plan', await deployFile({ box: paths.get('sys-2')! })], world.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^== box$/m);
+    assert.match(r.stdout, /\[U\.\]\s+#1\s+hello\s+1\.0 -> 1\.1/);
+    assert.match(r.stdout, /\[A\.\]\s+#1\s+libnew\s+3\.0/);
+    assert.match(r.stdout, /\[R\.\]\s+#1\s+libold\s+0\.5/);
+    assert.match(r.stdout, /Download: 3 path\(s\)/);
+    const plan = rolloutPlanSchema.parse(await api('POST', 'plan', { agents: { box: paths.get('sys-2') } }));
+    assert.equal(plan.agents[0]!.current.source, 'agent');
+    // Nothing was deployed by planning.
+    const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], world.env);
+    assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
+  });
+
+  it('diffs two deployments: a version change, an added and a removed package, and the size change', async () => {
+    ids.second = await activate(paths.get('sys-2')!);
+    const r = await cli(['deploy', 'diff', String(ids.first), String(ids.second)], world.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    const lines = r.stdout.split('\n');
+    assert.equal(lines[0], `<<< #${ids.first} ${paths.get('sys-1')}`);
+    assert.equal(lines[1], `>>> #${ids.second} ${paths.get('sys-2')}`);
+    assert.match(r.stdout, /Version changes:\n\[U\.\]\s+#1\s+hello\s+1\.0 -> 1\.1, \+4\.0KiB/);
+    assert.match(r.stdout, /Added packages:\n\[A\.\]\s+#1\s+libnew\s+3\.0, \+64\.\dKiB/);
+    assert.match(r.stdout, /Removed packages:\n\[R\.\]\s+#1\s+libold\s+0\.5, -16\.\dKiB/);
+    assert.match(
+      r.stdout,
+      /Closure size: 4 -> 4 \(3 paths added, 3 paths removed, delta \+0, disk usage \+\d/,
+    );
+
+    const json = deploymentDiffSchema.parse(
+      await api('GET', `deployments/diff?from=${ids.first}&to=${ids.second}`),
+    );
+    assert.equal(json.from.source, 'agent');
+    assert.equal(json.to.source, 'agent');
+    const hello = json.diff.packages.find((p) => p.pname === 'hello')!;
+    assert.equal(hello.change, 'upgraded');
+    assert.deepEqual([hello.before.versions, hello.after.versions], [['1.0'], ['1.1']]);
+    assert.equal(json.diff.packages.find((p) => p.pname === 'libnew')?.change, 'added');
+    assert.equal(json.diff.packages.find((p) => p.pname === 'libold')?.change, 'removed');
+    assert.ok(json.diff.narSizeDelta > 40 * 1024);
+  });
+
+  it('stores each path and each closure once however often it is deployed', async () => {
+    const rb = await cli(['deploy', 'rollback', 'box'], world.env);
+    assert.equal(rb.code, 0, rb.stdout + rb.stderr);
+    const closures = await server.query<{ n: number }>(sql`select count(*) as n from closures`);
+    assert.equal(Number(closures[0]!.n), 2);
+    const members = await server.query<{ n: number }>(sql`select count(*) as n from closure_members`);
+    assert.equal(Number(members[0]!.n), 8);
+    const distinct = await server.query<{ n: number }>(sql`select count(*) as n from closure_paths`);
+    assert.equal(Number(distinct[0]!.n), 7);
+    const sized = await server.query<{ n: number }>(
+      sql`select count(*) as n from deployments where closure_nar_size is not null`,
+    );
+    assert.equal(Number(sized[0]!.n), 3);
+  });
+
+  it('lists, shows and prints the logs of deployments', async () => {
+    const list = await cli(['deploy', 'list', '--agent', 'box'], world.env);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^ID\s+ROLLOUT\s+AGENT\s+KIND\s+STATE/);
+    assert.equal(list.stdout.trim().split('\n').length, 4);
+    assert.match(list.stdout, /box\s+rollback\s+succeeded/);
+    const show = await cli(['deploy', 'show', String(ids.second)], world.env);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /^State:\s+succeeded$/m);
+    assert.match(show.stdout, new RegExp(`^Store path:\\s+${paths.get('sys-2')}$`, 'm'));
+    const logs = await cli(['deploy', 'logs', '--follow', String(ids.second)], world.env);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /^activated sys-2$/m);
+    const missing = await cli(['deploy', 'show', '99999'], world.env);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /Cannot find deployment '99999'/);
+  });
+});
