@@ -47,6 +47,9 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void = (
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
+      // Help is wrapped the same on every terminal (and in the golden files).
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
     })
     .exitOverride();
   program.addHelpText(
@@ -57,12 +60,15 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void = (
     io,
     env,
     setExitCode,
-    client: () => {
+    client: (tokenEnv) => {
       const o = program.opts<{ server?: string; token?: string; workspace?: string }>();
       const server = o.server ?? env.CAIRN_SERVER ?? 'http://127.0.0.1:8080';
+      // An empty variable counts as unset, as in most tools.
+      const fromEnv = (name: string | undefined) =>
+        name === undefined ? undefined : env[name]?.trim() || undefined;
       return new ApiClient({
         server,
-        token: o.token ?? env.CAIRN_TOKEN,
+        token: o.token?.trim() || fromEnv(tokenEnv) || fromEnv('CAIRN_TOKEN'),
         workspace: o.workspace ?? env.CAIRN_WORKSPACE ?? 'default',
       });
     },

@@ -49,15 +49,41 @@ export function encodeNarString(value: string | Uint8Array): Buffer {
   return out;
 }
 
-/** A path inside a NAR as a readable string, for messages: `a/b/c`, or `/` for the root. */
+/** Longest path {@link formatNarPath} shows: a path may be 1024 names of 255 bytes deep. */
+const MAX_SHOWN_PATH = 200;
+
+/**
+ * A path inside a NAR as a readable string, for messages: `a/b/c`, or `/` for the root.
+ * Control characters are escaped (`\n`, `\u001b`): names come from the archive, and a message
+ * must not carry a line break or a terminal escape into logs. A path longer than 200 characters
+ * keeps its end, `.../y/z`; only the names shown are formatted, so the cost does not grow with depth.
+ */
 export function formatNarPath(path: NarPath): string {
-  return path.length === 0 ? '/' : path.map((name) => name.toString('utf8')).join('/');
+  if (path.length === 0) return '/';
+  const names: string[] = [];
+  let length = -1;
+  for (let i = path.length - 1; i >= 0 && length <= MAX_SHOWN_PATH; i--) {
+    const name = escapeControls(path[i]!.toString('utf8'));
+    names.unshift(name);
+    length += name.length + 1;
+  }
+  const shown = names.join('/');
+  return names.length === path.length && shown.length <= MAX_SHOWN_PATH
+    ? shown
+    : `...${shown.slice(-MAX_SHOWN_PATH)}`;
 }
 
 /** Quotes bytes from an archive for a message, escaping control characters and cutting long values. */
 export function quoteNarBytes(bytes: Uint8Array, max = 64): string {
   const text = Buffer.from(bytes.subarray(0, max)).toString('utf8');
-  return JSON.stringify(text) + (bytes.length > max ? `... (${bytes.length} bytes)` : '');
+  // JSON.stringify escapes C0 controls but leaves DEL and the C1 controls as they are.
+  return escapeControls(JSON.stringify(text)) + (bytes.length > max ? `... (${bytes.length} bytes)` : '');
+}
+
+const ESCAPES: Readonly<Record<string, string>> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+function escapeControls(text: string): string {
+  return text.replace(/\p{Cc}/gu, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** The INVALID_NAR error: "Cannot unpack NAR: <fault> (<where/value>)". */

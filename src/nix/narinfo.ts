@@ -76,6 +76,8 @@ export function parseNarInfo(text: string): NarInfo {
     unknownFields: [],
   };
   const seen = new Map<string, number>();
+  // A Set, not sigs.includes: a hostile file of many Sig lines must not cost quadratic time.
+  const sigs = new Set<string>();
   const lines = text.split('\n');
   const last = lines.pop();
   if (last !== '') {
@@ -88,7 +90,7 @@ export function parseNarInfo(text: string): NarInfo {
     const control = /\p{Cc}/u.exec(line);
     if (control) {
       const code = control[0].charCodeAt(0).toString(16).padStart(4, '0').toUpperCase();
-      throw fail(`control character U+${code} in line`, JSON.stringify(line));
+      throw fail(`control character U+${code} in line`, quote(line));
     }
     const sep = line.indexOf(': ');
     const key = sep < 0 ? '' : line.slice(0, sep);
@@ -98,7 +100,8 @@ export function parseNarInfo(text: string): NarInfo {
     const parser = Object.hasOwn(FIELDS, key) ? FIELDS[key] : undefined;
     if (key === 'Sig') {
       if (value === '') throw fail('Sig is empty');
-      if (info.sigs.includes(value)) throw fail('duplicate signature');
+      if (sigs.has(value)) throw fail('duplicate signature');
+      sigs.add(value);
       info.sigs.push(value);
     } else if (parser !== undefined) {
       const first = seen.get(key);
@@ -153,11 +156,14 @@ const FIELDS: Partial<Record<string, FieldParser>> = {
   },
   References(info, value, fail) {
     const refs = value === '' ? [] : value.split(' ');
+    // A Set, not refs.indexOf: a 4 MiB References line (100,000 refs) would take minutes otherwise.
+    const unique = new Set<string>();
     refs.forEach((ref, i) => {
       const problem = storePathBaseNameProblem(ref);
       if (problem !== undefined)
         throw fail(`reference ${i + 1} is not a valid store path base name: ${problem}`, ref);
-      if (refs.indexOf(ref) !== i) throw fail(`reference ${i + 1} is a duplicate`, ref);
+      if (unique.has(ref)) throw fail(`reference ${i + 1} is a duplicate`, ref);
+      unique.add(ref);
     });
     info.references = refs;
   },
@@ -204,7 +210,18 @@ function size(key: string, value: string, fail: Fail): number {
 }
 
 function invalid(what: string, value: string): CairnError {
-  return new CairnError('INVALID_NARINFO', `Cannot parse narinfo: ${what} (${shown(value)})`);
+  // Quoted when it holds a control character (as the unterminated last line may), so that a
+  // message cannot carry a line break or a terminal escape into logs and error bodies.
+  const quoted = /\p{Cc}/u.test(value) ? quote(value) : value;
+  return new CairnError('INVALID_NARINFO', `Cannot parse narinfo: ${what} (${shown(quoted)})`);
+}
+
+/** JSON-quotes a value, escaping DEL and the C1 controls too, which JSON.stringify leaves as they are. */
+function quote(value: string): string {
+  return JSON.stringify(value).replace(
+    /\p{Cc}/gu,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 /**

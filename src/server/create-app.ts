@@ -96,7 +96,8 @@ export function createApp(deps: AppDeps): App {
     logs,
     log: deps.log,
     now: deps.now,
-    baseUrl: () => deps.publicUrl ?? deps.selfUrl(),
+    // Behind a proxy --public-url says where agents reach us; else the address they used does.
+    baseUrl: (requestBase) => deps.publicUrl ?? requestBase,
     closures,
   });
 
@@ -126,6 +127,7 @@ export function createApp(deps: AppDeps): App {
       bus,
       audit,
       closures,
+      flushLogs: () => logs.flush(),
       agents,
       deployments,
       now: deps.now,

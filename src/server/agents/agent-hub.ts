@@ -39,6 +39,8 @@ interface Connection {
   helloDone: boolean;
   /** The Nix system the agent reported, which picks its rollback script. */
   system: string;
+  /** `http(s)://host:port` as the agent addressed us, for the cache URLs it is told. */
+  readonly requestBase: string;
   /** Token bucket of the message rate limit. */
   allowance: number;
   allowanceAt: number;
@@ -65,7 +67,8 @@ export interface AgentHubDeps {
   readonly logs: LogWriter;
   readonly log: Logger;
   readonly now: () => number;
-  readonly baseUrl: () => string;
+  /** The URL agents reach the server at, given the one the agent's own request used. */
+  readonly baseUrl: (requestBase: string) => string;
   readonly heartbeatMs?: number;
   /** Records reported closures; without it they are ignored. */
   readonly closures?: ClosureSink;
@@ -143,10 +146,13 @@ export class AgentHub {
     }
     const a = agent;
     const p = principal;
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, a, p));
+    const proto =
+      req.headers['x-forwarded-proto'] === 'https' || 'encrypted' in req.socket ? 'https' : 'http';
+    const requestBase = `${proto}://${req.headers.host ?? 'localhost'}`;
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, a, p, requestBase));
   }
 
-  #accept(ws: WebSocket, agent: AgentRow, principal: Principal): void {
+  #accept(ws: WebSocket, agent: AgentRow, principal: Principal, requestBase: string): void {
     const old = this.#byAgent.get(agent.id);
     if (old) old.ws.close(CLOSE_CODES.replaced, 'replaced by a newer connection of the same agent');
     const conn: Connection = {
@@ -156,6 +162,7 @@ export class AgentHub {
       alive: true,
       helloDone: false,
       system: agent.system ?? '',
+      requestBase,
       allowance: MESSAGE_BURST,
       allowanceAt: Date.now(),
     };
@@ -247,7 +254,7 @@ export class AgentHub {
         for (const r of msg.unreported) await this.#finish(conn, r);
         const desired = await deployments.desiredFor(conn.agent.id);
         const caches = await this.#deps.caches.list(conn.agent.workspace_id);
-        const base = this.#deps.baseUrl();
+        const base = this.#deps.baseUrl(conn.requestBase);
         this.#send(conn, {
           type: 'welcome',
           protocol: AGENT_PROTOCOL_VERSION,
@@ -412,7 +419,7 @@ function toDesired(
   return {
     id: String(d.id),
     storePath: d.store_path,
-    rollbackScript: scripts[system] ?? null,
+    rollbackScript: Object.hasOwn(scripts, system) ? (scripts[system] ?? null) : null,
     exit4: d.exit4 === 'tolerate' ? 'tolerate' : 'fail',
     healthChecks:
       d.health_checks === null ? [] : (JSON.parse(d.health_checks) as DesiredDeployment['healthChecks']),

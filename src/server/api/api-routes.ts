@@ -40,6 +40,8 @@ export interface ApiDeps {
   readonly bus: EventBus;
   readonly audit: AuditRepository;
   readonly closures: ClosureRepository;
+  /** Writes buffered deployment log lines, so a reader of the database sees all sent so far. */
+  readonly flushLogs: () => Promise<void>;
   readonly agents: AgentRepository;
   readonly deployments: DeploymentRepository;
   readonly now: () => number;

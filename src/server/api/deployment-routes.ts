@@ -55,6 +55,7 @@ export function registerDeploymentRoutes(
   api: Hono<ApiEnv>,
   deps: ActivateDeps & {
     audit: AuditRepository;
+    flushLogs: () => Promise<void>;
     agents: AgentRepository;
     deployments: DeploymentRepository;
     bus: EventBus;
@@ -183,6 +184,8 @@ export function registerDeploymentRoutes(
         wake?.();
       });
       try {
+        // Lines still in the log writer's buffer were published before this stream subscribed.
+        await deps.flushLogs();
         const rows = (await deps.deployments.byRollout(workspaceId, id)).filter((d) =>
           canRead(principal, d.agent_name),
         );

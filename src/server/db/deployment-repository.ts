@@ -38,7 +38,7 @@ export class DeploymentRepository {
       confirmTimeout: number;
       kind: 'deploy' | 'rollback';
     }>;
-  }): Promise<{ rolloutId: number; cancelled: Array<{ id: number; agentId: number }> }> {
+  }): Promise<{ rolloutId: number; cancelled: Array<{ id: number; agentId: number; rolloutId: number }> }> {
     return await this.db.transaction().execute(async (trx) => {
       const rollout = await trx
         .insertInto('rollouts')
@@ -51,7 +51,7 @@ export class DeploymentRepository {
         .set({ state: 'cancelled', reason: 'superseded by a newer deployment', finished_at: input.now })
         .where('agent_id', 'in', agentIds)
         .where('state', '=', 'pending')
-        .returning(['id', 'agent_id'])
+        .returning(['id', 'agent_id', 'rollout_id'])
         .execute();
       await trx
         .insertInto('deployments')
@@ -71,7 +71,10 @@ export class DeploymentRepository {
           })),
         )
         .execute();
-      return { rolloutId: rollout.id, cancelled: cancelled.map((c) => ({ id: c.id, agentId: c.agent_id })) };
+      return {
+        rolloutId: rollout.id,
+        cancelled: cancelled.map((c) => ({ id: c.id, agentId: c.agent_id, rolloutId: c.rollout_id })),
+      };
     });
   }
 

@@ -86,7 +86,7 @@ export async function activateRollout(
     }
   }
   for (const key of Object.keys(deploy.healthChecks ?? {})) {
-    if (key !== '*' && !(key in deploy.agents)) {
+    if (key !== '*' && !Object.hasOwn(deploy.agents, key)) {
       problems.push({
         field: `healthChecks.${key}`,
         message: `names no agent of this file (use "*" for every agent)`,
@@ -95,7 +95,9 @@ export async function activateRollout(
   }
   // An agent runs the checks for every agent, then its own.
   const checksFor = (name: string): string | null => {
-    const checks = [...(deploy.healthChecks?.['*'] ?? []), ...(deploy.healthChecks?.[name] ?? [])];
+    const own = (key: string) =>
+      deploy.healthChecks && Object.hasOwn(deploy.healthChecks, key) ? deploy.healthChecks[key]! : [];
+    const checks = [...own('*'), ...own(name)];
     return checks.length === 0 ? null : JSON.stringify(checks);
   };
   if (problems.length > 0) throw new ValidationError('create the deployment', problems);
@@ -128,7 +130,7 @@ export async function activateRollout(
     const agent = rows.find((r) => r.id === c.agentId);
     deps.bus.publish('deployment', {
       workspaceId,
-      rolloutId: -1,
+      rolloutId: c.rolloutId,
       deploymentId: c.id,
       agent: agent?.name ?? '',
       state: 'cancelled',

@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { createProgram } from '../../src/cli/program.ts';
+import { runCli } from '../../src/cli/run-cli.ts';
+import { errorCodes } from '../../src/protocol/error-codes.ts';
+
+/**
+ * Keeps the user documentation in step with the code: every error code, CLI command, flag
+ * and API route is documented, and nothing documented is gone.
+ */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const doc = (name: string) => readFile(join(ROOT, 'docs', name), 'utf8');
+
+/**
+ * Splits markdown into sections at headings of the given level: heading text -> body. A body
+ * holds its deeper headings and ends at the next heading of the same level or above; lines in
+ * fenced code blocks are never headings.
+ */
+function sections(markdown: string, level: number): Map<string, string> {
+  const out = new Map<string, string>();
+  let current: string | undefined;
+  let body: string[] = [];
+  const close = () => {
+    if (current !== undefined) out.set(current, body.join('\n'));
+    current = undefined;
+    body = [];
+  };
+  let fenced = false;
+  for (const line of markdown.split('\n')) {
+    // A `# comment` in a shell example is not a heading.
+    if (line.trimStart().startsWith('```')) fenced = !fenced;
+    const depth = fenced ? undefined : /^(#{1,6}) /.exec(line)?.[1]?.length;
+    if (depth !== undefined && depth <= level) {
+      close();
+      if (depth === level) current = line.slice(depth + 1).trim();
+    } else if (current !== undefined) {
+      body.push(line);
+    }
+  }
+  close();
+  return out;
+}
+
+describe('docs/errors.md', () => {
+  it('documents every error code with its HTTP status, and no code that does not exist', async () => {
+    const text = await doc('errors.md');
+    const documented = new Map<string, number>();
+    for (const m of text.matchAll(/^### `([A-Z][A-Z0-9_]*)` \((\d{3})\)$/gm)) {
+      assert.ok(!documented.has(m[1]!), `${m[1]} is documented twice`);
+      documented.set(m[1]!, Number(m[2]));
+    }
+    for (const [code, { status }] of Object.entries(errorCodes)) {
+      assert.ok(documented.has(code), `docs/errors.md lacks a "### \`${code}\` (${status})" section`);
+      assert.equal(documented.get(code), status, `docs/errors.md gives ${code} the wrong HTTP status`);
+    }
+    const stale = [...documented.keys()].filter((c) => !Object.hasOwn(errorCodes, c));
+    assert.deepEqual(stale, [], 'docs/errors.md documents codes that src/protocol/error-codes.ts lacks');
+  });
+});
+
+/** Every command of the tree with its full name, such as `cairn cache create`. */
+function commands(cmd: Command, prefix = 'cairn'): Array<{ name: string; cmd: Command }> {
+  return cmd.commands.flatMap((sub) => {
+    const name = `${prefix} ${sub.name()}`;
+    return [{ name, cmd: sub }, ...commands(sub, name)];
+  });
+}
+
+describe('docs/cli.md', () => {
+  const silent = { write: () => true };
+  const program = createProgram({ stdout: silent, stderr: silent, env: {} });
+  const all = commands(program);
+  const leaves = all.filter((c) => c.cmd.commands.length === 0);
+
+  it('has a section for every command that runs, naming each of its arguments and flags', async () => {
+    const byHeading = sections(await doc('cli.md'), 2);
+    for (const { name, cmd } of leaves) {
+      const body = byHeading.get(`\`${name}\``);
+      assert.ok(body !== undefined, `docs/cli.md lacks a "## \`${name}\`" section`);
+      for (const arg of cmd.registeredArguments) {
+        assert.ok(
+          body.toLowerCase().includes(arg.name().toLowerCase()),
+          `docs/cli.md: ${name} does not name its argument ${arg.name()}`,
+        );
+      }
+      for (const option of cmd.options) {
+        const flag = option.long ?? option.short ?? option.flags;
+        assert.ok(body.includes(`\`${flag}`), `docs/cli.md: ${name} does not document ${flag}`);
+      }
+    }
+  });
+
+  it('documents the global options and every environment variable the help names', async () => {
+    const text = await doc('cli.md');
+    for (const option of program.options) {
+      const flag = option.long ?? option.flags;
+      assert.ok(text.includes(`\`${flag}`), `docs/cli.md does not document the global option ${flag}`);
+    }
+    let help = '';
+    for (const words of [[], ...all.map((c) => c.name.split(' ').slice(1))]) {
+      await runCli([...words, '--help'], {
+        stdout: { write: (s: string) => (help += s) },
+        stderr: silent,
+        env: {},
+      });
+    }
+    const names = new Set([...help.matchAll(/\bCAIRN_[A-Z_]+\b/g)].map((m) => m[0]));
+    assert.ok(names.size > 0, 'found no CAIRN_ variables in the help');
+    for (const name of names) {
+      assert.ok(text.includes(`\`${name}\``), `docs/cli.md does not document the variable ${name}`);
+    }
+  });
+
+  it('documents no command that does not exist', async () => {
+    const names = new Set(all.map((c) => c.name));
+    const headings = [...sections(await doc('cli.md'), 2).keys()]
+      .map((h) => /^`(cairn [^`]+)`$/.exec(h)?.[1])
+      .filter((h) => h !== undefined);
+    assert.ok(headings.length > 0);
+    assert.deepEqual(
+      headings.filter((h) => !names.has(h)),
+      [],
+      'docs/cli.md has sections for commands that do not exist',
+    );
+  });
+});
+
+describe('docs/api.md', () => {
+  it('documents every JSON API route of src/server, and none that does not exist', async () => {
+    // API routes are declared relative to /api/v1, as /workspaces/:ws/...; the dashboard's are not.
+    const dir = join(ROOT, 'src', 'server');
+    const routes = new Set<string>();
+    for (const file of await readdir(dir, { recursive: true })) {
+      if (!file.endsWith('.ts')) continue;
+      const source = await readFile(join(dir, file), 'utf8');
+      for (const m of source.matchAll(/\.(get|post|put|patch|delete)\(\s*'(\/workspaces\/[^']*)'/g)) {
+        routes.add(`${m[1]!.toUpperCase()} /api/v1${m[2]}`);
+      }
+    }
+    assert.ok(routes.size > 0, 'found no API routes in src/server');
+    const text = await doc('api.md');
+    const documented = new Set(
+      [...text.matchAll(/^### `(GET|POST|PUT|PATCH|DELETE) (\/api\/v1\/[^`\s]+)`$/gm)].map(
+        (m) => `${m[1]} ${m[2]!.split('?')[0]}`,
+      ),
+    );
+    for (const route of routes) assert.ok(documented.has(route), `docs/api.md lacks "### \`${route}\`"`);
+    assert.deepEqual(
+      [...documented].filter((r) => !routes.has(r)),
+      [],
+      'docs/api.md documents routes that src/server does not have',
+    );
+  });
+});

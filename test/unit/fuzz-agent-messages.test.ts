@@ -1,0 +1,325 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { z } from 'zod';
+import { NIX32_ALPHABET } from '../../src/nix/nix32.ts';
+import { agentMessageSchema, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
+
+/**
+ * Property-based fuzzing of the agent protocol's decoders, both ways: whatever arrives on the
+ * socket, `safeParse` never throws, a valid message of every type decodes to itself, and an
+ * invalid one yields issues the server turns into its one-line error reply. The seed is fixed so
+ * that a failure replays (fast-check prints it); set FUZZ_SEED to explore.
+ */
+const SEED = Number(process.env.FUZZ_SEED ?? 7);
+const params = (numRuns: number) => ({ seed: SEED, numRuns, includeErrorInReport: true });
+
+// --- Valid messages --------------------------------------------------------------------------
+
+const storePath = fc
+  .tuple(
+    fc.string({ unit: fc.constantFrom(...NIX32_ALPHABET), minLength: 32, maxLength: 32 }),
+    fc.stringMatching(/^[a-zA-Z0-9+_?=][a-zA-Z0-9+_?=.-]{0,30}$/),
+  )
+  .map(([h, n]) => `/nix/store/${h}-${n}`);
+const id = fc.string({ minLength: 1, maxLength: 64 });
+const text = (maxLength: number) => fc.string({ unit: 'grapheme', maxLength });
+const step = fc.constantFrom(
+  'realise',
+  'set-profile',
+  'activate',
+  'rollback-script',
+  'health-check',
+  'confirm',
+  'rollback',
+  'done',
+);
+const observed = fc.record({
+  storePath: fc.option(storePath, { nil: null }),
+  generation: fc.option(fc.nat(), { nil: null }),
+  kind: fc.option(fc.constantFrom('nixos', 'nix-darwin', 'home-manager', 'plain'), { nil: null }),
+  system: text(100),
+  hostname: text(100),
+  agentVersion: text(50),
+  nixVersion: text(100),
+  profile: text(200),
+});
+const result = fc.record({
+  deploymentId: id,
+  state: fc.constantFrom('succeeded', 'rolled-back', 'failed', 'cancelled'),
+  step: fc.option(step, { nil: null }),
+  reason: fc.option(text(200), { nil: null }),
+  rebootRequired: fc.boolean(),
+});
+const lit = <T extends string>(type: T) => fc.constant(type);
+
+/** One valid message of every type the agent sends. */
+const agentMessage = fc.oneof(
+  fc.record({
+    type: lit('hello'),
+    protocol: fc.integer({ min: 1, max: 1000 }),
+    observed,
+    running: fc.option(id, { nil: null }),
+    unreported: fc.array(result, { maxLength: 3 }),
+  }),
+  fc.record({ type: lit('progress'), deploymentId: id, step }),
+  fc.record({
+    type: lit('log'),
+    deploymentId: id,
+    lines: fc.array(fc.record({ t: fc.nat(), text: text(200) }), { minLength: 1, maxLength: 5 }),
+  }),
+  fc.record({ type: lit('result'), result, observed }),
+  fc.record({ type: lit('observed'), observed }),
+  fc.record({ type: lit('confirm'), deploymentId: id }),
+);
+
+const timing = {
+  timeoutSeconds: fc.integer({ min: 1, max: 3600 }),
+  retries: fc.integer({ min: 0, max: 100 }),
+  intervalSeconds: fc.integer({ min: 0, max: 3600 }),
+  graceSeconds: fc.integer({ min: 0, max: 3600 }),
+};
+// Every field given, defaults included, so that a decoded message equals the one sent.
+const healthCheck = fc.oneof(
+  fc.record({
+    command: fc.array(fc.string({ minLength: 1, maxLength: 20 }), { minLength: 1, maxLength: 3 }),
+    ...timing,
+  }),
+  fc.record({
+    http: fc.integer({ min: 1, max: 65535 }).map((p) => `http://127.0.0.1:${p}/`),
+    status: fc.integer({ min: 100, max: 599 }),
+    ...timing,
+  }),
+  fc.record({
+    systemd: fc.array(fc.stringMatching(/^[A-Za-z0-9:_.@-]{1,20}$/), { minLength: 1, maxLength: 3 }),
+    ...timing,
+  }),
+);
+const desired = fc.option(
+  fc.record({
+    id,
+    storePath,
+    rollbackScript: fc.option(storePath, { nil: null }),
+    exit4: fc.constantFrom('fail', 'tolerate'),
+    healthChecks: fc.array(healthCheck, { maxLength: 3 }),
+    confirmTimeoutSeconds: fc.integer({ min: 1, max: 3600 }),
+    rollback: fc.boolean(),
+  }),
+  { nil: null },
+);
+
+/** One valid message of every type the server sends. */
+const serverMessage = fc.oneof(
+  fc.record({
+    type: lit('welcome'),
+    protocol: fc.integer({ min: 1, max: 1000 }),
+    agent: fc.string(),
+    caches: fc.array(
+      fc.record({
+        url: fc.stringMatching(/^[a-z0-9-]{1,10}$/).map((h) => `https://${h}.example/cache/main`),
+        publicKey: fc.string(),
+        private: fc.boolean(),
+      }),
+      { maxLength: 3 },
+    ),
+    desired,
+  }),
+  fc.record({ type: lit('desired'), desired }),
+  fc.record({ type: lit('cancel'), deploymentId: id }),
+  fc.record({ type: lit('confirmed'), deploymentId: id }),
+  fc.record({ type: lit('error'), code: fc.string(), message: fc.string() }),
+);
+
+// --- Mutations -------------------------------------------------------------------------------
+
+type Json = unknown;
+const hostileValue = fc.oneof(
+  fc.jsonValue({ maxDepth: 3 }),
+  fc.constantFrom(
+    '',
+    'hello',
+    'log',
+    'welcome',
+    '__proto__',
+    '/nix/store/',
+    '\u0000',
+    '\uD800',
+    'x'.repeat(65),
+  ),
+  fc.constantFrom(-1, 0, 0.5, 2 ** 53, 1e308, -0),
+  fc.integer({ min: 1_000, max: 100_000 }).map((n) => 'x'.repeat(n)),
+  fc.integer({ min: 101, max: 2_000 }).map((n) => Array.from({ length: n }, () => ({ t: 0, text: 'x' }))),
+);
+const hostileKey = fc.oneof(
+  fc.string(),
+  fc.constantFrom('type', '__proto__', 'constructor', 'toString', 'protocol', 'observed', 'lines', 'desired'),
+);
+
+/** Paths to the values inside `v`, the root included; a huge array is one value, not entered. */
+function paths(v: Json, prefix: Array<string | number> = []): Array<Array<string | number>> {
+  const out = [prefix];
+  if (Array.isArray(v)) {
+    if (v.length <= 50) for (const [i, x] of v.entries()) out.push(...paths(x, [...prefix, i]));
+  } else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) out.push(...paths(x, [...prefix, k]));
+  }
+  return out;
+}
+
+const own = (o: Record<string, Json>, k: string, value: Json) =>
+  // defineProperty, not assignment: a `__proto__` key stays an own key, as JSON.parse makes it.
+  Object.defineProperty(o, k, { value, enumerable: true, writable: true, configurable: true });
+
+/** `v` with the value at `path` replaced by `f(old)` (removed when f returns undefined). */
+function edit(v: Json, path: ReadonlyArray<string | number>, f: (old: Json) => Json): Json {
+  if (path.length === 0) return f(v);
+  const [head, ...rest] = path as [string | number, ...Array<string | number>];
+  if (Array.isArray(v)) {
+    const copy = [...v];
+    const next = edit(copy[head as number], rest, f);
+    if (next === undefined) copy.splice(head as number, 1);
+    else copy[head as number] = next;
+    return copy;
+  }
+  const copy: Record<string, Json> = {};
+  for (const [k, x] of Object.entries(v as object)) own(copy, k, x);
+  const next = edit(copy[head], rest, f);
+  if (next === undefined) delete copy[head];
+  else own(copy, String(head), next);
+  return copy;
+}
+
+const isObject = (x: Json): x is Record<string, Json> =>
+  x !== null && typeof x === 'object' && !Array.isArray(x);
+
+const mutation: fc.Arbitrary<(v: Json) => Json> = fc.oneof(
+  fc.tuple(fc.nat(), hostileValue).map(([i, x]) => (v: Json) => {
+    const ps = paths(v);
+    return edit(v, ps[i % ps.length]!, () => x); // a value replaced
+  }),
+  fc.nat().map((i) => (v: Json) => {
+    const ps = paths(v).slice(1);
+    return ps.length === 0 ? v : edit(v, ps[i % ps.length]!, () => undefined); // a field or element removed
+  }),
+  fc.tuple(fc.nat(), hostileKey, hostileValue).map(([i, k, x]) => (v: Json) => {
+    const ps = paths(v).filter((p) =>
+      isObject(p.reduce<Json>((o, key) => (o as Record<string, Json>)[key], v)),
+    );
+    return ps.length === 0 ? v : edit(v, ps[i % ps.length]!, (o) => edit(o, [k], () => x)); // a field added
+  }),
+  fc
+    .constantFrom(
+      'hello',
+      'progress',
+      'log',
+      'result',
+      'observed',
+      'confirm',
+      'welcome',
+      'desired',
+      'cancel',
+      'confirmed',
+      'error',
+      'HELLO',
+      '',
+    )
+    .map(
+      (type) => (v: Json) => (isObject(v) ? edit(v, ['type'], () => type) : v), // another type, same fields
+    ),
+);
+const mutated = (valid: fc.Arbitrary<Json>) =>
+  fc
+    .tuple(valid, fc.array(mutation, { minLength: 1, maxLength: 3 }))
+    .map(([m, ms]) => ms.reduce((v, f) => f(v), m));
+
+// --- Checks ----------------------------------------------------------------------------------
+
+/**
+ * Decodes a frame as the server's agent hub does (JSON.parse, then safeParse, then the first
+ * issue as the reason); returns the reason, or undefined for a valid message. Only JSON.parse
+ * may throw, and only a SyntaxError.
+ */
+function decodeFrame(schema: z.ZodType, text: string): string | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    assert.ok(err instanceof SyntaxError, `JSON.parse threw ${(err as Error)?.stack}`);
+    return (err as Error).message;
+  }
+  return reason(schema, json);
+}
+
+function reason(schema: z.ZodType, json: unknown): string | undefined {
+  const parsed = schema.safeParse(json);
+  if (parsed.success) {
+    // Decoding is idempotent: what was accepted is accepted again as it is.
+    assert.deepEqual(schema.parse(parsed.data), parsed.data);
+    return undefined;
+  }
+  assert.ok(parsed.error.issues.length > 0, 'invalid without issues');
+  for (const issue of parsed.error.issues) {
+    assert.ok(Array.isArray(issue.path), 'issue without a path');
+    assert.ok(typeof issue.message === 'string' && issue.message.length > 0, 'issue without a message');
+  }
+  const issue = parsed.error.issues[0];
+  return `${issue?.path.join('.') || 'message'}: ${issue?.message}`;
+}
+
+const both = [
+  ['agentMessageSchema', agentMessageSchema, agentMessage],
+  ['serverMessageSchema', serverMessageSchema, serverMessage],
+] as const;
+
+for (const [name, schema, valid] of both) {
+  describe(`${name} under fuzzing`, () => {
+    it('decodes a valid message of every type to itself', () => {
+      fc.assert(
+        fc.property(valid, (m) => {
+          const sent = JSON.parse(JSON.stringify(m));
+          const parsed = schema.safeParse(sent);
+          assert.ok(parsed.success, JSON.stringify(parsed.error?.issues));
+          assert.deepEqual(parsed.data, sent);
+        }),
+        params(1_000),
+      );
+    });
+
+    it('never throws on arbitrary frames and JSON values', () => {
+      fc.assert(
+        fc.property(fc.string({ unit: 'binary', maxLength: 200 }), (s) => void decodeFrame(schema, s)),
+        params(2_000),
+      );
+      fc.assert(
+        fc.property(fc.jsonValue(), (v) => void decodeFrame(schema, JSON.stringify(v))),
+        params(2_000),
+      );
+      const anything = fc.anything({
+        withBigInt: true,
+        withBoxedValues: true,
+        withDate: true,
+        withMap: true,
+        withNullPrototype: true,
+        withSet: true,
+        withSparseArray: true,
+        withTypedArray: true,
+      });
+      fc.assert(
+        fc.property(anything, (v) => void reason(schema, v)),
+        params(1_000),
+      );
+    });
+
+    it('never throws on mutated valid messages, and rejects most of them', (t) => {
+      let accepted = 0;
+      fc.assert(
+        fc.property(mutated(valid), (m) => {
+          if (decodeFrame(schema, JSON.stringify(m)) === undefined) accepted++;
+        }),
+        params(3_000),
+      );
+      assert.ok(accepted < 1_500, `${accepted} of 3000 mutants accepted`);
+      t.diagnostic(`${accepted} of 3000 mutated messages were still valid`);
+    });
+  });
+}
