@@ -9,6 +9,7 @@ import {
   type AgentMessage,
   CLOSE_CODES,
   type DeploymentResult,
+  type DeploymentStep,
   type DesiredDeployment,
   type LogLine,
   MAX_AGENT_MESSAGE_BYTES,
@@ -19,7 +20,8 @@ import { JournalFile } from './journal-file.ts';
 import { machineHostname, nixSystem, nixVersion } from './machine-facts.ts';
 import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
-import { driveDeployment, newJournal } from './run-deployment.ts';
+import { closureParts, readClosure } from './read-closure.ts';
+import { DeploymentInterrupted, driveDeployment, newJournal } from './run-deployment.ts';
 
 /** Everything the agent runs with, parsed once. */
 export interface AgentOptions {
@@ -35,6 +37,16 @@ export interface AgentOptions {
   readonly backoff?: { initialMs: number; maxMs: number };
 }
 
+/** The deployment the agent is running, and its latest step (said again on every reconnect). */
+interface RunningDeployment {
+  readonly id: string;
+  done: Promise<void>;
+  step: DeploymentStep | null;
+}
+
+/** How long a confirmation waits for the old connection to deliver its last log lines. */
+const DRAIN_MS = 1500;
+
 /** Lines of a deployment's log held while the connection is down. */
 const MAX_PENDING_LINES = 20_000;
 
@@ -46,8 +58,12 @@ const MAX_PENDING_LINES = 20_000;
 export class AgentDaemon {
   readonly #o: AgentOptions;
   #ws: WebSocket | undefined;
+  /** The current connection attempt, open or still connecting. */
+  #socket: WebSocket | undefined;
+  /** Ends the wait between two connection attempts early, while the agent is waiting. */
+  #wakeUp: (() => void) | undefined;
   #caches: readonly AgentCache[] = [];
-  #running: { id: string; done: Promise<void> } | undefined;
+  #running: RunningDeployment | undefined;
   #next: DesiredDeployment | null = null;
   readonly #finished = new Set<string>();
   #unreported: DeploymentResult[] = [];
@@ -60,6 +76,8 @@ export class AgentDaemon {
   /** The deployment waiting for the server's confirmation over a new connection. */
   #confirming: { id: string; resolve: (ok: boolean) => void } | undefined;
   #forceReconnect = false;
+  /** Aborts when the agent stops; a deployment still downloading ends then, to resume next start. */
+  #stopping: AbortSignal | undefined;
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -100,6 +118,7 @@ export class AgentDaemon {
 
   /** Runs until the signal aborts: connects, reconnects, and runs deployments. */
   async run(signal: AbortSignal): Promise<void> {
+    this.#stopping = signal;
     this.#nixVersion = await nixVersion(this.#o.env);
     await this.#recover();
     const backoff = new Backoff({ initialMs: 500, maxMs: 30_000, ...this.#o.backoff });
@@ -115,9 +134,33 @@ export class AgentDaemon {
           : backoff.next();
       this.#forceReconnect = false;
       this.#o.log(`${outcome.why}; reconnecting in ${(delay / 1000).toFixed(1)}s`);
-      await sleep(delay, signal);
+      await this.#pause(delay, signal);
     }
     await this.#running?.done;
+  }
+
+  /** Waits between connection attempts, until `ms` pass, the signal aborts or {@link #reconnectNow}. */
+  async #pause(ms: number, signal: AbortSignal): Promise<void> {
+    const wake = new AbortController();
+    const onAbort = () => wake.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.#wakeUp = () => wake.abort();
+    try {
+      await sleep(ms, wake.signal);
+    } finally {
+      this.#wakeUp = undefined;
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Tries to connect now rather than after the backoff: the agent has something for the server
+   * (a result, a confirmation) that should not wait up to the backoff's cap once the network is
+   * back. Later failures back off as before.
+   */
+  #reconnectNow(): void {
+    if (this.#wakeUp) this.#wakeUp();
+    else if (!this.#ws) this.#forceReconnect = true;
   }
 
   async #observed(): Promise<Observed> {
@@ -147,6 +190,7 @@ export class AgentDaemon {
         maxPayload: MAX_AGENT_MESSAGE_BYTES,
         handshakeTimeout: 15_000,
       });
+      this.#socket = ws;
       let welcomed = false;
       let why = 'connection closed';
       let alive = true;
@@ -179,17 +223,27 @@ export class AgentDaemon {
         });
       });
       ws.on('open', async () => {
+        const observed = await this.#observed();
+        if (ws.readyState !== ws.OPEN) return;
+        // Only now can anything be sent on it: the server closes a connection whose first
+        // message is not hello (a log flush used to slip in while observed() ran).
         this.#ws = ws;
+        // The server finishes a deployment on its result, and followers stop reading its log
+        // there: a result whose log lines are still held goes after them, once welcomed.
+        const carried = this.#unreported.filter((r) => !this.#pendingLines.has(r.deploymentId)).slice(0, 100);
+        this.#unreported = this.#unreported.filter((r) => !carried.includes(r));
+        for (const r of carried) this.#awaitingAck.set(r.deploymentId, r);
         this.#send({
           type: 'hello',
           protocol: AGENT_PROTOCOL_VERSION,
-          observed: await this.#observed(),
+          observed,
           running: this.#running?.id ?? null,
-          unreported: this.#unreported.slice(-100),
+          unreported: carried,
         });
       });
-      ws.on('pong', () => {
+      ws.on('pong', (data) => {
         alive = true;
+        this.#linesReceived(data);
       });
       ws.on('ping', () => {
         alive = true;
@@ -210,7 +264,13 @@ export class AgentDaemon {
             this.#caches = msg.caches;
             // The server has seen the results sent with hello.
             this.#acknowledged();
+            // Progress sent while the link was down was lost: say again where the running
+            // deployment is, before the logs and the confirmation (the server confirms only a
+            // deployment it knows is running).
+            if (this.#running?.step)
+              this.#send({ type: 'progress', deploymentId: this.#running.id, step: this.#running.step });
             this.#flushLogs();
+            void this.#sendUnreported();
             if (this.#confirming) this.#send({ type: 'confirm', deploymentId: this.#confirming.id });
             if (this.#resume) {
               const j = this.#resume;
@@ -238,10 +298,12 @@ export class AgentDaemon {
         clearInterval(heartbeat);
         signal.removeEventListener('abort', onAbort);
         if (this.#ws === ws) this.#ws = undefined;
+        if (this.#socket === ws) this.#socket = undefined;
         // Results the server may not have processed go again with the next hello.
         for (const r of this.#awaitingAck.values())
           if (!this.#unreported.some((u) => u.deploymentId === r.deploymentId)) this.#unreported.push(r);
         this.#awaitingAck.clear();
+        this.#requeueLines();
         if (code === CLOSE_CODES.revoked)
           why = 'the server closed the connection: the agent token was revoked';
         else if (code !== 1006 && reason.length > 0)
@@ -277,9 +339,8 @@ export class AgentDaemon {
 
   /** The server has everything sent before: results need not be sent again. */
   #acknowledged(): void {
-    if (this.#unreported.length === 0 && this.#awaitingAck.size === 0) return;
-    const ids = new Set([...this.#unreported.map((r) => r.deploymentId), ...this.#awaitingAck.keys()]);
-    this.#unreported = [];
+    if (this.#awaitingAck.size === 0) return;
+    const ids = new Set(this.#awaitingAck.keys());
     this.#awaitingAck.clear();
     void this.#journal
       .read()
@@ -299,6 +360,17 @@ export class AgentDaemon {
   /** Results sent on the current connection that the server has not yet shown it has. */
   readonly #awaitingAck = new Map<string, DeploymentResult>();
 
+  /** Sends the results hello did not carry, after the log lines flushed before this call. */
+  async #sendUnreported(): Promise<void> {
+    if (this.#unreported.length === 0) return;
+    const observed = await this.#observed();
+    for (const result of this.#unreported.splice(0)) {
+      if (this.#send({ type: 'result', result, observed }))
+        this.#awaitingAck.set(result.deploymentId, result);
+      else this.#unreported.push(result);
+    }
+  }
+
   /** Opens a new connection and waits for the server to confirm the deployment over it. */
   #confirm(id: string, timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
@@ -309,14 +381,41 @@ export class AgentDaemon {
         resolve(ok);
       };
       this.#confirming = { id, resolve: done };
-      // A new connection proves the new configuration can reach the server; the old one does not.
+      // A new connection proves the new configuration can reach the server; the old one does not,
+      // nor does one whose TCP handshake may have happened before the switch: drop any attempt.
+      const old = this.#socket;
+      if (!old) {
+        this.#reconnectNow();
+        return;
+      }
       this.#forceReconnect = true;
-      if (this.#ws) this.#ws.terminate();
-      else this.#forceReconnect = false;
+      // The lines just logged go out on the old connection first, and the agent waits briefly
+      // for the server to show it read them: dropped unread, they would be sent again, twice
+      // over when the server had them after all.
+      this.#flushLogs();
+      void this.#drained(DRAIN_MS).then(() => old.terminate());
+    });
+  }
+
+  /** Resolves once the server has shown it read every log line sent, or after `ms`. */
+  #drained(ms: number): Promise<void> {
+    if (this.#unconfirmedLines.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(finish, ms);
+      const previous = this.#onDrained;
+      function finish() {
+        clearTimeout(timer);
+        previous?.();
+        resolve();
+      }
+      this.#onDrained = finish;
     });
   }
 
   #start(d: DesiredDeployment, journal?: AgentJournal): void {
+    // Recorded before the deployment starts: a resumed one reports its first step at once.
+    const running: RunningDeployment = { id: d.id, done: Promise.resolve(), step: null };
+    this.#running = running;
     const done = (async () => {
       this.#o.log(`deployment ${d.id}: switching ${this.#o.profile} to ${d.storePath}`);
       let start = journal;
@@ -333,11 +432,17 @@ export class AgentDaemon {
           stateDir: this.#o.stateDir,
           journal: this.#journal,
           onLine: (text) => this.#logLine(d.id, text),
-          onStep: (step) => this.#send({ type: 'progress', deploymentId: d.id, step }),
+          onStep: (step) => {
+            running.step = step;
+            this.#send({ type: 'progress', deploymentId: d.id, step });
+          },
           confirm: (id, timeoutMs) => this.#confirm(id, timeoutMs),
+          onRealised: (storePath) => this.#reportClosure(d.id, storePath),
+          ...(this.#stopping ? { signal: this.#stopping } : {}),
         },
         start,
-      ).catch((err: unknown): DeploymentResult => {
+      ).catch((err: unknown): DeploymentResult | null => {
+        if (err instanceof DeploymentInterrupted) return null;
         // The journal could not be written: the machine's state is unknown to the agent; say so.
         this.#o.log(`deployment ${d.id}: ${(err as Error).message}`);
         return {
@@ -348,20 +453,42 @@ export class AgentDaemon {
           rebootRequired: false,
         };
       });
+      if (result === null) {
+        this.#o.log(`deployment ${d.id}: stopped while downloading; the next start resumes it`);
+        return;
+      }
       this.#o.log(`deployment ${d.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}`);
       this.#finished.add(d.id);
       this.#flushLogs();
       const delivered = this.#send({ type: 'result', result, observed: await this.#observed() });
       if (delivered) this.#awaitingAck.set(result.deploymentId, result);
-      else this.#unreported.push(result);
+      else {
+        this.#unreported.push(result);
+        this.#reconnectNow();
+      }
     })();
-    this.#running = { id: d.id, done };
+    running.done = done;
     void done.finally(() => {
       this.#running = undefined;
       const next = this.#next;
       this.#next = null;
-      if (next && !this.#finished.has(next.id)) this.#start(next);
+      if (next && !this.#finished.has(next.id) && !this.#stopping?.aborted) this.#start(next);
     });
+  }
+
+  /**
+   * Tells the server the closure just realised (paths, NAR sizes, references), in parts that
+   * fit a message. Best effort: the deployment goes on whatever happens here.
+   */
+  async #reportClosure(deploymentId: string, storePath: string): Promise<void> {
+    try {
+      const parts = closureParts(await readClosure(this.#o.env, storePath), MAX_AGENT_MESSAGE_BYTES / 2);
+      for (const [i, paths] of parts.entries()) {
+        this.#send({ type: 'closure', deploymentId, paths, final: i === parts.length - 1 });
+      }
+    } catch (err) {
+      this.#o.log(`deployment ${deploymentId}: cannot report the closure: ${(err as Error).message}`);
+    }
   }
 
   #logLine(deploymentId: string, text: string): void {
@@ -379,13 +506,63 @@ export class AgentDaemon {
   #flushLogs(): void {
     if (this.#flushTimer) clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
-    for (const [deploymentId, lines] of this.#pendingLines) {
-      while (lines.length > 0) {
-        const batch = lines.slice(0, 1000);
-        if (!this.#send({ type: 'log', deploymentId, lines: batch })) return;
-        lines.splice(0, batch.length);
+    let sent = false;
+    try {
+      for (const [deploymentId, lines] of this.#pendingLines) {
+        while (lines.length > 0) {
+          const batch = lines.slice(0, 1000);
+          if (!this.#send({ type: 'log', deploymentId, lines: batch })) return;
+          sent = true;
+          this.#unconfirmedLines.push({ ping: this.#pings + 1, deploymentId, lines: batch });
+          lines.splice(0, batch.length);
+        }
+        this.#pendingLines.delete(deploymentId);
       }
-      this.#pendingLines.delete(deploymentId);
+    } finally {
+      // The pong to this ping proves the server read every batch sent before it.
+      if (sent && this.#ws?.readyState === this.#ws?.OPEN) this.#ws?.ping(String(++this.#pings));
+      // A peer that never answers pings must not make the agent hold every line forever.
+      let held = this.#unconfirmedLines.reduce((n, b) => n + b.lines.length, 0);
+      while (held > MAX_PENDING_LINES) held -= this.#unconfirmedLines.shift()?.lines.length ?? held;
+    }
+  }
+
+  /**
+   * Log batches sent on the current connection that the server has not yet been shown to have
+   * read, by the number of the ping sent after them. A link that dies takes unread bytes with
+   * it (often the very lines that say what broke it), and nothing else would tell.
+   */
+  #unconfirmedLines: Array<{ ping: number; deploymentId: string; lines: LogLine[] }> = [];
+  #pings = 0;
+
+  /** A pong: the batches sent before its ping reached the server. */
+  #linesReceived(data: Buffer): void {
+    const n = Number(data.toString());
+    if (!Number.isInteger(n) || n <= 0) return;
+    this.#unconfirmedLines = this.#unconfirmedLines.filter((b) => b.ping > n);
+    if (this.#unconfirmedLines.length > 0) return;
+    const drained = this.#onDrained;
+    this.#onDrained = undefined;
+    drained?.();
+  }
+
+  /** Called once no sent line awaits the server's pong. */
+  #onDrained: (() => void) | undefined;
+
+  /**
+   * The connection closed: batches it may have lost go back in front of the held lines, to be
+   * sent on the next connection (a line the server did read, whose pong was lost, comes twice).
+   */
+  #requeueLines(): void {
+    const lost = this.#unconfirmedLines;
+    this.#unconfirmedLines = [];
+    const drained = this.#onDrained;
+    this.#onDrained = undefined;
+    drained?.();
+    for (const b of lost.reverse()) {
+      const held = this.#pendingLines.get(b.deploymentId) ?? [];
+      this.#pendingLines.delete(b.deploymentId);
+      this.#pendingLines.set(b.deploymentId, [...b.lines, ...held].slice(-MAX_PENDING_LINES));
     }
   }
 }

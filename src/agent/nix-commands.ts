@@ -4,19 +4,39 @@ import { join } from 'node:path';
 import { type RunLinesResult, runLines } from '../lib/run-lines.ts';
 import type { AgentCache } from '../protocol/agent-protocol.ts';
 
+/** Seconds Nix may take to open a connection to a cache. */
+const CONNECT_TIMEOUT_SECONDS = 15;
+/** Seconds a download may go without receiving a byte before Nix drops it and retries. */
+const STALLED_DOWNLOAD_TIMEOUT_SECONDS = 10;
+
 /** How the agent runs nix: its environment and where it keeps temporary files and GC roots. */
 export interface NixContext {
   readonly env: NodeJS.ProcessEnv;
   readonly stateDir: string;
   readonly onLine: (line: string) => void;
+  /** Aborted when the agent stops: downloads end at once (the journal lets the next run redo them). */
+  readonly signal?: AbortSignal;
 }
 
 /**
  * The options that add the workspace's caches to the ones the machine trusts (never replacing
- * them) and make a path pushed seconds ago visible (no negative narinfo caching).
+ * them), make a path pushed seconds ago visible (no negative narinfo caching), and notice a dead
+ * connection in seconds: Nix's defaults wait 300 s for a connection and for a transfer that has
+ * stopped moving (a link that went down, a NAT that forgot the flow), after which it retries,
+ * resuming the NAR with a range request; the agent retries the whole realise after that.
  */
 function cacheOptions(caches: readonly AgentCache[], netrc: string | undefined): string[] {
-  const opts = ['--option', 'narinfo-cache-negative-ttl', '0'];
+  const opts = [
+    '--option',
+    'narinfo-cache-negative-ttl',
+    '0',
+    '--option',
+    'connect-timeout',
+    String(CONNECT_TIMEOUT_SECONDS),
+    '--option',
+    'stalled-download-timeout',
+    String(STALLED_DOWNLOAD_TIMEOUT_SECONDS),
+  ];
   if (caches.length > 0) {
     opts.push('--option', 'extra-substituters', caches.map((c) => c.url).join(' '));
     opts.push('--option', 'extra-trusted-public-keys', caches.map((c) => c.publicKey).join(' '));
@@ -63,6 +83,7 @@ export async function plannedUnpackedBytes(
     ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths],
     {
       env: ctx.env,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
       onLine: (line) => {
         const m = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
         if (m) bytes = (bytes ?? 0) + Number(m[2]) * 1024 * 1024;
@@ -93,7 +114,7 @@ export async function realise(
   return await runLines(
     'nix-store',
     ['--realise', ...cacheOptions(caches, netrc), '--add-root', join(roots, 'in-flight'), ...paths],
-    { env: ctx.env, onLine: ctx.onLine },
+    { env: ctx.env, onLine: ctx.onLine, ...(ctx.signal ? { signal: ctx.signal } : {}) },
   );
 }
 

@@ -1,5 +1,6 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Backoff, sleep } from '../lib/backoff.ts';
 import { runLines } from '../lib/run-lines.ts';
 import type { AgentJournal } from '../protocol/agent-journal.ts';
 import type {
@@ -37,10 +38,33 @@ export interface RunDeploymentContext extends NixContext {
    * deployment over it, or false when that did not happen within `timeoutMs`.
    */
   readonly confirm: (deploymentId: string, timeoutMs: number) => Promise<boolean>;
+  /** Called once the closure is on the machine, to report it; must not throw. */
+  readonly onRealised?: (storePath: string) => Promise<void>;
 }
+
+/**
+ * Realise attempts when downloads fail. Nix retries a broken download itself (resuming it with a
+ * range request), but only for a few seconds; an outage longer than that fails `nix-store
+ * --realise`, and the agent runs it again, over about a minute, before the deployment fails.
+ * Nothing has changed on the machine yet, so waiting costs only time.
+ */
+const REALISE_ATTEMPTS = 5;
+/** Equal jitter (half fixed, half random): spreads a fleet out yet always waits a little. */
+const REALISE_BACKOFF = { initialMs: 5000, maxMs: 40_000, random: () => 0.5 + Math.random() / 2 };
+/**
+ * Output of Nix for a failed transfer ("unable to download '...': Couldn't connect to server"),
+ * as opposed to a path that no cache has or a bad signature, which another attempt will not fix.
+ */
+const DOWNLOAD_ERROR = /unable to download/;
 
 /** Extra room kept free on the store's disk beyond what a download needs. */
 const DISK_MARGIN = 1.1;
+
+/**
+ * The agent is stopping while the deployment is still downloading: nothing on the machine has
+ * changed, the journal says `realise`, and the next agent process starts the download again.
+ */
+export class DeploymentInterrupted extends Error {}
 
 class StepFailure extends Error {
   constructor(
@@ -74,7 +98,8 @@ export function newJournal(d: DesiredDeployment): AgentJournal {
  * profile changed switches back to the recorded previous path and re-activates it. The journal
  * is written before each step that changes the machine, so a new agent process can call this
  * again with the journal it finds and the deployment ends the same way. Never throws for a
- * failed deployment: it resolves with the result to report.
+ * failed deployment: it resolves with the result to report. It throws
+ * {@link DeploymentInterrupted} when `ctx.signal` aborts before the profile changed.
  */
 export async function driveDeployment(
   ctx: RunDeploymentContext,
@@ -105,6 +130,7 @@ export async function driveDeployment(
         case 'realise': {
           ctx.onStep('realise');
           await realiseClosure(ctx, d);
+          await ctx.onRealised?.(d.storePath);
           const kind = await detectProfileKind(d.storePath);
           say(`kind: ${kind}`);
           const previous = (await readProfileState(ctx.profile)).storePath;
@@ -181,6 +207,7 @@ export async function driveDeployment(
           return j.result ?? (await finish('failed', null, 'the journal ended without a result'));
       }
     } catch (err) {
+      if (err instanceof DeploymentInterrupted) throw err;
       const step = err instanceof StepFailure ? err.step : j.phase;
       const reason = err instanceof Error ? err.message : String(err);
       say(`error in ${step}: ${reason}`);
@@ -216,10 +243,33 @@ async function realiseClosure(ctx: RunDeploymentContext, d: DesiredDeployment): 
         );
       }
     }
-    ctx.onLine(`$ nix-store --realise ${paths.join(' ')}`);
-    const r = await realise(ctx, paths, ctx.caches, netrc);
-    if (r.code !== 0)
-      throw new StepFailure('realise', `cannot realise ${d.storePath}: ${r.tail.at(-1) ?? `exit ${r.code}`}`);
+    const backoff = new Backoff(REALISE_BACKOFF);
+    for (let attempt = 1; ; attempt++) {
+      ctx.onLine(`$ nix-store --realise ${paths.join(' ')}`);
+      let network = false;
+      const watch = {
+        ...ctx,
+        onLine: (line: string) => {
+          if (DOWNLOAD_ERROR.test(line)) network = true;
+          ctx.onLine(line);
+        },
+      };
+      const r = await realise(watch, paths, ctx.caches, netrc);
+      if (ctx.signal?.aborted) throw new DeploymentInterrupted('the agent stopped during the download');
+      if (r.code === 0) return;
+      const why = r.tail.at(-1) ?? `exit ${r.code}`;
+      if (!network || attempt >= REALISE_ATTEMPTS)
+        throw new StepFailure(
+          'realise',
+          `cannot realise ${d.storePath}: ${why}${network ? ` (gave up after ${attempt} attempts)` : ''}`,
+        );
+      const delay = backoff.next();
+      ctx.onLine(
+        `realise attempt ${attempt} of ${REALISE_ATTEMPTS} failed on a download error; retrying in ${(delay / 1000).toFixed(1)}s`,
+      );
+      await sleep(delay, ctx.signal);
+      if (ctx.signal?.aborted) throw new DeploymentInterrupted('the agent stopped during the download');
+    }
   });
 }
 

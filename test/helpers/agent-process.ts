@@ -21,6 +21,8 @@ export interface AgentProcess {
 /**
  * Starts an agent as its own process, as on a machine: its own state dir and its own Nix
  * narinfo cache (XDG_CACHE_HOME), so it sees the binary cache as a separate machine would.
+ * `wrap` is a command that runs the agent, such as `['ip', 'netns', 'exec', ns]` to put it in a
+ * network namespace; it must exec the agent (not fork it), so that signals reach the agent.
  */
 export async function startAgent(options: {
   name: string;
@@ -28,20 +30,30 @@ export async function startAgent(options: {
   server: string;
   token: string;
   stateDir?: string;
+  wrap?: readonly string[];
 }): Promise<AgentProcess> {
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-')));
-  const child = spawn(
+  const argv = [
     process.execPath,
-    ['--import', 'tsx', MAIN, 'deploy', 'agent', options.name, options.profile, '--state-dir', stateDir],
-    {
-      env: nixEnv({
-        CAIRN_SERVER: options.server,
-        CAIRN_AGENT_TOKEN: options.token,
-        XDG_CACHE_HOME: join(stateDir, 'xdg-cache'),
-      }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+    '--import',
+    'tsx',
+    MAIN,
+    'deploy',
+    'agent',
+    options.name,
+    options.profile,
+    '--state-dir',
+    stateDir,
+  ];
+  const [cmd, ...args] = [...(options.wrap ?? []), ...argv] as [string, ...string[]];
+  const child = spawn(cmd, args, {
+    env: nixEnv({
+      CAIRN_SERVER: options.server,
+      CAIRN_AGENT_TOKEN: options.token,
+      XDG_CACHE_HOME: join(stateDir, 'xdg-cache'),
+    }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
   const waiters: Array<{ re: RegExp; resolve: (l: string) => void }> = [];
   let buffer = '';
