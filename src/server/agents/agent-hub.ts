@@ -113,7 +113,7 @@ export class AgentHub {
       if (!principal)
         throw new CairnError('UNAUTHENTICATED', 'Cannot connect the agent: no token (set CAIRN_AGENT_TOKEN)');
       const scope = principal.scopes.find((s) => s.kind === 'agent');
-      if (!scope || scope.kind !== 'agent') {
+      if (scope?.kind !== 'agent') {
         throw new CairnError(
           'FORBIDDEN',
           `Cannot connect the agent: token '${principal.tokenName}' is not an agent token`,

@@ -1,4 +1,4 @@
-import { type ColumnDefinitionBuilder, type Expression, type Kysely, sql } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { migration002 } from './migration-002-deployments.ts';
 import { migration003 } from './migration-003-safety.ts';
