@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { open, readFile, stat } from 'node:fs/promises';
 import { sleep } from '../lib/backoff.ts';
+import { processAlive } from '../lib/process-alive.ts';
 import type { ActivationRecord } from '../protocol/agent-journal.ts';
 import type { ActivationPlan } from './activate-profile.ts';
 
@@ -43,15 +44,6 @@ export async function startDetachedActivation(
   const pid = child.pid;
   if (pid === undefined) throw new Error('cannot start the activation: no process id');
   return pid;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -98,7 +90,7 @@ export async function waitForDetachedActivation(
       const [code, label = '-'] = status.trim().split(' ');
       return { code: Number(code), label, lastLine: last };
     }
-    if (record.pid !== null && !alive(record.pid)) {
+    if (record.pid !== null && !processAlive(record.pid)) {
       // One more look: the status may have landed between the two checks.
       if (
         await stat(record.statusFile).then(

@@ -1,15 +1,7 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+import { processAlive } from '../lib/process-alive.ts';
 
 /**
  * Takes the lock that lets only one agent process manage a profile: `<profile>.cairn-agent.lock`
@@ -32,7 +24,7 @@ export async function lockProfile(profile: string): Promise<() => Promise<void>>
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number((await readFile(file, 'utf8').catch(() => '')).split('\n')[0]);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
         throw new CairnError(
           'ALREADY_EXISTS',
           `Cannot start the agent: another cairn agent (pid ${pid}) manages profile ${profile}; stop it first`,

@@ -1,7 +1,11 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { type AgentProcess, startAgent } from './agent-process.ts';
+import { type DeployWorld, deployWorld } from './deploy-fixtures.ts';
 import { RUN_TAG } from './nix.ts';
+import { cli, startTestServer, type TestServer } from './server.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -166,4 +170,77 @@ export function watchLink(ns: Netns, intervalMs = 50): LinkWatch {
       stopped = true;
     },
   };
+}
+
+/** A deployment as `GET .../deployments` lists it, as far as the namespace tests look. */
+export interface DeploymentRow {
+  readonly id: number;
+  readonly state: string;
+  readonly step: string | null;
+  readonly reason: string | null;
+  readonly finishedAt: string | null;
+}
+
+/** A namespace, a server listening on its host side, a deploy world on it, and agents inside. */
+export interface NetWorld {
+  readonly ns: Netns;
+  readonly server: TestServer;
+  readonly world: DeployWorld;
+  /** Creates agent `name` and starts it inside the namespace. */
+  agent(name: string): Promise<AgentProcess>;
+  /** `cairn deploy activate` of `body` as a deploy.json, with extra arguments. */
+  activate(body: object, args?: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** The agent's deployments, newest first. */
+  deployments(agent: string): Promise<DeploymentRow[]>;
+}
+
+/**
+ * Starts namespace `index`, a server on its host side and a deploy world on it. Every step that
+ * needs undoing is pushed on `undo` as it is taken (undo them last first: agents, the server,
+ * the namespace), so a failure half-way still leaves nothing behind.
+ */
+export async function startNetWorld(index: number, undo: Array<() => Promise<unknown>>): Promise<NetWorld> {
+  const ns = await createNetns(index);
+  undo.push(() => ns.remove());
+  const server = await startTestServer({ listen: `${ns.hostIp}:0` });
+  undo.push(() => server.stop());
+  const world = await deployWorld(server);
+  return {
+    ns,
+    server,
+    world,
+    agent: async (name) => {
+      const token = await world.createAgent(name);
+      const a = await startAgent({
+        name,
+        token,
+        profile: join(world.profiles, name),
+        server: server.url,
+        wrap: ns.wrap,
+      });
+      undo.push(() => a.stop());
+      return a;
+    },
+    activate: async (body, args = []) => {
+      const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
+      await writeFile(file, JSON.stringify(body));
+      return await cli(['deploy', 'activate', file, ...args], world.env);
+    },
+    deployments: async (agent) => {
+      const res = await fetch(
+        `${server.url}/api/v1/workspaces/default/deployments?agent=${encodeURIComponent(agent)}`,
+        { headers: { Authorization: `Bearer ${server.adminToken}` } },
+      );
+      return ((await res.json()) as { deployments: DeploymentRow[] }).deployments;
+    },
+  };
+}
+
+/** Undoes the steps `startNetWorld` recorded, of every world at once, each world last step first. */
+export async function stopNetWorlds(undos: ReadonlyArray<Array<() => Promise<unknown>>>): Promise<void> {
+  await Promise.all(
+    undos.map(async (undo) => {
+      for (const step of [...undo].reverse()) await step().catch(() => {});
+    }),
+  );
 }

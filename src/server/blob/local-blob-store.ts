@@ -151,9 +151,13 @@ async function copyRange(
       const { bytesRead } = await handle.read(buf, 0, Math.min(COPY_CHUNK, end - pos + 1), pos);
       if (bytesRead === 0) throw new Error('Cannot send the file: it is shorter than its size');
       pos += bytesRead;
-      written[i] = new Promise<void>((resolve, reject) => {
+      const write = new Promise<void>((resolve, reject) => {
         sink.write(buf.subarray(0, bytesRead), (err) => (err ? reject(err) : resolve()));
       });
+      // When the client goes away both writes fail, and only one is awaited before the throw:
+      // an unobserved rejection would take the whole server down. The awaits still see it.
+      write.catch(() => {});
+      written[i] = write;
     }
     await Promise.all(written);
     await new Promise<void>((resolve) => sink.end(resolve));
