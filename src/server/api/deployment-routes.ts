@@ -1,4 +1,4 @@
-import type { Hono } from 'hono';
+import type { Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { type DeploymentInfo, rollbackBodySchema } from '../../protocol/api-schemas.ts';
@@ -65,6 +65,22 @@ export function registerDeploymentRoutes(
   const rolloutUrl = (requestUrl: string, ws: string, id: number) =>
     `${deps.baseUrl(requestUrl)}/api/v1/workspaces/${ws}/rollouts/${id}`;
 
+  /** Records a new rollout in the audit log and answers with it (201). */
+  const answerNewRollout = async (c: Context<ApiEnv>, rolloutId: number) => {
+    const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
+    await recordAudit(deps, c, {
+      action: rows.some((r) => r.kind === 'rollback') ? 'agent.rollback' : 'rollout.create',
+      target: String(rolloutId),
+      detail: { agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])) },
+    });
+    const body = {
+      id: rolloutId,
+      url: rolloutUrl(c.req.url, c.req.param('ws') ?? 'default', rolloutId),
+      deployments: rows.map(toDeploymentInfo),
+    };
+    return c.json(body, 201);
+  };
+
   // The body is deploy.json itself, so CI can POST the file as it is; ?agent= limits it to some agents.
   api.post('/workspaces/:ws/rollouts', async (c) => {
     const deploy = await parseJsonBody(c, deployJsonSchema, 'create the deployment');
@@ -75,20 +91,7 @@ export function registerDeploymentRoutes(
       deploy,
       only,
     });
-    const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
-    await recordAudit(deps, c, {
-      action: rows.some((r) => r.kind === 'rollback') ? 'agent.rollback' : 'rollout.create',
-      target: String(rolloutId),
-      detail: { agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])) },
-    });
-    return c.json(
-      {
-        id: rolloutId,
-        url: rolloutUrl(c.req.url, c.req.param('ws'), rolloutId),
-        deployments: rows.map(toDeploymentInfo),
-      },
-      201,
-    );
+    return await answerNewRollout(c, rolloutId);
   });
 
   // An explicit rollback is itself a deployment, with its own logs, to what the agent ran before
@@ -119,20 +122,7 @@ export function registerDeploymentRoutes(
       deploy: { agents: { [name]: target.store_path } },
       kind: 'rollback',
     });
-    const rows = await deps.deployments.byRollout(c.var.workspaceId, rolloutId);
-    await recordAudit(deps, c, {
-      action: rows.some((r) => r.kind === 'rollback') ? 'agent.rollback' : 'rollout.create',
-      target: String(rolloutId),
-      detail: { agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])) },
-    });
-    return c.json(
-      {
-        id: rolloutId,
-        url: rolloutUrl(c.req.url, c.req.param('ws'), rolloutId),
-        deployments: rows.map(toDeploymentInfo),
-      },
-      201,
-    );
+    return await answerNewRollout(c, rolloutId);
   });
 
   const rolloutOr404 = async (workspaceId: number, idText: string) => {
