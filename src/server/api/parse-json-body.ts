@@ -6,6 +6,12 @@ import { CairnError } from '../../lib/cairn-error.ts';
 const MAX_JSON_BYTES = 1024 * 1024;
 
 /**
+ * Largest deploy.json: one line per agent, so a fleet of 10,000 with long NixOS system paths
+ * needs more than 1 MiB; 16 MiB leaves room for 100,000.
+ */
+export const MAX_DEPLOY_JSON_BYTES = 16 * 1024 * 1024;
+
+/**
  * Reads and validates a JSON request body against a schema; every problem is reported
  * together, each with the field it concerns.
  * @throws CairnError BAD_REQUEST for a body that is not JSON, INVALID_ARGUMENT for one that does not fit.
@@ -14,13 +20,14 @@ export async function parseJsonBody<S extends z.ZodType>(
   c: Context,
   schema: S,
   action: string,
+  maxBytes = MAX_JSON_BYTES,
 ): Promise<z.output<S>> {
   const declared = Number(c.req.header('content-length') ?? 0);
-  if (declared > MAX_JSON_BYTES)
-    throw new CairnError('TOO_LARGE', `Cannot ${action}: body larger than ${MAX_JSON_BYTES} bytes`);
+  if (declared > maxBytes)
+    throw new CairnError('TOO_LARGE', `Cannot ${action}: body larger than ${maxBytes} bytes`);
   const text = await c.req.text();
-  if (text.length > MAX_JSON_BYTES)
-    throw new CairnError('TOO_LARGE', `Cannot ${action}: body larger than ${MAX_JSON_BYTES} bytes`);
+  if (text.length > maxBytes)
+    throw new CairnError('TOO_LARGE', `Cannot ${action}: body larger than ${maxBytes} bytes`);
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -2,7 +2,7 @@ import type { Hono } from 'hono';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import type { ApiEnv } from '../api/api-routes.ts';
-import { parseJsonBody } from '../api/parse-json-body.ts';
+import { MAX_DEPLOY_JSON_BYTES, parseJsonBody } from '../api/parse-json-body.ts';
 import { isAdmin, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
@@ -59,7 +59,7 @@ export function registerClosureRoutes(api: Hono<ApiEnv>, deps: ClosureRouteDeps)
   });
 
   api.post('/workspaces/:ws/plan', async (c) => {
-    const deploy = await parseJsonBody(c, deployJsonSchema, 'plan the deployment');
+    const deploy = await parseJsonBody(c, deployJsonSchema, 'plan the deployment', MAX_DEPLOY_JSON_BYTES);
     return c.json(
       await planRollout(deps, { principal: c.var.principal, workspaceId: c.var.workspaceId, deploy }),
     );

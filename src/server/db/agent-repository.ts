@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { Observed } from '../../protocol/agent-protocol.ts';
 import type { AgentsTable, Database } from './database-schema.ts';
+import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 
 /** An agent row. */
 export type AgentRow = Selectable<AgentsTable>;
@@ -40,15 +41,20 @@ export class AgentRepository {
       .executeTakeFirst();
   }
 
-  /** Agents of the workspace with these names (one query). */
+  /** Agents of the workspace with these names (one query per thousand). */
   async byNames(workspaceId: number, names: readonly string[]): Promise<AgentRow[]> {
-    if (names.length === 0) return [];
-    return await this.db
-      .selectFrom('agents')
-      .selectAll()
-      .where('workspace_id', '=', workspaceId)
-      .where('name', 'in', [...names])
-      .execute();
+    const rows: AgentRow[] = [];
+    for (const part of inChunks(names, IN_LIST_SIZE)) {
+      rows.push(
+        ...(await this.db
+          .selectFrom('agents')
+          .selectAll()
+          .where('workspace_id', '=', workspaceId)
+          .where('name', 'in', part)
+          .execute()),
+      );
+    }
+    return rows;
   }
 
   async list(workspaceId: number): Promise<AgentRow[]> {
