@@ -35,6 +35,10 @@ export const errorCodes = {
   },
   UNSUPPORTED_COMPRESSION: { status: 400, summary: 'A NAR uses a compression the cache does not accept' },
   // Running things.
+  UNAVAILABLE: {
+    status: 503,
+    summary: 'The server is busy (too many agents connecting at once); retry after the delay it names',
+  },
   COMMAND_FAILED: { status: 500, summary: 'An external command exited with an error' },
   INTERNAL: { status: 500, summary: 'An unexpected internal error' },
 } as const satisfies Record<string, { status: number; summary: string }>;

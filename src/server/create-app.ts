@@ -22,6 +22,7 @@ import type { OpenDatabase } from './db/open-database.ts';
 import { PathIndex } from './db/path-index.ts';
 import { TokenRepository } from './db/token-repository.ts';
 import { WorkspaceRepository } from './db/workspace-repository.ts';
+import { WriteBatch } from './db/write-batch.ts';
 import { type EventBus, LocalEventBus } from './events/event-bus.ts';
 import { errorResponse } from './http/error-response.ts';
 
@@ -86,7 +87,13 @@ export function createApp(deps: AppDeps): App {
   const closures = new ClosureRepository(db);
   const agents = new AgentRepository(db);
   const deployments = new DeploymentRepository(db);
-  const logs = new LogWriter(deployments, (err) => deps.log.error({ err }, 'cannot write deployment logs'));
+  const logs = new LogWriter(
+    deployments,
+    (err) => deps.log.error({ err }, 'cannot write deployment logs'),
+    (event) => bus.publish('log', event),
+  );
+  // The agents' small writes, a transaction per 20 ms; log lines are written before each.
+  const writes = new WriteBatch(db, () => logs.flush());
   const hub = new AgentHub({
     auth,
     agents,
@@ -94,6 +101,7 @@ export function createApp(deps: AppDeps): App {
     caches,
     bus,
     logs,
+    writes,
     log: deps.log,
     now: deps.now,
     // Behind a proxy --public-url says where agents reach us; else the address they used does.

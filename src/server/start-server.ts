@@ -12,6 +12,9 @@ import { openDatabase } from './db/open-database.ts';
 import { startLogRetention } from './retention/log-retention.ts';
 import type { ServerConfig } from './server-config.ts';
 
+/** Connections the kernel may hold for the server to accept. */
+const LISTEN_BACKLOG = 8192;
+
 /** A running server. */
 export interface RunningServer {
   /** The URL it listens at, such as `http://127.0.0.1:43211`. */
@@ -78,7 +81,10 @@ export async function startServer(
   server.on('upgrade', app.onUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
+    // A deep accept queue: after a restart, thousands of agents connect within a second, and
+    // with Node's default of 511 the kernel drops the rest (and a health check among them) for
+    // a whole SYN retry. The kernel caps it at net.core.somaxconn.
+    server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => resolve());
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;

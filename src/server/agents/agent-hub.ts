@@ -1,5 +1,6 @@
 import { type IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { CairnError } from '../../lib/cairn-error.ts';
@@ -17,9 +18,11 @@ import {
 } from '../../protocol/agent-protocol.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Principal } from '../auth/principal.ts';
-import type { AgentRepository, AgentRow } from '../db/agent-repository.ts';
+import { AgentRepository, type AgentRow } from '../db/agent-repository.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
-import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { DeploymentsTable } from '../db/database-schema.ts';
+import { DeploymentRepository, OPEN_STATES } from '../db/deployment-repository.ts';
+import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { errorResponse } from '../http/error-response.ts';
 import type { LogWriter } from './log-writer.ts';
@@ -30,6 +33,28 @@ export const HEARTBEAT_MS = 10_000;
 /** Messages an agent may send in a burst, and per second after it (agents batch their logs). */
 const MESSAGE_BURST = 500;
 const MESSAGES_PER_SECOND = 100;
+
+/** Messages of one agent waiting to be handled before its socket is paused (bounded memory). */
+const PAUSE_AT = 32;
+
+/**
+ * Agent connections being set up at once (authentication through welcome), and how many more
+ * may wait for a turn. Beyond that an agent is told 503 with a Retry-After: in a reconnect storm
+ * the server keeps answering everything else, and agents come back in waves instead of all at once.
+ */
+export const CONNECT_LIMITS = { concurrent: 128, waiting: 4096 } as const;
+
+/** How long the list of caches told to agents is reused (a storm asks for it 10,000 times). */
+const CACHES_TTL_MS = 1000;
+
+/** What the hub remembers of a deployment it told an agent about. */
+interface Known {
+  readonly id: number;
+  readonly rolloutId: number;
+  readonly workspaceId: number;
+  readonly storePath: string;
+  state: string;
+}
 
 interface Connection {
   readonly ws: WebSocket;
@@ -44,6 +69,12 @@ interface Connection {
   /** Token bucket of the message rate limit. */
   allowance: number;
   allowanceAt: number;
+  /** Messages received and not yet handled. */
+  queued: number;
+  /** Called once the agent is welcomed: gives its connect turn back. */
+  readonly welcomed: () => void;
+  /** Deployments told to this agent (or looked up for it) and not over yet, by id. */
+  readonly known: Map<number, Known>;
 }
 
 /** Where the hub records the closures agents report (see `src/server/closures/`). */
@@ -65,11 +96,15 @@ export interface AgentHubDeps {
   readonly caches: CacheRepository;
   readonly bus: EventBus;
   readonly logs: LogWriter;
+  /** Where the agents' small writes are grouped into transactions. */
+  readonly writes: WriteBatch;
   readonly log: Logger;
   readonly now: () => number;
   /** The URL agents reach the server at, given the one the agent's own request used. */
   readonly baseUrl: (requestBase: string) => string;
   readonly heartbeatMs?: number;
+  /** Overrides {@link CONNECT_LIMITS} (tests). */
+  readonly connectLimits?: { concurrent: number; waiting: number };
   /** Records reported closures; without it they are ignored. */
   readonly closures?: ClosureSink;
 }
@@ -84,6 +119,16 @@ export class AgentHub {
   readonly #byAgent = new Map<number, Connection>();
   readonly #heartbeat: NodeJS.Timeout;
   readonly #unsubscribe: Array<() => void>;
+  /** Connections between upgrade and welcome, and the ones waiting for a turn. */
+  #connecting = 0;
+  /** Connections opened and closed since the last heartbeat, for its summary line. */
+  #joined = 0;
+  #left = 0;
+  readonly #waiting: Array<() => void> = [];
+  /** Agents whose desired deployment is to be looked up in the next batch, with who waits. */
+  #desiredWanted = new Map<number, Array<(row: Selectable<DeploymentsTable> | undefined) => void>>();
+  #desiredTimer: NodeJS.Immediate | undefined;
+  readonly #cachesByWorkspace = new Map<number, { at: number; list: ReturnType<CacheRepository['list']> }>();
 
   constructor(deps: AgentHubDeps) {
     this.#deps = deps;
@@ -91,7 +136,10 @@ export class AgentHub {
     this.#heartbeat = setInterval(() => this.#beat(), deps.heartbeatMs ?? HEARTBEAT_MS);
     this.#heartbeat.unref();
     this.#unsubscribe = [
-      deps.bus.subscribe('desired', ({ agentId }) => void this.#sendDesired(agentId)),
+      deps.bus.subscribe('desired', (e) => {
+        if (e.deployment !== undefined) this.#sendDesiredRow(e.agentId, e.deployment);
+        else void this.#sendDesired(e.agentId);
+      }),
       deps.bus.subscribe('token-revoked', ({ tokenId }) => this.#closeToken(tokenId)),
     ];
   }
@@ -106,6 +154,8 @@ export class AgentHub {
    * handshake, and a refused agent gets an HTTP error whose JSON body says why.
    */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const release = await this.#takeConnectSlot(socket);
+    if (!release) return;
     let principal: Principal | undefined;
     let agent: AgentRow | undefined;
     try {
@@ -133,28 +183,86 @@ export class AgentHub {
           `Cannot connect the agent: agent '${scope.agent}' no longer exists`,
         );
     } catch (err) {
-      const { status, body, headers } = errorResponse(err, this.#deps.log);
-      const text = JSON.stringify(body);
-      const extra = Object.entries(headers)
-        .map(([k, v]) => `${k}: ${v}\r\n`)
-        .join('');
-      socket.end(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${extra}` +
-          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
-      );
+      release();
+      this.#refuse(socket, err);
       return;
     }
+    if (socket.destroyed) return release();
     const a = agent;
     const p = principal;
     const proto =
       req.headers['x-forwarded-proto'] === 'https' || 'encrypted' in req.socket ? 'https' : 'http';
     const requestBase = `${proto}://${req.headers.host ?? 'localhost'}`;
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, a, p, requestBase));
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, a, p, requestBase, release));
   }
 
-  #accept(ws: WebSocket, agent: AgentRow, principal: Principal, requestBase: string): void {
+  /**
+   * Waits for a turn to set up a connection; resolves to the function that gives the turn back
+   * (at welcome, or when the connection ends first), or to undefined when the agent was told to
+   * come back later or left while waiting.
+   */
+  async #takeConnectSlot(socket: Duplex): Promise<(() => void) | undefined> {
+    const limits = this.#deps.connectLimits ?? CONNECT_LIMITS;
+    if (this.#connecting < limits.concurrent) {
+      this.#connecting++;
+    } else if (this.#waiting.length < limits.waiting) {
+      // The turn is handed over by the connection that gives it back: #connecting stays as it is.
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    } else {
+      // Spread the retries: agents told the same delay would come back together.
+      const wait = 1 + Math.floor(Math.random() * 10);
+      this.#refuse(
+        socket,
+        new CairnError(
+          'UNAVAILABLE',
+          `Cannot connect the agent now: ${limits.concurrent + limits.waiting} agents are connecting; retry in ${wait}s`,
+          { headers: { 'Retry-After': String(wait) } },
+        ),
+      );
+      return undefined;
+    }
+    let given = false;
+    const release = () => {
+      if (given) return;
+      given = true;
+      const next = this.#waiting.shift();
+      // In a later turn of the event loop: a batch of welcomes must not start as many new
+      // handshakes in the same turn, ahead of every other request.
+      if (next) setImmediate(next);
+      else this.#connecting--;
+    };
+    if (socket.destroyed) {
+      release();
+      return undefined;
+    }
+    return release;
+  }
+
+  /** Answers a refused upgrade with an HTTP error whose JSON body says why. */
+  #refuse(socket: Duplex, err: unknown): void {
+    const { status, body, headers } = errorResponse(err, this.#deps.log);
+    const text = JSON.stringify(body);
+    const extra = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n${extra}` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+    );
+  }
+
+  #accept(
+    ws: WebSocket,
+    agent: AgentRow,
+    principal: Principal,
+    requestBase: string,
+    releaseSlot: () => void,
+  ): void {
     const old = this.#byAgent.get(agent.id);
     if (old) old.ws.close(CLOSE_CODES.replaced, 'replaced by a newer connection of the same agent');
+    // An agent that never says hello gives its turn back after a while all the same.
+    const slotTimer = setTimeout(releaseSlot, 10_000);
+    slotTimer.unref();
     const conn: Connection = {
       ws,
       agent,
@@ -165,10 +273,19 @@ export class AgentHub {
       requestBase,
       allowance: MESSAGE_BURST,
       allowanceAt: Date.now(),
+      queued: 0,
+      known: new Map(),
+      welcomed: () => {
+        clearTimeout(slotTimer);
+        releaseSlot();
+      },
     };
     this.#byAgent.set(agent.id, conn);
     const log = this.#deps.log.child({ agent: agent.name });
-    log.info('agent connected');
+    // Per agent at debug: a fleet's restart would otherwise log 10,000 lines at once (and a slow
+    // log pipe blocks the server); the heartbeat logs how many came and went instead.
+    log.debug('agent connected');
+    this.#joined++;
     ws.on('pong', () => {
       conn.alive = true;
     });
@@ -192,20 +309,63 @@ export class AgentHub {
         return;
       }
       conn.allowance -= 1;
+      // Messages wait here while earlier ones are handled; past a few, stop reading the socket
+      // so that a busy server holds a bounded amount per agent (TCP then slows the agent down).
+      conn.queued++;
+      if (conn.queued >= PAUSE_AT && !ws.isPaused) ws.pause();
       queue = queue
         .then(() => this.#onMessage(conn, data as Buffer, isBinary))
         .catch((err) => {
           log.error({ err }, 'cannot handle agent message');
+        })
+        .finally(() => {
+          conn.queued--;
+          if (ws.isPaused && conn.queued < PAUSE_AT / 2) ws.resume();
         });
     });
     ws.on('close', (code, reason) => {
-      log.info({ code, reason: reason.toString() }, 'agent disconnected');
+      log.debug({ code, reason: reason.toString() }, 'agent disconnected');
+      this.#left++;
+      clearTimeout(slotTimer);
+      releaseSlot();
       if (this.#byAgent.get(agent.id) === conn) {
         this.#byAgent.delete(agent.id);
-        void this.#deps.agents.setOffline(agent.id, this.#deps.now()).catch(() => {});
+        const now = this.#deps.now();
+        void this.#deps.writes
+          .write((db) => new AgentRepository(db).setOffline(agent.id, now))
+          .catch((err) => log.warn({ err }, 'cannot record the agent offline'));
       }
     });
     ws.on('error', (err) => log.warn({ err }, 'agent socket error'));
+  }
+
+  /** A deployment of this agent, from what it was told or else from the database. */
+  async #knownDeployment(conn: Connection, deploymentId: string): Promise<Known | undefined> {
+    const id = Number(deploymentId);
+    const cached = conn.known.get(id);
+    if (cached) return cached;
+    const d = await this.#deps.deployments.byId(conn.agent.workspace_id, id);
+    if (!d || d.agent_id !== conn.agent.id) return undefined;
+    return this.#remember(conn, d);
+  }
+
+  #remember(
+    conn: Connection,
+    d: { id: number; rollout_id: number; workspace_id: number; store_path: string; state: string },
+  ): Known {
+    const k: Known = {
+      id: d.id,
+      rolloutId: d.rollout_id,
+      workspaceId: d.workspace_id,
+      storePath: d.store_path,
+      state: d.state,
+    };
+    // Only open deployments are remembered, and only a few: an agent runs one at a time.
+    if (OPEN_STATES.includes(d.state as never)) {
+      if (conn.known.size >= 8) conn.known.delete(conn.known.keys().next().value!);
+      conn.known.set(d.id, k);
+    }
+    return k;
   }
 
   async #onMessage(conn: Connection, data: Buffer, isBinary: boolean): Promise<void> {
@@ -236,7 +396,8 @@ export class AgentHub {
       conn.ws.close(CLOSE_CODES.invalidMessage, 'hello expected');
       return;
     }
-    const { agents, deployments, bus, now } = this.#deps;
+    const { bus, now, writes } = this.#deps;
+    const agentId = conn.agent.id;
     switch (msg.type) {
       case 'hello': {
         if (msg.protocol < MIN_AGENT_PROTOCOL_VERSION) {
@@ -250,11 +411,17 @@ export class AgentHub {
         }
         conn.helloDone = true;
         conn.system = msg.observed.system;
-        await agents.recordObserved(conn.agent.id, msg.observed, now());
-        for (const r of msg.unreported) await this.#finish(conn, r);
-        const desired = await deployments.desiredFor(conn.agent.id);
-        const caches = await this.#deps.caches.list(conn.agent.workspace_id);
+        const observed = msg.observed;
+        const at = now();
+        const recorded = writes.write((db) => new AgentRepository(db).recordObserved(agentId, observed, at));
+        const finished = msg.unreported.map((r) => this.#finish(conn, r));
+        await Promise.all([recorded, ...finished]);
+        const [desired, caches] = await Promise.all([
+          this.#desiredOf(agentId),
+          this.#caches(conn.agent.workspace_id),
+        ]);
         const base = this.#deps.baseUrl(conn.requestBase);
+        if (desired) this.#remember(conn, desired);
         this.#send(conn, {
           type: 'welcome',
           protocol: AGENT_PROTOCOL_VERSION,
@@ -266,57 +433,69 @@ export class AgentHub {
           })),
           desired: desired ? toDesired(desired, conn.system) : null,
         });
+        conn.welcomed();
         return;
       }
       case 'progress': {
-        const id = Number(msg.deploymentId);
-        const d = await deployments.byId(conn.agent.workspace_id, id);
-        if (!d || d.agent_id !== conn.agent.id) return;
-        if (d.state === 'pending') {
-          if (!(await deployments.markRunning(id, conn.agent.id, now()))) return;
-        } else if (d.state !== 'running') {
-          return;
-        }
-        await deployments.setStep(id, conn.agent.id, msg.step);
-        bus.publish('deployment', {
-          workspaceId: d.workspace_id,
-          rolloutId: d.rollout_id,
-          deploymentId: id,
-          agent: conn.agent.name,
-          state: 'running',
-          step: msg.step,
-          reason: null,
-        });
+        const d = await this.#knownDeployment(conn, msg.deploymentId);
+        if (!d || !OPEN_STATES.includes(d.state as never)) return;
+        const step = msg.step;
+        const at = now();
+        // Not awaited: the write is committed with others within milliseconds, in order, and the
+        // step is announced once it is.
+        void writes
+          .write((db) => new DeploymentRepository(db).start(d.id, agentId, step, at))
+          .then((started) => {
+            if (!started) {
+              d.state = 'cancelled';
+              return;
+            }
+            d.state = 'running';
+            bus.publish('deployment', {
+              workspaceId: d.workspaceId,
+              rolloutId: d.rolloutId,
+              deploymentId: d.id,
+              agent: conn.agent.name,
+              state: 'running',
+              step,
+              reason: null,
+            });
+          })
+          .catch((err) => this.#deps.log.error({ err, agent: conn.agent.name }, 'cannot record a step'));
         return;
       }
       case 'log': {
-        const id = Number(msg.deploymentId);
-        const d = await deployments.byId(conn.agent.workspace_id, id);
-        if (!d || d.agent_id !== conn.agent.id) return;
-        const rows = await this.#deps.logs.append(id, msg.lines);
-        bus.publish('log', {
-          rolloutId: d.rollout_id,
-          deploymentId: id,
-          agent: conn.agent.name,
-          lines: rows.map((r) => ({ seq: r.seq, t: r.t, text: r.text })),
-        });
+        const d = await this.#knownDeployment(conn, msg.deploymentId);
+        if (!d) return;
+        const target = { deploymentId: d.id, rolloutId: d.rolloutId, agent: conn.agent.name };
+        // Past the writer's high-water mark, this agent waits (and its socket pauses) until it drains.
+        if (!this.#deps.logs.append(target, msg.lines)) await this.#deps.logs.flush();
         return;
       }
       case 'result': {
-        await agents.recordObserved(conn.agent.id, msg.observed, now());
+        const observed = msg.observed;
+        const at = now();
+        void writes
+          .write((db) => new AgentRepository(db).recordObserved(agentId, observed, at))
+          .catch((err) =>
+            this.#deps.log.error({ err, agent: conn.agent.name }, 'cannot record observed state'),
+          );
         await this.#finish(conn, msg.result);
-        await this.#sendDesired(conn.agent.id);
+        await this.#sendDesired(agentId);
         return;
       }
-      case 'observed':
-        await agents.recordObserved(conn.agent.id, msg.observed, now());
+      case 'observed': {
+        const observed = msg.observed;
+        const at = now();
+        await writes.write((db) => new AgentRepository(db).recordObserved(agentId, observed, at));
         return;
+      }
       case 'closure': {
-        const d = await deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
-        if (!d || d.agent_id !== conn.agent.id || !this.#deps.closures) return;
+        const d = await this.#knownDeployment(conn, msg.deploymentId);
+        if (!d || !this.#deps.closures) return;
         await this.#deps.closures.recordPart({
-          workspaceId: d.workspace_id,
-          root: d.store_path,
+          workspaceId: d.workspaceId,
+          root: d.storePath,
           paths: msg.paths,
           final: msg.final,
           now: now(),
@@ -324,9 +503,11 @@ export class AgentHub {
         return;
       }
       case 'confirm': {
-        // The agent reached us over a new connection after switching: its network works.
-        const d = await deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
+        // The agent reached us over a new connection after switching: its network works. The
+        // database, not this connection's memory, says whether the deployment still runs.
+        const d = await this.#deps.deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
         if (d && d.agent_id === conn.agent.id && d.state === 'running') {
+          this.#remember(conn, d);
           this.#send(conn, { type: 'confirmed', deploymentId: msg.deploymentId });
         }
         return;
@@ -335,18 +516,22 @@ export class AgentHub {
   }
 
   async #finish(conn: Connection, result: DeploymentResult): Promise<void> {
-    const id = Number(result.deploymentId);
-    const d = await this.#deps.deployments.byId(conn.agent.workspace_id, id);
-    if (!d || d.agent_id !== conn.agent.id) return;
-    // Logs sent before the result are written before it is announced.
-    await this.#deps.logs.flush();
-    const changed = await this.#deps.deployments.finish(id, conn.agent.id, result, this.#deps.now());
-    this.#deps.logs.forget(id);
+    const d = await this.#knownDeployment(conn, result.deploymentId);
+    if (!d) return;
+    const agentId = conn.agent.id;
+    const at = this.#deps.now();
+    // The batch writes the log lines that came before the result first.
+    const changed = await this.#deps.writes.write((db) =>
+      new DeploymentRepository(db).finish(d.id, agentId, result, at),
+    );
+    this.#deps.logs.forget(d.id);
+    conn.known.delete(d.id);
+    d.state = result.state;
     if (!changed) return;
     this.#deps.bus.publish('deployment', {
-      workspaceId: d.workspace_id,
-      rolloutId: d.rollout_id,
-      deploymentId: id,
+      workspaceId: d.workspaceId,
+      rolloutId: d.rolloutId,
+      deploymentId: d.id,
       agent: conn.agent.name,
       state: result.state,
       step: result.step,
@@ -354,10 +539,55 @@ export class AgentHub {
     });
   }
 
+  /** The caches of a workspace, as told to agents; reused for a second. */
+  async #caches(workspaceId: number) {
+    const now = Date.now();
+    let entry = this.#cachesByWorkspace.get(workspaceId);
+    if (!entry || now - entry.at > CACHES_TTL_MS) {
+      entry = { at: now, list: this.#deps.caches.list(workspaceId) };
+      this.#cachesByWorkspace.set(workspaceId, entry);
+      entry.list.catch(() => this.#cachesByWorkspace.delete(workspaceId));
+    }
+    return await entry.list;
+  }
+
+  /**
+   * What an agent should run, looked up together with every other agent asking in the same
+   * turn of the event loop: one query for a thousand agents reporting results at once.
+   */
+  #desiredOf(agentId: number): Promise<Selectable<DeploymentsTable> | undefined> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.#desiredWanted.get(agentId);
+      if (waiting) waiting.push(resolve);
+      else this.#desiredWanted.set(agentId, [resolve]);
+      this.#desiredTimer ??= setImmediate(() => {
+        this.#desiredTimer = undefined;
+        const wanted = this.#desiredWanted;
+        this.#desiredWanted = new Map();
+        this.#deps.deployments.desiredForMany([...wanted.keys()]).then(
+          (rows) => {
+            for (const [id, resolvers] of wanted) for (const r of resolvers) r(rows.get(id));
+          },
+          (err) => {
+            for (const resolvers of wanted.values()) for (const _ of resolvers) reject(err);
+          },
+        );
+      });
+    });
+  }
+
   async #sendDesired(agentId: number): Promise<void> {
     const conn = this.#byAgent.get(agentId);
     if (!conn?.helloDone) return;
-    const desired = await this.#deps.deployments.desiredFor(agentId);
+    const desired = await this.#desiredOf(agentId);
+    this.#sendDesiredRow(agentId, desired ?? null);
+  }
+
+  /** Tells a connected agent what to run, from a row already looked up (a rollout's fan-out). */
+  #sendDesiredRow(agentId: number, desired: Selectable<DeploymentsTable> | null): void {
+    const conn = this.#byAgent.get(agentId);
+    if (!conn?.helloDone) return;
+    if (desired) this.#remember(conn, desired);
     this.#send(conn, { type: 'desired', desired: desired ? toDesired(desired, conn.system) : null });
   }
 
@@ -379,14 +609,28 @@ export class AgentHub {
   }
 
   #beat(): void {
-    for (const conn of this.#byAgent.values()) {
-      if (!conn.alive) {
-        conn.ws.terminate();
-        continue;
-      }
-      conn.alive = false;
-      conn.ws.ping();
+    if (this.#joined > 0 || this.#left > 0) {
+      this.#deps.log.info(
+        { connected: this.#byAgent.size, opened: this.#joined, closed: this.#left },
+        'agent connections changed',
+      );
+      this.#joined = 0;
+      this.#left = 0;
     }
+    // A thousand pings per turn of the event loop: 10,000 in one turn would hold up requests.
+    const conns = [...this.#byAgent.values()];
+    const pingSome = (from: number) => {
+      for (const conn of conns.slice(from, from + 1000)) {
+        if (!conn.alive) {
+          conn.ws.terminate();
+          continue;
+        }
+        conn.alive = false;
+        conn.ws.ping();
+      }
+      if (from + 1000 < conns.length) setImmediate(pingSome, from + 1000);
+    };
+    pingSome(0);
   }
 
   /** Closes every agent connection (they will reconnect elsewhere or after a restart). */
@@ -396,10 +640,17 @@ export class AgentHub {
     for (const conn of this.#byAgent.values())
       conn.ws.close(CLOSE_CODES.shuttingDown, 'server shutting down');
     await this.#deps.logs.flush();
+    await this.#deps.writes.flush();
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
     const ids = [...this.#byAgent.keys()];
     this.#byAgent.clear();
-    await Promise.all(ids.map((id) => this.#deps.agents.setOffline(id, this.#deps.now()).catch(() => {})));
+    const now = this.#deps.now();
+    await this.#deps.writes
+      .write(async (db) => {
+        for (const id of ids) await new AgentRepository(db).setOffline(id, now);
+      })
+      .catch(() => {});
+    await this.#deps.writes.flush();
   }
 }
 

@@ -7,10 +7,11 @@ import { canActivate, isAdmin, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import { type DeploymentRepository, type DeploymentRow, OPEN_STATES } from '../db/deployment-repository.ts';
+import { IN_LIST_SIZE, inChunks } from '../db/in-chunks.ts';
 import { type ActivateDeps, activateRollout } from '../deployments/activate-rollout.ts';
 import type { DeploymentEvent, EventBus, LogEvent } from '../events/event-bus.ts';
 import type { ApiEnv } from './api-routes.ts';
-import { parseJsonBody } from './parse-json-body.ts';
+import { MAX_DEPLOY_JSON_BYTES, parseJsonBody } from './parse-json-body.ts';
 import { recordAudit } from './record-audit.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -83,7 +84,7 @@ export function registerDeploymentRoutes(
 
   // The body is deploy.json itself, so CI can POST the file as it is; ?agent= limits it to some agents.
   api.post('/workspaces/:ws/rollouts', async (c) => {
-    const deploy = await parseJsonBody(c, deployJsonSchema, 'create the deployment');
+    const deploy = await parseJsonBody(c, deployJsonSchema, 'create the deployment', MAX_DEPLOY_JSON_BYTES);
     const only = c.req.queries('agent');
     const { rolloutId } = await activateRollout(deps, {
       principal: c.var.principal,
@@ -154,9 +155,22 @@ export function registerDeploymentRoutes(
     const id = await rolloutOr404(workspaceId, c.req.param('id'));
     const principal = c.var.principal;
     return streamSSE(c, async (stream) => {
-      const queue: Array<{ kind: 'state'; e: DeploymentEvent } | { kind: 'log'; e: LogEvent }> = [];
+      // Events wait here to be written. Taken from the front by swapping arrays, not shift():
+      // a rollout to 10,000 agents queues tens of thousands, and shift() is linear.
+      type Item = { kind: 'state'; e: DeploymentEvent } | { kind: 'log'; e: LogEvent };
+      let queue: Item[] = [];
+      let taking: Item[] = [];
+      let head = 0;
+      const next = (): Item | undefined => {
+        if (head >= taking.length) {
+          taking = queue;
+          queue = [];
+          head = 0;
+        }
+        return taking[head++];
+      };
       let wake: (() => void) | undefined;
-      const push = (item: (typeof queue)[number]) => {
+      const push = (item: Item) => {
         queue.push(item);
         wake?.();
       };
@@ -180,35 +194,46 @@ export function registerDeploymentRoutes(
           canRead(principal, d.agent_name),
         );
         const states = new Map(rows.map((d) => [d.id, d.state]));
+        const isOpen = (state: string) => (OPEN_STATES as readonly string[]).includes(state);
+        // Counted, not recomputed per event: a rollout to 10,000 agents sends tens of thousands.
+        let openCount = rows.filter((d) => isOpen(d.state)).length;
         const lastSeq = new Map<number, number>();
-        for (const d of rows) {
-          await stream.writeSSE({
-            event: 'state',
-            data: JSON.stringify({
-              deploymentId: d.id,
-              agent: d.agent_name,
-              state: d.state,
-              step: d.step,
-              reason: d.reason,
-            }),
-          });
-          const lines = await deps.deployments.logs(d.id);
-          if (lines.length > 0) {
-            lastSeq.set(d.id, lines.at(-1)!.seq);
+        // Lines of a thousand deployments per query, not one query per deployment.
+        for (const part of inChunks(rows, IN_LIST_SIZE)) {
+          const logs = await deps.deployments.logsOf(part.map((d) => d.id));
+          for (const d of part) {
             await stream.writeSSE({
-              event: 'log',
+              event: 'state',
               data: JSON.stringify({
                 deploymentId: d.id,
                 agent: d.agent_name,
-                lines: lines.map(({ seq, t, text }) => ({ seq, t, text })),
+                state: d.state,
+                step: d.step,
+                reason: d.reason,
               }),
             });
+            const lines = logs.get(d.id) ?? [];
+            if (lines.length > 0) {
+              lastSeq.set(d.id, lines.at(-1)!.seq);
+              await stream.writeSSE({
+                event: 'log',
+                data: JSON.stringify({
+                  deploymentId: d.id,
+                  agent: d.agent_name,
+                  lines: lines.map(({ seq, t, text }) => ({ seq, t, text })),
+                }),
+              });
+            }
           }
         }
-        const open = () => [...states.values()].some((s) => (OPEN_STATES as readonly string[]).includes(s));
+        const open = () => openCount > 0;
         let lastWrite = Date.now();
+        let written = 0;
         while (open() && !stream.aborted) {
-          const item = queue.shift();
+          // Writes that do not wait would otherwise run as one long chain of microtasks, holding
+          // up every other request: let the event loop turn now and then.
+          if (++written % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
+          const item = next();
           if (!item) {
             await new Promise<void>((resolve) => {
               wake = resolve;
@@ -216,7 +241,7 @@ export function registerDeploymentRoutes(
             });
             wake = undefined;
             // Keep proxies from closing an idle stream.
-            if (queue.length === 0 && Date.now() - lastWrite >= 14_000) {
+            if (queue.length === 0 && head >= taking.length && Date.now() - lastWrite >= 14_000) {
               await stream.write(': keep-alive\n\n');
               lastWrite = Date.now();
             }
@@ -225,6 +250,8 @@ export function registerDeploymentRoutes(
           if (!states.has(item.e.deploymentId)) continue;
           lastWrite = Date.now();
           if (item.kind === 'state') {
+            if (isOpen(states.get(item.e.deploymentId)!) && !isOpen(item.e.state)) openCount--;
+            else if (!isOpen(states.get(item.e.deploymentId)!) && isOpen(item.e.state)) openCount++;
             states.set(item.e.deploymentId, item.e.state);
             const { deploymentId, agent, state, step, reason } = item.e;
             await stream.writeSSE({

@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { DeploymentState, FinalState } from '../../protocol/agent-protocol.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
+import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 
 /** A deployment row with its agent's name. */
 export type DeploymentRow = Selectable<DeploymentsTable> & { agent_name: string };
@@ -38,41 +39,59 @@ export class DeploymentRepository {
       confirmTimeout: number;
       kind: 'deploy' | 'rollback';
     }>;
-  }): Promise<{ rolloutId: number; cancelled: Array<{ id: number; agentId: number; rolloutId: number }> }> {
+  }): Promise<{
+    rolloutId: number;
+    created: Array<Selectable<DeploymentsTable>>;
+    cancelled: Array<{ id: number; agentId: number; rolloutId: number }>;
+  }> {
     return await this.db.transaction().execute(async (trx) => {
       const rollout = await trx
         .insertInto('rollouts')
         .values({ workspace_id: input.workspaceId, created_at: input.now, created_by: input.createdBy })
         .returning('id')
         .executeTakeFirstOrThrow();
-      const agentIds = input.deployments.map((d) => d.agentId);
-      const cancelled = await trx
-        .updateTable('deployments')
-        .set({ state: 'cancelled', reason: 'superseded by a newer deployment', finished_at: input.now })
-        .where('agent_id', 'in', agentIds)
-        .where('state', '=', 'pending')
-        .returning(['id', 'agent_id', 'rollout_id'])
-        .execute();
-      await trx
-        .insertInto('deployments')
-        .values(
-          input.deployments.map((d) => ({
-            rollout_id: rollout.id,
-            workspace_id: input.workspaceId,
-            agent_id: d.agentId,
-            store_path: d.storePath,
-            rollback_script: d.rollbackScript,
-            exit4: d.exit4,
-            health_checks: d.healthChecks,
-            confirm_timeout: d.confirmTimeout,
-            kind: d.kind,
-            state: 'pending',
-            created_at: input.now,
-          })),
-        )
-        .execute();
+      const cancelled: Array<{ id: number; agent_id: number; rollout_id: number }> = [];
+      for (const agentIds of inChunks(
+        input.deployments.map((d) => d.agentId),
+        IN_LIST_SIZE,
+      )) {
+        cancelled.push(
+          ...(await trx
+            .updateTable('deployments')
+            .set({ state: 'cancelled', reason: 'superseded by a newer deployment', finished_at: input.now })
+            .where('agent_id', 'in', agentIds)
+            .where('state', '=', 'pending')
+            .returning(['id', 'agent_id', 'rollout_id'])
+            .execute()),
+        );
+      }
+      // Eleven values a row: 500 rows stay far below either database's limit on bound values.
+      const created: Array<Selectable<DeploymentsTable>> = [];
+      for (const part of inChunks(input.deployments, 500)) {
+        const rows = await trx
+          .insertInto('deployments')
+          .values(
+            part.map((d) => ({
+              rollout_id: rollout.id,
+              workspace_id: input.workspaceId,
+              agent_id: d.agentId,
+              store_path: d.storePath,
+              rollback_script: d.rollbackScript,
+              exit4: d.exit4,
+              health_checks: d.healthChecks,
+              confirm_timeout: d.confirmTimeout,
+              kind: d.kind,
+              state: 'pending',
+              created_at: input.now,
+            })),
+          )
+          .returningAll()
+          .execute();
+        created.push(...rows);
+      }
       return {
         rolloutId: rollout.id,
+        created,
         cancelled: cancelled.map((c) => ({ id: c.id, agentId: c.agent_id, rolloutId: c.rollout_id })),
       };
     });
@@ -125,25 +144,61 @@ export class DeploymentRepository {
     return rows.find((r) => r.state === 'running') ?? rows[0];
   }
 
-  /** Marks a pending deployment running; false when it was not pending (cancelled meanwhile). */
-  async markRunning(id: number, agentId: number, now: number): Promise<boolean> {
-    const r = await this.db
-      .updateTable('deployments')
-      .set({ state: 'running', started_at: now })
-      .where('id', '=', id)
-      .where('agent_id', '=', agentId)
-      .where('state', '=', 'pending')
-      .executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+  /** The deployments these agents are running now, by agent (one query per thousand agents). */
+  async runningOf(agentIds: readonly number[]): Promise<Map<number, Selectable<DeploymentsTable>>> {
+    const out = new Map<number, Selectable<DeploymentsTable>>();
+    for (const part of inChunks(agentIds, IN_LIST_SIZE)) {
+      const rows = await this.db
+        .selectFrom('deployments')
+        .selectAll()
+        .where('agent_id', 'in', part)
+        .where('state', '=', 'running')
+        .execute();
+      for (const r of rows) out.set(r.agent_id, r);
+    }
+    return out;
   }
 
-  async setStep(id: number, agentId: number, step: string): Promise<void> {
-    await this.db
+  /**
+   * What each agent should run (see {@link desiredFor}), for many agents in one query per
+   * thousand: a rollout to a whole fleet, or every agent that reported a result in the same
+   * moment. Agents with nothing to run are absent.
+   */
+  async desiredForMany(agentIds: readonly number[]): Promise<Map<number, Selectable<DeploymentsTable>>> {
+    const out = new Map<number, Selectable<DeploymentsTable>>();
+    for (const part of inChunks([...new Set(agentIds)], IN_LIST_SIZE)) {
+      const rows = await this.db
+        .selectFrom('deployments')
+        .selectAll()
+        .where('agent_id', 'in', part)
+        .where('state', 'in', [...OPEN_STATES])
+        .orderBy('id', 'desc')
+        .execute();
+      for (const r of rows) {
+        const seen = out.get(r.agent_id);
+        if (!seen || (r.state === 'running' && seen.state !== 'running')) out.set(r.agent_id, r);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Records the step an agent is at, marking a pending deployment running (one statement);
+   * false when the deployment is neither pending nor running (cancelled, or already final).
+   */
+  async start(id: number, agentId: number, step: string, now: number): Promise<boolean> {
+    const r = await this.db
       .updateTable('deployments')
-      .set({ step })
+      .set((eb) => ({
+        state: 'running',
+        step,
+        started_at: eb.fn.coalesce('started_at', eb.val(now)),
+      }))
       .where('id', '=', id)
       .where('agent_id', '=', agentId)
-      .execute();
+      .where('state', 'in', [...OPEN_STATES])
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
   }
 
   /** Records a final state once; false when the deployment was already final or is not the agent's. */
@@ -169,13 +224,11 @@ export class DeploymentRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
-  /** Appends log lines; `seq` continues from the deployment's last line. */
+  /** Appends log lines (numbered by the caller), a thousand rows per INSERT. */
   async appendLogs(rows: readonly DeploymentLogsTable[]): Promise<void> {
-    if (rows.length === 0) return;
-    await this.db
-      .insertInto('deployment_logs')
-      .values([...rows])
-      .execute();
+    for (const part of inChunks(rows, 1000)) {
+      await this.db.insertInto('deployment_logs').values(part).execute();
+    }
   }
 
   /**
@@ -206,14 +259,42 @@ export class DeploymentRepository {
     return rows.find((r) => r.store_path !== current?.store_path);
   }
 
-  /** Highest log sequence number of a deployment, or 0. */
-  async lastLogSeq(deploymentId: number): Promise<number> {
-    const row = await this.db
+  /** Highest log sequence number of each deployment that has lines (one query). */
+  async lastLogSeqs(deploymentIds: readonly number[]): Promise<Map<number, number>> {
+    if (deploymentIds.length === 0) return new Map();
+    const rows = await this.db
       .selectFrom('deployment_logs')
-      .select((eb) => eb.fn.max('seq').as('seq'))
-      .where('deployment_id', '=', deploymentId)
-      .executeTakeFirst();
-    return Number(row?.seq ?? 0);
+      .select((eb) => ['deployment_id', eb.fn.max('seq').as('seq')])
+      .where('deployment_id', 'in', [...deploymentIds])
+      .groupBy('deployment_id')
+      .execute();
+    return new Map(rows.map((r) => [r.deployment_id, Number(r.seq)]));
+  }
+
+  /**
+   * The first `limit` lines of each of these deployments (one query), for replaying a rollout.
+   * Deployments without lines are absent.
+   */
+  async logsOf(
+    deploymentIds: readonly number[],
+    limit = 10_000,
+  ): Promise<Map<number, DeploymentLogsTable[]>> {
+    const out = new Map<number, DeploymentLogsTable[]>();
+    if (deploymentIds.length === 0) return out;
+    const rows = await this.db
+      .selectFrom('deployment_logs')
+      .selectAll()
+      .where('deployment_id', 'in', [...deploymentIds])
+      .where('seq', '<=', limit)
+      .orderBy('deployment_id')
+      .orderBy('seq')
+      .execute();
+    for (const r of rows) {
+      const list = out.get(r.deployment_id);
+      if (list) list.push(r);
+      else out.set(r.deployment_id, [r]);
+    }
+    return out;
   }
 
   async logs(deploymentId: number, afterSeq = 0, limit = 10_000): Promise<DeploymentLogsTable[]> {

@@ -108,7 +108,7 @@ export async function activateRollout(
     deploy.rollbackScript && Object.keys(deploy.rollbackScript).length > 0
       ? JSON.stringify(deploy.rollbackScript)
       : null;
-  const { rolloutId, cancelled } = await deps.deployments.createRollout({
+  const { rolloutId, created, cancelled } = await deps.deployments.createRollout({
     workspaceId,
     createdBy: principal.tokenName,
     now,
@@ -125,19 +125,24 @@ export async function activateRollout(
       };
     }),
   });
-  const created = await deps.deployments.byRollout(workspaceId, rolloutId);
+  const nameById = new Map(rows.map((r) => [r.id, r.name]));
   for (const c of cancelled) {
-    const agent = rows.find((r) => r.id === c.agentId);
     deps.bus.publish('deployment', {
       workspaceId,
       rolloutId: c.rolloutId,
       deploymentId: c.id,
-      agent: agent?.name ?? '',
+      agent: nameById.get(c.agentId) ?? '',
       state: 'cancelled',
       step: null,
       reason: 'superseded by a newer deployment',
     });
   }
-  for (const d of created) deps.bus.publish('desired', { agentId: d.agent_id });
-  return { rolloutId, deployments: created.map((d) => ({ id: d.id, agent: d.agent_name })) };
+  // Agents hear of it first, from the rows just written: an agent still running an earlier
+  // deployment must finish it first and is told that one again (one query for the whole rollout).
+  const running = await deps.deployments.runningOf(created.map((d) => d.agent_id));
+  for (const d of created) {
+    deps.bus.publish('desired', { agentId: d.agent_id, deployment: running.get(d.agent_id) ?? d });
+  }
+  const deployments = created.map((d) => ({ id: d.id, agent: nameById.get(d.agent_id)! }));
+  return { rolloutId, deployments: deployments.sort((a, b) => (a.agent < b.agent ? -1 : 1)) };
 }

@@ -1,5 +1,7 @@
 import { EventEmitter } from 'node:events';
+import type { Selectable } from 'kysely';
 import type { DeploymentState } from '../../protocol/agent-protocol.ts';
+import type { DeploymentsTable } from '../db/database-schema.ts';
 
 /** Something that happened to a deployment: a state change or a step. */
 export interface DeploymentEvent {
@@ -24,8 +26,12 @@ export interface LogEvent {
 export interface BusEvents {
   deployment: DeploymentEvent;
   log: LogEvent;
-  /** An agent's desired state changed: tell it, if it is connected here. */
-  desired: { readonly agentId: number };
+  /**
+   * An agent's desired state changed: tell it, if it is connected here. `deployment`, when
+   * present, is what it should now run (null: nothing), already looked up: a rollout to 10,000
+   * agents then costs one query, not one per agent.
+   */
+  desired: { readonly agentId: number; readonly deployment?: Selectable<DeploymentsTable> | null };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
 }
