@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { Backoff, sleep } from '../lib/backoff.ts';
 import { CAIRN_VERSION } from '../lib/version.ts';
@@ -68,6 +69,9 @@ export class AgentDaemon {
   readonly #finished = new Set<string>();
   #unreported: DeploymentResult[] = [];
   #pendingLines = new Map<string, LogLine[]>();
+  /** Names this agent process as the source of its own log lines (see {@link #logLine}). */
+  readonly #runId = `agent-${randomBytes(6).toString('hex')}`;
+  #lineNumber = 0;
   #flushTimer: NodeJS.Timeout | undefined;
   #nixVersion = 'unknown';
   readonly #journal: JournalFile;
@@ -131,7 +135,7 @@ export class AgentDaemon {
         ? 0
         : this.#confirming
           ? Math.min(backoff.next(), 1000)
-          : backoff.next();
+          : Math.max(backoff.next(), outcome.retryAfterMs);
       this.#forceReconnect = false;
       this.#o.log(`${outcome.why}; reconnecting in ${(delay / 1000).toFixed(1)}s`);
       await this.#pause(delay, signal);
@@ -182,7 +186,7 @@ export class AgentDaemon {
   }
 
   /** One connection, from connect to close; resolves with why it ended. */
-  #connectOnce(signal: AbortSignal): Promise<{ welcomed: boolean; why: string }> {
+  #connectOnce(signal: AbortSignal): Promise<{ welcomed: boolean; why: string; retryAfterMs: number }> {
     return new Promise((resolve) => {
       const url = `${this.#o.server.replace(/^http/, 'ws').replace(/\/+$/, '')}${AGENT_WS_PATH}?agent=${encodeURIComponent(this.#o.name)}`;
       const ws = new WebSocket(url, {
@@ -193,6 +197,7 @@ export class AgentDaemon {
       this.#socket = ws;
       let welcomed = false;
       let why = 'connection closed';
+      let retryAfterMs = 0;
       let alive = true;
       const heartbeat = setInterval(() => {
         if (!alive) {
@@ -207,6 +212,9 @@ export class AgentDaemon {
       signal.addEventListener('abort', onAbort, { once: true });
 
       ws.on('unexpected-response', (_req, res) => {
+        // A busy server (503) or one refusing too many attempts (429) says when to come back.
+        const retryAfter = Number(res.headers['retry-after']);
+        if (Number.isInteger(retryAfter) && retryAfter > 0) retryAfterMs = Math.min(retryAfter, 300) * 1000;
         let body = '';
         res.on('data', (d: Buffer) => {
           body += d.toString();
@@ -308,7 +316,7 @@ export class AgentDaemon {
           why = 'the server closed the connection: the agent token was revoked';
         else if (code !== 1006 && reason.length > 0)
           why = `the server closed the connection (${code}: ${reason.toString()})`;
-        resolve({ welcomed, why });
+        resolve({ welcomed, why, retryAfterMs });
       });
       ws.on('error', (err) => {
         if (why === 'connection closed') why = `cannot connect to ${this.#o.server}: ${err.message}`;
@@ -431,7 +439,7 @@ export class AgentDaemon {
           env: this.#o.env,
           stateDir: this.#o.stateDir,
           journal: this.#journal,
-          onLine: (text) => this.#logLine(d.id, text),
+          onLine: (text, from) => this.#logLine(d.id, text, from),
           onStep: (step) => {
             running.step = step;
             this.#send({ type: 'progress', deploymentId: d.id, step });
@@ -491,13 +499,16 @@ export class AgentDaemon {
     }
   }
 
-  #logLine(deploymentId: string, text: string): void {
+  #logLine(deploymentId: string, text: string, from?: { src: string; n: number }): void {
     let lines = this.#pendingLines.get(deploymentId);
     if (!lines) {
       lines = [];
       this.#pendingLines.set(deploymentId, lines);
     }
-    lines.push({ t: Date.now(), text: text.slice(0, 16_384) });
+    // Numbered, so that a batch sent again after a dropped connection is not shown twice: by
+    // the source's own number when it has one, else in this process's run.
+    const n = from ?? { src: this.#runId, n: this.#lineNumber++ };
+    lines.push({ t: Date.now(), text: text.slice(0, 16_384), src: n.src, n: n.n });
     if (lines.length > MAX_PENDING_LINES) lines.splice(0, lines.length - MAX_PENDING_LINES);
     // Lines go out together every 50 ms: one message per burst, not per line.
     this.#flushTimer ??= setTimeout(() => this.#flushLogs(), 50);

@@ -53,10 +53,17 @@ export async function startDetachedActivation(
  */
 export async function waitForDetachedActivation(
   record: ActivationRecord,
-  onLine: (line: string) => void,
+  onLine: (line: string, from: { src: string; n: number }) => void,
 ): Promise<DetachedStatus> {
   let offset = 0;
   let partial = '';
+  /** Byte offset of `partial` in the log: each line is numbered by where it starts, so a
+   * re-attached agent sends the same numbers again and the server keeps each line once. */
+  let lineStart = 0;
+  const emit = (line: string) => {
+    onLine(line, { src: 'activation', n: lineStart });
+    lineStart += Buffer.byteLength(line) + 1;
+  };
   let last: string | undefined;
   const drain = async () => {
     const handle = await open(record.logFile, 'r').catch(() => undefined);
@@ -72,7 +79,7 @@ export async function waitForDetachedActivation(
       partial = parts.pop() ?? '';
       for (const line of parts) {
         last = line;
-        onLine(line);
+        emit(line);
       }
     } finally {
       await handle.close();
@@ -84,7 +91,7 @@ export async function waitForDetachedActivation(
     if (status !== undefined) {
       await drain();
       if (partial) {
-        onLine(partial);
+        emit(partial);
         last = partial;
       }
       const [code, label = '-'] = status.trim().split(' ');

@@ -13,7 +13,8 @@ const STALLED_DOWNLOAD_TIMEOUT_SECONDS = 10;
 export interface NixContext {
   readonly env: NodeJS.ProcessEnv;
   readonly stateDir: string;
-  readonly onLine: (line: string) => void;
+  /** Takes a line of output; `from`, when given, numbers it in a source that survives restarts. */
+  readonly onLine: (line: string, from?: { src: string; n: number }) => void;
   /** Aborted when the agent stops: downloads end at once (the journal lets the next run redo them). */
   readonly signal?: AbortSignal;
 }

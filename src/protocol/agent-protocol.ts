@@ -10,6 +10,7 @@ import { healthCheckSchema } from './health-check.ts';
  * 1 (2026-11-25): hello/welcome, desired state, progress, logs, results, health checks,
  *   connectivity confirmation (confirm/confirmed), reboot-required in results.
  * 1 (2026-11-25): `closure` (agent to server) after realising, in parts; still unreleased, so no bump.
+ * 1 (2026-11-25): optional `src` and `n` on log lines, for dropping lines sent twice; unreleased.
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -104,10 +105,17 @@ export const deploymentResultSchema = z.strictObject({
 });
 export type DeploymentResult = z.infer<typeof deploymentResultSchema>;
 
-/** One log line of a deployment, with the agent's clock. */
+/**
+ * One log line of a deployment, with the agent's clock. A line may say where it comes from
+ * (`src`) and its number there (`n`, increasing): the server drops a line whose number it has
+ * already had from the same source for the same deployment, so that lines sent again (after a
+ * dropped connection, or by a restarted agent re-reading its activation's output) appear once.
+ */
 export const logLineSchema = z.strictObject({
   t: z.number().int().nonnegative(),
   text: z.string().max(16_384),
+  src: z.string().min(1).max(64).optional(),
+  n: z.number().int().nonnegative().optional(),
 });
 export type LogLine = z.infer<typeof logLineSchema>;
 
