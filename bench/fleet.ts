@@ -1,0 +1,564 @@
+/**
+ * Fleet scale: one `cairn server` (embedded SQLite, its own process) and N simulated agents (real
+ * WebSocket clients with real tokens speaking the real agent protocol, in separate worker
+ * processes; see bench/fleet-agents.ts). Measures, in one run:
+ *
+ *   1. connect: time until all N are connected and online, server RSS before and after;
+ *   2. fan-out: one rollout to all N; when each agent received its deployment (p50, p99, max)
+ *      and when the server recorded the rollout complete;
+ *   3. reconnect storm: the server is stopped and started again; time until all N are back,
+ *      the longest `/healthz` silence, peak CPU and RSS, and that no deployment was lost or
+ *      sent again;
+ *   4. the peer: a minimal `ws` server broadcasting one message of the same size to N sockets
+ *      held by the same worker processes, and Cairn's ratio to it.
+ *
+ * The last line of output is one JSON object with the figures.
+ * Usage: npm run bench:fleet -- [--agents N] [--workers N] [--deploy-ms MS]
+ */
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { Agent as HttpAgent, get as httpGet } from 'node:http';
+import { cpus, setPriority, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { narinfoText, syntheticPath } from '../test/helpers/binary-cache.ts';
+import { freePort } from '../test/helpers/server-process.ts';
+import type { WorkerCommand, WorkerStats } from './fleet-agents.ts';
+
+const { values } = parseArgs({
+  options: {
+    agents: { type: 'string', default: '10000' },
+    workers: { type: 'string' },
+    'deploy-ms': { type: 'string', default: '1000' },
+    'keep-data': { type: 'boolean', default: false },
+  },
+});
+const AGENTS = Number(values.agents);
+const WORKERS = Number(values.workers ?? Math.max(1, Math.min(4, Math.ceil(AGENTS / 2500))));
+const DEPLOY_MS = Number(values['deploy-ms']);
+if (!Number.isInteger(AGENTS) || AGENTS < 1)
+  throw new Error(`--agents: expected a positive integer, got ${values.agents}`);
+if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error(`--workers: expected a positive integer`);
+if (!Number.isInteger(DEPLOY_MS) || DEPLOY_MS < 0)
+  throw new Error(`--deploy-ms: expected a whole number of ms`);
+
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const WORKER = fileURLToPath(new URL('./fleet-agents.ts', import.meta.url));
+const PEER = fileURLToPath(new URL('./fleet-peer.ts', import.meta.url));
+const WS = 'default';
+/** CPU priority of the simulated agents' processes (see startWorker). */
+const AGENT_NICE = 10;
+/** Extra node flags for the server, to profile it: FLEET_SERVER_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. */
+const SERVER_FLAGS = (process.env.FLEET_SERVER_FLAGS ?? '').split(' ').filter(Boolean);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const say = (s: string) => process.stdout.write(`${s}\n`);
+
+// ---- the server process -------------------------------------------------------------------
+
+interface Server {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly startedAt: number;
+}
+
+async function startServer(port: number, dataDir: string, logFile: string): Promise<Server> {
+  const startedAt = Date.now();
+  const log = openSync(logFile, 'a');
+  const child = spawn(
+    process.execPath,
+    [
+      ...SERVER_FLAGS,
+      '--import',
+      'tsx',
+      MAIN,
+      'server',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      dataDir,
+    ],
+    // Straight into the file: a pipe through this process would slow the server when this
+    // process is busy.
+    { stdio: ['ignore', log, log] },
+  );
+  closeSync(log);
+  return { child, pid: child.pid!, startedAt };
+}
+
+async function waitHealthy(url: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`${url}/healthz did not answer within ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (s.child.exitCode !== null) return;
+  const exited = once(s.child, 'exit');
+  s.child.kill(signal);
+  await exited;
+}
+
+/** Resident set size of a process, in bytes. */
+async function rss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** CPU time a process used so far, in ms (user + system). */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks of 10 ms
+}
+
+/**
+ * One GET on a kept-alive connection, as a load balancer's health check: its status, whether the
+ * connection was reused, and how long it took (5 s at most).
+ */
+const probeAgent = new HttpAgent({ keepAlive: true, maxSockets: 1 });
+function probe(url: string, keepAlive: boolean): Promise<{ status: number; reused: boolean; ms: number }> {
+  const start = Date.now();
+  return new Promise((resolve, reject) => {
+    const req = httpGet(url, { agent: keepAlive ? probeAgent : false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket, ms: Date.now() - start }),
+      );
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
+    req.on('error', reject);
+  });
+}
+
+/** Probes /healthz every 100 ms until stopped; the longest time without a 200, and what failed. */
+function startProber(keepAlive: boolean, since: number) {
+  let lastOk = Date.now();
+  let longestSilence = 0;
+  let longestAt = 0;
+  const errors = new Map<string, number>();
+  let probing = true;
+  const running = (async () => {
+    while (probing) {
+      try {
+        const { status } = await probe(`${base}/healthz`, keepAlive);
+        const now = Date.now();
+        if (status === 200) {
+          if (now - lastOk > longestSilence) {
+            longestSilence = now - lastOk;
+            longestAt = now - since;
+          }
+          lastOk = now;
+        } else {
+          errors.set(`HTTP ${status}`, (errors.get(`HTTP ${status}`) ?? 0) + 1);
+        }
+      } catch (err) {
+        const why = (err as Error).message;
+        errors.set(why, (errors.get(why) ?? 0) + 1);
+      }
+      await sleep(100);
+    }
+    longestSilence = Math.max(longestSilence, Date.now() - lastOk);
+  })();
+  return {
+    async stop() {
+      probing = false;
+      await running;
+      const failed = [...errors].map(([why, n]) => `${n}x ${why}`).join(', ');
+      return {
+        longestSilence,
+        summary: `ending ${longestAt} ms after the stop${failed ? `; failed: ${failed}` : ''}`,
+      };
+    },
+  };
+}
+
+// ---- the API ------------------------------------------------------------------------------
+
+let base = '';
+let admin = '';
+
+async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${base}/api/v1/workspaces/${WS}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${admin}`, 'Content-Type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text.slice(0, 500)}`);
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+interface Deployment {
+  id: number;
+  agent: string;
+  state: string;
+}
+
+// ---- workers ------------------------------------------------------------------------------
+
+interface Worker {
+  readonly child: ChildProcess;
+  stats(reset: boolean): Promise<WorkerStats>;
+  send(cmd: WorkerCommand): void;
+}
+
+function startWorker(): Worker {
+  const child = fork(WORKER, [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  // Real agents run on their own machines: here they share two cores with the server, so they
+  // yield to it (and to the /healthz probe), or the figures would measure the agents' CPU.
+  setPriority(child.pid!, AGENT_NICE);
+  const waiting: Array<(s: WorkerStats) => void> = [];
+  child.on('message', (m) => waiting.shift()?.(m as WorkerStats));
+  return {
+    child,
+    send: (cmd) => child.send(cmd),
+    stats: (reset) =>
+      new Promise((resolve) => {
+        waiting.push(resolve);
+        child.send({ cmd: 'stats', reset } satisfies WorkerCommand);
+      }),
+  };
+}
+
+async function allStats(workers: Worker[], reset = false): Promise<WorkerStats[]> {
+  return await Promise.all(workers.map((w) => w.stats(reset)));
+}
+
+const sum = (xs: WorkerStats[], f: (s: WorkerStats) => number) => xs.reduce((a, s) => a + f(s), 0);
+
+/** Polls the workers until `done` holds; returns the last stats. */
+async function until(
+  workers: Worker[],
+  what: string,
+  done: (s: WorkerStats[]) => boolean,
+  timeoutMs: number,
+  every = 100,
+): Promise<WorkerStats[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await allStats(workers);
+    if (done(s)) return s;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${what}: not done after ${timeoutMs} ms (welcomed ${sum(s, (x) => x.welcomed)}, received ${sum(s, (x) => x.received.length)}, completed ${sum(s, (x) => x.completed)})`,
+      );
+    }
+    await sleep(every);
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function spread(times: number[], t0: number) {
+  const d = times.map((t) => t - t0).sort((a, b) => a - b);
+  return { p50: percentile(d, 50), p99: percentile(d, 99), max: d[d.length - 1] ?? Number.NaN };
+}
+
+// ---- the run ------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'cairn-fleet-'));
+  const logFile = join(dataDir, 'server.log');
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  say(`fleet: ${AGENTS} agents in ${WORKERS} worker processes, deployments take ${DEPLOY_MS} ms`);
+  say(
+    `machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
+  );
+  say(`server data and log: ${dataDir}`);
+  let server = await startServer(port, dataDir, logFile);
+  const workers: Worker[] = [];
+  try {
+    await waitHealthy(base);
+    admin = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+
+    // Set-up: a cache holding one store path, and N agents with their tokens.
+    await api('POST', '/caches', { name: 'main' });
+    const path = syntheticPath('fleet-system', `fleet ${Date.now()}`);
+    for (const [file, body] of [
+      [`nar/${path.narFile}`, path.nar],
+      [`${path.hashPart}.narinfo`, narinfoText(path.fields)],
+    ] as const) {
+      const res = await fetch(`${base}/cache/main/${file}`, {
+        method: 'PUT',
+        headers: { Authorization: `Bearer ${admin}` },
+        body,
+      });
+      if (res.status !== 201) throw new Error(`PUT ${file}: ${res.status} ${await res.text()}`);
+    }
+    const setupStart = Date.now();
+    const agents: Array<{ name: string; token: string }> = new Array(AGENTS);
+    let created = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (created < AGENTS) {
+          const i = created++;
+          const name = `host-${String(i).padStart(5, '0')}`;
+          const r = await api<{ token: string }>('POST', '/agents', { name });
+          agents[i] = { name, token: r.token };
+        }
+      }),
+    );
+    say(`set-up: ${AGENTS} agents created in ${((Date.now() - setupStart) / 1000).toFixed(1)} s`);
+
+    // 1. Connect.
+    await sleep(500);
+    const rssBefore = await rss(server.pid);
+    for (let w = 0; w < WORKERS; w++) workers.push(startWorker());
+    const connectStart = Date.now();
+    workers.forEach((w, i) => {
+      w.send({
+        cmd: 'start',
+        server: base,
+        agents: agents.filter((_, j) => j % WORKERS === i),
+        localAddress: `127.0.0.${i + 2}`,
+        deployMs: DEPLOY_MS,
+        connectConcurrency: 64,
+      });
+    });
+    const connected = await until(
+      workers,
+      'connect',
+      (s) => sum(s, (x) => x.welcomed) === AGENTS,
+      300_000,
+      200,
+    );
+    const connectS = (Math.max(...connected.map((s) => s.lastWelcomeAt)) - connectStart) / 1000;
+    const listed = await api<{ agents: Array<{ online: boolean }> }>('GET', '/agents');
+    const online = listed.agents.filter((a) => a.online).length;
+    if (online !== AGENTS) throw new Error(`connect: the API shows ${online} of ${AGENTS} agents online`);
+    await sleep(1000);
+    const rssConnected = await rss(server.pid);
+    const rssPerAgent = Math.round((rssConnected - rssBefore) / AGENTS);
+    say(
+      `connect: ${AGENTS} online in ${connectS.toFixed(1)} s; server RSS ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
+    );
+
+    // 2. Fan-out: one rollout to every agent.
+    await allStats(workers, true);
+    const deployJson = { agents: Object.fromEntries(agents.map((a) => [a.name, path.storePath])) };
+    const fanoutStart = Date.now();
+    const rollout = await api<{ id: number; deployments: Deployment[] }>('POST', '/rollouts', deployJson);
+    const createdMs = Date.now() - fanoutStart;
+    // Complete is when the server says so: the rollout's event stream (what `cairn deploy
+    // activate` follows) ends once every deployment is final.
+    const complete = (async () => {
+      const res = await fetch(`${base}/api/v1/workspaces/${WS}/rollouts/${rollout.id}/events`, {
+        headers: { Authorization: `Bearer ${admin}` },
+      });
+      if (!res.ok || !res.body) throw new Error(`rollout events: ${res.status}`);
+      const decoder = new TextDecoder();
+      let tail = '';
+      for await (const chunk of res.body) {
+        tail = (tail + decoder.decode(chunk as Uint8Array, { stream: true })).slice(-64);
+        if (tail.includes('event: end')) return Date.now() - fanoutStart;
+      }
+      throw new Error('rollout events: the stream ended without `end`');
+    })();
+    const received = await until(
+      workers,
+      'fan-out',
+      (s) => sum(s, (x) => x.received.length) >= AGENTS,
+      120_000,
+      50,
+    );
+    const fanout = spread(
+      received.flatMap((s) => s.received),
+      fanoutStart,
+    );
+    const rolloutCompleteMs = await Promise.race([
+      complete,
+      sleep(120_000).then(() => {
+        throw new Error('fan-out: the rollout did not complete in 120 s');
+      }),
+    ]);
+    const final = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${rollout.id}`);
+    const notSucceeded = final.deployments.filter((d) => d.state !== 'succeeded');
+    if (notSucceeded.length > 0)
+      throw new Error(`fan-out: ${notSucceeded.length} deployments did not succeed`);
+    say(
+      `fan-out: rollout of ${AGENTS} created in ${createdMs} ms; received p50 ${fanout.p50} ms, p99 ${fanout.p99} ms, max ${fanout.max} ms; complete (every deployment succeeded, as the server records it) in ${rolloutCompleteMs} ms (each agent's deployment takes ${DEPLOY_MS} ms)`,
+    );
+
+    // 3. Reconnect storm: stop the server, start it again on the same data.
+    await allStats(workers, true);
+    const stormStart = Date.now();
+    await stopServer(server);
+    const stoppedMs = Date.now() - stormStart;
+    server = await startServer(port, dataDir, logFile);
+    let peakRss = 0;
+    let peakCpu = 0;
+    let lastCpu = 0;
+    let lastCpuAt = Date.now();
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        try {
+          peakRss = Math.max(peakRss, await rss(server.pid));
+          const c = await cpuMs(server.pid);
+          const now = Date.now();
+          if (lastCpu > 0) peakCpu = Math.max(peakCpu, ((c - lastCpu) / (now - lastCpuAt)) * 100);
+          lastCpu = c;
+          lastCpuAt = now;
+        } catch {}
+        await sleep(500);
+      }
+    })();
+    // Up when /healthz answers on the probe's kept-alive connection, which the probe then keeps.
+    for (;;) {
+      const ok = await probe(`${base}/healthz`, true).then(
+        (r) => r.status === 200,
+        () => false,
+      );
+      if (ok) break;
+      await sleep(50);
+    }
+    const upMs = Date.now() - stormStart;
+    // /healthz from now on, as a load balancer would check it, ten times a second: on one kept-
+    // alive connection (the acceptance figure), and on a new connection each time (new
+    // connections first wait in the kernel's accept queue behind the agents').
+    const kept = startProber(true, stormStart);
+    const fresh = startProber(false, stormStart);
+    const back = await until(
+      workers,
+      'reconnect storm',
+      (s) => sum(s, (x) => x.welcomed) === AGENTS,
+      300_000,
+      200,
+    );
+    const reconnectS = (Math.max(...back.map((s) => s.lastWelcomeAt)) - stormStart) / 1000;
+    await sleep(2000);
+    sampling = false;
+    const [keptFigures, freshFigures] = await Promise.all([kept.stop(), fresh.stop()]);
+    await sampler;
+    const after = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${rollout.id}`);
+    const newest = await api<{ deployments: Array<Deployment & { rolloutId: number }> }>(
+      'GET',
+      '/deployments?limit=1',
+    );
+    const stillSucceeded = after.deployments.filter((d) => d.state === 'succeeded').length;
+    const duplicates = sum(back, (x) => x.duplicates) + sum(back, (x) => x.received.length);
+    const lost = AGENTS - stillSucceeded;
+    // Nothing but this rollout may exist: a deployment created by the restart would be a duplicate.
+    const extra =
+      newest.deployments.filter((d) => d.rolloutId !== rollout.id).length +
+      (after.deployments.length - AGENTS);
+    say(
+      `reconnect storm: server down ${stoppedMs} ms to stop, answering /healthz ${upMs} ms after the stop; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.toFixed(0)}%, peak RSS ${mib(peakRss)}; ${sum(back, (x) => x.failures)} failed attempts; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
+    );
+    if (lost !== 0 || duplicates !== 0 || extra !== 0)
+      throw new Error('reconnect storm: deployment state was lost or duplicated');
+
+    // 4. The peer: the same fan-out from a minimal ws server, after Cairn is stopped.
+    for (const w of workers) w.send({ cmd: 'stop' });
+    await stopServer(server);
+    const peer = fork(PEER, [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const peerMessages: Array<(m: { type: string; port?: number; count?: number; t0?: number }) => void> = [];
+    peer.on('message', (m) => peerMessages.shift()?.(m as never));
+    const peerNext = () =>
+      new Promise<{ type: string; port?: number; count?: number; t0?: number }>((r) => peerMessages.push(r));
+    const { port: peerPort } = await peerNext();
+    await allStats(workers, true);
+    workers.forEach((w, i) => {
+      w.send({
+        cmd: 'peer',
+        url: `ws://127.0.0.1:${peerPort}`,
+        count: Math.floor(AGENTS / WORKERS) + (i < AGENTS % WORKERS ? 1 : 0),
+      });
+    });
+    await until(workers, 'peer connect', (s) => sum(s, (x) => x.peerOpen) === AGENTS, 120_000, 200);
+    // The message Cairn sent each agent, in size and shape.
+    const message = JSON.stringify({
+      type: 'desired',
+      desired: {
+        id: String(rollout.deployments[0]!.id),
+        storePath: path.storePath,
+        rollbackScript: null,
+        exit4: 'fail',
+        healthChecks: [],
+        confirmTimeoutSeconds: 60,
+        rollback: false,
+      },
+    });
+    await sleep(500);
+    const sent = peerNext();
+    peer.send({ cmd: 'broadcast', message });
+    const { t0 } = await sent;
+    const peerStats = await until(
+      workers,
+      'peer broadcast',
+      (s) => sum(s, (x) => x.peerReceived.length) >= AGENTS,
+      60_000,
+      50,
+    );
+    const ws = spread(
+      peerStats.flatMap((s) => s.peerReceived),
+      t0!,
+    );
+    say(
+      `peer (minimal ws broadcast of one message to ${AGENTS} sockets): p50 ${ws.p50} ms, p99 ${ws.p99} ms, max ${ws.max} ms`,
+    );
+    const ratio = fanout.max / Math.max(1, ws.max);
+    say(`fan-out vs peer: ${ratio.toFixed(1)}x (all received: ${fanout.max} ms vs ${ws.max} ms)`);
+    for (const w of workers) w.send({ cmd: 'peer-stop' });
+    peer.kill();
+
+    const figures = {
+      agents: AGENTS,
+      workers: WORKERS,
+      connect_s: round(connectS, 2),
+      rss_before_bytes: rssBefore,
+      rss_connected_bytes: rssConnected,
+      rss_per_agent_bytes: rssPerAgent,
+      rollout_create_ms: createdMs,
+      fanout_p50_ms: fanout.p50,
+      fanout_p99_ms: fanout.p99,
+      fanout_max_ms: fanout.max,
+      rollout_complete_ms: rolloutCompleteMs,
+      deploy_ms: DEPLOY_MS,
+      ws_broadcast_ms: ws.max,
+      ws_broadcast_p99_ms: ws.p99,
+      fanout_vs_ws: round(ratio, 2),
+      reconnect_s: round(reconnectS, 2),
+      reconnect_healthz_max_silence_ms: keptFigures.longestSilence,
+      reconnect_healthz_new_connection_max_silence_ms: freshFigures.longestSilence,
+      reconnect_peak_cpu_percent: Math.round(peakCpu),
+      reconnect_peak_rss_bytes: peakRss,
+      deployments_lost: lost,
+      deployments_duplicated: duplicates + extra,
+    };
+    say(JSON.stringify(figures));
+  } finally {
+    for (const w of workers) w.child.kill();
+    await stopServer(server).catch(() => {});
+    if (!values['keep-data']) await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+function round(x: number, digits: number): number {
+  return Number(x.toFixed(digits));
+}
+
+await main();
