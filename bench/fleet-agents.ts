@@ -117,8 +117,12 @@ function onDesired(a: SimAgent, d: DesiredDeployment | null): void {
   if (d.id === a.runningId) return;
   a.runningId = d.id;
   stats.received.push(Date.now());
-  send(a, { type: 'progress', deploymentId: d.id, step: 'realise' });
-  send(a, { type: 'log', deploymentId: d.id, lines: [{ t: Date.now(), text: `copying ${d.storePath}` }] });
+  // Answer after this turn's other messages are read: a real agent answers from its own machine,
+  // and here a hundred agents' answers must not delay the next agent's receipt in this process.
+  setImmediate(() => {
+    send(a, { type: 'progress', deploymentId: d.id, step: 'realise' });
+    send(a, { type: 'log', deploymentId: d.id, lines: [{ t: Date.now(), text: `copying ${d.storePath}` }] });
+  });
   setTimeout(() => {
     send(a, { type: 'progress', deploymentId: d.id, step: 'activate' });
     a.storePath = d.storePath;

@@ -15,12 +15,12 @@
  * The last line of output is one JSON object with the figures.
  * Usage: npm run bench:fleet -- [--agents N] [--workers N] [--deploy-ms MS]
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent as HttpAgent, get as httpGet } from 'node:http';
-import { cpus, setPriority, tmpdir, totalmem } from 'node:os';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -49,10 +49,25 @@ const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const WORKER = fileURLToPath(new URL('./fleet-agents.ts', import.meta.url));
 const PEER = fileURLToPath(new URL('./fleet-peer.ts', import.meta.url));
 const WS = 'default';
-/** CPU priority of the simulated agents' processes (see startWorker). */
-const AGENT_NICE = 10;
+/**
+ * Real agents run on machines of their own. Here they share the machine with the server, so the
+ * server (and the peer in its turn) gets CPU 0 to itself, and the agents and this process the
+ * others: the agents' CPU must not count against the server, nor the server starve the agents.
+ */
+const PIN = cpus().length >= 2 && process.platform === 'linux' && !process.env.FLEET_NO_PIN;
+const SERVER_CPUS = '0';
+const AGENT_CPUS = `1-${cpus().length - 1}`;
+
+/** Moves a process (all its threads) onto these CPUs. */
+function pin(pid: number, list: string): void {
+  if (!PIN) return;
+  const r = spawnSync('taskset', ['-a', '-c', '-p', list, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0)
+    throw new Error(`taskset: ${r.stderr || r.error?.message} (set FLEET_NO_PIN=1 to run unpinned)`);
+}
 /** Extra node flags for the server, to profile it: FLEET_SERVER_FLAGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. */
 const SERVER_FLAGS = (process.env.FLEET_SERVER_FLAGS ?? '').split(' ').filter(Boolean);
+const BENCH_START = Date.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -84,6 +99,7 @@ async function startServer(port: number, dataDir: string, logFile: string): Prom
     // process is busy.
     { stdio: ['ignore', log, log] },
   );
+  pin(child.pid!, SERVER_CPUS);
   closeSync(log);
   return { child, pid: child.pid!, startedAt };
 }
@@ -216,9 +232,7 @@ function startWorker(): Worker {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  // Real agents run on their own machines: here they share two cores with the server, so they
-  // yield to it (and to the /healthz probe), or the figures would measure the agents' CPU.
-  setPriority(child.pid!, AGENT_NICE);
+  pin(child.pid!, AGENT_CPUS);
   const waiting: Array<(s: WorkerStats) => void> = [];
   child.on('message', (m) => waiting.shift()?.(m as WorkerStats));
   return {
@@ -281,6 +295,8 @@ async function main(): Promise<void> {
     `machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
   );
   say(`server data and log: ${dataDir}`);
+  pin(process.pid, AGENT_CPUS);
+  say(PIN ? `CPUs: server ${SERVER_CPUS}, agents and this process ${AGENT_CPUS}` : 'CPUs: not pinned');
   let server = await startServer(port, dataDir, logFile);
   const workers: Worker[] = [];
   try {
@@ -471,6 +487,7 @@ async function main(): Promise<void> {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
+    pin(peer.pid!, SERVER_CPUS);
     const peerMessages: Array<(m: { type: string; port?: number; count?: number; t0?: number }) => void> = [];
     peer.on('message', (m) => peerMessages.shift()?.(m as never));
     const peerNext = () =>
@@ -544,6 +561,7 @@ async function main(): Promise<void> {
       reconnect_peak_rss_bytes: peakRss,
       deployments_lost: lost,
       deployments_duplicated: duplicates + extra,
+      bench_s: Math.round((Date.now() - BENCH_START) / 1000),
     };
     say(JSON.stringify(figures));
   } finally {
@@ -562,3 +580,6 @@ function round(x: number, digits: number): number {
 }
 
 await main();
+probeAgent.destroy();
+// Kept-alive HTTP connections and exiting children must not keep the bench waiting.
+process.exit(0);
