@@ -106,14 +106,17 @@ export async function startServer(
     close: () => {
       closing ??= (async () => {
         ready = false;
+        // Stop accepting first: agents told to go reconnect within milliseconds, and a server
+        // still listening would take them back (and then wait for those connections to end).
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         await app.close();
         await retention.stop();
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeIdleConnections();
-          // Requests still running after the grace period are cut.
-          setTimeout(() => server.closeAllConnections(), 10_000).unref();
-        });
+        server.closeIdleConnections();
+        // Requests still running after the grace period are cut.
+        const cut = setTimeout(() => server.closeAllConnections(), 10_000);
+        cut.unref();
+        await stopped;
+        clearTimeout(cut);
         await database.db.destroy();
         log.info('cairn server stopped');
       })();

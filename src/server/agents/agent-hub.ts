@@ -121,6 +121,8 @@ export class AgentHub {
   readonly #unsubscribe: Array<() => void>;
   /** Connections between upgrade and welcome, and the ones waiting for a turn. */
   #connecting = 0;
+  /** Set by close(): new agents are turned away. */
+  #closing = false;
   /** Connections opened and closed since the last heartbeat, for its summary line. */
   #joined = 0;
   #left = 0;
@@ -154,6 +156,15 @@ export class AgentHub {
    * handshake, and a refused agent gets an HTTP error whose JSON body says why.
    */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    if (this.#closing) {
+      this.#refuse(
+        socket,
+        new CairnError('UNAVAILABLE', 'Cannot connect the agent now: the server is shutting down', {
+          headers: { 'Retry-After': String(1 + Math.floor(Math.random() * 5)) },
+        }),
+      );
+      return;
+    }
     const release = await this.#takeConnectSlot(socket);
     if (!release) return;
     let principal: Principal | undefined;
@@ -635,6 +646,7 @@ export class AgentHub {
 
   /** Closes every agent connection (they will reconnect elsewhere or after a restart). */
   async close(): Promise<void> {
+    this.#closing = true;
     clearInterval(this.#heartbeat);
     for (const u of this.#unsubscribe) u();
     for (const conn of this.#byAgent.values())
