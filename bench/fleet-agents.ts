@@ -140,7 +140,7 @@ function onDesired(a: SimAgent, d: DesiredDeployment | null): void {
 }
 
 /** One connection: resolves when it closes, with whether it was welcomed and any Retry-After. */
-function connectOnce(a: SimAgent): Promise<{ welcomed: boolean; retryAfterMs: number }> {
+function connectOnce(a: SimAgent): Promise<{ welcomed: boolean; retryAfterMs: number; spreadMs: number }> {
   return new Promise((resolve) => {
     const url = `${config.server.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${encodeURIComponent(a.name)}`;
     const ws = new WebSocket(url, {
@@ -152,6 +152,7 @@ function connectOnce(a: SimAgent): Promise<{ welcomed: boolean; retryAfterMs: nu
     a.ws = ws;
     let welcomed = false;
     let retryAfterMs = 0;
+    let spreadMs = 0;
     // As the real agent: a busy server's Retry-After is a floor under the backoff.
     ws.on('unexpected-response', (_req, res) => {
       const retryAfter = Number(res.headers['retry-after']);
@@ -182,6 +183,8 @@ function connectOnce(a: SimAgent): Promise<{ welcomed: boolean; retryAfterMs: nu
         onDesired(a, msg.desired);
       } else if (msg.type === 'desired') {
         onDesired(a, msg.desired);
+      } else if (msg.type === 'going-away') {
+        spreadMs = msg.reconnectWithinSeconds * 1000;
       }
     });
     ws.on('error', () => {});
@@ -190,18 +193,21 @@ function connectOnce(a: SimAgent): Promise<{ welcomed: boolean; retryAfterMs: nu
       a.welcomed = false;
       a.ws = undefined;
       a.settled?.();
-      resolve({ welcomed, retryAfterMs });
+      resolve({ welcomed, retryAfterMs, spreadMs });
     });
   });
 }
 
 async function runAgent(a: SimAgent): Promise<void> {
   while (!stopped) {
-    const { welcomed, retryAfterMs } = await connectOnce(a);
+    const { welcomed, retryAfterMs, spreadMs } = await connectOnce(a);
     if (stopped) return;
     if (welcomed) a.backoff.reset();
     else stats.failures++;
-    await sleep(Math.max(a.backoff.next(), retryAfterMs));
+    // As the real agent: a server going away says over how long to come back.
+    await sleep(
+      spreadMs > 0 ? Math.round(Math.random() * spreadMs) : Math.max(a.backoff.next(), retryAfterMs),
+    );
   }
 }
 

@@ -135,7 +135,10 @@ export class AgentDaemon {
         ? 0
         : this.#confirming
           ? Math.min(backoff.next(), 1000)
-          : Math.max(backoff.next(), outcome.retryAfterMs);
+          : outcome.spreadMs > 0
+            ? // The server went away and said over how long its agents should come back.
+              Math.round(Math.random() * outcome.spreadMs)
+            : Math.max(backoff.next(), outcome.retryAfterMs);
       this.#forceReconnect = false;
       this.#o.log(`${outcome.why}; reconnecting in ${(delay / 1000).toFixed(1)}s`);
       await this.#pause(delay, signal);
@@ -186,7 +189,9 @@ export class AgentDaemon {
   }
 
   /** One connection, from connect to close; resolves with why it ended. */
-  #connectOnce(signal: AbortSignal): Promise<{ welcomed: boolean; why: string; retryAfterMs: number }> {
+  #connectOnce(
+    signal: AbortSignal,
+  ): Promise<{ welcomed: boolean; why: string; retryAfterMs: number; spreadMs: number }> {
     return new Promise((resolve) => {
       const url = `${this.#o.server.replace(/^http/, 'ws').replace(/\/+$/, '')}${AGENT_WS_PATH}?agent=${encodeURIComponent(this.#o.name)}`;
       const ws = new WebSocket(url, {
@@ -198,6 +203,7 @@ export class AgentDaemon {
       let welcomed = false;
       let why = 'connection closed';
       let retryAfterMs = 0;
+      let spreadMs = 0;
       let alive = true;
       const heartbeat = setInterval(() => {
         if (!alive) {
@@ -300,6 +306,9 @@ export class AgentDaemon {
           case 'error':
             this.#o.log(`server: ${msg.message}`);
             return;
+          case 'going-away':
+            spreadMs = msg.reconnectWithinSeconds * 1000;
+            return;
         }
       });
       ws.on('close', (code, reason) => {
@@ -316,7 +325,7 @@ export class AgentDaemon {
           why = 'the server closed the connection: the agent token was revoked';
         else if (code !== 1006 && reason.length > 0)
           why = `the server closed the connection (${code}: ${reason.toString()})`;
-        resolve({ welcomed, why, retryAfterMs });
+        resolve({ welcomed, why, retryAfterMs, spreadMs });
       });
       ws.on('error', (err) => {
         if (why === 'connection closed') why = `cannot connect to ${this.#o.server}: ${err.message}`;

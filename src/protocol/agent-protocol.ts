@@ -11,6 +11,7 @@ import { healthCheckSchema } from './health-check.ts';
  *   connectivity confirmation (confirm/confirmed), reboot-required in results.
  * 1 (2026-11-25): `closure` (agent to server) after realising, in parts; still unreleased, so no bump.
  * 1 (2026-11-25): optional `src` and `n` on log lines, for dropping lines sent twice; unreleased.
+ * 1 (2026-11-25): `going-away` (server to agent) before a shutdown; unreleased.
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -178,6 +179,14 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
   /** The answer to `confirm`: the server heard the agent after its switch. */
   z.strictObject({ type: z.literal('confirmed'), deploymentId: id }),
   z.strictObject({ type: z.literal('error'), code: z.string(), message: z.string() }),
+  /**
+   * The server is shutting down (a close with 4503 follows): reconnect at a random moment within
+   * this many seconds, so that a large fleet does not come back all at once.
+   */
+  z.strictObject({
+    type: z.literal('going-away'),
+    reconnectWithinSeconds: z.number().int().min(1).max(600),
+  }),
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
 

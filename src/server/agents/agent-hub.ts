@@ -44,6 +44,9 @@ const PAUSE_AT = 32;
  */
 export const CONNECT_LIMITS = { concurrent: 128, waiting: 4096 } as const;
 
+/** Agents a server expects to take back per second after a restart: sets the going-away spread. */
+const RECONNECTS_PER_SECOND = 500;
+
 /** How long the list of caches told to agents is reused (a storm asks for it 10,000 times). */
 const CACHES_TTL_MS = 1000;
 
@@ -649,8 +652,13 @@ export class AgentHub {
     this.#closing = true;
     clearInterval(this.#heartbeat);
     for (const u of this.#unsubscribe) u();
-    for (const conn of this.#byAgent.values())
+    // Agents come back at random within a window that grows with the fleet: 10,000 agents all
+    // at once would fill the next server's accept queue (and delay everything else) for seconds.
+    const within = Math.min(120, Math.max(1, Math.ceil(this.#byAgent.size / RECONNECTS_PER_SECOND)));
+    for (const conn of this.#byAgent.values()) {
+      this.#send(conn, { type: 'going-away', reconnectWithinSeconds: within });
       conn.ws.close(CLOSE_CODES.shuttingDown, 'server shutting down');
+    }
     await this.#deps.logs.flush();
     await this.#deps.writes.flush();
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
