@@ -36,6 +36,8 @@ export interface AppDeps {
   readonly maxNarBytes: number;
   /** Failed authentications one address may make in a burst. */
   readonly failedAuthBurst?: number;
+  /** Overrides the hub's limits on agent connections being set up (tests). */
+  readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
   /** False until the server is ready to serve; `/healthz` answers 503 meanwhile. */
   readonly isReady: () => boolean;
   /** The event bus; in-memory unless replicas share one. */
@@ -107,6 +109,7 @@ export function createApp(deps: AppDeps): App {
     // Behind a proxy --public-url says where agents reach us; else the address they used does.
     baseUrl: (requestBase) => deps.publicUrl ?? requestBase,
     closures,
+    ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
 
   const app = new Hono();

@@ -22,6 +22,8 @@ export interface ServerConfig {
   readonly keepAliveTimeoutMs: number;
   /** Failed authentications one address may make in a burst before it gets 429s (1 more per second). */
   readonly failedAuthBurst: number;
+  /** Agent connections set up at once, and waiting; the hub's defaults unless set (tests). */
+  readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
 }
 
 /** Flags of `cairn server`, as the CLI parsed them. */
@@ -36,6 +38,8 @@ export interface ServerFlags {
   headersTimeoutMs?: number;
   /** Not a command-line flag: failed authentications an address may make in a burst. */
   failedAuthBurst?: number;
+  /** Not a command-line flag: agent connections set up at once, and waiting (tests). */
+  agentConnectLimits?: { concurrent: number; waiting: number };
 }
 
 /** The default data directory: `$XDG_STATE_HOME/cairn`, or `~/.local/state/cairn`. */
@@ -108,5 +112,6 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     headersTimeoutMs: flags.headersTimeoutMs ?? 20_000,
     keepAliveTimeoutMs: 65_000,
     failedAuthBurst: flags.failedAuthBurst ?? 30,
+    agentConnectLimits: flags.agentConnectLimits,
   });
 }

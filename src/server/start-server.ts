@@ -66,6 +66,7 @@ export async function startServer(
     publicUrl: config.publicUrl,
     maxNarBytes: config.maxNarBytes,
     failedAuthBurst: config.failedAuthBurst,
+    agentConnectLimits: config.agentConnectLimits,
     isReady: () => ready,
   });
   // Request bodies (NAR uploads) may take long, so no overall request timeout; but the headers

@@ -103,6 +103,7 @@ export async function startTestServer(
     listen?: string;
     headersTimeoutMs?: number;
     failedAuthBurst?: number;
+    agentConnectLimits?: { concurrent: number; waiting: number };
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'cairn-server-')));
@@ -117,6 +118,7 @@ export async function startTestServer(
     logLevel: 'silent',
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     ...(options.failedAuthBurst === undefined ? {} : { failedAuthBurst: options.failedAuthBurst }),
+    ...(options.agentConnectLimits === undefined ? {} : { agentConnectLimits: options.agentConnectLimits }),
   };
   const config = parseServerConfig(
     pgDatabase?.config.kind === 'postgres' ? { ...flags, database: pgDatabase.config.url } : flags,

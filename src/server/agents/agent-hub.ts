@@ -107,7 +107,7 @@ export interface AgentHubDeps {
   readonly baseUrl: (requestBase: string) => string;
   readonly heartbeatMs?: number;
   /** Overrides {@link CONNECT_LIMITS} (tests). */
-  readonly connectLimits?: { concurrent: number; waiting: number };
+  readonly connectLimits?: { readonly concurrent: number; readonly waiting: number };
   /** Records reported closures; without it they are ignored. */
   readonly closures?: ClosureSink;
 }
