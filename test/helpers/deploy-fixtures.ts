@@ -1,8 +1,14 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildPackages, run } from './nix.ts';
 import { cli, type TestServer } from './server.ts';
+
+/** The store path a profile points to now (through its generation link). */
+export async function profileTarget(profile: string): Promise<string> {
+  const link = await readlink(profile);
+  return await readlink(join(profile, '..', link));
+}
 
 /** A plain profile whose `bin/activate` prints `activated <name>`. */
 export function plainPackage(name: string, options: { activateExit?: number } = {}) {

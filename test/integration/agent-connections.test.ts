@@ -3,12 +3,12 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import {
-  AGENT_PROTOCOL_VERSION,
   AGENT_WS_PATH,
   CLOSE_CODES,
   type ServerMessage,
   serverMessageSchema,
 } from '../../src/protocol/agent-protocol.ts';
+import { helloMessage } from '../helpers/agent-hello.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -16,22 +16,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
  * long to come back (`going-away`, then a close with 4503); a server busy setting up
  * connections queues a few more and turns the rest away with 503 and a Retry-After.
  */
-const HELLO = {
-  type: 'hello',
-  protocol: AGENT_PROTOCOL_VERSION,
-  observed: {
-    storePath: null,
-    generation: null,
-    kind: null,
-    system: 'x86_64-linux',
-    hostname: 'test',
-    agentVersion: 'test',
-    nixVersion: 'nix (Nix) 2.8.0',
-    profile: '/nix/var/nix/profiles/system',
-  },
-  running: null,
-  unreported: [],
-};
+const HELLO = helloMessage('test');
 
 async function createAgent(server: TestServer, name: string): Promise<string> {
   const created = await fetch(`${server.url}/api/v1/workspaces/default/agents`, {

@@ -2,12 +2,8 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import {
-  AGENT_PROTOCOL_VERSION,
-  AGENT_WS_PATH,
-  type ServerMessage,
-  serverMessageSchema,
-} from '../../src/protocol/agent-protocol.ts';
+import { AGENT_WS_PATH, type ServerMessage, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
+import { helloMessage, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -46,24 +42,7 @@ describe('agent log lines sent twice', () => {
       for (const w of waiters.splice(0)) w();
     });
     await once(ws, 'open');
-    ws.send(
-      JSON.stringify({
-        type: 'hello',
-        protocol: AGENT_PROTOCOL_VERSION,
-        observed: {
-          storePath: null,
-          generation: null,
-          kind: 'plain',
-          system: 'x86_64-linux',
-          hostname: name,
-          agentVersion: 'test',
-          nixVersion: 'nix (Nix) 2.8.0',
-          profile: '/nix/var/nix/profiles/per-user/root/test',
-        },
-        running: null,
-        unreported: [],
-      }),
-    );
+    ws.send(JSON.stringify(helloMessage(name)));
     const next = async <T extends ServerMessage['type']>(type: T) => {
       for (;;) {
         const i = inbox.findIndex((m) => m.type === type);
@@ -138,16 +117,7 @@ describe('agent log lines sent twice', () => {
     second.send({
       type: 'result',
       result: { deploymentId: id, state: 'succeeded', step: null, reason: null, rebootRequired: false },
-      observed: {
-        storePath: p.storePath,
-        generation: 1,
-        kind: 'plain',
-        system: 'x86_64-linux',
-        hostname: 'twice',
-        agentVersion: 'test',
-        nixVersion: 'nix (Nix) 2.8.0',
-        profile: '/nix/var/nix/profiles/per-user/root/test',
-      },
+      observed: observedState('twice', { storePath: p.storePath, generation: 1, kind: 'plain' }),
     });
     await second.next('desired');
     second.ws.close();

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import { type DeployWorld, deployWorld } from '../helpers/deploy-fixtures.ts';
+import { type DeployWorld, deployWorld, profileTarget } from '../helpers/deploy-fixtures.ts';
 import { buildPackages, RUN_TAG, run } from '../helpers/nix.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -114,11 +114,6 @@ async function waitUntil(what: string, timeoutMs: number, test: () => Promise<bo
     if (Date.now() > deadline) assert.fail(`${what} within ${timeoutMs / 1000} s`);
     await sleep(20);
   }
-}
-
-async function profileTarget(profile: string): Promise<string> {
-  const link = await readlink(profile);
-  return await readlink(join(profile, '..', link));
 }
 
 describe('agent killed during the download', () => {

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { plainPackage } from '../helpers/deploy-fixtures.ts';
+import { plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
 import { ipCommand, netnsUnavailable, startNetWorld, stopNetWorlds, watchLink } from '../helpers/netns.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 
@@ -12,11 +11,6 @@ import { RUN_TAG } from '../helpers/nix.ts';
  * check that the agent rolls back when a switch breaks its network, and rides out a bad one.
  * Each test has its own namespace and server, and they run at once.
  */
-
-async function profileTarget(profile: string): Promise<string> {
-  const link = await readlink(profile);
-  return await readlink(join(profile, '..', link));
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

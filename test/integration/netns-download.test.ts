@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { profileTarget } from '../helpers/deploy-fixtures.ts';
 import { netnsUnavailable, startNetWorld, stopNetWorlds } from '../helpers/netns.ts';
 import { buildPackages, RUN_TAG, run } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
@@ -12,11 +12,6 @@ import { cli } from '../helpers/server.ts';
  * retries last. Its own file, and so its own process: a server fault during the cut cannot be
  * blamed on another test running at the same time.
  */
-
-async function profileTarget(profile: string): Promise<string> {
-  const link = await readlink(profile);
-  return await readlink(join(profile, '..', link));
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import { type DeployWorld, deployWorld, plainPackage } from '../helpers/deploy-fixtures.ts';
+import { type DeployWorld, deployWorld, plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -14,11 +14,6 @@ async function writeDeploy(dir: string, body: object): Promise<string> {
   const file = join(dir, `deploy-${Math.random().toString(36).slice(2)}.json`);
   await writeFile(file, JSON.stringify(body));
   return file;
-}
-
-async function profileTarget(profile: string): Promise<string> {
-  const link = await readlink(profile);
-  return await readlink(join(profile, '..', link));
 }
 
 describe('safety: rollback on failed checks, crash-safe agent', () => {

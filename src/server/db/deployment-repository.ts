@@ -129,21 +129,6 @@ export class DeploymentRepository {
     return await q.orderBy('deployments.id', 'desc').limit(options.limit).execute();
   }
 
-  /**
-   * What the agent should run: its running deployment if it has one (it must finish first),
-   * else its newest pending one.
-   */
-  async desiredFor(agentId: number): Promise<Selectable<DeploymentsTable> | undefined> {
-    const rows = await this.db
-      .selectFrom('deployments')
-      .selectAll()
-      .where('agent_id', '=', agentId)
-      .where('state', 'in', [...OPEN_STATES])
-      .orderBy('id', 'desc')
-      .execute();
-    return rows.find((r) => r.state === 'running') ?? rows[0];
-  }
-
   /** The deployments these agents are running now, by agent (one query per thousand agents). */
   async runningOf(agentIds: readonly number[]): Promise<Map<number, Selectable<DeploymentsTable>>> {
     const out = new Map<number, Selectable<DeploymentsTable>>();
@@ -160,9 +145,9 @@ export class DeploymentRepository {
   }
 
   /**
-   * What each agent should run (see {@link desiredFor}), for many agents in one query per
-   * thousand: a rollout to a whole fleet, or every agent that reported a result in the same
-   * moment. Agents with nothing to run are absent.
+   * What each agent should run: its running deployment if it has one (it must finish first),
+   * else its newest pending one. One query per thousand agents (every agent that reported a
+   * result in the same moment, say); agents with nothing to run are absent.
    */
   async desiredForMany(agentIds: readonly number[]): Promise<Map<number, Selectable<DeploymentsTable>>> {
     const out = new Map<number, Selectable<DeploymentsTable>>();
