@@ -4,13 +4,13 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
 import {
-  AGENT_PROTOCOL_VERSION,
   AGENT_WS_PATH,
   agentMessageSchema,
   CLOSE_CODES,
   MAX_AGENT_MESSAGE_BYTES,
   serverMessageSchema,
 } from '../../src/protocol/agent-protocol.ts';
+import { helloMessage } from '../helpers/agent-hello.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
@@ -22,22 +22,7 @@ import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
  */
 const SEED = Number(process.env.FUZZ_SEED ?? 7);
 
-const HELLO = {
-  type: 'hello',
-  protocol: AGENT_PROTOCOL_VERSION,
-  observed: {
-    storePath: null,
-    generation: null,
-    kind: null,
-    system: 'x86_64-linux',
-    hostname: 'fuzz',
-    agentVersion: '0.0.0',
-    nixVersion: '2.24.0',
-    profile: '/nix/var/nix/profiles/system',
-  },
-  running: null,
-  unreported: [],
-};
+const HELLO = helloMessage('fuzz');
 
 interface Frame {
   readonly data: string | Buffer;
@@ -142,6 +127,11 @@ describe('agent socket under fuzzing', () => {
         '{"type":"hello"}',
         '{"type":"nope"}',
         '{"type":"log","deploymentId":"1","lines":[]}',
+        // A line's source and number (for dropping lines sent twice) are checked too.
+        '{"type":"log","deploymentId":"1","lines":[{"t":1,"text":"x","src":"activation","n":-1}]}',
+        '{"type":"log","deploymentId":"1","lines":[{"t":1,"text":"x","src":"","n":0}]}',
+        `{"type":"log","deploymentId":"1","lines":[{"t":1,"text":"x","src":"${'s'.repeat(65)}","n":0}]}`,
+        '{"type":"log","deploymentId":"1","lines":[{"t":1,"text":"x","src":"a","n":1.5}]}',
       ]) {
         assertRejected(await session([text(frame)], { hello }), /^Cannot read agent message: /);
       }

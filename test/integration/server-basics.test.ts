@@ -71,4 +71,41 @@ describe('cairn server', () => {
     assert.equal(badScope.code, 2);
     assert.match(badScope.stderr, /unknown scope 'cache:x:write'/);
   });
+
+  it('takes a deploy.json over 1 MiB, refuses one over 16 MiB unread, and other bodies over 1 MiB', async () => {
+    const post = (path: string, body: string) =>
+      fetch(`${server.url}/api/v1/workspaces/default${path}`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${server.adminToken}`, 'Content-Type': 'application/json' },
+        body,
+      });
+    // 20,000 agents, 1.8 MiB: read and validated (they are unknown), nothing created.
+    const agents = Object.fromEntries(
+      Array.from({ length: 20_000 }, (_, i) => [
+        `host-${i}`,
+        `/nix/store/${'a'.repeat(32)}-nixos-system-host-${i}-24.05`,
+      ]),
+    );
+    const big = JSON.stringify({ agents });
+    assert.ok(big.length > 1024 * 1024);
+    const res = await post('/rollouts', big);
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as {
+      code: string;
+      validations: Array<{ field: string; message: string }>;
+    };
+    assert.equal(body.code, 'INVALID_ARGUMENT');
+    assert.match(body.validations[0]!.message, /unknown agent 'host-/);
+    const tooBig = await post('/rollouts', `{"agents":{"a":"${'x'.repeat(16 * 1024 * 1024)}"}}`);
+    assert.equal(tooBig.status, 413);
+    assert.equal(((await tooBig.json()) as { code: string }).code, 'TOO_LARGE');
+    const otherTooBig = await post('/caches', JSON.stringify({ name: 'x'.repeat(1024 * 1024) }));
+    assert.equal(otherTooBig.status, 413);
+    const list = (await (
+      await fetch(`${server.url}/api/v1/workspaces/default/deployments`, {
+        headers: { Authorization: `Bearer ${server.adminToken}` },
+      })
+    ).json()) as { deployments: unknown[] };
+    assert.deepEqual(list.deployments, []);
+  });
 });
