@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { CairnError } from '../lib/cairn-error.ts';
+import { type ErrorCode, errorCodes } from '../lib/error-codes.ts';
 import { type ErrorBody, errorBodySchema } from '../protocol/api-schemas.ts';
-import { type ErrorCode, errorCodes } from '../protocol/error-codes.ts';
 
 /** Where the CLI finds the server and its token. */
 export interface ClientOptions {

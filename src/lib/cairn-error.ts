@@ -1,4 +1,4 @@
-import { type ErrorCode, errorCodes } from '../protocol/error-codes.ts';
+import { type ErrorCode, errorCodes } from './error-codes.ts';
 
 /** Options of a {@link CairnError}. */
 export interface CairnErrorOptions {
@@ -10,6 +10,14 @@ export interface CairnErrorOptions {
   status?: number;
   /** HTTP headers the answer must carry, such as Retry-After. */
   headers?: Record<string, string>;
+  /** One entry per invalid field, for an input that does not fit its schema. */
+  validations?: ReadonlyArray<FieldProblem>;
+}
+
+/** One invalid field of an input: where it is (`agents.web1`, `limit`) and what is wrong. */
+export interface FieldProblem {
+  readonly field: string;
+  readonly message: string;
 }
 
 /**
@@ -21,6 +29,8 @@ export class CairnError extends Error {
   readonly status: number;
   readonly detail: string | undefined;
   readonly headers: Readonly<Record<string, string>>;
+  /** The invalid fields, when the error is about an input that does not fit its schema. */
+  readonly validations: ReadonlyArray<FieldProblem> | undefined;
 
   constructor(code: ErrorCode, message: string, options: CairnErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -29,6 +39,7 @@ export class CairnError extends Error {
     this.status = options.status ?? errorCodes[code].status;
     this.detail = options.detail;
     this.headers = options.headers ?? {};
+    this.validations = options.validations;
   }
 }
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { createProgram } from '../../src/cli/program.ts';
 import { runCli } from '../../src/cli/run-cli.ts';
-import { errorCodes } from '../../src/protocol/error-codes.ts';
+import { errorCodes } from '../../src/lib/error-codes.ts';
 
 /**
  * Keeps the user documentation in step with the code: every error code, CLI command, flag
@@ -58,7 +58,7 @@ describe('docs/errors.md', () => {
       assert.equal(documented.get(code), status, `docs/errors.md gives ${code} the wrong HTTP status`);
     }
     const stale = [...documented.keys()].filter((c) => !Object.hasOwn(errorCodes, c));
-    assert.deepEqual(stale, [], 'docs/errors.md documents codes that src/protocol/error-codes.ts lacks');
+    assert.deepEqual(stale, [], 'docs/errors.md documents codes that src/lib/error-codes.ts lacks');
   });
 });
 

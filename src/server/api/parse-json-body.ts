@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { CairnError } from '../../lib/cairn-error.ts';
+import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 
 /** Largest JSON body an API route reads. */
 const MAX_JSON_BYTES = 1024 * 1024;
@@ -37,26 +38,5 @@ export async function parseJsonBody<S extends z.ZodType>(
       `Cannot ${action}: the body is not valid JSON (${(err as Error).message})`,
     );
   }
-  const result = schema.safeParse(json);
-  if (!result.success) {
-    const validations = result.error.issues.map((i) => ({
-      field: i.path.join('.') || '(body)',
-      message: i.message,
-    }));
-    throw new ValidationError(action, validations);
-  }
-  return result.data;
-}
-
-/** An INVALID_ARGUMENT error carrying one entry per invalid field. */
-export class ValidationError extends CairnError {
-  readonly validations: ReadonlyArray<{ field: string; message: string }>;
-
-  constructor(action: string, validations: ReadonlyArray<{ field: string; message: string }>) {
-    super(
-      'INVALID_ARGUMENT',
-      `Cannot ${action}: ${validations.map((v) => `${v.field}: ${v.message}`).join('; ')}`,
-    );
-    this.validations = validations;
-  }
+  return parseOrThrow(schema, json, { action });
 }

@@ -2,7 +2,7 @@ import { CairnError } from '../../lib/cairn-error.ts';
 import { diffClosures } from '../../nix/closure-diff.ts';
 import type { RolloutPlan } from '../../protocol/api-schemas.ts';
 import type { DeployJson } from '../../protocol/deploy-json.ts';
-import { ValidationError } from '../api/parse-json-body.ts';
+import { validationError } from '../../protocol/parse-or-throw.ts';
 import { canActivate, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { ClosureRepository } from './closure-repository.ts';
@@ -32,7 +32,7 @@ export async function planRollout(
   for (const n of names) {
     if (!rows.has(n)) problems.push({ field: `agents.${n}`, message: `unknown agent '${n}'` });
   }
-  if (problems.length > 0) throw new ValidationError('plan the deployment', problems);
+  if (problems.length > 0) throw validationError('plan the deployment', problems);
   const plans: RolloutPlan['agents'] = [];
   for (const name of names) {
     const agent = rows.get(name)!;

@@ -1,7 +1,7 @@
 import { CairnError } from '../../lib/cairn-error.ts';
 import { parseStorePath } from '../../nix/store-path.ts';
 import type { DeployJson } from '../../protocol/deploy-json.ts';
-import { ValidationError } from '../api/parse-json-body.ts';
+import { validationError } from '../../protocol/parse-or-throw.ts';
 import { canActivate, type Principal } from '../auth/principal.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
@@ -100,7 +100,7 @@ export async function activateRollout(
     const checks = [...own('*'), ...own(name)];
     return checks.length === 0 ? null : JSON.stringify(checks);
   };
-  if (problems.length > 0) throw new ValidationError('create the deployment', problems);
+  if (problems.length > 0) throw validationError('create the deployment', problems);
 
   const now = deps.now();
   // Rollback scripts are kept by system; the agent's script is picked when it is told, by the system it reports.

@@ -17,8 +17,7 @@ export function errorResponse(
   if (err instanceof CairnError) {
     const body: ErrorBody = { code: err.code, message: err.message };
     if (err.detail !== undefined) body.detail = err.detail;
-    const validations = (err as { validations?: ErrorBody['validations'] }).validations;
-    if (validations !== undefined) body.validations = [...validations];
+    if (err.validations !== undefined) body.validations = [...err.validations];
     return { status: err.status, body, headers: err.headers };
   }
   log.error({ err }, 'unexpected error while handling a request');
