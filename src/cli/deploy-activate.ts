@@ -9,13 +9,12 @@ import {
   rolloutStateEventSchema,
 } from '../protocol/api-schemas.ts';
 import { deployJsonSchema } from '../protocol/deploy-json.ts';
+import { isFinalState } from '../protocol/deployment-state.ts';
 import type { ApiClient } from './api-client.ts';
 import { errorFromResponse } from './api-client.ts';
 import { formatTable } from './format-table.ts';
 import type { CliIo } from './program.ts';
 import { readSse } from './read-sse.ts';
-
-const FINAL = new Set(['succeeded', 'rolled-back', 'failed', 'cancelled']);
 
 /** Reads and validates deploy.json, reporting every problem at once. */
 export async function readDeployJson(file: string) {
@@ -103,7 +102,7 @@ export async function followRollout(
   const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
   const timeout = new AbortController();
   const timer = deadline === undefined ? undefined : setTimeout(() => timeout.abort(), deadline - Date.now());
-  const allFinal = () => [...states.values()].every((s) => FINAL.has(s.state));
+  const allFinal = () => [...states.values()].every((s) => isFinalState(s.state));
   try {
     while (!allFinal() && !timeout.signal.aborted) {
       try {
@@ -128,7 +127,7 @@ export async function followRollout(
             const e = rolloutStateEventSchema.parse(JSON.parse(ev.data));
             const prev = states.get(e.deploymentId);
             if (!prev) continue;
-            if (prev.state !== e.state && FINAL.has(e.state)) {
+            if (prev.state !== e.state && isFinalState(e.state)) {
               io.stdout.write(`${e.agent.padEnd(width)} | == ${e.state}${e.reason ? `: ${e.reason}` : ''}\n`);
             }
             states.set(e.deploymentId, { agent: e.agent, state: e.state, reason: e.reason });
@@ -149,7 +148,7 @@ export async function followRollout(
   }
   const final = await client.request('GET', `rollouts/${rollout.id}`, rolloutInfoSchema);
   io.stdout.write(`\n${summary(final.deployments)}`);
-  const pending = final.deployments.filter((d) => !FINAL.has(d.state));
+  const pending = final.deployments.filter((d) => !isFinalState(d.state));
   if (pending.length > 0) {
     io.stderr.write(
       `cairn: timed out with ${pending.length} deployment(s) not finished: ${pending.map((d) => `${d.agent} (${d.state})`).join(', ')}\n`,

@@ -10,11 +10,10 @@ import {
   deploymentLogsSchema,
   rolloutPlanSchema,
 } from '../protocol/api-schemas.ts';
+import { isFinalState } from '../protocol/deployment-state.ts';
 import { readDeployJson } from './deploy-activate.ts';
 import { formatBytes, formatTable } from './format-table.ts';
 import type { CommandContext } from './program.ts';
-
-const FINAL = new Set(['succeeded', 'rolled-back', 'failed', 'cancelled']);
 
 function deploymentId(text: string, what: string): number {
   const id = Number(text);
@@ -109,7 +108,7 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
           // The server pages its answer: ask again until a short page.
           if (lines.length < 10_000) break;
         }
-        if (!opts.follow || FINAL.has(state) || stop.signal.aborted) return;
+        if (!opts.follow || isFinalState(state) || stop.signal.aborted) return;
         await sleep(1000, stop.signal);
       }
     });

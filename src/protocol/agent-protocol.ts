@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isStorePath } from '../nix/store-path.ts';
 import { exit4PolicySchema } from './deploy-json.ts';
+import { finalStateSchema } from './deployment-state.ts';
 import { healthCheckSchema } from './health-check.ts';
 
 /**
@@ -30,21 +31,6 @@ const id = z.string().min(1).max(64);
 /** Kinds of profile the agent activates. */
 export const profileKindSchema = z.enum(['nixos', 'nix-darwin', 'home-manager', 'plain']);
 export type ProfileKind = z.infer<typeof profileKindSchema>;
-
-/** Final states of a deployment. */
-export const finalStateSchema = z.enum(['succeeded', 'rolled-back', 'failed', 'cancelled']);
-export type FinalState = z.infer<typeof finalStateSchema>;
-
-/** Every state of a deployment: `pending` until the agent starts it, `running`, then final. */
-export const deploymentStateSchema = z.enum([
-  'pending',
-  'running',
-  'succeeded',
-  'rolled-back',
-  'failed',
-  'cancelled',
-]);
-export type DeploymentState = z.infer<typeof deploymentStateSchema>;
 
 /** The steps a deployment goes through, in order. */
 export const deploymentStepSchema = z.enum([

@@ -122,6 +122,8 @@ export function createApp(deps: AppDeps): App {
     caches,
     index,
     closures,
+    audit,
+    flushLogs: () => logs.flush(),
     now: deps.now,
     log: deps.log,
   });

@@ -16,12 +16,13 @@ import {
   MIN_AGENT_PROTOCOL_VERSION,
   type ServerMessage,
 } from '../../protocol/agent-protocol.ts';
+import { OPEN_STATES } from '../../protocol/deployment-state.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Principal } from '../auth/principal.ts';
 import { AgentRepository, type AgentRow } from '../db/agent-repository.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
 import type { DeploymentsTable } from '../db/database-schema.ts';
-import { DeploymentRepository, OPEN_STATES } from '../db/deployment-repository.ts';
+import { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { errorResponse } from '../http/error-response.ts';

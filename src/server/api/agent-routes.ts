@@ -1,7 +1,7 @@
 import type { Hono } from 'hono';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { type AgentInfo, createAgentBodySchema } from '../../protocol/api-schemas.ts';
-import { assertAdmin, isAdmin, type Principal } from '../auth/principal.ts';
+import { assertAdmin, assertFleetViewer, canViewAgent } from '../auth/permissions.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { AgentRepository, AgentRow } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
@@ -29,11 +29,6 @@ export function toAgentInfo(row: AgentRow): AgentInfo {
     profile: row.profile,
     createdAt: new Date(row.created_at).toISOString(),
   };
-}
-
-/** True when the principal may see the fleet: admin or any activate scope. */
-function canViewAgents(p: Principal): boolean {
-  return isAdmin(p) || p.scopes.some((s) => s.kind === 'activate');
 }
 
 /** `agents` routes: create (with its token), list, show, revoke its token. */
@@ -79,12 +74,7 @@ export function registerAgentRoutes(
   });
 
   api.get('/workspaces/:ws/agents', async (c) => {
-    if (!canViewAgents(c.var.principal)) {
-      throw new CairnError(
-        'FORBIDDEN',
-        `Cannot list agents: token '${c.var.principal.tokenName}' lacks the admin or activate scope`,
-      );
-    }
+    assertFleetViewer(c.var.principal, 'list agents');
     return c.json({ agents: (await deps.agents.list(c.var.workspaceId)).map(toAgentInfo) });
   });
 
@@ -97,8 +87,7 @@ export function registerAgentRoutes(
   api.get('/workspaces/:ws/agents/:name', async (c) => {
     const p = c.var.principal;
     const name = c.req.param('name');
-    const own = p.scopes.some((s) => s.kind === 'agent' && s.agent === name);
-    if (!own && !canViewAgents(p))
+    if (!canViewAgent(p, name))
       throw new CairnError('FORBIDDEN', `Cannot show agent '${name}': token '${p.tokenName}' may not`);
     return c.json(toAgentInfo(await agentOr404(c.var.workspaceId, name)));
   });

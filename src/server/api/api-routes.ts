@@ -1,5 +1,5 @@
-import type { HttpBindings } from '@hono/node-server';
-import { type Context, Hono } from 'hono';
+import { Hono } from 'hono';
+import { z } from 'zod';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { formatPublicKey, formatSecretKey, generateSecretKey } from '../../nix/signing-key.ts';
 import { parseStorePath } from '../../nix/store-path.ts';
@@ -10,12 +10,14 @@ import {
   missingPathsBodySchema,
   type TokenInfo,
 } from '../../protocol/api-schemas.ts';
+import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
+import { idParamSchema, limitParamSchema } from '../../protocol/request-params.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { assertAdmin, canPull, type Principal } from '../auth/principal.ts';
+import { assertAdmin, canPull } from '../auth/permissions.ts';
+import type { Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { BinaryCache } from '../cache/binary-cache.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
-import { registerClosureRoutes } from '../closures/closure-routes.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
@@ -24,10 +26,13 @@ import type { PathIndex } from '../db/path-index.ts';
 import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import { clientAddress } from '../http/client-address.ts';
 import { registerAgentRoutes } from './agent-routes.ts';
+import { registerClosureRoutes } from './closure-routes.ts';
 import { registerDeploymentRoutes } from './deployment-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
 import { recordAudit } from './record-audit.ts';
+import { registerRolloutRoutes } from './rollout-routes.ts';
 
 /** What the API routes need. */
 export interface ApiDeps {
@@ -52,6 +57,8 @@ export interface ApiDeps {
 /** Hono environment of workspace-scoped routes. */
 export type ApiEnv = { Variables: { principal: Principal; workspaceId: number } };
 type Env = ApiEnv;
+
+const auditQuerySchema = z.object({ limit: limitParamSchema(100, 1000), before: idParamSchema.optional() });
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -184,11 +191,10 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
 
   api.get('/workspaces/:ws/audit', async (c) => {
     assertAdmin(c.var.principal, 'read the audit log');
-    const limit = Math.min(Math.max(Number(c.req.query('limit') ?? 100) || 100, 1), 1000);
-    const before = c.req.query('before');
+    const { limit, before } = parseOrThrow(auditQuerySchema, c.req.query(), { action: 'read the audit log' });
     const rows = await deps.audit.list(c.var.workspaceId, {
       limit,
-      ...(before !== undefined && Number.isSafeInteger(Number(before)) ? { beforeId: Number(before) } : {}),
+      ...(before === undefined ? {} : { beforeId: before }),
     });
     return c.json({
       entries: rows.map((r) => ({
@@ -207,6 +213,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   registerAgentRoutes(api, deps);
   registerClosureRoutes(api, deps);
   registerDeploymentRoutes(api, deps);
+  registerRolloutRoutes(api, deps);
   return api;
 }
 
@@ -237,9 +244,4 @@ function toTokenInfo(row: TokenRow): TokenInfo {
     revokedAt: iso(row.revoked_at),
     lastUsedAt: iso(row.last_used_at),
   };
-}
-
-/** The client's address, as the socket sees it (a proxy in front is one address for all). */
-export function clientAddress(c: Context): string {
-  return (c.env as HttpBindings | undefined)?.incoming?.socket.remoteAddress ?? 'unknown';
 }

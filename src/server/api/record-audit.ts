@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import type { AuditRepository } from '../db/audit-repository.ts';
-import { type ApiEnv, clientAddress } from './api-routes.ts';
+import { clientAddress } from '../http/client-address.ts';
+import type { ApiEnv } from './api-routes.ts';
 
 /** Records who (the request's token) did `action` to `target`, from which address, now. */
 export async function recordAudit(

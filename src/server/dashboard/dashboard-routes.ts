@@ -2,15 +2,19 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import { CairnError, isCairnError } from '../../lib/cairn-error.ts';
+import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
+import { idParamSchema, idPathSchema, seqParamSchema } from '../../protocol/request-params.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { canActivate, isAdmin, type Principal } from '../auth/principal.ts';
+import { canActivate, canViewFleet } from '../auth/permissions.ts';
+import type { Principal } from '../auth/principal.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
-import type { ActivateDeps } from '../deployments/activate-rollout.ts';
-import { rollbackAgent } from '../deployments/rollback-agent.ts';
+import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import { clientAddress } from '../http/client-address.ts';
 import { agentPage } from './agent-page.ts';
 import type { DashboardQueries } from './dashboard-queries.ts';
 import { deploymentEvents } from './deployment-events.ts';
@@ -25,14 +29,20 @@ import { SESSION_TTL_MS, type Session, type SessionStore } from './session-store
 import { APP_CSS, APP_JS } from './static-assets.ts';
 
 /** What the dashboard needs. */
-export interface DashboardDeps extends ActivateDeps {
+export interface DashboardDeps extends RollbackDeps {
   readonly auth: Authenticator;
+  /** Writes buffered deployment log lines, so a reader of the database sees all sent so far. */
+  readonly flushLogs: () => Promise<void>;
   readonly bus: EventBus;
   readonly sessions: SessionStore;
   readonly queries: DashboardQueries;
   readonly closures: ClosureRepository;
   readonly log: Logger;
 }
+
+const rollbackFormSchema = z.object({ to: idParamSchema.optional() });
+const afterSchema = z.object({ after: seqParamSchema });
+const diffQuerySchema = z.object({ from: idParamSchema.optional(), to: idParamSchema });
 
 const SESSION_COOKIE = 'cairn_session';
 const LOGIN_COOKIE = 'cairn_login';
@@ -53,9 +63,6 @@ const CSP = [
   "frame-ancestors 'none'",
   "base-uri 'none'",
 ].join('; ');
-
-/** Who may use the dashboard: whoever may see the fleet (admin or an activate token). */
-const mayView = (p: Principal) => isAdmin(p) || p.scopes.some((s) => s.kind === 'activate');
 
 /** True when the browser reached us over TLS, directly or through a proxy that says so. */
 const overTls = (c: Context) =>
@@ -135,7 +142,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       if (!isCairnError(err)) throw err;
       return showLogin(c, next, err.message, 401);
     }
-    if (!principal || !mayView(principal)) {
+    if (!principal || !canViewFleet(principal)) {
       return showLogin(
         c,
         next,
@@ -178,7 +185,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     (render: (c: Context, s: Session, started: number) => Promise<Response>) => async (c: Context) => {
       const started = performance.now();
       const s = await session(c);
-      if (!s || !mayView(s.principal)) {
+      if (!s || !canViewFleet(s.principal)) {
         if (c.req.method !== 'GET') return c.redirect('/login', 303);
         const next = new URL(c.req.url);
         return c.redirect(`/login?next=${encodeURIComponent(next.pathname + next.search)}`, 303);
@@ -200,12 +207,14 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       }
     };
 
-  const deploymentOr404 = async (s: Session, idText: string | undefined): Promise<DeploymentRow> => {
-    const id = Number(idText);
-    const d = Number.isSafeInteger(id) ? await deps.deployments.byId(s.principal.workspaceId, id) : undefined;
-    if (!d) throw new CairnError('NOT_FOUND', `Cannot find deployment '${idText}'`);
+  const deploymentOr404 = async (s: Session, id: number): Promise<DeploymentRow> => {
+    const d = await deps.deployments.byId(s.principal.workspaceId, id);
+    if (!d) throw new CairnError('NOT_FOUND', `Cannot find deployment '${id}'`);
     return d;
   };
+  /** The deployment the path names (`/deployments/:id`). */
+  const deploymentOfPath = (c: Context, s: Session) =>
+    deploymentOr404(s, parseOrThrow(idPathSchema, c.req.param(), { action: 'find the deployment' }).id);
 
   app.get(
     '/',
@@ -253,12 +262,17 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     '/agents/:name/rollback',
     page(async (c, s) => {
       const form = await checkedForm(c, s);
-      const to = form.to === undefined || form.to === '' ? undefined : Number(form.to);
+      const { to } = parseOrThrow(
+        rollbackFormSchema,
+        { to: form.to === '' ? undefined : form.to },
+        { action: 'roll back' },
+      );
       const { deployments } = await rollbackAgent(deps, {
         principal: s.principal,
         workspaceId: s.principal.workspaceId,
         agent: c.req.param('name')!,
-        to: Number.isSafeInteger(to) ? to : undefined,
+        to,
+        address: clientAddress(c),
       });
       const created = deployments[0];
       return c.redirect(created ? `/deployments/${created.id}` : '/', 303);
@@ -268,7 +282,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   app.get(
     '/deployments/:id',
     page(async (c, s, started) => {
-      const d = await deploymentOr404(s, c.req.param('id'));
+      const d = await deploymentOfPath(c, s);
       const lines = await deps.deployments.logs(d.id, 0, MAX_LOG_LINES);
       const previous = await deps.queries.previousSucceeded(d.agent_id, d.id);
       const diff = await diffDeployments(deps.closures, previous, d);
@@ -291,8 +305,13 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   app.get(
     '/deployments/:id/events',
     page(async (c, s) => {
-      const d = await deploymentOr404(s, c.req.param('id'));
-      const after = Math.max(0, Number(c.req.header('last-event-id') ?? c.req.query('after') ?? 0) || 0);
+      const d = await deploymentOfPath(c, s);
+      // A reconnecting EventSource says where it was in Last-Event-ID; a first one, in ?after=.
+      const { after } = parseOrThrow(
+        afterSchema,
+        { after: c.req.header('last-event-id') ?? c.req.query('after') },
+        { action: 'follow the deployment' },
+      );
       return deploymentEvents(c, deps, { workspaceId: d.workspace_id, id: d.id, after });
     }),
   );
@@ -300,11 +319,9 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   app.get(
     '/rollouts/:id',
     page(async (c, s, started) => {
-      const id = Number(c.req.param('id'));
-      const rollout = Number.isSafeInteger(id)
-        ? await deps.queries.rollout(s.principal.workspaceId, id)
-        : undefined;
-      if (!rollout) throw new CairnError('NOT_FOUND', `Cannot find rollout '${c.req.param('id')}'`);
+      const { id } = parseOrThrow(idPathSchema, c.req.param(), { action: 'find the rollout' });
+      const rollout = await deps.queries.rollout(s.principal.workspaceId, id);
+      if (!rollout) throw new CairnError('NOT_FOUND', `Cannot find rollout '${id}'`);
       const deployments = await deps.deployments.byRollout(s.principal.workspaceId, id);
       return send(c, rolloutPage({ session: s, rollout, deployments, now: deps.now() }), 200, started);
     }),
@@ -313,9 +330,14 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   app.get(
     '/diff',
     page(async (c, s, started) => {
-      const fromText = c.req.query('from') ?? '';
-      const to = await deploymentOr404(s, c.req.query('to'));
-      const from = fromText === '' ? undefined : await deploymentOr404(s, fromText);
+      const fromText = c.req.query('from');
+      const ids = parseOrThrow(
+        diffQuerySchema,
+        { from: fromText === '' ? undefined : fromText, to: c.req.query('to') },
+        { action: 'diff deployments' },
+      );
+      const to = await deploymentOr404(s, ids.to);
+      const from = ids.from === undefined ? undefined : await deploymentOr404(s, ids.from);
       const diff = await diffDeployments(deps.closures, from, to);
       return send(c, diffPage({ session: s, diff }), 200, started);
     }),

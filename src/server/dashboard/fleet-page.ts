@@ -1,16 +1,12 @@
 import { html } from 'hono/html';
-import type { DeploymentState } from '../../protocol/agent-protocol.ts';
+import { DEPLOYMENT_STATES } from '../../protocol/deployment-state.ts';
 import type { FleetRow } from './dashboard-queries.ts';
 import { formatBytes, iso, kindLabel, shortPath, timeAgo } from './format.ts';
 import { badge, type Html, layout } from './layout.ts';
 import type { Session } from './session-store.ts';
 
 /** What the fleet can be filtered by: online status or the newest deployment's state. */
-export const FLEET_STATUSES: readonly string[] = [
-  'online',
-  'offline',
-  ...(['pending', 'running', 'succeeded', 'failed', 'rolled-back', 'cancelled'] satisfies DeploymentState[]),
-];
+export const FLEET_STATUSES: readonly string[] = ['online', 'offline', ...DEPLOYMENT_STATES];
 
 /** Keeps the rows whose name contains `q` and whose status is `status` (either may be empty). */
 export function filterFleet(rows: readonly FleetRow[], q: string, status: string): FleetRow[] {

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import type { Database } from '../db/database-schema.ts';
-import type { ActivateDeps } from '../deployments/activate-rollout.ts';
+import type { RollbackDeps } from '../deployments/rollback-agent.ts';
 import { DashboardQueries } from './dashboard-queries.ts';
 import { dashboardRoutes } from './dashboard-routes.ts';
 import { SessionStore } from './session-store.ts';
@@ -12,7 +12,8 @@ import { SessionStore } from './session-store.ts';
 /** Adds the dashboard (at `/`) to the app. */
 export function registerDashboard(
   app: Hono,
-  deps: ActivateDeps & {
+  deps: RollbackDeps & {
+    flushLogs: () => Promise<void>;
     db: Kysely<Database>;
     auth: Authenticator;
     log: Logger;

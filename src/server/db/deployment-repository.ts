@@ -1,13 +1,10 @@
 import type { Kysely, Selectable } from 'kysely';
-import type { DeploymentState, FinalState } from '../../protocol/agent-protocol.ts';
+import { type FinalState, OPEN_STATES } from '../../protocol/deployment-state.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 
 /** A deployment row with its agent's name. */
 export type DeploymentRow = Selectable<DeploymentsTable> & { agent_name: string };
-
-/** The states in which a deployment is not over yet. */
-export const OPEN_STATES: readonly DeploymentState[] = ['pending', 'running'];
 
 /** Stores rollouts, deployments and their logs. */
 export class DeploymentRepository {

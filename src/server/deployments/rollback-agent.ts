@@ -1,20 +1,45 @@
 import { CairnError } from '../../lib/cairn-error.ts';
+import { canActivate } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
+import type { AuditRepository } from '../db/audit-repository.ts';
 import { type ActivateDeps, activateRollout } from './activate-rollout.ts';
+
+/** What {@link rollbackAgent} needs: what a rollout needs, and the audit log. */
+export interface RollbackDeps extends ActivateDeps {
+  readonly audit: AuditRepository;
+}
+
+/** Who asks for a rollback, of which agent, and to what. */
+export interface RollbackRequest {
+  readonly principal: Principal;
+  readonly workspaceId: number;
+  readonly agent: string;
+  /** A deployment of the agent whose store path to go back to; the one before the newest succeeded one if absent. */
+  readonly to?: number | undefined;
+  /** The client's address, for the audit log. */
+  readonly address: string;
+}
 
 /**
  * Rolls an agent back to what it ran before its newest succeeded deployment (or to the store
- * path of deployment `to`): itself a rollout of kind `rollback`, with its own logs. The same
- * steps as `POST .../agents/:name/rollback`, for callers outside the JSON API (the dashboard).
- * @throws CairnError NOT_FOUND for an unknown agent or deployment, INVALID_ARGUMENT when there
- * is nothing to go back to, FORBIDDEN (as a validation error) when the principal may not deploy.
+ * path of deployment `to`): itself a rollout of kind `rollback`, with its own logs, recorded in
+ * the audit log as `agent.rollback`. The one way to roll back, for the API and the dashboard.
+ * @throws CairnError FORBIDDEN when the principal may not deploy to the agent, NOT_FOUND for an
+ * unknown agent or deployment, INVALID_ARGUMENT when there is nothing to go back to.
  */
 export async function rollbackAgent(
-  deps: ActivateDeps,
-  request: { principal: Principal; workspaceId: number; agent: string; to?: number | undefined },
+  deps: RollbackDeps,
+  request: RollbackRequest,
 ): Promise<{ rolloutId: number; deployments: Array<{ id: number; agent: string }> }> {
-  const { agent: name, to } = request;
-  const agent = await deps.agents.byName(request.workspaceId, name);
+  const { principal, workspaceId, agent: name, to } = request;
+  // Authorization first: a token that may not deploy learns nothing about the agent.
+  if (!canActivate(principal, name)) {
+    throw new CairnError(
+      'FORBIDDEN',
+      `Cannot roll back '${name}': token '${principal.tokenName}' may not deploy to it`,
+    );
+  }
+  const agent = await deps.agents.byName(workspaceId, name);
   if (!agent) throw new CairnError('NOT_FOUND', `Cannot roll back: no agent '${name}'`);
   const target = await deps.deployments.rollbackTarget(agent.id, to);
   if (!target) {
@@ -25,10 +50,23 @@ export async function rollbackAgent(
         : `Cannot roll back ${name}: deployment ${to} is not one of its deployments`,
     );
   }
-  return await activateRollout(deps, {
-    principal: request.principal,
-    workspaceId: request.workspaceId,
+  const created = await activateRollout(deps, {
+    principal,
+    workspaceId,
     deploy: { agents: { [name]: target.store_path } },
     kind: 'rollback',
   });
+  await deps.audit.record(
+    {
+      workspaceId,
+      tokenId: principal.tokenId,
+      tokenName: principal.tokenName,
+      action: 'agent.rollback',
+      target: String(created.rolloutId),
+      address: request.address,
+      detail: { agents: { [name]: target.store_path } },
+    },
+    deps.now(),
+  );
+  return created;
 }

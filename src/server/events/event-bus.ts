@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Selectable } from 'kysely';
-import type { DeploymentState } from '../../protocol/agent-protocol.ts';
+import type { DeploymentState } from '../../protocol/deployment-state.ts';
 import type { DeploymentsTable } from '../db/database-schema.ts';
 
 /** Something that happened to a deployment: a state change or a step. */

@@ -1,0 +1,22 @@
+import type { DeploymentInfo } from '../../protocol/api-schemas.ts';
+import type { DeploymentRow } from '../db/deployment-repository.ts';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** A deployment row as the API shows it. */
+export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
+  return {
+    id: d.id,
+    rolloutId: d.rollout_id,
+    agent: d.agent_name,
+    storePath: d.store_path,
+    kind: d.kind,
+    state: d.state,
+    step: d.step,
+    reason: d.reason,
+    rebootRequired: d.reboot_required === 1,
+    createdAt: new Date(d.created_at).toISOString(),
+    startedAt: iso(d.started_at),
+    finishedAt: iso(d.finished_at),
+  };
+}

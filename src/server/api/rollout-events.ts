@@ -1,0 +1,43 @@
+import type { Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { canReadDeployment } from '../auth/permissions.ts';
+import type { Principal } from '../auth/principal.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import { followDeployments } from '../events/follow-deployments.ts';
+
+/**
+ * Follows a rollout as Server-Sent Events: each deployment's `state` and `log` lines, ending
+ * with `end` once every deployment the principal may read is final. States are protocol events,
+ * never parsed from log lines.
+ */
+export function rolloutEvents(
+  c: Context,
+  deps: { bus: EventBus; deployments: DeploymentRepository; flushLogs: () => Promise<void> },
+  target: { workspaceId: number; id: number; principal: Principal },
+): Response {
+  return streamSSE(c, async (stream) => {
+    const stop = new AbortController();
+    stream.onAbort(() => stop.abort());
+    const items = followDeployments(deps, {
+      concerns: (e) => e.rolloutId === target.id,
+      load: async () =>
+        (await deps.deployments.byRollout(target.workspaceId, target.id)).filter((d) =>
+          canReadDeployment(target.principal, d.agent_name),
+        ),
+      signal: stop.signal,
+    });
+    for await (const item of items) {
+      if (item.kind === 'idle') {
+        await stream.write(': keep-alive\n\n');
+      } else if (item.kind === 'state') {
+        await stream.writeSSE({ event: 'state', data: JSON.stringify(item.state) });
+      } else {
+        const { deploymentId, agent, lines } = item;
+        await stream.writeSSE({ event: 'log', data: JSON.stringify({ deploymentId, agent, lines }) });
+      }
+    }
+    if (!stream.aborted)
+      await stream.writeSSE({ event: 'end', data: JSON.stringify({ rolloutId: target.id }) });
+  });
+}
