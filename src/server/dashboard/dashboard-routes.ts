@@ -1,6 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { type Context, Hono } from 'hono';
-import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { CairnError, isCairnError } from '../../lib/cairn-error.ts';
@@ -8,7 +6,6 @@ import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema, idPathSchema, seqParamSchema } from '../../protocol/request-params.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { canActivate, canViewFleet } from '../auth/permissions.ts';
-import type { Principal } from '../auth/principal.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
@@ -22,10 +19,10 @@ import { deploymentPage } from './deployment-page.ts';
 import { diffPage } from './diff-page.ts';
 import { errorPage } from './error-page.ts';
 import { FLEET_STATUSES, filterFleet, fleetPage } from './fleet-page.ts';
-import type { Html } from './layout.ts';
-import { loginPage } from './login-page.ts';
 import { rolloutPage } from './rollout-page.ts';
-import { SESSION_TTL_MS, type Session, type SessionStore } from './session-store.ts';
+import { secureHeaders, sendPage } from './send-page.ts';
+import type { Session, SessionStore } from './session-store.ts';
+import { checkedForm, registerSignInRoutes, sessionOf } from './sign-in-routes.ts';
 import { APP_CSS, APP_JS } from './static-assets.ts';
 
 /** What the dashboard needs. */
@@ -44,36 +41,8 @@ const rollbackFormSchema = z.object({ to: idParamSchema.optional() });
 const afterSchema = z.object({ after: seqParamSchema });
 const diffQuerySchema = z.object({ from: idParamSchema.optional(), to: idParamSchema });
 
-const SESSION_COOKIE = 'cairn_session';
-const LOGIN_COOKIE = 'cairn_login';
 /** Log lines shown on a deployment page; the API serves the rest. */
 const MAX_LOG_LINES = 10_000;
-
-/**
- * The strictest policy the pages work with: scripts and styles from this origin only (no inline
- * ones), no frames, forms posting only here.
- */
-const CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-  "base-uri 'none'",
-].join('; ');
-
-/** True when the browser reached us over TLS, directly or through a proxy that says so. */
-const overTls = (c: Context) =>
-  new URL(c.req.url).protocol === 'https:' || c.req.header('x-forwarded-proto')?.split(',')[0] === 'https';
-
-const same = (a: string, b: string) =>
-  a.length === b.length && a.length > 0 && timingSafeEqual(Buffer.from(a), Buffer.from(b));
-
-/** Only a path on this site, never `//evil.example` nor a scheme. */
-const safeNext = (next: unknown) =>
-  typeof next === 'string' && /^\/(?![/\\])[^\s]*$/.test(next) && next.length < 2000 ? next : '/';
 
 /**
  * The dashboard: server-rendered pages (hono/html escapes every value), signed in with a token
@@ -83,108 +52,24 @@ const safeNext = (next: unknown) =>
 export function dashboardRoutes(deps: DashboardDeps): Hono {
   const app = new Hono();
 
-  // Only on the dashboard's own responses: a '*' middleware here would run for the whole app.
-  const secure = (c: Context) => {
-    c.header('Content-Security-Policy', CSP);
-    c.header('X-Content-Type-Options', 'nosniff');
-    c.header('Referrer-Policy', 'same-origin');
-    c.header('X-Frame-Options', 'DENY');
-  };
-
   app.get('/static/app.js', (c) => {
-    secure(c);
+    secureHeaders(c);
     c.header('Cache-Control', 'public, max-age=300');
     return c.body(APP_JS, 200, { 'Content-Type': 'text/javascript; charset=utf-8' });
   });
   app.get('/static/app.css', (c) => {
-    secure(c);
+    secureHeaders(c);
     c.header('Cache-Control', 'public, max-age=300');
     return c.body(APP_CSS, 200, { 'Content-Type': 'text/css; charset=utf-8' });
   });
 
-  const send = async (c: Context, page: Html, status = 200, started = performance.now()) => {
-    const body = await page;
-    secure(c);
-    c.header('Cache-Control', 'no-store');
-    // Server time, for bench/dashboard.ts and the browser's dev tools.
-    c.header('Server-Timing', `app;dur=${(performance.now() - started).toFixed(1)}`);
-    return c.html(body, status as 200);
-  };
-
-  const cookieOptions = (c: Context, maxAgeSeconds: number) => ({
-    httpOnly: true,
-    sameSite: 'Strict' as const,
-    secure: overTls(c),
-    path: '/',
-    maxAge: maxAgeSeconds,
-  });
-
-  const showLogin = (c: Context, next: string, error?: string, status = 200) => {
-    const nonce = randomBytes(18).toString('base64url');
-    setCookie(c, LOGIN_COOKIE, nonce, cookieOptions(c, 3600));
-    return send(c, loginPage({ nonce, next, error }), status);
-  };
-
-  app.get('/login', (c) => showLogin(c, safeNext(c.req.query('next'))));
-
-  app.post('/login', async (c) => {
-    const form = await c.req.parseBody();
-    const next = safeNext(form.next);
-    // Login CSRF: the form must come from our own page (double-submit of the login cookie).
-    if (!same(String(form._csrf ?? ''), getCookie(c, LOGIN_COOKIE) ?? '')) {
-      return showLogin(c, next, 'The form expired; please sign in again.', 403);
-    }
-    const token = String(form.token ?? '').trim();
-    let principal: Principal | undefined;
-    try {
-      principal = await deps.auth.authenticate(`Bearer ${token}`);
-    } catch (err) {
-      if (!isCairnError(err)) throw err;
-      return showLogin(c, next, err.message, 401);
-    }
-    if (!principal || !canViewFleet(principal)) {
-      return showLogin(
-        c,
-        next,
-        `Cannot sign in: token '${principal?.tokenName ?? ''}' lacks the admin or activate scope`,
-        403,
-      );
-    }
-    const secret = await deps.sessions.create(principal.tokenId);
-    deleteCookie(c, LOGIN_COOKIE, { path: '/' });
-    setCookie(c, SESSION_COOKIE, secret, cookieOptions(c, SESSION_TTL_MS / 1000));
-    return c.redirect(next, 303);
-  });
-
-  const session = (c: Context) => deps.sessions.lookup(getCookie(c, SESSION_COOKIE));
-
-  /** Checks the CSRF token of a form posted by a signed-in browser. */
-  const checkedForm = async (c: Context, s: Session) => {
-    const form = await c.req.parseBody();
-    if (!same(String(form._csrf ?? ''), s.csrf)) {
-      throw new CairnError(
-        'FORBIDDEN',
-        'Cannot accept the form: its CSRF token is missing or stale; reload the page',
-      );
-    }
-    return form;
-  };
-
-  app.post('/logout', async (c) => {
-    const s = await session(c);
-    if (s) {
-      await checkedForm(c, s);
-      await deps.sessions.delete(getCookie(c, SESSION_COOKIE)!);
-    }
-    deleteCookie(c, SESSION_COOKIE, { path: '/' });
-    return c.redirect('/login', 303);
-  });
+  registerSignInRoutes(app, deps);
 
   /** A page for signed-in browsers: others go to the sign-in form and come back after. */
   const page =
     (render: (c: Context, s: Session, started: number) => Promise<Response>) => async (c: Context) => {
       const started = performance.now();
-      const s = await session(c);
+      const s = await sessionOf(deps.sessions, c);
       if (!s || !canViewFleet(s.principal)) {
         if (c.req.method !== 'GET') return c.redirect('/login', 303);
         const next = new URL(c.req.url);
@@ -195,15 +80,15 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       } catch (err) {
         if (!isCairnError(err) || err.status >= 500) {
           deps.log.error({ err }, 'cannot render a dashboard page');
-          return send(
+          return sendPage(
             c,
             errorPage({ session: s, title: 'Error', message: 'Internal error (see the server log)' }),
-            500,
+            { status: 500 },
           );
         }
         const title =
           err.status === 404 ? 'Not found' : err.status === 403 ? 'Not allowed' : 'Cannot do that';
-        return send(c, errorPage({ session: s, title, message: err.message }), err.status);
+        return sendPage(c, errorPage({ session: s, title, message: err.message }), { status: err.status });
       }
     };
 
@@ -223,12 +108,9 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       const q = (c.req.query('q') ?? '').slice(0, 100);
       const status = FLEET_STATUSES.includes(c.req.query('status') ?? '') ? c.req.query('status')! : '';
       const rows = filterFleet(all, q, status);
-      return send(
-        c,
-        fleetPage({ session: s, rows, total: all.length, q, status, now: deps.now() }),
-        200,
+      return sendPage(c, fleetPage({ session: s, rows, total: all.length, q, status, now: deps.now() }), {
         started,
-      );
+      });
     }),
   );
 
@@ -242,7 +124,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       const sizes = agent.store_path
         ? await deps.closures.sizes(s.principal.workspaceId, [agent.store_path])
         : new Map();
-      return send(
+      return sendPage(
         c,
         agentPage({
           session: s,
@@ -252,8 +134,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
           canRollback: canActivate(s.principal, agent.name),
           now: deps.now(),
         }),
-        200,
-        started,
+        { started },
       );
     }),
   );
@@ -286,7 +167,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       const lines = await deps.deployments.logs(d.id, 0, MAX_LOG_LINES);
       const previous = await deps.queries.previousSucceeded(d.agent_id, d.id);
       const diff = await diffDeployments(deps.closures, previous, d);
-      return send(
+      return sendPage(
         c,
         deploymentPage({
           session: s,
@@ -296,8 +177,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
           diff,
           canRollback: canActivate(s.principal, d.agent_name),
         }),
-        200,
-        started,
+        { started },
       );
     }),
   );
@@ -323,7 +203,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       const rollout = await deps.queries.rollout(s.principal.workspaceId, id);
       if (!rollout) throw new CairnError('NOT_FOUND', `Cannot find rollout '${id}'`);
       const deployments = await deps.deployments.byRollout(s.principal.workspaceId, id);
-      return send(c, rolloutPage({ session: s, rollout, deployments, now: deps.now() }), 200, started);
+      return sendPage(c, rolloutPage({ session: s, rollout, deployments, now: deps.now() }), { started });
     }),
   );
 
@@ -339,7 +219,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       const to = await deploymentOr404(s, ids.to);
       const from = ids.from === undefined ? undefined : await deploymentOr404(s, ids.from);
       const diff = await diffDeployments(deps.closures, from, to);
-      return send(c, diffPage({ session: s, diff }), 200, started);
+      return sendPage(c, diffPage({ session: s, diff }), { started });
     }),
   );
 
