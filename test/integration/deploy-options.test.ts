@@ -31,7 +31,13 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
   before(async () => {
     server = await startTestServer();
     world = await deployWorld(server);
-    paths = await world.publish([1, 2, 3].map((v) => plainPackage(`opt-v${v}-${RUN_TAG}`)));
+    paths = await world.publish([
+      ...[1, 2, 3].map((v) => plainPackage(`opt-v${v}-${RUN_TAG}`)),
+      {
+        name: `opt-slow-${RUN_TAG}`,
+        script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho slow start\\nsleep 4\\necho slow done\\n' > $out/bin/activate; chmod +x $out/bin/activate`,
+      },
+    ]);
   });
   after(async () => {
     await Promise.all(agents.map((a) => a.stop()));
@@ -81,6 +87,30 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     const [d] = await listed('offline');
     assert.equal(d?.state, 'pending');
     assert.equal(d?.storePath, pkg(1));
+  });
+
+  it('--timeout: leaves a deployment still activating at the deadline running, and exits 1', async () => {
+    const a = await agent('slow');
+    const r = await cli(
+      [
+        'deploy',
+        'activate',
+        '--timeout',
+        '1.5s',
+        await deployJson({ slow: paths.get(`opt-slow-${RUN_TAG}`)! }),
+      ],
+      world.env,
+    );
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /timed out with 1 deployment\(s\) not finished: slow \(running\)/);
+    assert.equal((await listed('slow'))[0]?.state, 'running');
+    // The agent goes on regardless: the timeout only stops the command waiting.
+    await a.waitFor(/deployment \d+: succeeded/, 30_000);
+    const deadline = Date.now() + 10_000;
+    while ((await listed('slow'))[0]?.state === 'running' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal((await listed('slow'))[0]?.state, 'succeeded');
   });
 
   it('--timeout: a bad duration is refused with exit 2 before anything is created', async () => {
