@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /** Debian's Chromium, as .ci/run installs it. */
@@ -22,7 +22,6 @@ const TWELVE_HOURS_MS = 12 * 60 * 60 * 1000;
 describe('dashboard sessions in Chromium: expiry and revocation', () => {
   let server: TestServer;
   let browser: Browser;
-  const contexts: BrowserContext[] = [];
   const env = () => ({ CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken });
 
   before(async () => {
@@ -53,7 +52,6 @@ describe('dashboard sessions in Chromium: expiry and revocation', () => {
   /** Signs in with `token` in a new browser context and checks the fleet page opens. */
   const signIn = async (token: string): Promise<Page> => {
     const context = await browser.newContext();
-    contexts.push(context);
     const page = await context.newPage();
     await page.goto(`${server.url}/`);
     assert.match(page.url(), /\/login\?next=/);
