@@ -1,0 +1,43 @@
+import type { Selectable } from 'kysely';
+import type { DeploymentsTable } from '../db/database-schema.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
+
+type DesiredRow = Selectable<DeploymentsTable>;
+
+/**
+ * Looks up what agents should run, batched: every agent asking in the same turn of the event
+ * loop is looked up with one query, so a thousand agents reporting results at once cost one
+ * query instead of a thousand.
+ */
+export class DesiredLookup {
+  readonly #deployments: Pick<DeploymentRepository, 'desiredForMany'>;
+  /** Agents to look up in the next batch, with who waits for each. */
+  #wanted = new Map<number, Array<(row: DesiredRow | undefined) => void>>();
+  #timer: NodeJS.Immediate | undefined;
+
+  constructor(deployments: Pick<DeploymentRepository, 'desiredForMany'>) {
+    this.#deployments = deployments;
+  }
+
+  /** The deployment the agent should run now, or undefined when it has nothing to do. */
+  of(agentId: number): Promise<DesiredRow | undefined> {
+    return new Promise((resolve, reject) => {
+      const waiting = this.#wanted.get(agentId);
+      if (waiting) waiting.push(resolve);
+      else this.#wanted.set(agentId, [resolve]);
+      this.#timer ??= setImmediate(() => {
+        this.#timer = undefined;
+        const wanted = this.#wanted;
+        this.#wanted = new Map();
+        this.#deployments.desiredForMany([...wanted.keys()]).then(
+          (rows) => {
+            for (const [id, resolvers] of wanted) for (const r of resolvers) r(rows.get(id));
+          },
+          (err) => {
+            for (const resolvers of wanted.values()) for (const _ of resolvers) reject(err);
+          },
+        );
+      });
+    });
+  }
+}
