@@ -69,6 +69,8 @@ export class AgentHub {
   #joined = 0;
   #left = 0;
   readonly #onMessage: AgentConnectionOptions['onMessage'];
+  readonly #onClose: AgentConnectionOptions['onClose'] = (conn, code, reason) =>
+    this.#closed(conn, code, reason);
 
   constructor(deps: AgentHubDeps) {
     this.#deps = deps;
@@ -134,7 +136,7 @@ export class AgentHub {
       releaseTurn,
       deployments: this.#deps.deployments,
       onMessage: this.#onMessage,
-      onClose: (c, code, reason) => this.#closed(c, code, reason),
+      onClose: this.#onClose,
     });
     this.#byAgent.set(agent.id, conn);
     // Per agent at debug: a fleet's restart would otherwise log 10,000 lines at once (and a slow
