@@ -1,3 +1,5 @@
+import { TokenBucket } from '../../lib/token-bucket.ts';
+
 /** Options of a {@link FailedAuthLimiter}. */
 export interface FailedAuthLimiterOptions {
   /** Failures an address may make in a burst before it is refused. */
@@ -16,31 +18,22 @@ export interface FailedAuthLimiterOptions {
  */
 export class FailedAuthLimiter {
   readonly #o: FailedAuthLimiterOptions;
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  readonly #buckets = new Map<string, TokenBucket>();
 
   constructor(options: Partial<FailedAuthLimiterOptions> = {}) {
     this.#o = { burst: 20, perSecond: 1, maxAddresses: 10_000, now: Date.now, ...options };
   }
 
-  #bucket(address: string): { tokens: number; at: number } {
-    const now = this.#o.now();
-    const b = this.#buckets.get(address) ?? { tokens: this.#o.burst, at: now };
-    b.tokens = Math.min(this.#o.burst, b.tokens + ((now - b.at) / 1000) * this.#o.perSecond);
-    b.at = now;
-    return b;
-  }
-
   /** Seconds until the address may try again, or 0 when it may now. */
   retryAfter(address: string): number {
-    const b = this.#buckets.get(address) ? this.#bucket(address) : undefined;
-    if (!b || b.tokens >= 1) return 0;
-    return Math.ceil((1 - b.tokens) / this.#o.perSecond);
+    return this.#buckets.get(address)?.secondsUntilToken() ?? 0;
   }
 
   /** Counts one failed authentication from the address. */
   fail(address: string): void {
-    const b = this.#bucket(address);
-    b.tokens = Math.max(0, b.tokens - 1);
+    const b = this.#buckets.get(address) ?? new TokenBucket(this.#o);
+    b.spend();
+    // Moved to the end of the map's order: the first entry is then the one longest quiet.
     this.#buckets.delete(address);
     this.#buckets.set(address, b);
     if (this.#buckets.size > this.#o.maxAddresses) {

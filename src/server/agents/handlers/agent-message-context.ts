@@ -1,0 +1,27 @@
+import type { Logger } from 'pino';
+import type { DeploymentRepository } from '../../db/deployment-repository.ts';
+import type { WriteBatch } from '../../db/write-batch.ts';
+import type { EventBus } from '../../events/event-bus.ts';
+import type { AgentCaches } from '../agent-caches.ts';
+import type { DesiredLookup } from '../desired-lookup.ts';
+import type { LogWriter } from '../log-writer.ts';
+import type { ClosureSink } from './handle-closure.ts';
+
+/** What the handlers of agent messages use; the hub builds one and shares it with every connection. */
+export interface AgentMessageContext {
+  readonly bus: EventBus;
+  /** Where the agents' small writes are grouped into transactions. */
+  readonly writes: WriteBatch;
+  readonly logs: LogWriter;
+  readonly log: Logger;
+  readonly now: () => number;
+  readonly deployments: Pick<DeploymentRepository, 'byId'>;
+  /** Records reported closures; without it they are ignored. */
+  readonly closures: ClosureSink | undefined;
+  /** The URL agents reach the server at, given the one the agent's own request used. */
+  readonly baseUrl: (requestBase: string) => string;
+  readonly desired: DesiredLookup;
+  readonly caches: AgentCaches;
+  /** Tells the agent's current connection, if it has said hello, what it should run now. */
+  readonly sendDesired: (agentId: number) => Promise<void>;
+}

@@ -1,0 +1,37 @@
+import type { DeploymentResult } from '../../../protocol/agent-protocol.ts';
+import { DeploymentRepository } from '../../db/deployment-repository.ts';
+import type { AgentConnection } from '../agent-connection.ts';
+import type { AgentMessageContext } from './agent-message-context.ts';
+
+/**
+ * Records an agent's result for one of its deployments (in `result`, or among `hello`'s
+ * unreported ones) and announces the change; a result for a deployment that is not the agent's,
+ * or already over, changes nothing.
+ */
+export async function finishDeployment(
+  conn: AgentConnection,
+  result: DeploymentResult,
+  ctx: AgentMessageContext,
+): Promise<void> {
+  const d = await conn.known.find(result.deploymentId);
+  if (!d) return;
+  const agentId = conn.agent.id;
+  const at = ctx.now();
+  // The batch writes the log lines that came before the result first.
+  const changed = await ctx.writes.write((db) =>
+    new DeploymentRepository(db).finish(d.id, agentId, result, at),
+  );
+  ctx.logs.forget(d.id);
+  conn.known.forget(d.id);
+  d.state = result.state;
+  if (!changed) return;
+  ctx.bus.publish('deployment', {
+    workspaceId: d.workspaceId,
+    rolloutId: d.rolloutId,
+    deploymentId: d.id,
+    agent: conn.agent.name,
+    state: result.state,
+    step: result.step,
+    reason: result.reason,
+  });
+}
