@@ -1,7 +1,7 @@
-import { mkdtemp, readlink } from 'node:fs/promises';
+import { mkdtemp, readlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildPackages, run } from './nix.ts';
+import { buildPackages, run, type TestPackage } from './nix.ts';
 import { cli, type TestServer } from './server.ts';
 
 /** The store path a profile points to now (through its generation link). */
@@ -71,4 +71,70 @@ export async function deployWorld(server: TestServer): Promise<DeployWorld> {
       return paths;
     },
   };
+}
+
+/**
+ * Shell commands (for a {@link TestPackage} script) that write an executable `$out/<rel>` with
+ * `body` as its text. The body is quoted as a here-document, so `$` in it is left for run time;
+ * it must not contain `${`, which Nix would take as an antiquotation.
+ */
+export function writeScript(rel: string, body: string): string {
+  return `mkdir -p "$(dirname "$out/${rel}")"; cat > "$out/${rel}" <<'CAIRN_EOF'\n#!/bin/sh\n${body}\nCAIRN_EOF\nchmod +x "$out/${rel}"`;
+}
+
+/**
+ * A nix-darwin-kind closure (`darwin-version`, `activate`, `activate-user`): each script appends
+ * "<its store path> <script> HOME=<HOME>" to `record`; `activate` then exits with `exit`.
+ * `userStub` makes `activate-user` the deprecation stub newer nix-darwin leaves, which must not run.
+ */
+export function darwinPackage(
+  name: string,
+  record: string,
+  options: { exit?: number; userStub?: boolean } = {},
+): TestPackage {
+  const line = (script: string) => `echo "$(dirname "$0") ${script} HOME=$HOME" >> ${record}`;
+  const user = options.userStub
+    ? `echo "activate-user is deprecated and no longer does anything"\n${line('activate-user')}\nexit 1`
+    : line('activate-user');
+  return {
+    name,
+    script: [
+      'mkdir -p $out',
+      'echo \'{"darwinLabel":"25.05"}\' > $out/darwin-version.json',
+      'echo 25.05 > $out/darwin-version',
+      writeScript('activate-user', user),
+      writeScript('activate', `${line('activate')}\necho activating nix-darwin\nexit ${options.exit ?? 0}`),
+    ].join('\n'),
+  };
+}
+
+/**
+ * A Home Manager-kind closure (`hm-version`, `activate`, `home-files`): `activate` appends
+ * "<its store path> activate USER=<USER> HOME=<HOME> args=<its arguments>" to `record` and exits
+ * with `exit`. `driver` makes the script mention `--driver-version`, as Home Manager 25.11's does.
+ */
+export function homeManagerPackage(
+  name: string,
+  record: string,
+  options: { exit?: number; driver?: boolean } = {},
+): TestPackage {
+  const body = [
+    options.driver ? '# usage: activate [--driver-version 1]' : '# legacy activation script',
+    `echo "$(dirname "$0") activate USER=$USER HOME=$HOME args=$*" >> ${record}`,
+    'echo activating home-manager',
+    `exit ${options.exit ?? 0}`,
+  ].join('\n');
+  return {
+    name,
+    script: ['mkdir -p $out/home-files', 'echo 25.05 > $out/hm-version', writeScript('activate', body)].join(
+      '\n',
+    ),
+  };
+}
+
+/** Writes a deploy.json with `body` into `dir` and returns its path. */
+export async function writeDeployJson(dir: string, body: object): Promise<string> {
+  const file = join(dir, `deploy-${Math.random().toString(36).slice(2)}.json`);
+  await writeFile(file, JSON.stringify(body));
+  return file;
 }

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
+import {
+  type DeployWorld,
+  deployWorld,
+  nixosPackage,
+  plainPackage,
+  profileTarget,
+  writeDeployJson,
+} from '../helpers/deploy-fixtures.ts';
+import { RUN_TAG } from '../helpers/nix.ts';
+import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+
+describe('activation exit codes 4 (some units failed) and 100 (reboot required)', () => {
+  let server: TestServer;
+  let world: DeployWorld;
+  const agents: AgentProcess[] = [];
+  before(async () => {
+    server = await startTestServer();
+    world = await deployWorld(server);
+  });
+  after(async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    await server.stop();
+  });
+  const agent = async (name: string) => {
+    const a = await startAgent({
+      name,
+      token: await world.createAgent(name),
+      profile: join(world.profiles, name),
+      server: server.url,
+    });
+    agents.push(a);
+    await a.waitFor(/connected to/);
+    return a;
+  };
+  const activate = async (body: object) =>
+    cli(['deploy', 'activate', await writeDeployJson(world.profiles, body)], world.env);
+  /** The agent's deployments as `cairn deploy list --json` shows them, oldest first. */
+  const deployments = async (agentName: string) => {
+    const r = await cli(['deploy', 'list', '--agent', agentName, '--json'], world.env);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as Array<{ state: string; rebootRequired: boolean; reason: string | null }>)
+      .slice()
+      .reverse();
+  };
+
+  it('rolls back a NixOS switch that exits 4 by default, and keeps it under the tolerate policy', async () => {
+    const record = join(world.profiles, 'exit4-record');
+    const paths = await world.publish([
+      nixosPackage(`exit4-good-${RUN_TAG}`, record),
+      nixosPackage(`exit4-units-${RUN_TAG}`, record, { exit: 4 }),
+    ]);
+    const good = paths.get(`exit4-good-${RUN_TAG}`)!;
+    const units = paths.get(`exit4-units-${RUN_TAG}`)!;
+    await agent('exit4');
+    const profile = join(world.profiles, 'exit4');
+    assert.equal((await activate({ agents: { exit4: good } })).code, 0);
+
+    const failed = await activate({ agents: { exit4: units } });
+    assert.equal(failed.code, 1, failed.stdout + failed.stderr);
+    assert.match(
+      failed.stdout,
+      /exit4\s+\| == rolled-back: switch-to-configuration exited with 4: the system switched but some units failed/,
+    );
+    assert.match(failed.stdout, /exit4\s+rolled-back/);
+    assert.equal(await profileTarget(profile), good);
+
+    const tolerated = await activate({ agents: { exit4: units }, exit4: 'tolerate' });
+    assert.equal(tolerated.code, 0, tolerated.stdout + tolerated.stderr);
+    assert.match(
+      tolerated.stdout,
+      /exit4\s+\| note: some units failed \(exit 4\); tolerated by the exit-4 policy/,
+    );
+    assert.match(tolerated.stdout, /exit4\s+succeeded/);
+    assert.equal(await profileTarget(profile), units);
+
+    // good; units (exit 4), then good again by the rollback; units again, kept.
+    assert.equal(
+      await readFile(record, 'utf8'),
+      `${good} switch\n${units} switch\n${good} switch\n${units} switch\n`,
+    );
+    assert.deepEqual(
+      (await deployments('exit4')).map((d) => d.state),
+      ['succeeded', 'rolled-back', 'succeeded'],
+    );
+  });
+
+  it('treats exit 4 from a non-NixOS activation as a failure even under the tolerate policy', async () => {
+    const paths = await world.publish([
+      plainPackage(`exit4-plain-good-${RUN_TAG}`),
+      plainPackage(`exit4-plain-bad-${RUN_TAG}`, { activateExit: 4 }),
+    ]);
+    const good = paths.get(`exit4-plain-good-${RUN_TAG}`)!;
+    await agent('exit4p');
+    assert.equal((await activate({ agents: { exit4p: good } })).code, 0);
+    const r = await activate({
+      agents: { exit4p: paths.get(`exit4-plain-bad-${RUN_TAG}`)! },
+      exit4: 'tolerate',
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `exit4p\\s+\\| == rolled-back: bin/activate exited with 4: activated exit4-plain-bad-${RUN_TAG}`,
+      ),
+    );
+    assert.equal(await profileTarget(join(world.profiles, 'exit4p')), good);
+  });
+
+  it('keeps a NixOS switch that exits 100 and tells the user a reboot is needed', async () => {
+    const record = join(world.profiles, 'exit100-record');
+    const paths = await world.publish([nixosPackage(`exit100-${RUN_TAG}`, record, { exit: 100 })]);
+    const path = paths.get(`exit100-${RUN_TAG}`)!;
+    await agent('exit100');
+    const r = await activate({ agents: { exit100: path } });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /exit100\s+\| note: reboot required: the init system changed \(exit 100\)/);
+    assert.match(r.stdout, /exit100\s+succeeded/);
+    assert.equal(await profileTarget(join(world.profiles, 'exit100')), path);
+    assert.equal(await readFile(record, 'utf8'), `${path} switch\n`);
+  });
+
+  // BUG (src/agent/run-deployment.ts, the 'activate' case of driveDeployment): exit 100 is only a
+  // log note (activate-profile.ts interpretActivation); `reboot` is set from rebootRequired()
+  // alone, which compares kernels with /run/booted-system, so the deployment's rebootRequired
+  // stays false and neither the summary of `deploy activate` nor `deploy list`/`show`/the
+  // dashboard says a reboot is needed. Marked todo until fixed; it runs and reports its failure.
+  it('records a NixOS switch that exits 100 as needing a reboot, in the summary and the deployment', {
+    todo: 'BUG: exit 100 does not set rebootRequired (run-deployment.ts)',
+  }, async () => {
+    const record = join(world.profiles, 'exit100-flag-record');
+    const paths = await world.publish([nixosPackage(`exit100-flag-${RUN_TAG}`, record, { exit: 100 })]);
+    await agent('exit100f');
+    const r = await activate({ agents: { exit100f: paths.get(`exit100-flag-${RUN_TAG}`)! } });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /exit100f\s+succeeded\s+.*reboot required/);
+    assert.deepEqual(
+      (await deployments('exit100f')).map((d) => [d.state, d.rebootRequired]),
+      [['succeeded', true]],
+    );
+  });
+});
