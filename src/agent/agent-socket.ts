@@ -75,14 +75,14 @@ export class AgentSocket {
     this.closed = new Promise((resolve) => this.#listen(resolve));
   }
 
-  /** The hello went out and the socket is open: messages can be sent. */
+  /** The hello went out and the socket has not closed yet (it may be closing). */
   get ready(): boolean {
-    return this.#ready && this.#ws.readyState === WebSocket.OPEN;
+    return this.#ready;
   }
 
-  /** Sends a message; false when the socket is not (or no longer) ready. */
+  /** Sends a message; false before the hello or once the socket is no longer open. */
   send(msg: AgentMessage): boolean {
-    if (!this.ready) return false;
+    if (!this.#ready || this.#ws.readyState !== WebSocket.OPEN) return false;
     this.#ws.send(JSON.stringify(msg));
     return true;
   }
