@@ -88,8 +88,9 @@ export class AgentSession {
 
   constructor(options: AgentSessionOptions) {
     this.#o = options;
+    const { deploy: _deploy, onAcknowledged: _acknowledged, ...connection } = options;
     this.#connection = new AgentConnection({
-      ...options,
+      ...connection,
       hello: (observed) => this.#hello(observed),
       onMessage: (msg) => {
         options.onMessage?.(msg);
