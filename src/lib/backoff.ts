@@ -25,16 +25,22 @@ export class Backoff {
 
   /** The delay before the next attempt; counts one more failure. */
   next(): number {
-    const { initialMs, maxMs, factor = 2, random = Math.random } = this.#options;
-    const ceiling = Math.min(maxMs, initialMs * factor ** this.#failures);
+    const delay = backoffDelay(this.#failures, this.#options);
     this.#failures = Math.min(this.#failures + 1, 64);
-    return Math.round(ceiling * random());
+    return delay;
   }
 
   /** Starts over after a success. */
   reset(): void {
     this.#failures = 0;
   }
+}
+
+/** The delay {@link Backoff} waits after `failures` failed attempts: pure, for callers that keep the count. */
+export function backoffDelay(failures: number, options: BackoffOptions): number {
+  const { initialMs, maxMs, factor = 2, random = Math.random } = options;
+  const ceiling = Math.min(maxMs, initialMs * factor ** failures);
+  return Math.round(ceiling * random());
 }
 
 /** Resolves after `ms`, or at once when the signal aborts. */

@@ -13,6 +13,7 @@ import { healthCheckSchema } from './health-check.ts';
  * 1 (2026-11-25): `closure` (agent to server) after realising, in parts; still unreleased, so no bump.
  * 1 (2026-11-25): optional `src` and `n` on log lines, for dropping lines sent twice; unreleased.
  * 1 (2026-11-25): `going-away` (server to agent) before a shutdown; unreleased.
+ * 1 (2026-12-07): both sides ignore unknown fields (objects strip them); no bump, as it only accepts more.
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -26,6 +27,16 @@ export const AGENT_WS_PATH = '/api/v1/agent/ws';
 export const MAX_AGENT_MESSAGE_BYTES = 1024 * 1024;
 
 const storePath = z.string().refine(isStorePath, { message: 'not a valid store path' });
+
+/*
+ * Forward compatibility: every object below is a plain (stripping) zod object, so either side
+ * ignores a field the other side's newer version adds, as the previous protocol version promises.
+ * A message of an unknown *type* is still invalid (the agent logs and drops it; the server answers
+ * with an error). Health checks are strict in `deploy.json`, where an unknown key is a user's typo,
+ * and loose here, where it is a newer server's addition.
+ */
+const [commandCheck, httpCheck, systemdCheck] = healthCheckSchema.options;
+const wireHealthCheck = z.union([commandCheck.strip(), httpCheck.strip(), systemdCheck.strip()]);
 const id = z.string().min(1).max(64);
 
 /** Kinds of profile the agent activates. */
@@ -46,7 +57,7 @@ export const deploymentStepSchema = z.enum([
 export type DeploymentStep = z.infer<typeof deploymentStepSchema>;
 
 /** What the agent observes on its machine. */
-export const observedSchema = z.strictObject({
+export const observedSchema = z.object({
   storePath: storePath.nullable(),
   generation: z.number().int().nonnegative().nullable(),
   kind: profileKindSchema.nullable(),
@@ -59,12 +70,12 @@ export const observedSchema = z.strictObject({
 export type Observed = z.infer<typeof observedSchema>;
 
 /** A deployment as the agent receives it. */
-export const desiredDeploymentSchema = z.strictObject({
+export const desiredDeploymentSchema = z.object({
   id,
   storePath,
   rollbackScript: storePath.nullable(),
   exit4: exit4PolicySchema,
-  healthChecks: z.array(healthCheckSchema).max(100),
+  healthChecks: z.array(wireHealthCheck).max(100),
   /** Seconds to get a new connection's confirmation after activating, before rolling back. */
   confirmTimeoutSeconds: z.number().int().positive(),
   /** The kind of deployment: a rollback asked for with `cairn deploy rollback` runs the same steps. */
@@ -73,7 +84,7 @@ export const desiredDeploymentSchema = z.strictObject({
 export type DesiredDeployment = z.infer<typeof desiredDeploymentSchema>;
 
 /** A binary cache the agent may substitute from. */
-export const agentCacheSchema = z.strictObject({
+export const agentCacheSchema = z.object({
   url: z.string().url(),
   publicKey: z.string(),
   private: z.boolean(),
@@ -81,7 +92,7 @@ export const agentCacheSchema = z.strictObject({
 export type AgentCache = z.infer<typeof agentCacheSchema>;
 
 /** The outcome of a deployment, as the agent reports it. */
-export const deploymentResultSchema = z.strictObject({
+export const deploymentResultSchema = z.object({
   deploymentId: id,
   state: finalStateSchema,
   /** The step that failed, for `rolled-back` and `failed`. */
@@ -98,7 +109,7 @@ export type DeploymentResult = z.infer<typeof deploymentResultSchema>;
  * already had from the same source for the same deployment, so that lines sent again (after a
  * dropped connection, or by a restarted agent re-reading its activation's output) appear once.
  */
-export const logLineSchema = z.strictObject({
+export const logLineSchema = z.object({
   t: z.number().int().nonnegative(),
   text: z.string().max(16_384),
   src: z.string().min(1).max(64).optional(),
@@ -107,7 +118,7 @@ export const logLineSchema = z.strictObject({
 export type LogLine = z.infer<typeof logLineSchema>;
 
 /** One store path of a realised closure, as `nix path-info --json -r` reports it. */
-export const closurePathSchema = z.strictObject({
+export const closurePathSchema = z.object({
   path: storePath,
   narSize: z.number().int().nonnegative(),
   /** Full store paths, possibly the path itself. */
@@ -117,7 +128,7 @@ export type ClosurePath = z.infer<typeof closurePathSchema>;
 
 /** Messages from agent to server. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
-  z.strictObject({
+  z.object({
     type: z.literal('hello'),
     protocol: z.number().int().positive(),
     observed: observedSchema,
@@ -126,21 +137,21 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     /** Results the agent could not deliver before its connection dropped. */
     unreported: z.array(deploymentResultSchema).max(100),
   }),
-  z.strictObject({ type: z.literal('progress'), deploymentId: id, step: deploymentStepSchema }),
-  z.strictObject({
+  z.object({ type: z.literal('progress'), deploymentId: id, step: deploymentStepSchema }),
+  z.object({
     type: z.literal('log'),
     deploymentId: id,
     lines: z.array(logLineSchema).min(1).max(1000),
   }),
-  z.strictObject({ type: z.literal('result'), result: deploymentResultSchema, observed: observedSchema }),
-  z.strictObject({ type: z.literal('observed'), observed: observedSchema }),
+  z.object({ type: z.literal('result'), result: deploymentResultSchema, observed: observedSchema }),
+  z.object({ type: z.literal('observed'), observed: observedSchema }),
   /** Sent over a new connection after activating: the deployment is reachable. */
-  z.strictObject({ type: z.literal('confirm'), deploymentId: id }),
+  z.object({ type: z.literal('confirm'), deploymentId: id }),
   /**
    * The closure of the deployment's store path, realised on the machine. A large closure comes
    * in several messages (each under MAX_AGENT_MESSAGE_BYTES); `final` marks the last one.
    */
-  z.strictObject({
+  z.object({
     type: z.literal('closure'),
     deploymentId: id,
     paths: z.array(closurePathSchema).max(100_000),
@@ -151,7 +162,7 @@ export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
 /** Messages from server to agent. */
 export const serverMessageSchema = z.discriminatedUnion('type', [
-  z.strictObject({
+  z.object({
     type: z.literal('welcome'),
     protocol: z.number().int().positive(),
     agent: z.string(),
@@ -159,17 +170,17 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
     desired: desiredDeploymentSchema.nullable(),
   }),
   /** The desired state changed: run this deployment (null: nothing to do). */
-  z.strictObject({ type: z.literal('desired'), desired: desiredDeploymentSchema.nullable() }),
+  z.object({ type: z.literal('desired'), desired: desiredDeploymentSchema.nullable() }),
   /** A deployment the agent should not start (superseded or cancelled). */
-  z.strictObject({ type: z.literal('cancel'), deploymentId: id }),
+  z.object({ type: z.literal('cancel'), deploymentId: id }),
   /** The answer to `confirm`: the server heard the agent after its switch. */
-  z.strictObject({ type: z.literal('confirmed'), deploymentId: id }),
-  z.strictObject({ type: z.literal('error'), code: z.string(), message: z.string() }),
+  z.object({ type: z.literal('confirmed'), deploymentId: id }),
+  z.object({ type: z.literal('error'), code: z.string(), message: z.string() }),
   /**
    * The server is shutting down (a close with 4503 follows): reconnect at a random moment within
    * this many seconds, so that a large fleet does not come back all at once.
    */
-  z.strictObject({
+  z.object({
     type: z.literal('going-away'),
     reconnectWithinSeconds: z.number().int().min(1).max(600),
   }),

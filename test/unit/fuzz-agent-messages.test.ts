@@ -285,6 +285,34 @@ for (const [name, schema, valid] of both) {
       );
     });
 
+    it('ignores an unknown field added to any object of a valid message, as a newer peer may send', () => {
+      // The protocol's forward compatibility: a field a newer server or agent adds is stripped,
+      // and the message decodes to what the older side knows.
+      const unknownKey = fc.stringMatching(/^future_[a-z]{1,8}$/);
+      fc.assert(
+        fc.property(valid, fc.nat(), unknownKey, fc.jsonValue({ maxDepth: 2 }), (m, i, k, x) => {
+          const sent = JSON.parse(JSON.stringify(m));
+          const objects = paths(sent).filter((p) =>
+            isObject(p.reduce<Json>((o, key) => (o as Record<string, Json>)[key], sent)),
+          );
+          const extended = edit(sent, objects[i % objects.length]!, (o) => edit(o, [k], () => x));
+          const parsed = schema.safeParse(extended);
+          assert.ok(parsed.success, JSON.stringify(parsed.error?.issues));
+          assert.deepEqual(parsed.data, sent);
+        }),
+        params(1_000),
+      );
+    });
+
+    it('still rejects a message of an unknown type', () => {
+      fc.assert(
+        fc.property(valid, fc.stringMatching(/^future-[a-z]{1,8}$/), (m, type) => {
+          assert.equal(schema.safeParse({ ...JSON.parse(JSON.stringify(m)), type }).success, false);
+        }),
+        params(200),
+      );
+    });
+
     it('never throws on arbitrary frames and JSON values', () => {
       fc.assert(
         fc.property(fc.string({ unit: 'binary', maxLength: 200 }), (s) => void decodeFrame(schema, s)),

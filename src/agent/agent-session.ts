@@ -1,0 +1,216 @@
+import type { AgentJournal } from '../protocol/agent-journal.ts';
+import {
+  AGENT_PROTOCOL_VERSION,
+  type AgentCache,
+  type AgentMessage,
+  type DeploymentResult,
+  type DeploymentStep,
+  type DesiredDeployment,
+  type Observed,
+  type ServerMessage,
+} from '../protocol/agent-protocol.ts';
+import { AgentConnection, type AgentConnectionOptions } from './agent-connection.ts';
+import type { HelloMessage, SocketOutcome } from './agent-socket.ts';
+import { Confirmation } from './confirmation.ts';
+import { DeploymentQueue, type RunningDeployment } from './deployment-queue.ts';
+import { LogShipper } from './log-shipper.ts';
+import { ResultOutbox } from './result-outbox.ts';
+
+/** How long a confirmation waits for the old connection to deliver its last log lines. */
+const DRAIN_MS = 1500;
+
+/** What a deployment run by an {@link AgentSession} may use of the session. */
+export interface DeploymentContext {
+  /** The binary caches the server named in its latest welcome. */
+  readonly caches: readonly AgentCache[];
+  /** Aborts when the agent stops. */
+  readonly signal: AbortSignal | undefined;
+  /** Adds a line to the deployment's log (see {@link LogShipper.line}). */
+  readonly line: (text: string, from?: { src: string; n: number }) => void;
+  /** Reports the step the deployment has reached. */
+  readonly step: (step: DeploymentStep) => void;
+  /** Drops the connection, reconnects and waits for the server's `confirmed` (see {@link Confirmation}). */
+  readonly confirm: (deploymentId: string, timeoutMs: number) => Promise<boolean>;
+  /** Sends a message on the current connection; false when there is none. */
+  readonly send: (msg: AgentMessage) => boolean;
+}
+
+/** What an {@link AgentSession} needs: the connection's options and the agent's own parts. */
+export interface AgentSessionOptions
+  extends Omit<AgentConnectionOptions, 'hello' | 'onMessage' | 'onPong' | 'onClose'> {
+  /**
+   * Runs one deployment and resolves with its result, or with null when it was interrupted
+   * before changing the machine (it resumes on the next start). `resume` is the journal of a
+   * deployment a previous process began.
+   */
+  readonly deploy: (
+    d: DesiredDeployment,
+    ctx: DeploymentContext,
+    resume: AgentJournal | undefined,
+  ) => Promise<DeploymentResult | null>;
+  /** The server has these results (see {@link ResultOutbox}). */
+  readonly onAcknowledged?: (deploymentIds: ReadonlySet<string>) => void;
+  /** Sees every valid server message before the session acts on it (a simulated fleet counts them). */
+  readonly onMessage?: (msg: ServerMessage) => void;
+  /** Sees every connection close. */
+  readonly onClose?: (outcome: SocketOutcome) => void;
+}
+
+/** What a previous agent process left to do, read from its journal. */
+export interface Recovered {
+  /** Deployments already finished: never run again. */
+  readonly finished?: readonly string[];
+  /** Results not yet reported. */
+  readonly unreported?: readonly DeploymentResult[];
+  /** A deployment to resume at once (it had changed the machine). */
+  readonly resumeNow?: AgentJournal;
+  /** A deployment to resume once connected (it was still downloading). */
+  readonly resumeWhenWelcomed?: AgentJournal;
+}
+
+/**
+ * The agent's side of the protocol, without Nix: it keeps the connection up, says what it runs
+ * on every connect and runs what the server desires, one at a time, streaming progress and
+ * logs, confirming over a new connection after a switch and reporting results until they are
+ * acknowledged. The real agent ({@link AgentDaemon}) gives it a `deploy` that drives Nix; a
+ * simulated one gives it a `deploy` that only waits, and speaks the same protocol.
+ */
+export class AgentSession {
+  readonly #o: AgentSessionOptions;
+  readonly #connection: AgentConnection;
+  readonly #logs: LogShipper;
+  readonly #outbox: ResultOutbox;
+  readonly #confirmation: Confirmation;
+  readonly #queue: DeploymentQueue;
+  #caches: readonly AgentCache[] = [];
+  #resume: AgentJournal | undefined;
+  #stopping: AbortSignal | undefined;
+
+  constructor(options: AgentSessionOptions) {
+    this.#o = options;
+    const { deploy: _deploy, onAcknowledged: _acknowledged, ...connection } = options;
+    this.#connection = new AgentConnection({
+      ...connection,
+      hello: (observed) => this.#hello(observed),
+      onMessage: (msg) => {
+        options.onMessage?.(msg);
+        this.#handle(msg);
+      },
+      onPong: (data) => this.#logs.received(data),
+      onClose: (outcome) => {
+        this.#outbox.connectionLost();
+        this.#logs.connectionLost();
+        options.onClose?.(outcome);
+      },
+    });
+    const send = (msg: AgentMessage) => this.#connection.send(msg);
+    this.#logs = new LogShipper({ send, ping: (data) => this.#connection.ping(data) });
+    this.#outbox = new ResultOutbox({
+      send,
+      observe: options.observe,
+      ...(options.onAcknowledged ? { onAcknowledged: options.onAcknowledged } : {}),
+    });
+    this.#confirmation = new Confirmation(this.#connection, {
+      // The lines just logged go out on the old connection first, and the agent waits briefly
+      // for the server to show it read them: dropped unread, they would be sent again, twice
+      // over when the server had them after all.
+      beforeDrop: () => {
+        this.#logs.flush();
+        return this.#logs.drained(DRAIN_MS);
+      },
+    });
+    this.#queue = new DeploymentQueue((d, running, resume) => this.#run(d, running, resume), {
+      stopping: () => this.#stopping?.aborted ?? false,
+    });
+  }
+
+  /** Runs until the signal aborts, starting with what a previous process left, then waits for the running deployment. */
+  async run(signal: AbortSignal, recovered: Recovered = {}): Promise<void> {
+    this.#stopping = signal;
+    for (const id of recovered.finished ?? []) this.#queue.finished.add(id);
+    for (const r of recovered.unreported ?? []) this.#outbox.add(r);
+    this.#resume = recovered.resumeWhenWelcomed;
+    if (recovered.resumeNow) this.#queue.start(recovered.resumeNow.deployment, recovered.resumeNow);
+    await this.#connection.run(signal);
+    await this.#queue.idle();
+  }
+
+  #hello(observed: Observed): HelloMessage {
+    return {
+      type: 'hello',
+      protocol: AGENT_PROTOCOL_VERSION,
+      observed,
+      running: this.#queue.running?.id ?? null,
+      unreported: this.#outbox.forHello((id) => this.#logs.holds(id)),
+    };
+  }
+
+  #handle(msg: ServerMessage): void {
+    switch (msg.type) {
+      case 'welcome': {
+        this.#caches = msg.caches;
+        // The server has seen the results sent with hello.
+        this.#outbox.acknowledged();
+        // Progress sent while the link was down was lost: say again where the running
+        // deployment is, before the logs and the confirmation (the server confirms only a
+        // deployment it knows is running).
+        const running = this.#queue.running;
+        if (running?.step)
+          this.#connection.send({ type: 'progress', deploymentId: running.id, step: running.step });
+        this.#logs.flush();
+        void this.#outbox.resend();
+        this.#confirmation.onWelcome();
+        if (this.#resume) {
+          const j = this.#resume;
+          this.#resume = undefined;
+          this.#queue.start(j.deployment, j);
+        }
+        this.#queue.desire(msg.desired);
+        return;
+      }
+      case 'desired':
+        this.#outbox.acknowledged();
+        this.#queue.desire(msg.desired);
+        return;
+      case 'confirmed':
+        this.#confirmation.onConfirmed(msg.deploymentId);
+        return;
+      case 'cancel':
+        this.#queue.cancel(msg.deploymentId);
+        return;
+      case 'error':
+        this.#o.log(`server: ${msg.message}`);
+        return;
+      case 'going-away':
+        // The socket noted the window; the reconnect delay uses it.
+        return;
+    }
+  }
+
+  /** One deployment, from start to its result on the way to the server. */
+  async #run(d: DesiredDeployment, running: RunningDeployment, resume: AgentJournal | undefined) {
+    const result = await this.#o.deploy(
+      d,
+      {
+        caches: this.#caches,
+        signal: this.#stopping,
+        line: (text, from) => this.#logs.line(d.id, text, from),
+        step: (step) => {
+          running.step = step;
+          this.#connection.send({ type: 'progress', deploymentId: d.id, step });
+        },
+        confirm: (id, timeoutMs) => this.#confirmation.confirm(id, timeoutMs),
+        send: (msg) => this.#connection.send(msg),
+      },
+      resume,
+    );
+    if (result === null) {
+      this.#o.log(`deployment ${d.id}: stopped while downloading; the next start resumes it`);
+      return;
+    }
+    this.#o.log(`deployment ${d.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}`);
+    this.#queue.finished.add(d.id);
+    this.#logs.flush();
+    if (!(await this.#outbox.report(result))) this.#connection.reconnectNow();
+  }
+}
