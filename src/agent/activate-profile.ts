@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { homedir, userInfo } from 'node:os';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
 import { isDeprecatedStub, isExecutable } from './profile-kind.ts';
@@ -12,7 +12,12 @@ export interface ActivationPlan {
 
 /** How activation ended. */
 export type ActivationOutcome =
-  | { readonly ok: true; readonly note: string | null }
+  | {
+      readonly ok: true;
+      readonly note: string | null;
+      /** The activation itself said the machine must reboot (NixOS exit 100). */
+      readonly rebootRequired?: boolean;
+    }
   | { readonly ok: false; readonly reason: string };
 
 /**
@@ -44,7 +49,9 @@ export async function activationPlan(
       if ((await isExecutable(user)) && !(await isDeprecatedStub(user)))
         commands.push({ label: 'activate-user', argv: [user] });
       commands.push({ label: 'activate', argv: [join(storePath, 'activate')] });
-      return { commands, env: { ...env, HOME: homedir() } };
+      // Root's home from the user database, not an inherited $HOME (sudo keeps the caller's),
+      // as darwin-rebuild runs activation with HOME set to the owner of the process.
+      return { commands, env: { ...env, HOME: userInfo().homedir } };
     }
     case 'home-manager': {
       const me = userInfo();
@@ -86,6 +93,6 @@ export function interpretActivation(
     };
   }
   if (kind === 'nixos' && code === 100)
-    return { ok: true, note: 'reboot required: the init system changed (exit 100)' };
+    return { ok: true, note: 'reboot required: the init system changed (exit 100)', rebootRequired: true };
   return { ok: false, reason: `${label} exited with ${code}${lastLine ? `: ${lastLine}` : ''}` };
 }

@@ -117,7 +117,8 @@ export async function driveDeployment(
           const outcome = await activate(ctx, kind, d.storePath, d.exit4, j, save);
           if (!outcome.ok) throw new StepFailure('activate', outcome.reason);
           if (outcome.note) say(`note: ${outcome.note}`);
-          if (kind === 'nixos' && (await rebootRequired(d.storePath))) {
+          if (outcome.rebootRequired) reboot = true;
+          else if (kind === 'nixos' && (await rebootRequired(d.storePath))) {
             reboot = true;
             say('reboot required: the new kernel, initrd or kernel modules differ from the booted ones');
           }

@@ -16,10 +16,17 @@ export interface RunLinesOptions {
   readonly cwd?: string;
   /** Receives each line of stdout and stderr as it comes. */
   readonly onLine: (line: string) => void;
+  /**
+   * Stops the command: its whole process group is sent SIGTERM (SIGKILL 5 s later), so what it
+   * started (a hung curl, say) stops with it. The result is then that of the killed command.
+   */
   readonly signal?: AbortSignal;
   /** Runs the command in a new session (its own process group), so it survives its parent's group being signalled. */
   readonly detached?: boolean;
 }
+
+/** How long a stopped command has between SIGTERM and SIGKILL. */
+const KILL_AFTER_MS = 5000;
 
 /**
  * Runs a command, passing every line of its output to `onLine` as it comes, and resolves with
@@ -38,13 +45,17 @@ export function runLines(
       if (tail.length > 20) tail.shift();
       options.onLine(line);
     };
+    // A command that can be stopped gets a process group of its own, so that stopping it
+    // reaches its children too.
     const child = spawn(cmd, args, {
       env: options.env ?? process.env,
       cwd: options.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
-      detached: options.detached ?? false,
-      signal: options.signal,
+      detached: (options.detached ?? false) || options.signal !== undefined,
     });
+    const stop = () => stopGroup(child.pid);
+    if (options.signal?.aborted) stop();
+    else options.signal?.addEventListener('abort', stop, { once: true });
     let pending = 2;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     const finish = () => {
@@ -65,8 +76,23 @@ export function runLines(
       finish();
     });
     child.on('exit', (code, signal) => {
+      options.signal?.removeEventListener('abort', stop);
       exit ??= { code, signal };
       finish();
     });
   });
+}
+
+/** Sends SIGTERM to a process group, and SIGKILL to what is left of it a little later. */
+function stopGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  const kill = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // The group is gone already.
+    }
+  };
+  kill('SIGTERM');
+  setTimeout(() => kill('SIGKILL'), KILL_AFTER_MS).unref();
 }

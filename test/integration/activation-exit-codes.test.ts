@@ -124,14 +124,7 @@ describe('activation exit codes 4 (some units failed) and 100 (reboot required)'
     assert.equal(await readFile(record, 'utf8'), `${path} switch\n`);
   });
 
-  // BUG (src/agent/run-deployment.ts, the 'activate' case of driveDeployment): exit 100 is only a
-  // log note (activate-profile.ts interpretActivation); `reboot` is set from rebootRequired()
-  // alone, which compares kernels with /run/booted-system, so the deployment's rebootRequired
-  // stays false and neither the summary of `deploy activate` nor `deploy list`/`show`/the
-  // dashboard says a reboot is needed. Marked todo until fixed; it runs and reports its failure.
-  it('records a NixOS switch that exits 100 as needing a reboot, in the summary and the deployment', {
-    todo: 'BUG: exit 100 does not set rebootRequired (run-deployment.ts)',
-  }, async () => {
+  it('records a NixOS switch that exits 100 as needing a reboot, in the summary and the deployment', async () => {
     const record = join(world.profiles, 'exit100-flag-record');
     const paths = await world.publish([nixosPackage(`exit100-flag-${RUN_TAG}`, record, { exit: 100 })]);
     await agent('exit100f');

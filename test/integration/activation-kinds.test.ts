@@ -96,14 +96,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
     );
   });
 
-  // BUG (src/agent/activate-profile.ts, the 'nix-darwin' case of activationPlan): HOME is set
-  // from os.homedir(), which returns $HOME when it is set, so the agent passes on whatever HOME it
-  // was started with (macOS `sudo` keeps the caller's) instead of root's home from the password
-  // database (userInfo().homedir), as shared/reference/activation.md requires. Marked todo so the
-  // suite stays green until it is fixed; it runs and reports its failure.
-  it("runs nix-darwin's activation with the home directory of the user the agent runs as, not an inherited HOME", {
-    todo: 'BUG: nix-darwin activation inherits HOME (activate-profile.ts, os.homedir())',
-  }, async () => {
+  it("runs nix-darwin's activation with the home directory of the user the agent runs as, not an inherited HOME", async () => {
     const record = join(world.profiles, 'darwin-home-record');
     const paths = await world.publish([darwinPackage(`darwin-home-${RUN_TAG}`, record)]);
     const path = paths.get(`darwin-home-${RUN_TAG}`)!;

@@ -164,14 +164,7 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
     );
   });
 
-  // BUG (src/lib/run-lines.ts, the child.on('error') handler, reached from
-  // src/agent/health-checks.ts attempt()): the timeout's abort is reported as if the program
-  // could not start: the log says "cannot run <check>: The operation was aborted" and the
-  // reason ends with that instead of the last line the check printed. Marked todo until fixed;
-  // it runs and reports its failure.
-  it('says what a timed-out check printed last, not that it could not run', {
-    todo: 'BUG: a timed-out check is reported as "cannot run ...: The operation was aborted" (run-lines.ts)',
-  }, async () => {
+  it('says what a timed-out check printed last, not that it could not run', async () => {
     const { slow } = await slowWorld('slow2');
     const r = await activate({ agents: { slow2: slow }, healthChecks: slowCheck(0) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -182,14 +175,7 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
     assert.doesNotMatch(r.stdout, /cannot run/);
   });
 
-  // BUG (src/lib/run-lines.ts spawn(..., { signal }), used by src/agent/health-checks.ts
-  // attempt()): the timeout sends SIGTERM to the check's own process only; the processes it
-  // started (here `sleep 30`) keep running, orphaned, after the check has failed; every timed-out
-  // attempt of a hung curl or psql leaves one behind. The check should run in its own process
-  // group and the group be killed. Marked todo until fixed; it runs and reports its failure.
-  it("stops a timed-out check's child processes", {
-    todo: "BUG: a timed-out check's children keep running (run-lines.ts / health-checks.ts)",
-  }, async () => {
+  it("stops a timed-out check's child processes", async () => {
     const { dir, slow } = await slowWorld('slow3');
     const r = await activate({ agents: { slow3: slow }, healthChecks: slowCheck(0) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
