@@ -11,8 +11,8 @@ import {
 import { deployJsonSchema } from '../protocol/deploy-json.ts';
 import type { ApiClient } from './api-client.ts';
 import { errorFromResponse } from './api-client.ts';
+import type { CliIo } from './command-context.ts';
 import { formatTable } from './format-table.ts';
-import type { CliIo } from './program.ts';
 import { readSse } from './read-sse.ts';
 
 const FINAL = new Set(['succeeded', 'rolled-back', 'failed', 'cancelled']);

@@ -10,9 +10,9 @@ import {
   deploymentLogsSchema,
   rolloutPlanSchema,
 } from '../protocol/api-schemas.ts';
+import type { CommandContext } from './command-context.ts';
 import { readDeployJson } from './deploy-activate.ts';
 import { formatBytes, formatTable } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 
 const FINAL = new Set(['succeeded', 'rolled-back', 'failed', 'cancelled']);
 

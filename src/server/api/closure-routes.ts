@@ -1,14 +1,14 @@
 import type { Hono } from 'hono';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
-import type { ApiEnv } from '../api/api-routes.ts';
-import { MAX_DEPLOY_JSON_BYTES, parseJsonBody } from '../api/parse-json-body.ts';
 import { isAdmin, type Principal } from '../auth/principal.ts';
+import type { ClosureRepository } from '../closures/closure-repository.ts';
+import { diffDeployments } from '../closures/deployment-diff.ts';
+import { planRollout } from '../closures/plan-rollout.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
-import type { ClosureRepository } from './closure-repository.ts';
-import { diffDeployments } from './deployment-diff.ts';
-import { planRollout } from './plan-rollout.ts';
+import type { ApiEnv } from './api-routes.ts';
+import { MAX_DEPLOY_JSON_BYTES, parseJsonBody } from './parse-json-body.ts';
 
 /** What the closure routes need. */
 export interface ClosureRouteDeps {
