@@ -127,20 +127,59 @@ function cycles(edges: ReadonlyMap<string, ReadonlySet<string>>): string[][] {
   return out;
 }
 
-/** The cycles among `nodeOf(file)` for the given imports, each told with the imports that close it. */
+/** The shortest way round from `start` back to itself, through `edges` restricted to `members`. */
+function shortestCircle(
+  start: string,
+  edges: ReadonlyMap<string, ReadonlySet<string>>,
+  members: ReadonlySet<string>,
+): string[] {
+  const cameFrom = new Map<string, string>();
+  let frontier = [start];
+  while (frontier.length > 0) {
+    const next: string[] = [];
+    for (const v of frontier) {
+      for (const w of edges.get(v) ?? []) {
+        if (!members.has(w) || cameFrom.has(w)) continue;
+        cameFrom.set(w, v);
+        if (w === start) {
+          const path = [start];
+          for (let at = cameFrom.get(start); at !== undefined && at !== start; at = cameFrom.get(at))
+            path.unshift(at);
+          return [start, ...path];
+        }
+        next.push(w);
+      }
+    }
+    frontier = next;
+  }
+  return [start];
+}
+
+/**
+ * The cycles among `nodeOf(file)` for the given imports: for each tangle, its shortest circle
+ * told hop by hop with an import that makes each hop, and every node caught in the tangle.
+ */
 function cycleReports(among: readonly Import[], nodeOf: (file: string) => string): string[] {
   const edges = new Map<string, Set<string>>();
+  const witness = new Map<string, Import>();
   for (const i of among) {
     const [a, b] = [nodeOf(i.from), nodeOf(i.to)];
     if (a === b) continue;
     edges.set(a, (edges.get(a) ?? new Set()).add(b));
+    if (!witness.has(`${a} ${b}`)) witness.set(`${a} ${b}`, i);
   }
   return cycles(edges).map((group) => {
     const members = new Set(group);
-    const links = among.filter(
-      (i) => nodeOf(i.from) !== nodeOf(i.to) && members.has(nodeOf(i.from)) && members.has(nodeOf(i.to)),
-    );
-    return `${group.join(' ↔ ')} import each other:\n    ${links.map(describeImport).join('\n    ')}`;
+    const circle = group
+      .map((v) => shortestCircle(v, edges, members))
+      .reduce((best, c) => (c.length < best.length ? c : best));
+    const hops = circle.slice(1).map((to, k) => {
+      const i = witness.get(`${circle[k]} ${to}`);
+      return i === undefined ? `${circle[k]} → ${to}` : describeImport(i);
+    });
+    return `${circle.join(' → ')}:\n    ${hops.join('\n    ')}${
+      group.length > circle.length - 1 ? `\n    (caught in the same tangle: ${group.join(', ')})` : ''
+    }`;
   });
 }
 
