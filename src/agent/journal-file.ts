@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type AgentJournal, agentJournalSchema } from '../protocol/agent-journal.ts';
+import { fieldProblems, formatProblems } from '../protocol/parse-or-throw.ts';
 
 /** What reading the journal found. */
 export type JournalRead =
@@ -34,8 +35,7 @@ export class JournalFile {
     try {
       const parsed = agentJournalSchema.safeParse(JSON.parse(text));
       if (parsed.success) return { kind: 'ok', journal: parsed.data };
-      const issue = parsed.error.issues[0];
-      reason = `${issue?.path.join('.') || 'journal'}: ${issue?.message}`;
+      reason = formatProblems(fieldProblems(parsed.error, 'journal'));
     } catch (err) {
       reason = `not JSON (${(err as Error).message})`;
     }

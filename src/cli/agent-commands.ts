@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { agentListSchema, createdAgentSchema } from '../protocol/api-schemas.ts';
+import type { CommandContext } from './command-context.ts';
 import { formatTable } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 
 /** `cairn agent create|list|revoke|token`. */
 export function registerAgentCommands(program: Command, ctx: CommandContext): void {

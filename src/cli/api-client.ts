@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import { CairnError } from '../lib/cairn-error.ts';
 import { type ErrorCode, errorCodes } from '../lib/error-codes.ts';
 import { type ErrorBody, errorBodySchema } from '../protocol/api-schemas.ts';
+import { parseOrThrow } from '../protocol/parse-or-throw.ts';
 
 /** Where the CLI finds the server and its token. */
 export interface ClientOptions {
@@ -67,14 +68,11 @@ export class ApiClient {
         `Cannot read the server's answer: not JSON (${text.slice(0, 100)})`,
       );
     }
-    const parsed = schema.safeParse(json);
-    if (!parsed.success) {
-      throw new CairnError(
-        'COMMAND_FAILED',
-        `Cannot read the server's answer: ${parsed.error.issues[0]?.message} (${method} ${path})`,
-      );
-    }
-    return parsed.data;
+    return parseOrThrow(schema, json, {
+      action: `read the server's answer to ${method} ${path}`,
+      whole: '(answer)',
+      code: 'COMMAND_FAILED',
+    });
   }
 }
 
@@ -89,8 +87,12 @@ export function errorFromResponse(status: number, text: string, what: string): C
   }
   if (body) {
     const code = (Object.hasOwn(errorCodes, body.code) ? body.code : 'INTERNAL') as ErrorCode;
-    const detail = body.validations?.map((v) => `${v.field}: ${v.message}`).join('\n  ') ?? body.detail;
-    return new CairnError(code, body.message, { status, ...(detail ? { detail } : {}) });
+    // The message already names every invalid field; they are kept, not printed again.
+    return new CairnError(code, body.message, {
+      status,
+      ...(body.detail ? { detail: body.detail } : {}),
+      ...(body.validations ? { validations: body.validations } : {}),
+    });
   }
   const code: ErrorCode =
     status === 401

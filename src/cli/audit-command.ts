@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { auditListSchema } from '../protocol/api-schemas.ts';
+import type { CommandContext } from './command-context.ts';
 import { formatTable } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 
 /** `cairn audit`: who created, revoked, deployed, rolled back and pushed, from where, when. */
 export function registerAuditCommand(program: Command, ctx: CommandContext): void {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { cacheInfoSchema, cacheListSchema } from '../protocol/api-schemas.ts';
+import type { CommandContext } from './command-context.ts';
 import { formatBytes, formatTable } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 
 /** `cairn cache create|list|info`. */
 export function registerCacheCommands(program: Command, ctx: CommandContext): void {

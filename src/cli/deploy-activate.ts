@@ -10,11 +10,15 @@ import {
 } from '../protocol/api-schemas.ts';
 import { deployJsonSchema } from '../protocol/deploy-json.ts';
 import { isFinalState } from '../protocol/deployment-state.ts';
+import { parseOrThrow } from '../protocol/parse-or-throw.ts';
 import type { ApiClient } from './api-client.ts';
 import { errorFromResponse } from './api-client.ts';
+import type { CliIo } from './command-context.ts';
 import { formatTable } from './format-table.ts';
-import type { CliIo } from './program.ts';
 import { readSse } from './read-sse.ts';
+
+/** An event that does not fit its schema breaks the stream like a lost connection: it is picked up again. */
+const EVENT = { action: "read the rollout's events", whole: '(event)', code: 'COMMAND_FAILED' } as const;
 
 /** Reads and validates deploy.json, reporting every problem at once. */
 export async function readDeployJson(file: string) {
@@ -36,14 +40,7 @@ export async function readDeployJson(file: string) {
       `Cannot parse ${file}: not valid JSON (${(err as Error).message})`,
     );
   }
-  const parsed = deployJsonSchema.safeParse(json);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `${i.path.join('.') || '(file)'}: ${i.message}`);
-    throw new CairnError('INVALID_ARGUMENT', `Cannot use ${file}: ${lines.length} problem(s)`, {
-      detail: lines.join('\n  '),
-    });
-  }
-  return parsed.data;
+  return parseOrThrow(deployJsonSchema, json, { action: `use ${file}`, whole: '(file)' });
 }
 
 /** Options of {@link deployActivate}. */
@@ -116,7 +113,7 @@ export async function followRollout(
         if (!res.ok || !res.body) throw errorFromResponse(res.status, await res.text(), 'follow the rollout');
         for await (const ev of readSse(res.body)) {
           if (ev.event === 'log') {
-            const e = rolloutLogEventSchema.parse(JSON.parse(ev.data));
+            const e = parseOrThrow(rolloutLogEventSchema, JSON.parse(ev.data), EVENT);
             const seen = lastSeq.get(e.deploymentId) ?? 0;
             for (const line of e.lines) {
               if (line.seq <= seen) continue;
@@ -124,7 +121,7 @@ export async function followRollout(
             }
             lastSeq.set(e.deploymentId, Math.max(seen, e.lines.at(-1)?.seq ?? 0));
           } else if (ev.event === 'state') {
-            const e = rolloutStateEventSchema.parse(JSON.parse(ev.data));
+            const e = parseOrThrow(rolloutStateEventSchema, JSON.parse(ev.data), EVENT);
             const prev = states.get(e.deploymentId);
             if (!prev) continue;
             if (prev.state !== e.state && isFinalState(e.state)) {

@@ -1,14 +1,11 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { AgentDaemon } from '../agent/agent-daemon.ts';
-import { lockProfile } from '../agent/profile-lock.ts';
-import { resolveProfilePath } from '../agent/profile-state.ts';
 import { CairnError } from '../lib/cairn-error.ts';
 import { rolloutInfoSchema } from '../protocol/api-schemas.ts';
 import { NAME_PATTERN } from '../protocol/token-scope.ts';
+import type { CommandContext } from './command-context.ts';
 import { deployActivate, followRollout } from './deploy-activate.ts';
 import { parseDuration } from './parse-duration.ts';
-import type { CommandContext } from './program.ts';
 
 /** The agent's default state directory: /var/lib/cairn-agent as root, else under XDG_STATE_HOME. */
 function defaultAgentStateDir(env: NodeJS.ProcessEnv): string {
@@ -97,28 +94,25 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
           'INVALID_ARGUMENT',
           'Cannot start the agent: set CAIRN_AGENT_TOKEN to the token "cairn agent create" printed',
         );
+      if (!ctx.io.daemons) throw new Error('cairn deploy agent: this CLI was built without the agent');
       const client = ctx.client('CAIRN_AGENT_TOKEN');
-      const profile = resolveProfilePath(profileArg);
       const stateDir = opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(ctx.env);
-      const unlock = await lockProfile(profile);
       const stop = new AbortController();
       void ctx.io.untilStopped?.().then((signal) => {
         ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);
         stop.abort();
       });
-      const daemon = new AgentDaemon({
-        name,
-        server: client.server,
-        token,
-        profile,
-        stateDir,
-        env: ctx.env,
-        log: (line) => ctx.io.stderr.write(`${new Date().toISOString()} ${line}\n`),
-      });
-      try {
-        await daemon.run(stop.signal);
-      } finally {
-        await unlock();
-      }
+      await ctx.io.daemons.runAgent(
+        {
+          name,
+          server: client.server,
+          token,
+          profile: profileArg,
+          stateDir,
+          env: ctx.env,
+          log: (line) => ctx.io.stderr.write(`${new Date().toISOString()} ${line}\n`),
+        },
+        stop.signal,
+      );
     });
 }

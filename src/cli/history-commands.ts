@@ -11,9 +11,9 @@ import {
   rolloutPlanSchema,
 } from '../protocol/api-schemas.ts';
 import { isFinalState } from '../protocol/deployment-state.ts';
+import type { CommandContext } from './command-context.ts';
 import { readDeployJson } from './deploy-activate.ts';
 import { formatBytes, formatTable } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 
 function deploymentId(text: string, what: string): number {
   const id = Number(text);

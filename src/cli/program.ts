@@ -4,33 +4,12 @@ import { registerAgentCommands } from './agent-commands.ts';
 import { ApiClient } from './api-client.ts';
 import { registerAuditCommand } from './audit-command.ts';
 import { registerCacheCommands } from './cache-commands.ts';
+import type { CliIo, CommandContext } from './command-context.ts';
 import { registerDeployCommands } from './deploy-commands.ts';
 import { registerHistoryCommands } from './history-commands.ts';
 import { registerPushCommand } from './push-command.ts';
 import { registerServerCommand } from './server-command.ts';
 import { registerTokenCommands } from './token-commands.ts';
-
-/** Where a command writes, and the environment it reads; the real process, or buffers in tests. */
-export interface CliIo {
-  readonly stdout: { write(chunk: string): unknown; isTTY?: boolean };
-  readonly stderr: { write(chunk: string): unknown; isTTY?: boolean };
-  readonly env?: NodeJS.ProcessEnv;
-  /**
-   * Resolves when the process is asked to stop (SIGINT or SIGTERM). Only long-running commands
-   * call it; until one does, the signals keep their default effect.
-   */
-  readonly untilStopped?: () => Promise<string>;
-}
-
-/** What every command gets: its IO and a way to build an API client from the global options. */
-export interface CommandContext {
-  readonly io: CliIo;
-  readonly env: NodeJS.ProcessEnv;
-  /** An API client from the global options; `tokenEnv` names the environment variable tried before CAIRN_TOKEN. */
-  client(tokenEnv?: string): ApiClient;
-  /** Sets the exit code for a command that finished without an error but must not report success. */
-  setExitCode(code: number): void;
-}
 
 /** Builds the `cairn` command tree. Commands are thin: parse, call, print. */
 export function createProgram(io: CliIo, setExitCode: (code: number) => void = () => {}): Command {

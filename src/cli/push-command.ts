@@ -1,7 +1,7 @@
 import { type Command, Option } from 'commander';
 import { CairnError } from '../lib/cairn-error.ts';
+import type { CommandContext } from './command-context.ts';
 import { formatBytes } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 import { type PushCompression, pushClosure } from './push-closure.ts';
 
 /** `cairn push CACHE PATH...`. */

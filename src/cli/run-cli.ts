@@ -1,6 +1,7 @@
 import { CommanderError } from 'commander';
 import { isCairnError } from '../lib/cairn-error.ts';
-import { type CliIo, createProgram } from './program.ts';
+import type { CliIo } from './command-context.ts';
+import { createProgram } from './program.ts';
 
 const INPUT_ERRORS = new Set<string>([
   'INVALID_ARGUMENT',

@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
-import type { CommandContext } from './program.ts';
+import type { CommandContext } from './command-context.ts';
+import type { ServerCommandFlags } from './daemons.ts';
 
 /**
- * `cairn server`: runs the server until SIGINT or SIGTERM. The server's modules are imported
- * only here, when the command runs, so that every other command (above all `cairn deploy agent`,
- * which must run on machines with nothing but Node.js and nix) never loads the server's
- * dependencies, such as the native better-sqlite3.
+ * `cairn server`: runs the server until SIGINT or SIGTERM. The server itself comes from the
+ * daemons src/main.ts supplies, which loads its modules only when this command runs.
  */
 export function registerServerCommand(program: Command, ctx: CommandContext): void {
   program
@@ -23,24 +22,11 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
       '--log-retention-days <days>',
       'delete deployment logs this many days after the deployment ended (env: CAIRN_LOG_RETENTION_DAYS; default: 30)',
     )
-    .action(
-      async (flags: {
-        listen?: string;
-        dataDir?: string;
-        database?: string;
-        publicUrl?: string;
-        logLevel?: string;
-        logRetentionDays?: string;
-      }) => {
-        const [{ parseServerConfig }, { startServer }] = await Promise.all([
-          import('../server/server-config.ts'),
-          import('../server/start-server.ts'),
-        ]);
-        const config = parseServerConfig(flags, ctx.env);
-        const server = await startServer(config);
-        const signal = await (ctx.io.untilStopped?.() ?? new Promise<string>(() => {}));
-        ctx.io.stderr.write(`cairn server: ${signal}, shutting down\n`);
-        await server.close();
-      },
-    );
+    .action(async (flags: ServerCommandFlags) => {
+      if (!ctx.io.daemons) throw new Error('cairn server: this CLI was built without the server');
+      const server = await ctx.io.daemons.startServer(flags, ctx.env);
+      const signal = await (ctx.io.untilStopped?.() ?? new Promise<string>(() => {}));
+      ctx.io.stderr.write(`cairn server: ${signal}, shutting down\n`);
+      await server.close();
+    });
 }

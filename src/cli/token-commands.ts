@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { CairnError } from '../lib/cairn-error.ts';
 import { createdTokenSchema, tokenListSchema } from '../protocol/api-schemas.ts';
 import { parseTokenScope } from '../protocol/token-scope.ts';
+import type { CommandContext } from './command-context.ts';
 import { formatTable } from './format-table.ts';
-import type { CommandContext } from './program.ts';
 
 /** Parses `30d`, `12h`, `90m` or an ISO date into an ISO timestamp. */
 export function parseExpiry(text: string, now: number): string {

@@ -15,6 +15,11 @@ export function fieldProblems(error: z.ZodError, whole = '(body)'): FieldProblem
   return error.issues.map((i) => ({ field: i.path.join('.') || whole, message: i.message }));
 }
 
+/** One line naming every problem: `agents.web1: not a valid store path; agents.web2: …`. */
+export function formatProblems(problems: ReadonlyArray<FieldProblem>): string {
+  return problems.map((p) => `${p.field}: ${p.message}`).join('; ');
+}
+
 /**
  * Validates `value` against `schema` and returns the parsed value; every problem is reported
  * together, each with its field, in one {@link CairnError} whose message reads
@@ -36,9 +41,5 @@ export function validationError(
   validations: ReadonlyArray<FieldProblem>,
   code: ErrorCode = 'INVALID_ARGUMENT',
 ): CairnError {
-  return new CairnError(
-    code,
-    `Cannot ${action}: ${validations.map((v) => `${v.field}: ${v.message}`).join('; ')}`,
-    { validations },
-  );
+  return new CairnError(code, `Cannot ${action}: ${formatProblems(validations)}`, { validations });
 }

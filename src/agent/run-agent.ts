@@ -1,0 +1,19 @@
+import { AgentDaemon, type AgentOptions } from './agent-daemon.ts';
+import { lockProfile } from './profile-lock.ts';
+import { resolveProfilePath } from './profile-state.ts';
+
+/**
+ * Runs the agent until `signal` aborts: resolves `options.profile` (a name under
+ * /nix/var/nix/profiles, or an absolute path), takes the profile's lock, and releases it when
+ * the agent stops.
+ * @throws CairnError INVALID_ARGUMENT for a bad profile name, ALREADY_EXISTS when another agent holds the lock.
+ */
+export async function runAgent(options: AgentOptions, signal: AbortSignal): Promise<void> {
+  const profile = resolveProfilePath(options.profile);
+  const unlock = await lockProfile(profile);
+  try {
+    await new AgentDaemon({ ...options, profile }).run(signal);
+  } finally {
+    await unlock();
+  }
+}

@@ -1,0 +1,34 @@
+/** Flags of `cairn server` as the CLI parsed them: text, checked by the server. */
+export interface ServerCommandFlags {
+  listen?: string;
+  dataDir?: string;
+  database?: string;
+  publicUrl?: string;
+  logLevel?: string;
+  logRetentionDays?: string;
+}
+
+/** What `cairn deploy agent` hands the agent once it has checked the name and the token. */
+export interface AgentCommandOptions {
+  readonly name: string;
+  /** The server's URL. */
+  readonly server: string;
+  readonly token: string;
+  /** A profile name under /nix/var/nix/profiles, or an absolute path, as given. */
+  readonly profile: string;
+  readonly stateDir: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly log: (line: string) => void;
+}
+
+/**
+ * The two long-running programs the CLI starts: the server and the agent. Folders import one way
+ * and the CLI may import neither, so src/main.ts supplies them (and loads each only when its
+ * command runs, so that `cairn deploy agent` never loads the server's native dependencies).
+ */
+export interface Daemons {
+  /** Starts the server from its flags and the environment; resolves once it listens. */
+  startServer(flags: ServerCommandFlags, env: NodeJS.ProcessEnv): Promise<{ close(): Promise<void> }>;
+  /** Runs the agent, holding its profile's lock, until `signal` aborts. */
+  runAgent(options: AgentCommandOptions, signal: AbortSignal): Promise<void>;
+}

@@ -1,0 +1,27 @@
+import assert from 'node:assert/strict';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { JournalFile } from '../../src/agent/journal-file.ts';
+
+describe('JournalFile.read', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cairn-journal-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('moves aside a journal that does not fit its schema, naming every bad field', async () => {
+    const journal = new JournalFile(dir);
+    await writeFile(journal.path, JSON.stringify({ version: 2, switched: 'yes' }));
+    const read = await journal.read();
+    assert.equal(read.kind, 'corrupt');
+    if (read.kind !== 'corrupt') return;
+    assert.match(read.reason, /version: /);
+    assert.match(read.reason, /switched: /);
+    assert.match(read.reason, /reported: /);
+    await access(read.movedTo);
+    await assert.rejects(access(journal.path), { code: 'ENOENT' });
+  });
+});
