@@ -40,7 +40,7 @@ export async function startServer(
     onIdleConnectionError: (err) =>
       log.warn({ err }, 'an idle database connection failed; it will be reopened'),
   });
-  const applied = await migrate(database.db as never, database.dialect, Date.now);
+  const applied = await migrate(database.db as never, database.dialect);
   if (applied.length > 0) log.info({ applied }, 'database migrated');
   const blobs = new LocalBlobStore(join(config.dataDir, 'blobs'));
   await blobs.init();
