@@ -56,9 +56,7 @@ export async function startServer(
     await new AgentRepository(database.db).setAllOffline();
   }
   let ready = false;
-  let url = '';
   const app = createApp({
-    selfUrl: () => url,
     database,
     blobs,
     log,
@@ -89,7 +87,7 @@ export async function startServer(
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  url = `http://${host}:${port}`;
+  const url = `http://${host}:${port}`;
   ready = true;
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
