@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { sql } from 'kysely';
+import { Migrator, sql } from 'kysely';
 import { isCairnError } from '../../src/lib/cairn-error.ts';
 import { encodeNix32 } from '../../src/nix/nix32.ts';
 import { SCHEMA_MIGRATIONS_FENCE } from '../../src/server/db/adopt-schema-migrations.ts';
@@ -194,6 +194,28 @@ describe(`database on ${kind}`, () => {
       await a.db.destroy();
       await b.db.destroy();
       await test.drop();
+    }
+  });
+
+  it('a migration run that fails halfway leaves the schema as it was (one transaction)', async () => {
+    const other = await freshDatabase();
+    try {
+      // Kysely's Migrator, as migrate uses it, over this database's dialect.
+      const { error } = await new Migrator({
+        db: other.db,
+        provider: {
+          getMigrations: async () => ({
+            '0001 first': { up: (db) => db.schema.createTable('first').addColumn('x', 'integer').execute() },
+            '0002 broken': { up: async (db) => void (await sql`select * from no_such_table`.execute(db)) },
+          }),
+        },
+      }).migrateToLatest();
+      assert.ok(error, 'the broken migration fails');
+      const tables = (await other.db.introspection.getTables()).map((t) => t.name);
+      assert.equal(tables.includes('first'), false, 'the first migration was rolled back with it');
+      assert.deepEqual(await recorded(other), []);
+    } finally {
+      await other.close();
     }
   });
 
