@@ -18,6 +18,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = join(root, 'dist');
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
 
+/** The text of a dashboard asset, carried in the bundle (see src/server/dashboard/static-assets.ts). */
+const asset = (name: string) =>
+  JSON.stringify(readFileSync(join(root, 'src/server/dashboard/assets', name), 'utf8'));
+
 /** Server-only modules with native code: imported by a stub that `require`s them on first use. */
 const LAZY_NATIVE = ['better-sqlite3'];
 /** Optional modules dependencies `require` inside try/catch or a getter; absent is fine. */
@@ -85,7 +89,11 @@ const result = await build({
       'const require = __cairnCreateRequire(import.meta.url);',
     ].join('\n'),
   },
-  define: { CAIRN_BUNDLED_VERSION: JSON.stringify(version) },
+  define: {
+    CAIRN_BUNDLED_VERSION: JSON.stringify(version),
+    CAIRN_ASSET_APP_JS: asset('app.js'),
+    CAIRN_ASSET_APP_CSS: asset('app.css'),
+  },
   external: OPTIONAL,
   plugins: [lazyNative],
   metafile: true,

@@ -42,8 +42,6 @@ export interface AppDeps {
   readonly isReady: () => boolean;
   /** The event bus; in-memory unless replicas share one. */
   readonly bus?: EventBus;
-  /** The server's own URL, for links and cache URLs given to agents. */
-  readonly selfUrl: () => string;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */

@@ -40,7 +40,7 @@ export async function startServer(
     onIdleConnectionError: (err) =>
       log.warn({ err }, 'an idle database connection failed; it will be reopened'),
   });
-  const applied = await migrate(database.db as never, database.dialect, Date.now);
+  const applied = await migrate(database.db as never, database.dialect);
   if (applied.length > 0) log.info({ applied }, 'database migrated');
   const blobs = new LocalBlobStore(join(config.dataDir, 'blobs'));
   await blobs.init();
@@ -56,9 +56,7 @@ export async function startServer(
     await new AgentRepository(database.db).setAllOffline();
   }
   let ready = false;
-  let url = '';
   const app = createApp({
-    selfUrl: () => url,
     database,
     blobs,
     log,
@@ -89,7 +87,7 @@ export async function startServer(
   });
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  url = `http://${host}:${port}`;
+  const url = `http://${host}:${port}`;
   ready = true;
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,

@@ -25,20 +25,22 @@ export interface ServerProcess {
 }
 
 /**
- * Starts `node --import tsx src/main.ts server` on `port` with `dataDir` (and `database`, a
- * `--database` value, when given), and waits until `/healthz` answers 200.
+ * Starts `node --import tsx src/main.ts server` (or `cairn`, another `cairn` executable, such as
+ * an installed one) on `port` with `dataDir` (and `database`, a `--database` value, when given),
+ * and waits until `/healthz` answers 200.
  */
 export async function spawnServer(options: {
   port: number;
   dataDir: string;
   database?: string;
+  cairn?: string;
 }): Promise<ServerProcess> {
+  const [command, ...prefix] =
+    options.cairn === undefined ? [process.execPath, '--import', 'tsx', MAIN] : [options.cairn];
   const child = spawn(
-    process.execPath,
+    command!,
     [
-      '--import',
-      'tsx',
-      MAIN,
+      ...prefix,
       'server',
       '--listen',
       `127.0.0.1:${options.port}`,

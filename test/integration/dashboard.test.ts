@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,9 @@ import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /** Screenshots of every page, kept as test artifacts (test-artifacts/ is not committed). */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', import.meta.url));
+
+/** The dashboard's script and stylesheet, as the server must serve them. */
+const ASSETS = new URL('../../src/server/dashboard/assets/', import.meta.url);
 
 /** Debian's Chromium, as .ci/run installs it. */
 const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
@@ -142,6 +145,19 @@ describe('dashboard in Chromium', () => {
     const anonymous = await fetch(`${server.url}/agents/alpha`, { redirect: 'manual' });
     assert.equal(anonymous.status, 303);
     assert.match(anonymous.headers.get('content-security-policy') ?? 'none', /none|script-src 'self'/);
+  });
+
+  it('serves its script and stylesheet, the files in src/server/dashboard/assets, under its CSP', async () => {
+    for (const [name, type] of [
+      ['app.js', 'text/javascript; charset=utf-8'],
+      ['app.css', 'text/css; charset=utf-8'],
+    ] as const) {
+      const res = await fetch(`${server.url}/static/${name}`);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('content-type'), type);
+      assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+      assert.equal(await res.text(), await readFile(new URL(name, ASSETS), 'utf8'));
+    }
   });
 
   it('follows a running deployment: new log lines arrive without a reload', async () => {

@@ -1,16 +1,18 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { sql } from 'kysely';
+import { Migrator, sql } from 'kysely';
 import { isCairnError } from '../../src/lib/cairn-error.ts';
 import { encodeNix32 } from '../../src/nix/nix32.ts';
+import { SCHEMA_MIGRATIONS_FENCE } from '../../src/server/db/adopt-schema-migrations.ts';
 import { CacheRepository } from '../../src/server/db/cache-repository.ts';
 import type { StorePathsTable } from '../../src/server/db/database-schema.ts';
-import { migrate, migrations } from '../../src/server/db/migrations.ts';
+import { migrate, migrationName, migrations } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
 import { PathIndex } from '../../src/server/db/path-index.ts';
 import { TokenRepository } from '../../src/server/db/token-repository.ts';
 import { WorkspaceRepository } from '../../src/server/db/workspace-repository.ts';
+import { legacyMigrate } from '../helpers/legacy-migrate.ts';
 import { createTestDatabase, type TestDatabase, testPostgresUrl } from '../helpers/server.ts';
 
 // The same tests run on SQLite and, with CAIRN_TEST_DATABASE_URL set, on PostgreSQL.
@@ -30,6 +32,14 @@ async function freshDatabase(): Promise<OpenDatabase & { close(): Promise<void>;
       await test.drop();
     },
   };
+}
+
+/** The names of the migrations the database records as run, in order. */
+async function recorded(database: OpenDatabase): Promise<string[]> {
+  const rows = await sql<{ name: string }>`select name from kysely_migration order by name`.execute(
+    database.db,
+  );
+  return rows.rows.map((r) => r.name);
 }
 
 /** A distinct valid-looking store path hash part for each number. */
@@ -69,15 +79,11 @@ describe(`database on ${kind}`, () => {
 
   it('migrate applies every migration on a fresh database, and nothing the second time', async () => {
     assert.deepEqual(
-      await migrate(database.db as never, database.dialect, now),
+      await migrate(database.db as never, database.dialect),
       migrations.map((m) => m.version),
     );
-    assert.deepEqual(await migrate(database.db as never, database.dialect, now), []);
-    const rows = await database.db.selectFrom('schema_migrations').select('version').execute();
-    assert.deepEqual(
-      rows.map((r) => r.version),
-      migrations.map((m) => m.version),
-    );
+    assert.deepEqual(await migrate(database.db as never, database.dialect), []);
+    assert.deepEqual(await recorded(database), migrations.map(migrationName));
     workspaceId = (await new WorkspaceRepository(database.db).ensure('default', now())).id;
     assert.deepEqual(await new WorkspaceRepository(database.db).ensure('default', now()), {
       id: workspaceId,
@@ -93,8 +99,8 @@ describe(`database on ${kind}`, () => {
     const b = openDatabase(test.config);
     try {
       const results = await Promise.all([
-        migrate(a.db as never, a.dialect, now),
-        migrate(b.db as never, b.dialect, now),
+        migrate(a.db as never, a.dialect),
+        migrate(b.db as never, b.dialect),
       ]);
       assert.deepEqual(results.map((r) => r.length).sort(), [0, migrations.length]);
     } finally {
@@ -107,19 +113,107 @@ describe(`database on ${kind}`, () => {
   it('migrate refuses a database whose schema is newer than this Cairn knows', async () => {
     const other = await freshDatabase();
     try {
-      await migrate(other.db as never, other.dialect, now);
-      await sql`insert into schema_migrations (version, name, applied_at) values (${newest + 1}, ${'from the future'}, ${now()})`.execute(
+      await migrate(other.db as never, other.dialect);
+      const future = migrationName({ version: newest + 1, name: 'from the future' });
+      await sql`insert into kysely_migration (name, timestamp) values (${future}, ${new Date().toISOString()})`.execute(
         other.db,
       );
       await assert.rejects(
-        migrate(other.db as never, other.dialect, now),
+        migrate(other.db as never, other.dialect),
         (err) =>
           isCairnError(err, 'INVALID_ARGUMENT') &&
           err.message.includes(`schema version ${newest + 1} is newer than this Cairn knows (${newest})`),
       );
       // Refused before touching anything: the future row is still the only addition.
-      const versions = await other.db.selectFrom('schema_migrations').select('version').execute();
-      assert.equal(versions.length, migrations.length + 1);
+      assert.equal((await recorded(other)).length, migrations.length + 1);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('migrate adopts a database migrated before Kysely, and the older Cairn then refuses it', async () => {
+    const old = await freshDatabase();
+    try {
+      // As the previous Cairn left it: migrations 1 to 3 recorded in schema_migrations, some data.
+      assert.deepEqual(await legacyMigrate(old.db as never, old.dialect, { now, upTo: 3 }), [1, 2, 3]);
+      const { id } = await new WorkspaceRepository(old.db).ensure('kept', now());
+      assert.deepEqual(
+        await migrate(old.db as never, old.dialect),
+        migrations.filter((m) => m.version > 3).map((m) => m.version),
+      );
+      assert.deepEqual(await recorded(old), migrations.map(migrationName));
+      assert.deepEqual(await migrate(old.db as never, old.dialect), []);
+      assert.deepEqual(await new WorkspaceRepository(old.db).ensure('kept', now()), { id, created: false });
+      // The previous Cairn would see its own migrations done: the fence row stops it.
+      await assert.rejects(
+        legacyMigrate(old.db as never, old.dialect, { now }),
+        (err) =>
+          isCairnError(err, 'INVALID_ARGUMENT') &&
+          err.message.includes(
+            `schema version ${SCHEMA_MIGRATIONS_FENCE} is newer than this Cairn knows (${newest})`,
+          ),
+      );
+    } finally {
+      await old.close();
+    }
+  });
+
+  it('migrate refuses a database migrated before Kysely that records a newer version', async () => {
+    const old = await freshDatabase();
+    try {
+      await legacyMigrate(old.db as never, old.dialect, { now });
+      await sql`insert into schema_migrations (version, name, applied_at) values (${newest + 1}, ${'from the future'}, ${now()})`.execute(
+        old.db,
+      );
+      await assert.rejects(
+        migrate(old.db as never, old.dialect),
+        (err) =>
+          isCairnError(err, 'INVALID_ARGUMENT') &&
+          err.message.includes(`schema version ${newest + 1} is newer than this Cairn knows (${newest})`),
+      );
+    } finally {
+      await old.close();
+    }
+  });
+
+  it('migrate from two connections at once adopts a database migrated before Kysely once', {
+    skip: kind === 'sqlite' && 'SQLite is one process on one file: no replicas race to migrate it',
+  }, async () => {
+    const test = await createTestDatabase();
+    const a = openDatabase(test.config);
+    const b = openDatabase(test.config);
+    try {
+      await legacyMigrate(a.db as never, a.dialect, { now, upTo: 3 });
+      const results = await Promise.all([
+        migrate(a.db as never, a.dialect),
+        migrate(b.db as never, b.dialect),
+      ]);
+      assert.deepEqual(results.map((r) => r.length).sort(), [0, migrations.length - 3]);
+      assert.deepEqual(await recorded(a), migrations.map(migrationName));
+    } finally {
+      await a.db.destroy();
+      await b.db.destroy();
+      await test.drop();
+    }
+  });
+
+  it('a migration run that fails halfway leaves the schema as it was (one transaction)', async () => {
+    const other = await freshDatabase();
+    try {
+      // Kysely's Migrator, as migrate uses it, over this database's dialect.
+      const { error } = await new Migrator({
+        db: other.db,
+        provider: {
+          getMigrations: async () => ({
+            '0001 first': { up: (db) => db.schema.createTable('first').addColumn('x', 'integer').execute() },
+            '0002 broken': { up: async (db) => void (await sql`select * from no_such_table`.execute(db)) },
+          }),
+        },
+      }).migrateToLatest();
+      assert.ok(error, 'the broken migration fails');
+      const tables = (await other.db.introspection.getTables()).map((t) => t.name);
+      assert.equal(tables.includes('first'), false, 'the first migration was rolled back with it');
+      assert.deepEqual(await recorded(other), []);
     } finally {
       await other.close();
     }

@@ -14,7 +14,7 @@ describe('deleteExpiredLogs', () => {
   before(async () => {
     testDb = await createTestDatabase();
     database = openDatabase(testDb.config);
-    await migrate(database.db as never, database.dialect, () => now);
+    await migrate(database.db as never, database.dialect);
   });
   after(async () => {
     await database?.db.destroy();

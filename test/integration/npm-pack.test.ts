@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { type DeployWorld, deployWorld, plainPackage } from '../helpers/deploy-fixtures.ts';
 import { nixEnv, RUN_TAG } from '../helpers/nix.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { freePort, spawnServer } from '../helpers/server-process.ts';
 
 /**
  * The package as users get it: `npm pack`, `npm install -g` of the tarball into a fresh prefix,
@@ -121,6 +122,27 @@ describe('the npm package (npm pack, npm install -g of the tarball)', { timeout:
     const { stdout } = await execFileAsync(cairn, ['--version'], { cwd: tmp, env: cleanEnv() });
     const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     assert.equal(stdout.trim(), version);
+  });
+
+  it('runs cairn server, which serves the dashboard script and stylesheet carried in the bundle', async () => {
+    // The install skipped better-sqlite3's build (see above): lend the installed server this
+    // checkout's built one.
+    const sqlite = join(packageDir, 'node_modules', 'better-sqlite3');
+    await rm(sqlite, { recursive: true, force: true });
+    await symlink(join(ROOT, 'node_modules', 'better-sqlite3'), sqlite);
+    const installed = await spawnServer({ port: await freePort(), dataDir: join(tmp, 'server'), cairn });
+    try {
+      for (const name of ['app.js', 'app.css']) {
+        const res = await fetch(`${installed.url}/static/${name}`);
+        assert.equal(res.status, 200);
+        assert.equal(
+          await res.text(),
+          await readFile(join(ROOT, 'src/server/dashboard/assets', name), 'utf8'),
+        );
+      }
+    } finally {
+      await installed.kill('SIGTERM');
+    }
   });
 
   it('runs cairn deploy agent with no npm module beside the bundle, and it deploys', async () => {

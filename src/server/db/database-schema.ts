@@ -84,13 +84,6 @@ export interface CacheFilesTable {
   created_at: number;
 }
 
-/** Rows of `schema_migrations`: which migrations ran. */
-export interface SchemaMigrationsTable {
-  version: number;
-  name: string;
-  applied_at: number;
-}
-
 /** Rows of `agents`: managed machines, with what each last reported. */
 export interface AgentsTable {
   id: Generated<number>;
@@ -215,7 +208,6 @@ export interface Database {
   nar_files: NarFilesTable;
   store_paths: StorePathsTable;
   cache_files: CacheFilesTable;
-  schema_migrations: SchemaMigrationsTable;
   agents: AgentsTable;
   rollouts: RolloutsTable;
   deployments: DeploymentsTable;

@@ -1,10 +1,12 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, type Migration as KyselyMigration, Migrator } from 'kysely';
 import { CairnError } from '../../lib/cairn-error.ts';
+import { adoptSchemaMigrations } from './adopt-schema-migrations.ts';
+import { migration001 } from './migration-001-caches.ts';
 import { migration002 } from './migration-002-deployments.ts';
 import { migration003 } from './migration-003-safety.ts';
 import { migration004 } from './migration-004-closures.ts';
 import { migration005 } from './migration-005-audit.ts';
-import { nameType, type SqlDialect, serialId } from './sql-types.ts';
+import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
 export interface Migration {
@@ -20,87 +22,7 @@ export type { SqlDialect } from './sql-types.ts';
  * (integer, bigint, text), so that one list serves SQLite and PostgreSQL.
  */
 export const migrations: readonly Migration[] = [
-  {
-    version: 1,
-    name: 'workspaces, tokens, caches and the path index',
-    // Names are collated "C" on PostgreSQL (see nameType). That was added to this released
-    // migration before any PostgreSQL database ran it; SQLite's tables are unchanged.
-    async up(db, dialect) {
-      await db.schema
-        .createTable('workspaces')
-        .addColumn('id', 'integer', serialId(dialect))
-        .addColumn('name', nameType(dialect), (c) => c.notNull().unique())
-        .addColumn('created_at', 'bigint', (c) => c.notNull())
-        .execute();
-      await db.schema
-        .createTable('tokens')
-        .addColumn('id', 'text', (c) => c.primaryKey())
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id'))
-        .addColumn('name', nameType(dialect), (c) => c.notNull())
-        .addColumn('hash', 'text', (c) => c.notNull().unique())
-        .addColumn('scopes', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'bigint', (c) => c.notNull())
-        .addColumn('expires_at', 'bigint')
-        .addColumn('revoked_at', 'bigint')
-        .addColumn('last_used_at', 'bigint')
-        .execute();
-      await db.schema
-        .createTable('caches')
-        .addColumn('id', 'integer', serialId(dialect))
-        .addColumn('workspace_id', 'integer', (c) => c.notNull().references('workspaces.id'))
-        .addColumn('name', nameType(dialect), (c) => c.notNull().unique())
-        .addColumn('public', 'integer', (c) => c.notNull())
-        .addColumn('secret_key', 'text', (c) => c.notNull())
-        .addColumn('public_key', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'bigint', (c) => c.notNull())
-        .execute();
-      await db.schema
-        .createTable('nar_files')
-        .addColumn('cache_id', 'integer', (c) => c.notNull().references('caches.id'))
-        .addColumn('file_name', 'text', (c) => c.notNull())
-        .addColumn('compression', 'text', (c) => c.notNull())
-        .addColumn('file_hash', 'text', (c) => c.notNull())
-        .addColumn('file_size', 'bigint', (c) => c.notNull())
-        .addColumn('nar_hash', 'text', (c) => c.notNull())
-        .addColumn('nar_size', 'bigint', (c) => c.notNull())
-        .addColumn('created_at', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('nar_files_pk', ['cache_id', 'file_name'])
-        .execute();
-      await db.schema
-        .createTable('store_paths')
-        .addColumn('cache_id', 'integer', (c) => c.notNull().references('caches.id'))
-        .addColumn('hash_part', 'text', (c) => c.notNull())
-        .addColumn('store_path', 'text', (c) => c.notNull())
-        .addColumn('nar_hash', 'text', (c) => c.notNull())
-        .addColumn('nar_size', 'bigint', (c) => c.notNull())
-        .addColumn('file_name', 'text', (c) => c.notNull())
-        .addColumn('file_hash', 'text')
-        .addColumn('file_size', 'bigint')
-        .addColumn('compression', 'text', (c) => c.notNull())
-        .addColumn('refs', 'text', (c) => c.notNull())
-        .addColumn('deriver', 'text')
-        .addColumn('system', 'text')
-        .addColumn('ca', 'text')
-        .addColumn('narinfo', 'text', (c) => c.notNull())
-        .addColumn('uploaded_at', 'bigint', (c) => c.notNull())
-        .addColumn('last_accessed_at', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('store_paths_pk', ['cache_id', 'hash_part'])
-        .execute();
-      await db.schema
-        .createIndex('store_paths_file')
-        .on('store_paths')
-        .columns(['cache_id', 'file_name'])
-        .execute();
-      await db.schema
-        .createTable('cache_files')
-        .addColumn('cache_id', 'integer', (c) => c.notNull().references('caches.id'))
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('size', 'bigint', (c) => c.notNull())
-        .addColumn('created_at', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('cache_files_pk', ['cache_id', 'name'])
-        .execute();
-    },
-  },
+  migration001,
   migration002,
   migration003,
   migration004,
@@ -108,60 +30,65 @@ export const migrations: readonly Migration[] = [
 ];
 
 /**
- * Brings the database up to the newest migration, each in its own transaction, and returns
- * the versions applied. Refuses a database written by a newer Cairn.
+ * The name a migration is recorded under in `kysely_migration`, such as `0005 audit log`.
+ * Kysely runs migrations in the order of their names, so the version leads, zero-padded.
  */
-export async function migrate(
-  db: Kysely<unknown>,
-  dialect: SqlDialect,
-  now: () => number,
-): Promise<number[]> {
-  if (dialect === 'postgres') {
-    // Several replicas may start at once: one migrates, the others wait for it.
-    return await db.connection().execute(async (conn) => {
-      await sql`select pg_advisory_lock(${MIGRATION_LOCK})`.execute(conn);
-      try {
-        return await migrateLocked(conn, dialect, now);
-      } finally {
-        await sql`select pg_advisory_unlock(${MIGRATION_LOCK})`.execute(conn);
-      }
-    });
-  }
-  return await migrateLocked(db, dialect, now);
+export function migrationName(m: Pick<Migration, 'version' | 'name'>): string {
+  return `${String(m.version).padStart(4, '0')} ${m.name}`;
 }
 
-/** Arbitrary key of the PostgreSQL advisory lock held while migrating. */
-const MIGRATION_LOCK = 0x636169726e;
+/**
+ * Brings the database up to the newest migration and returns the versions applied. Kysely's
+ * Migrator does the work: one lock across replicas, all pending migrations in one transaction,
+ * and a refusal of a database that records a migration this Cairn does not know, that is, one
+ * written by a newer Cairn.
+ */
+export async function migrate(db: Kysely<unknown>, dialect: SqlDialect): Promise<number[]> {
+  await adoptSchemaMigrations(db, dialect, (row) => migrationName(byVersion.get(row.version) ?? row));
+  const migrator = new Migrator({
+    db,
+    provider: {
+      getMigrations: async () =>
+        Object.fromEntries(
+          migrations.map((m): [string, KyselyMigration] => [
+            migrationName(m),
+            { up: (trx) => m.up(trx, dialect) },
+          ]),
+        ),
+    },
+  });
+  const { error, results = [] } = await migrator.migrateToLatest();
+  if (error !== undefined) throw (await newerSchemaError(db, error)) ?? error;
+  return results.filter((r) => r.status === 'Success').map((r) => byName.get(r.migrationName)!.version);
+}
 
-async function migrateLocked(db: Kysely<unknown>, dialect: SqlDialect, now: () => number): Promise<number[]> {
-  await db.schema
-    .createTable('schema_migrations')
-    .ifNotExists()
-    .addColumn('version', 'integer', (c) => c.primaryKey())
-    .addColumn('name', 'text', (c) => c.notNull())
-    .addColumn('applied_at', 'bigint', (c) => c.notNull())
-    .execute();
-  const rows = await sql<{ version: number }>`select version from schema_migrations`.execute(db);
-  const done = new Set(rows.rows.map((r) => Number(r.version)));
+const byVersion = new Map(migrations.map((m) => [m.version, m]));
+const byName = new Map(migrations.map((m) => [migrationName(m), m]));
+
+/**
+ * Explains Kysely's refusal ("previously executed migration ... is missing") when the database
+ * records migrations this Cairn does not know: running older code on a newer schema would
+ * corrupt it quietly. Undefined when that is not why the migration failed.
+ */
+async function newerSchemaError(db: Kysely<unknown>, cause: unknown): Promise<CairnError | undefined> {
+  let recorded: string[];
+  try {
+    recorded = (
+      await (db as Kysely<KyselyMigrationTables>).selectFrom('kysely_migration').select('name').execute()
+    ).map((r) => r.name);
+  } catch {
+    return undefined;
+  }
+  const unknown = recorded.filter((name) => !byName.has(name));
+  if (unknown.length === 0) return undefined;
   const newest = migrations.at(-1)?.version ?? 0;
-  const unknown = [...done].filter((v) => v > newest);
-  if (unknown.length > 0) {
-    // Running older code on a newer schema would corrupt it quietly; stop before touching it.
-    throw new CairnError(
-      'INVALID_ARGUMENT',
-      `Cannot use the database: its schema version ${Math.max(...unknown)} is newer than this Cairn knows (${newest}); upgrade Cairn`,
-    );
-  }
-  const applied: number[] = [];
-  for (const m of migrations) {
-    if (done.has(m.version)) continue;
-    await db.transaction().execute(async (trx) => {
-      await m.up(trx, dialect);
-      await sql`insert into schema_migrations (version, name, applied_at) values (${m.version}, ${m.name}, ${now()})`.execute(
-        trx,
-      );
-    });
-    applied.push(m.version);
-  }
-  return applied;
+  const versions = unknown.map((name) => Number(/^\d+/.exec(name)?.[0] ?? Number.NaN));
+  const message = versions.every((v) => v > newest)
+    ? `Cannot use the database: its schema version ${Math.max(...versions)} is newer than this Cairn knows (${newest}); upgrade Cairn`
+    : `Cannot use the database: it records a migration this Cairn does not know (${unknown.join(', ')})`;
+  return new CairnError('INVALID_ARGUMENT', message, { cause });
+}
+
+interface KyselyMigrationTables {
+  kysely_migration: { name: string; timestamp: string };
 }

@@ -7,12 +7,12 @@ import {
   type KyselyPlugin,
   PostgresDialect,
   replaceWithNoncontingentExpression,
-  SqliteDialect,
 } from 'kysely';
 import pg from 'pg';
 import type { Database } from './database-schema.ts';
 import type { SqlDialect } from './migrations.ts';
 import { RejectNulPlugin } from './reject-nul-plugin.ts';
+import { TransactionalSqliteDialect } from './transactional-sqlite-dialect.ts';
 
 /** Where the state lives: an SQLite file, or a PostgreSQL connection string. */
 export type DatabaseConfig =
@@ -50,7 +50,7 @@ export function openDatabase(config: DatabaseConfig, options: OpenDatabaseOption
     sqlite.pragma('foreign_keys = ON');
     return {
       db: new Kysely<Database>({
-        dialect: new SqliteDialect({ database: cachingStatements(sqlite) }),
+        dialect: new TransactionalSqliteDialect({ database: cachingStatements(sqlite) }),
         plugins: plugins(),
       }),
       dialect: 'sqlite',
