@@ -3,12 +3,12 @@ import {
   type AgentMessage,
   CLOSE_CODES,
   MIN_AGENT_PROTOCOL_VERSION,
-} from '../../../protocol/agent-protocol.ts';
-import { AgentRepository } from '../../db/agent-repository.ts';
-import type { AgentConnection } from '../agent-connection.ts';
-import { toDesired } from '../to-desired.ts';
+} from '../../protocol/agent-protocol.ts';
+import { AgentRepository } from '../db/agent-repository.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 import { finishDeployment } from './finish-deployment.ts';
+import { toDesired } from './to-desired.ts';
 
 /**
  * Handles `hello`: refuses a protocol older than the server accepts; records what the agent

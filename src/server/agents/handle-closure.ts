@@ -1,5 +1,5 @@
-import type { AgentMessage, ClosurePath } from '../../../protocol/agent-protocol.ts';
-import type { AgentConnection } from '../agent-connection.ts';
+import type { AgentMessage, ClosurePath } from '../../protocol/agent-protocol.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
 /** Where the hub records the closures agents report (see `src/server/closures/`). */

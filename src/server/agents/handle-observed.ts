@@ -1,6 +1,6 @@
-import type { AgentMessage } from '../../../protocol/agent-protocol.ts';
-import { AgentRepository } from '../../db/agent-repository.ts';
-import type { AgentConnection } from '../agent-connection.ts';
+import type { AgentMessage } from '../../protocol/agent-protocol.ts';
+import { AgentRepository } from '../db/agent-repository.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
 /** Handles `observed`: records what the agent sees on its machine now. */

@@ -1,7 +1,7 @@
-import type { AgentMessage } from '../../../protocol/agent-protocol.ts';
-import { isOpenState } from '../../../protocol/deployment-state.ts';
-import { DeploymentRepository } from '../../db/deployment-repository.ts';
-import type { AgentConnection } from '../agent-connection.ts';
+import type { AgentMessage } from '../../protocol/agent-protocol.ts';
+import { isOpenState } from '../../protocol/deployment-state.ts';
+import { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
 /**

@@ -1,6 +1,6 @@
-import type { DeploymentResult } from '../../../protocol/agent-protocol.ts';
-import { DeploymentRepository } from '../../db/deployment-repository.ts';
-import type { AgentConnection } from '../agent-connection.ts';
+import type { DeploymentResult } from '../../protocol/agent-protocol.ts';
+import { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
 /**

@@ -1,5 +1,5 @@
-import type { AgentMessage } from '../../../protocol/agent-protocol.ts';
-import type { AgentConnection } from '../agent-connection.ts';
+import type { AgentMessage } from '../../protocol/agent-protocol.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
 /**

@@ -1,5 +1,5 @@
-import { type AgentMessage, CLOSE_CODES } from '../../../protocol/agent-protocol.ts';
-import type { AgentConnection } from '../agent-connection.ts';
+import { type AgentMessage, CLOSE_CODES } from '../../protocol/agent-protocol.ts';
+import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 import { handleClosure } from './handle-closure.ts';
 import { handleConfirm } from './handle-confirm.ts';

@@ -1,11 +1,11 @@
 import type { Logger } from 'pino';
-import type { DeploymentRepository } from '../../db/deployment-repository.ts';
-import type { WriteBatch } from '../../db/write-batch.ts';
-import type { EventBus } from '../../events/event-bus.ts';
-import type { AgentCaches } from '../agent-caches.ts';
-import type { DesiredLookup } from '../desired-lookup.ts';
-import type { LogWriter } from '../log-writer.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { WriteBatch } from '../db/write-batch.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import type { AgentCaches } from './agent-caches.ts';
+import type { DesiredLookup } from './desired-lookup.ts';
 import type { ClosureSink } from './handle-closure.ts';
+import type { LogWriter } from './log-writer.ts';
 
 /** What the handlers of agent messages use; the hub builds one and shares it with every connection. */
 export interface AgentMessageContext {
