@@ -27,7 +27,13 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
       'file naming each agent\'s store path: {"agents": {"<name>": "/nix/store/..."}}',
     )
     .option('--async', 'create the deployments, print the rollout id and return at once')
-    .option('--agent <name...>', 'deploy only to these agents of the file (repeatable)')
+    // One name per flag: a variadic option would take DEPLOY.JSON after it as another name.
+    .option(
+      '--agent <name>',
+      'deploy only to this agent of the file (repeat the flag for several)',
+      (name: string, names: string[]) => [...names, name],
+      [] as string[],
+    )
     .option(
       '--timeout <duration>',
       'stop waiting after this long (such as 30m); agents still pending make the exit code 1',

@@ -130,7 +130,8 @@ export type ClosurePath = z.infer<typeof closurePathSchema>;
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('hello'),
-    protocol: z.number().int().positive(),
+    // Any version is read, so that one too old is told so (the hub compares it with the minimum).
+    protocol: z.number().int().nonnegative(),
     observed: observedSchema,
     /** The deployment the agent is running now, if any: the server keeps it running. */
     running: id.nullable(),

@@ -156,11 +156,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     );
   });
 
-  it('--agent: accepts the order of the synopsis, `--agent NAME DEPLOY.JSON`', {
-    todo:
-      'bug: the variadic --agent takes DEPLOY.JSON as a second agent name, and the command ' +
-      'fails with "missing required argument \'deploy.json\'" (exit 2)',
-  }, async () => {
+  it('--agent: accepts the order of the synopsis, `--agent NAME DEPLOY.JSON`', async () => {
     const file = await deployJson({ picked: pkg(3), skipped: pkg(3) });
     const r = await cli(['deploy', 'activate', '--agent', 'picked', file], world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
