@@ -1,20 +1,28 @@
 /**
  * Benchmarks Cairn's binary cache against nginx (Debian package) serving the same files from disk.
  *
- * Starts `cairn server` as a child process on a fresh data dir, creates a public cache, builds a
- * 200 MiB store path and a few small ones with the real Nix and uploads them with
- * `nix copy --to ...?compression=none`, copies what Cairn serves (nix-cache-info, narinfos, NAR
- * files) into a directory served by nginx, then measures both under the same URLs:
+ * Starts `cairn server` from this checkout (src/main.ts, as a child process) on a fresh data dir,
+ * creates a public cache and a private one with a pull token, builds a 200 MiB store path and a
+ * few small ones with the real Nix and uploads them to both with `nix copy --to ...?compression=none`,
+ * copies what Cairn serves (nix-cache-info, narinfos, NAR files) into a directory served by nginx,
+ * the private cache's copy behind `auth_basic`, then measures both under the same URLs:
  *   1. sequential narinfo GET latency on one keep-alive connection (a raw-socket client), for a
  *      narinfo the cache holds and, for information, for one it does not (404);
  *   2. narinfo GETs per second with many connections (`wrk -t2 -c64 -d10s`);
- *   3. NAR download MiB/s on one connection for the 200 MiB NAR (`curl`, best of 3).
+ *   3. NAR download MiB/s on one connection for the 200 MiB NAR (`curl`, best of 3), public only.
+ * 1 and 2 are measured twice: on the public cache without credentials, and on the private cache
+ * with `Authorization: Basic` of the pull token on every request, as Nix sends it from a netrc
+ * file (nginx checks the same credential against a htpasswd file).
  * Prints a table with the ratio of each pair, and as the last line a JSON object with all figures.
- * Exits 1 when a target is missed (latency within 1.5x of nginx, NAR throughput at least 80%).
+ * Exits 1 when a target is missed (latency within 1.5x of nginx on both caches, NAR throughput at
+ * least 80%).
  *
  * Usage: node --import tsx bench/cache.ts (needs nix, nginx, wrk and curl: apt-get install nginx-light wrk)
+ * Environment: BENCH_NAR_MIB (default 200), BENCH_LATENCY_REQUESTS (default 5000),
+ * BENCH_WRK_SECONDS (default 10): smaller values only to check that the bench works.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
@@ -28,22 +36,29 @@ import { buildPackages, nixEnv, RUN_TAG, run } from '../test/helpers/nix.ts';
 
 const MIB = 1024 * 1024;
 const NAR_BYTES = Number(process.env.BENCH_NAR_MIB ?? 200) * MIB;
-const LATENCY_WARMUP = 2000;
-const LATENCY_REQUESTS = 5000;
-const WRK_ARGS = ['-t2', '-c64', '-d10s'];
+const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 5000);
+const LATENCY_WARMUP = Math.round(LATENCY_REQUESTS * 0.4);
+const WRK_ARGS = ['-t2', '-c64', `-d${Number(process.env.BENCH_WRK_SECONDS ?? 10)}s`];
 const NAR_TRIES = 3;
 const TARGET_LATENCY_RATIO = 1.5;
 const TARGET_NAR_RATIO = 0.8;
 const CACHE = 'bench';
+const PRIVATE_CACHE = 'bench-private';
+/** The netrc login the agent writes for a private cache; Cairn ignores it, nginx checks it. */
+const NETRC_LOGIN = 'cairn';
 const HOST = '127.0.0.1';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-interface Figures {
+/** narinfo figures of one server on one cache. */
+interface NarinfoFigures {
   latencyP50Us: number;
   latencyMeanUs: number;
   latencyP99Us: number;
   missP50Us: number;
   narinfoReqPerSec: number;
+}
+
+interface Figures extends NarinfoFigures {
   narMiBps: number;
   narMiBpsRuns: number[];
 }
@@ -110,9 +125,13 @@ async function sequentialLatency(
   path: string,
   warmup: number,
   count: number,
-  status = 200,
+  options: { status?: number; authorization?: string | undefined } = {},
 ): Promise<number[]> {
-  const request = Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${HOST}:${port}\r\nUser-Agent: bench\r\n\r\n`);
+  const status = options.status ?? 200;
+  const auth = options.authorization === undefined ? '' : `Authorization: ${options.authorization}\r\n`;
+  const request = Buffer.from(
+    `GET ${path} HTTP/1.1\r\nHost: ${HOST}:${port}\r\nUser-Agent: bench\r\n${auth}\r\n`,
+  );
   const socket = connect(port, HOST);
   socket.setNoDelay(true);
   await new Promise<void>((resolve, reject) => {
@@ -159,8 +178,9 @@ async function sequentialLatency(
 }
 
 /** Runs wrk and returns its requests per second; fails on non-2xx answers or socket errors. */
-async function wrk(args: string[], url: string): Promise<number> {
-  const out = await run('wrk', [...args, url], { env: process.env });
+async function wrk(args: string[], url: string, authorization?: string): Promise<number> {
+  const header = authorization === undefined ? [] : ['-H', `Authorization: ${authorization}`];
+  const out = await run('wrk', [...args, ...header, url], { env: process.env });
   const reqPerSec = Number(/Requests\/sec:\s*([\d.]+)/.exec(out)?.[1]);
   const bad = /Non-2xx or 3xx responses:\s*(\d+)/.exec(out);
   const errors = /Socket errors:.*/.exec(out);
@@ -184,8 +204,8 @@ async function download(url: string, expectedBytes: number): Promise<number> {
   return speed! / MIB;
 }
 
-async function fetchToFile(url: string, file: string): Promise<number> {
-  const res = await fetch(url);
+async function fetchToFile(url: string, file: string, headers?: Record<string, string>): Promise<number> {
+  const res = await fetch(url, headers ? { headers } : {});
   if (!res.ok || !res.body) throw new Error(`GET ${url}: ${res.status}`);
   await mkdir(dirname(file), { recursive: true });
   await pipeline(
@@ -199,45 +219,49 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+const NAMES = ['cairn', 'nginx'] as const;
+type Name = (typeof NAMES)[number];
+
 /**
- * Measures both servers, one metric at a time and alternating between them, so that a burst of
- * load from elsewhere on the machine does not land on one server's figures only.
+ * Runs `f` against both servers, one after the other, so that a burst of load from elsewhere on
+ * the machine does not land on one server's figures only.
  */
-async function measureBoth(
-  ports: { cairn: number; nginx: number },
+async function each<T>(
+  ports: Record<Name, number>,
+  label: string,
+  f: (port: number) => Promise<T>,
+): Promise<Record<Name, T>> {
+  const out = {} as Record<Name, T>;
+  process.stdout.write(`${label}:`);
+  for (const name of NAMES) {
+    process.stdout.write(` ${name}`);
+    out[name] = await f(ports[name]);
+  }
+  process.stdout.write('\n');
+  return out;
+}
+
+/**
+ * Measures narinfo latency (hit and miss) and throughput on both servers, one metric at a time,
+ * each request carrying `authorization` when given.
+ */
+async function measureNarinfo(
+  ports: Record<Name, number>,
+  label: string,
   narinfoPath: string,
-  narPath: string,
-  narBytes: number,
-): Promise<{ cairn: Figures; nginx: Figures }> {
-  const names = ['cairn', 'nginx'] as const;
-  const each = async <T>(label: string, f: (port: number) => Promise<T>) => {
-    const out = {} as Record<(typeof names)[number], T>;
-    process.stdout.write(`${label}:`);
-    for (const name of names) {
-      process.stdout.write(` ${name}`);
-      out[name] = await f(ports[name]);
-    }
-    process.stdout.write('\n');
-    return out;
-  };
-  const hits = await each('narinfo latency', (port) =>
-    sequentialLatency(port, narinfoPath, LATENCY_WARMUP, LATENCY_REQUESTS),
+  authorization?: string,
+): Promise<Record<Name, NarinfoFigures>> {
+  const hits = await each(ports, `${label} narinfo latency`, (port) =>
+    sequentialLatency(port, narinfoPath, LATENCY_WARMUP, LATENCY_REQUESTS, { authorization }),
   );
   const missPath = `${dirname(narinfoPath)}/${'0'.repeat(32)}.narinfo`;
-  const misses = await each('miss latency', (port) =>
-    sequentialLatency(port, missPath, LATENCY_WARMUP, LATENCY_REQUESTS, 404),
+  const misses = await each(ports, `${label} miss latency`, (port) =>
+    sequentialLatency(port, missPath, LATENCY_WARMUP, LATENCY_REQUESTS, { status: 404, authorization }),
   );
-  const reqPerSec = await each(`wrk ${WRK_ARGS.join(' ')}`, (port) =>
-    wrk(WRK_ARGS, `http://${HOST}:${port}${narinfoPath}`),
+  const reqPerSec = await each(ports, `${label} wrk ${WRK_ARGS.join(' ')}`, (port) =>
+    wrk(WRK_ARGS, `http://${HOST}:${port}${narinfoPath}`, authorization),
   );
-  const nar = { cairn: [] as number[], nginx: [] as number[] };
-  for (let i = 0; i < NAR_TRIES; i++) {
-    const got = await each(`NAR download ${i + 1}`, (port) =>
-      download(`http://${HOST}:${port}${narPath}`, narBytes),
-    );
-    for (const name of names) nar[name].push(got[name]);
-  }
-  const figures = (name: (typeof names)[number]): Figures => {
+  const figures = (name: Name): NarinfoFigures => {
     const times = hits[name].sort((a, b) => a - b);
     return {
       latencyP50Us: round(percentile(times, 50)),
@@ -250,15 +274,40 @@ async function measureBoth(
         ),
       ),
       narinfoReqPerSec: Math.round(reqPerSec[name]),
-      narMiBps: round(Math.max(...nar[name])),
-      narMiBpsRuns: nar[name].map(round),
     };
   };
   return { cairn: figures('cairn'), nginx: figures('nginx') };
 }
 
+/** Downloads the NAR from both servers NAR_TRIES times, alternating; MiB/s of each try. */
+async function measureNar(
+  ports: Record<Name, number>,
+  narPath: string,
+  narBytes: number,
+): Promise<Record<Name, number[]>> {
+  const nar: Record<Name, number[]> = { cairn: [], nginx: [] };
+  for (let i = 0; i < NAR_TRIES; i++) {
+    const got = await each(ports, `NAR download ${i + 1}`, (port) =>
+      download(`http://${HOST}:${port}${narPath}`, narBytes),
+    );
+    for (const name of NAMES) nar[name].push(got[name]);
+  }
+  return nar;
+}
+
 function round(x: number): number {
   return Math.round(x * 10) / 10;
+}
+
+/**
+ * A htpasswd line in nginx's `{SSHA}` scheme: one salted SHA-1, the same class of cost as the one
+ * SHA-256 Cairn computes per request. Tokens are random, so neither side needs a slow hash; an
+ * `apr1` or `$6$` entry would cost nginx a thousand rounds or more per request and flatter Cairn.
+ */
+function htpasswdLine(user: string, password: string): string {
+  const salt = randomBytes(8);
+  const digest = createHash('sha1').update(password).update(salt).digest();
+  return `${user}:{SSHA}${Buffer.concat([digest, salt]).toString('base64')}\n`;
 }
 
 function nginxConf(prefix: string, root: string, port: number): string {
@@ -285,9 +334,24 @@ http {
   server {
     listen ${HOST}:${port};
     root ${root};
+    location /cache/${PRIVATE_CACHE}/ {
+      auth_basic "cairn";
+      auth_basic_user_file ${prefix}/htpasswd;
+    }
   }
 }
 `;
+}
+
+/**
+ * The commit of this checkout, and whether src/ differs from it: the figures are those of the
+ * committed code only when `srcDirty` is false.
+ */
+async function checkout(): Promise<{ commit: string; srcDirty: boolean }> {
+  const git = (args: string[]) => run('git', ['-C', ROOT, ...args], { env: process.env });
+  const commit = (await git(['rev-parse', 'HEAD']).catch(() => 'unknown')).trim();
+  const status = await git(['status', '--porcelain', '--', 'src']).catch(() => '?');
+  return { commit, srcDirty: status.trim() !== '' };
 }
 
 async function machine(): Promise<Record<string, string | number>> {
@@ -316,12 +380,16 @@ const children: { child: ChildProcess; signal: NodeJS.Signals }[] = [];
 let storePaths: string[] = [];
 try {
   const info = await machine();
+  const code = await checkout();
   console.log(
     `machine: ${info.cpus} CPU (${info.cpuModel}), node ${info.node}, nginx ${info.nginx}, wrk ${info.wrk}`,
   );
+  console.log(
+    `cairn: ${ROOT}/src at ${code.commit}${code.srcDirty ? ' WITH UNCOMMITTED CHANGES in src/ (not the committed code)' : ''}`,
+  );
   console.log('note: client and servers share the CPUs; wrk and curl compete with the server they measure');
 
-  // Cairn on a fresh data dir, as a child process like `cairn server`.
+  // Cairn from this checkout on a fresh data dir, as a child process like `cairn server`.
   const cairnPort = await freePort();
   const dataDir = join(dir, 'cairn');
   const cairn = startChild(
@@ -346,12 +414,22 @@ try {
     throw new Error(`${err.message}\n${cairn.stderr()}`);
   });
   const token = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
-  const created = await fetch(`${cairnUrl}/api/v1/workspaces/default/caches`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ name: CACHE, public: true }),
-  });
-  if (!created.ok) throw new Error(`cannot create cache: ${created.status} ${await created.text()}`);
+  const api = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
+    const res = await fetch(`${cairnUrl}/api/v1/workspaces/default/${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw new Error(`POST ${path}: ${res.status} ${await res.text()}`);
+    return (await res.json()) as Record<string, unknown>;
+  };
+  await api('caches', { name: CACHE, public: true });
+  await api('caches', { name: PRIVATE_CACHE, public: false });
+  const pullToken = String(
+    (await api('tokens', { name: 'bench pull', scopes: [`cache:${PRIVATE_CACHE}:pull`] })).token,
+  );
+  // What Nix sends with a netrc entry `machine 127.0.0.1 login cairn password <token>`.
+  const pullAuth = `Basic ${Buffer.from(`${NETRC_LOGIN}:${pullToken}`).toString('base64')}`;
 
   // Real content, built and uploaded by the real Nix.
   console.log(`building a ${NAR_BYTES / MIB} MiB store path and 3 small ones (run ${RUN_TAG})`);
@@ -365,88 +443,133 @@ try {
   const blobPath = built.get('bench-blob')!;
   const netrc = join(dir, 'netrc');
   await writeFile(netrc, `machine ${HOST}\npassword ${token}\n`, { mode: 0o600 });
-  console.log('uploading with nix copy (compression=none)');
-  let t = performance.now();
-  await run(
-    'nix',
-    [
-      'copy',
-      '--to',
-      `${cairnUrl}/cache/${CACHE}?compression=none`,
-      '--option',
-      'netrc-file',
-      netrc,
-      ...storePaths,
-    ],
-    { env: nixEnv() },
-  );
-  const uploadSeconds = (performance.now() - t) / 1000;
+  let uploadSeconds = 0;
+  for (const cache of [CACHE, PRIVATE_CACHE]) {
+    console.log(`uploading to ${cache} with nix copy (compression=none)`);
+    const t0 = performance.now();
+    await run(
+      'nix',
+      [
+        'copy',
+        '--to',
+        `${cairnUrl}/cache/${cache}?compression=none`,
+        '--option',
+        'netrc-file',
+        netrc,
+        ...storePaths,
+      ],
+      { env: nixEnv() },
+    );
+    if (cache === CACHE) uploadSeconds = (performance.now() - t0) / 1000;
+  }
 
   // The same files, as Cairn serves them, in a directory for nginx.
   const mirror = join(dir, 'mirror');
-  const prefix = `/cache/${CACHE}`;
-  await fetchToFile(`${cairnUrl}${prefix}/nix-cache-info`, join(mirror, prefix, 'nix-cache-info'));
-  let narinfoPath = '';
-  let narPath = '';
-  let narBytes = 0;
-  for (const path of storePaths) {
-    const hashPart = basename(path).slice(0, 32);
-    const file = join(mirror, prefix, `${hashPart}.narinfo`);
-    await fetchToFile(`${cairnUrl}${prefix}/${hashPart}.narinfo`, file);
-    const url = /^URL: (\S+)$/m.exec(await readFile(file, 'utf8'))?.[1];
-    if (!url) throw new Error(`${hashPart}.narinfo has no URL`);
-    const size = await fetchToFile(`${cairnUrl}${prefix}/${url}`, join(mirror, prefix, url));
-    if (path === blobPath) {
-      narinfoPath = `${prefix}/${hashPart}.narinfo`;
-      narPath = `${prefix}/${url}`;
-      narBytes = size;
+  const mirrorCache = async (cache: string, authorization?: string) => {
+    const headers = authorization === undefined ? undefined : { Authorization: authorization };
+    const prefix = `/cache/${cache}`;
+    await fetchToFile(`${cairnUrl}${prefix}/nix-cache-info`, join(mirror, prefix, 'nix-cache-info'), headers);
+    let narinfoPath = '';
+    let narPath = '';
+    let narBytes = 0;
+    for (const path of storePaths) {
+      const hashPart = basename(path).slice(0, 32);
+      const file = join(mirror, prefix, `${hashPart}.narinfo`);
+      await fetchToFile(`${cairnUrl}${prefix}/${hashPart}.narinfo`, file, headers);
+      const url = /^URL: (\S+)$/m.exec(await readFile(file, 'utf8'))?.[1];
+      if (!url) throw new Error(`${hashPart}.narinfo has no URL`);
+      const size = await fetchToFile(`${cairnUrl}${prefix}/${url}`, join(mirror, prefix, url), headers);
+      if (path === blobPath) {
+        narinfoPath = `${prefix}/${hashPart}.narinfo`;
+        narPath = `${prefix}/${url}`;
+        narBytes = size;
+      }
     }
-  }
+    return { narinfoPath, narPath, narBytes };
+  };
+  const { narinfoPath, narPath, narBytes } = await mirrorCache(CACHE);
+  const privateNarinfoPath = (await mirrorCache(PRIVATE_CACHE, pullAuth)).narinfoPath;
   console.log(
     `uploaded ${storePaths.length} paths in ${uploadSeconds.toFixed(1)} s; NAR ${narPath} is ${(narBytes / MIB).toFixed(1)} MiB`,
   );
 
-  // nginx on the copy.
+  // nginx on the copy; the private cache's folder behind auth_basic with the pull token.
   const nginxPort = await freePort();
   const nginxDir = join(dir, 'nginx');
   await mkdir(nginxDir);
+  await writeFile(join(nginxDir, 'htpasswd'), htpasswdLine(NETRC_LOGIN, pullToken), { mode: 0o600 });
   const conf = join(nginxDir, 'nginx.conf');
   await writeFile(conf, nginxConf(nginxDir, mirror, nginxPort));
   const nginx = startChild('nginx', ['-p', nginxDir, '-e', join(nginxDir, 'error.log'), '-c', conf]);
   children.push({ child: nginx.child, signal: 'SIGQUIT' });
   const nginxUrl = `http://${HOST}:${nginxPort}`;
-  await waitFor(`${nginxUrl}${prefix}/nix-cache-info`, 10_000, nginx.child).catch(async (err: Error) => {
-    const log = await readFile(join(nginxDir, 'error.log'), 'utf8').catch(() => '');
-    throw new Error(`${err.message}\n${nginx.stderr()}${log}`);
-  });
-  const [a, b] = await Promise.all(
-    [cairnUrl, nginxUrl].map(async (u) => await (await fetch(u + narinfoPath)).text()),
+  await waitFor(`${nginxUrl}/cache/${CACHE}/nix-cache-info`, 10_000, nginx.child).catch(
+    async (err: Error) => {
+      const log = await readFile(join(nginxDir, 'error.log'), 'utf8').catch(() => '');
+      throw new Error(`${err.message}\n${nginx.stderr()}${log}`);
+    },
   );
-  if (a !== b) throw new Error('Cairn and nginx serve different narinfos');
+  // Both serve the same bytes, and both check the credential of the private cache.
+  for (const [path, authorization] of [
+    [narinfoPath, undefined],
+    [privateNarinfoPath, pullAuth],
+  ] as const) {
+    const [a, b] = await Promise.all(
+      [cairnUrl, nginxUrl].map(async (u) => {
+        const res = await fetch(u + path, authorization ? { headers: { Authorization: authorization } } : {});
+        if (res.status !== 200) throw new Error(`GET ${u}${path}: ${res.status}`);
+        return await res.text();
+      }),
+    );
+    if (a !== b) throw new Error(`Cairn and nginx serve different narinfos at ${path}`);
+  }
+  const wrongAuth = `Basic ${Buffer.from(`${NETRC_LOGIN}:${pullToken.slice(0, -1)}${pullToken.endsWith('A') ? 'B' : 'A'}`).toString('base64')}`;
+  for (const base of [cairnUrl, nginxUrl]) {
+    for (const headers of [undefined, { Authorization: wrongAuth }]) {
+      const res = await fetch(base + privateNarinfoPath, headers ? { headers } : {});
+      await res.arrayBuffer();
+      if (res.status !== 401) {
+        throw new Error(
+          `GET ${base}${privateNarinfoPath} ${headers ? 'with a wrong token' : 'without a token'}: ${res.status}, expected 401`,
+        );
+      }
+    }
+  }
 
-  t = performance.now();
-  const { cairn: cairnFigures, nginx: nginxFigures } = await measureBoth(
-    { cairn: cairnPort, nginx: nginxPort },
-    narinfoPath,
-    narPath,
-    narBytes,
-  );
+  const t = performance.now();
+  const ports = { cairn: cairnPort, nginx: nginxPort };
+  const publicNarinfo = await measureNarinfo(ports, 'public', narinfoPath);
+  const privateNarinfo = await measureNarinfo(ports, 'private', privateNarinfoPath, pullAuth);
+  const nar = await measureNar(ports, narPath, narBytes);
+  const withNar = (name: Name): Figures => ({
+    ...publicNarinfo[name],
+    narMiBps: round(Math.max(...nar[name])),
+    narMiBpsRuns: nar[name].map(round),
+  });
+  const cairnFigures = withNar('cairn');
+  const nginxFigures = withNar('nginx');
 
   const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
+  const narinfoRatios = (c: NarinfoFigures, n: NarinfoFigures) => ({
+    latencyP50: ratio(c.latencyP50Us, n.latencyP50Us),
+    latencyMean: ratio(c.latencyMeanUs, n.latencyMeanUs),
+    latencyP99: ratio(c.latencyP99Us, n.latencyP99Us),
+    missP50: ratio(c.missP50Us, n.missP50Us),
+    narinfoReqPerSec: ratio(c.narinfoReqPerSec, n.narinfoReqPerSec),
+  });
   const ratios = {
-    latencyP50: ratio(cairnFigures.latencyP50Us, nginxFigures.latencyP50Us),
-    latencyMean: ratio(cairnFigures.latencyMeanUs, nginxFigures.latencyMeanUs),
-    latencyP99: ratio(cairnFigures.latencyP99Us, nginxFigures.latencyP99Us),
-    missP50: ratio(cairnFigures.missP50Us, nginxFigures.missP50Us),
-    narinfoReqPerSec: ratio(cairnFigures.narinfoReqPerSec, nginxFigures.narinfoReqPerSec),
+    ...narinfoRatios(cairnFigures, nginxFigures),
     narMiBps: ratio(cairnFigures.narMiBps, nginxFigures.narMiBps),
   };
+  const privateRatios = narinfoRatios(privateNarinfo.cairn, privateNarinfo.nginx);
+  const latencyTarget = (r: number) => ({
+    max: TARGET_LATENCY_RATIO,
+    ratio: r,
+    met: r <= TARGET_LATENCY_RATIO,
+  });
   const targets = {
-    narinfoLatency: {
-      max: TARGET_LATENCY_RATIO,
-      ratio: ratios.latencyP50,
-      met: ratios.latencyP50 <= TARGET_LATENCY_RATIO,
-    },
+    narinfoLatency: latencyTarget(ratios.latencyP50),
+    privateNarinfoLatency: latencyTarget(privateRatios.latencyP50),
     narThroughput: {
       min: TARGET_NAR_RATIO,
       ratio: ratios.narMiBps,
@@ -454,49 +577,66 @@ try {
     },
   };
 
+  const mark = (met: boolean) => (met ? 'met' : 'MISSED');
+  const narinfoRows = (
+    label: string,
+    c: NarinfoFigures,
+    n: NarinfoFigures,
+    r: ReturnType<typeof narinfoRatios>,
+    target: { met: boolean },
+  ): [string, string, string, string, string][] => [
+    [
+      `${label} narinfo latency p50, 1 conn (µs)`,
+      String(c.latencyP50Us),
+      String(n.latencyP50Us),
+      `${r.latencyP50}x`,
+      `<= ${TARGET_LATENCY_RATIO}x ${mark(target.met)}`,
+    ],
+    [
+      `${label} narinfo latency mean, 1 conn (µs)`,
+      String(c.latencyMeanUs),
+      String(n.latencyMeanUs),
+      `${r.latencyMean}x`,
+      '',
+    ],
+    [
+      `${label} narinfo latency p99, 1 conn (µs)`,
+      String(c.latencyP99Us),
+      String(n.latencyP99Us),
+      `${r.latencyP99}x`,
+      '',
+    ],
+    [
+      `${label} narinfo miss (404) p50, 1 conn (µs)`,
+      String(c.missP50Us),
+      String(n.missP50Us),
+      `${r.missP50}x`,
+      '',
+    ],
+    [
+      `${label} narinfo req/s, wrk ${WRK_ARGS.join(' ')}`,
+      String(c.narinfoReqPerSec),
+      String(n.narinfoReqPerSec),
+      `${r.narinfoReqPerSec}x`,
+      '',
+    ],
+  ];
   const rows: [string, string, string, string, string][] = [
     ['', 'cairn', 'nginx', 'cairn/nginx', 'target'],
+    ...narinfoRows('public', cairnFigures, nginxFigures, ratios, targets.narinfoLatency),
+    ...narinfoRows(
+      'private',
+      privateNarinfo.cairn,
+      privateNarinfo.nginx,
+      privateRatios,
+      targets.privateNarinfoLatency,
+    ),
     [
-      'narinfo latency p50, 1 conn (µs)',
-      String(cairnFigures.latencyP50Us),
-      String(nginxFigures.latencyP50Us),
-      `${ratios.latencyP50}x`,
-      `<= ${TARGET_LATENCY_RATIO}x ${targets.narinfoLatency.met ? 'met' : 'MISSED'}`,
-    ],
-    [
-      'narinfo latency mean, 1 conn (µs)',
-      String(cairnFigures.latencyMeanUs),
-      String(nginxFigures.latencyMeanUs),
-      `${ratios.latencyMean}x`,
-      '',
-    ],
-    [
-      'narinfo latency p99, 1 conn (µs)',
-      String(cairnFigures.latencyP99Us),
-      String(nginxFigures.latencyP99Us),
-      `${ratios.latencyP99}x`,
-      '',
-    ],
-    [
-      'narinfo miss (404) p50, 1 conn (µs)',
-      String(cairnFigures.missP50Us),
-      String(nginxFigures.missP50Us),
-      `${ratios.missP50}x`,
-      '',
-    ],
-    [
-      `narinfo req/s, wrk ${WRK_ARGS.join(' ')}`,
-      String(cairnFigures.narinfoReqPerSec),
-      String(nginxFigures.narinfoReqPerSec),
-      `${ratios.narinfoReqPerSec}x`,
-      '',
-    ],
-    [
-      `NAR ${Math.round(narBytes / MIB)} MiB, 1 conn (MiB/s, best of ${NAR_TRIES})`,
+      `public NAR ${Math.round(narBytes / MIB)} MiB, 1 conn (MiB/s, best of ${NAR_TRIES})`,
       String(cairnFigures.narMiBps),
       String(nginxFigures.narMiBps),
       `${ratios.narMiBps}x`,
-      `>= ${TARGET_NAR_RATIO}x ${targets.narThroughput.met ? 'met' : 'MISSED'}`,
+      `>= ${TARGET_NAR_RATIO}x ${mark(targets.narThroughput.met)}`,
     ],
   ];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -512,16 +652,18 @@ try {
     JSON.stringify({
       bench: 'cache',
       machine: info,
+      checkout: code,
       narBytes,
       latencyRequests: LATENCY_REQUESTS,
       wrk: WRK_ARGS.join(' '),
       cairn: cairnFigures,
       nginx: nginxFigures,
       ratios,
+      private: { cairn: privateNarinfo.cairn, nginx: privateNarinfo.nginx, ratios: privateRatios },
       targets,
     }),
   );
-  if (!targets.narinfoLatency.met || !targets.narThroughput.met) process.exitCode = 1;
+  if (!Object.values(targets).every((x) => x.met)) process.exitCode = 1;
 } finally {
   for (const { child, signal } of children.reverse()) await stopChild(child, signal);
   await rm(dir, { recursive: true, force: true });
