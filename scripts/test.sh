@@ -23,9 +23,8 @@ case "$files" in *test/integration/*) sh scripts/check-prerequisites.sh ;; esac
 
 run=sqlite
 [ -n "${CAIRN_TEST_DATABASE_URL:-}" ] && run=postgres
-mkdir -p test-artifacts
-report=test-artifacts/skipped-$run.json
-rm -f "$report"
+report=$(mktemp "${TMPDIR:-/tmp}/cairn-skipped-XXXXXX")
+trap 'rm -f "$report"' EXIT
 # A hung test must not hang CI. Node 20 applies --test-timeout to each test file as a whole (not
 # to each test in it): the slowest file, the netns download tests, takes about 40 s, so 5 minutes
 # leaves room for a loaded machine and still ends a hang.
