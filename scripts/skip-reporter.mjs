@@ -14,8 +14,15 @@ import { relative } from 'node:path';
  * @typedef {{ name: string, file: string, reason: string | undefined, children: Reported[] }} Reported
  */
 
-/** Why a test did not run, or undefined when it ran. */
+/**
+ * Why Node skips a test the person running the suite left out (`--test-name-pattern`,
+ * `--test-only`): a selection, not missing coverage.
+ */
+const SELECTED_OUT = new Set(['test name does not match pattern', "'only' option not set"]);
+
+/** Why a test did not run, or undefined when it ran (or was left out on purpose). */
 const why = (skip, todo) => {
+  if (typeof skip === 'string' && SELECTED_OUT.has(skip)) return undefined;
   if (skip !== undefined && skip !== false) return typeof skip === 'string' ? skip : 'skipped';
   if (todo !== undefined && todo !== false) return typeof todo === 'string' ? `todo: ${todo}` : 'todo';
   return undefined;
