@@ -1,7 +1,7 @@
 import { mkdtemp, readlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildPackages, run, type TestPackage } from './nix.ts';
+import { buildPackages, deleteFromStore, type TestPackage } from './nix.ts';
 import { cli, type TestServer } from './server.ts';
 
 /** The store path a profile points to now (through its generation link). */
@@ -67,7 +67,7 @@ export async function deployWorld(server: TestServer): Promise<DeployWorld> {
       const pushed = await cli(['push', 'main', ...paths.values()], env);
       if (pushed.code !== 0) throw new Error(pushed.stderr);
       // The agent must download them, as on another machine.
-      await run('nix-store', ['--delete', ...paths.values()]).catch(() => {});
+      await deleteFromStore([...paths.values()]);
       return paths;
     },
   };

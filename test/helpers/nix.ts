@@ -1,5 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,5 +90,29 @@ export async function buildPackages(packages: readonly TestPackage[]): Promise<M
     return new Map(packages.map((p, i) => [p.name, outs[i]!]));
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Deletes `paths` from the local store, so that an agent must download them as on another
+ * machine, and checks that they are gone: throws, naming them and Nix's own words, when any is
+ * still valid or still on disk (a test that went on would pass without any download).
+ */
+export async function deleteFromStore(paths: readonly string[]): Promise<void> {
+  let why = '';
+  try {
+    await run('nix-store', ['--delete', ...paths]);
+  } catch (err) {
+    // Judged below: Nix refuses the whole call when one path is still alive.
+    why = (err as Error).message;
+  }
+  const invalid = new Set(
+    (await run('nix-store', ['--check-validity', '--print-invalid', ...paths])).split('\n'),
+  );
+  const left = paths.filter((p) => !invalid.has(p) || existsSync(p));
+  if (left.length > 0) {
+    throw new Error(
+      `Cannot delete from the store: still there after nix-store --delete (${left.join(' ')}) ${why}`,
+    );
   }
 }

@@ -15,6 +15,14 @@ const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', impor
 /** The dashboard's script and stylesheet, as the server must serve them. */
 const ASSETS = new URL('../../src/server/dashboard/assets/', import.meta.url);
 
+/**
+ * The Content-Security-Policy every dashboard response must carry, written out here rather than
+ * taken from the code under test: scripts and styles from the server only, nothing inline.
+ */
+const EXPECTED_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+  "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /** Debian's Chromium, as .ci/run installs it. */
 const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 
@@ -31,6 +39,12 @@ function system(name: string, deps: string[], options: { lines?: number; delay?:
   };
 }
 
+/** Waits up to 5 s for `ready` to hold. */
+async function waitFor(ready: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!ready() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
 function leaf(name: string) {
   return { name, script: `mkdir -p $out; echo ${name} ${RUN_TAG} > $out/tag` };
 }
@@ -42,6 +56,8 @@ describe('dashboard in Chromium', () => {
   let page: Page;
   let paths: Map<string, string>;
   const agents: AgentProcess[] = [];
+  /** Every Content-Security-Policy violation on any page the tests open, as Chromium reports it. */
+  const violations: string[] = [];
 
   const deployFile = async (agentPaths: Record<string, string>) => {
     const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
@@ -96,6 +112,16 @@ describe('dashboard in Chromium', () => {
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     // The rollback button asks first; say yes.
     page.on('dialog', (d) => void d.accept());
+    // Violations two ways, on every page: Chromium's console errors and the DOM's own events
+    // (reported through a binding, which the policy does not govern).
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) violations.push(`${page.url()}: ${m.text()}`);
+    });
+    await page.exposeFunction('cairnCspViolation', (v: string) => violations.push(v));
+    await page.addInitScript({
+      content: `document.addEventListener('securitypolicyviolation', (e) =>
+        cairnCspViolation(location.href + ': ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline')));`,
+    });
   });
   after(async () => {
     await browser?.close();
@@ -104,10 +130,6 @@ describe('dashboard in Chromium', () => {
   });
 
   it('signs in with a token into an HttpOnly, SameSite=Strict session and shows both agents', async () => {
-    const csp: string[] = [];
-    page.on('console', (m) => {
-      if (/Content Security Policy/i.test(m.text())) csp.push(m.text());
-    });
     await page.goto(`${server.url}/`);
     assert.match(page.url(), /\/login\?next=%2F$/);
     await shot('login');
@@ -127,7 +149,7 @@ describe('dashboard in Chromium', () => {
     await page.fill('input[name=q]', 'bet');
     await page.click('form.filters button');
     assert.equal(await page.locator('tr[data-agent]').count(), 1);
-    assert.deepEqual(csp, [], 'the pages break the Content-Security-Policy');
+    assert.deepEqual(violations, [], 'the pages break the Content-Security-Policy');
   });
 
   it('refuses a form without the CSRF token and a page without a session', async () => {
@@ -142,9 +164,13 @@ describe('dashboard in Chromium', () => {
       redirect: 'manual',
     });
     assert.equal(res.status, 403);
+    assert.equal(res.headers.get('content-security-policy'), EXPECTED_CSP);
     const anonymous = await fetch(`${server.url}/agents/alpha`, { redirect: 'manual' });
     assert.equal(anonymous.status, 303);
-    assert.match(anonymous.headers.get('content-security-policy') ?? 'none', /none|script-src 'self'/);
+    assert.equal(anonymous.headers.get('location'), '/login?next=%2Fagents%2Falpha');
+    const login = await fetch(new URL(anonymous.headers.get('location')!, server.url));
+    assert.equal(login.status, 200);
+    assert.equal(login.headers.get('content-security-policy'), EXPECTED_CSP);
   });
 
   it('serves its script and stylesheet, the files in src/server/dashboard/assets, under its CSP', async () => {
@@ -155,7 +181,7 @@ describe('dashboard in Chromium', () => {
       const res = await fetch(`${server.url}/static/${name}`);
       assert.equal(res.status, 200);
       assert.equal(res.headers.get('content-type'), type);
-      assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+      assert.equal(res.headers.get('content-security-policy'), EXPECTED_CSP);
       assert.equal(await res.text(), await readFile(new URL(name, ASSETS), 'utf8'));
     }
   });
@@ -214,6 +240,71 @@ describe('dashboard in Chromium', () => {
     await page.goto(`${server.url}/rollouts/${rb.rolloutId}`);
     assert.equal(await page.locator('tr[data-deployment] .s-succeeded').count(), 1);
     await shot('rollout');
+  });
+
+  it('notices a page that breaks the Content-Security-Policy', async () => {
+    // The check below must be able to fail: a page with an inline script and style, under the
+    // same policy, served in place of a dashboard URL.
+    const probe = `${server.url}/csp-probe`;
+    const earlier = violations.length;
+    await page.route(probe, (route) =>
+      route.fulfill({
+        status: 200,
+        headers: { 'content-type': 'text/html', 'content-security-policy': EXPECTED_CSP },
+        body: '<!doctype html><p style="color: red">probe</p><script>document.title = "ran"</script>',
+      }),
+    );
+    try {
+      await page.goto(probe);
+      await page.waitForLoadState('load');
+      await waitFor(() => violations.length >= earlier + 2);
+      assert.notEqual(await page.title(), 'ran');
+      assert.ok(
+        violations.slice(earlier).some((v) => /script-src/.test(v)),
+        `no script-src violation in ${violations.slice(earlier)}`,
+      );
+    } finally {
+      await page.unroute(probe);
+      // The probe's own; those of the pages opened before stay for the next test.
+      violations.splice(earlier);
+    }
+  });
+
+  it('serves every page with the strict Content-Security-Policy, and no page breaks it', async () => {
+    const d = await newestDeployment('alpha');
+    const list = await cli(['deploy', 'list', '--agent', 'alpha', '--json'], world.env);
+    const ids = (JSON.parse(list.stdout) as Array<{ id: number }>).map((x) => x.id);
+    assert.ok(ids.length >= 3, list.stdout);
+    const pages: Array<[string, number]> = [
+      ['/', 200],
+      ['/?q=al&status=succeeded', 200],
+      ['/agents/alpha', 200],
+      ['/agents/beta', 200],
+      [`/deployments/${d.id}`, 200],
+      [`/deployments/${ids.at(-1)}`, 200],
+      [`/rollouts/${d.rolloutId}`, 200],
+      [`/diff?to=${d.id}`, 200],
+      [`/diff?from=${ids.at(-1)}&to=${ids[1]}`, 200],
+      ['/deployments/999999', 404],
+      ['/agents/nobody', 404],
+      ['/login', 200],
+    ];
+    for (const [path, status] of pages) {
+      const res = await page.goto(`${server.url}${path}`);
+      assert.ok(res, path);
+      assert.equal(res.status(), status, path);
+      assert.equal(res.headers()['content-security-policy'], EXPECTED_CSP, path);
+      await page.waitForLoadState('load');
+      // Scripts run after load (the live log, the confirm dialogs): give them a moment.
+      await page.waitForTimeout(200);
+    }
+    for (const asset of ['/static/app.js', '/static/app.css']) {
+      const res = await fetch(`${server.url}${asset}`);
+      assert.equal(res.status, 200, asset);
+      assert.equal(res.headers.get('content-security-policy'), EXPECTED_CSP, asset);
+    }
+    // This covers the pages the tests above opened too: the live log, the rollback, the diff.
+    assert.deepEqual(violations, [], 'the pages break the Content-Security-Policy');
   });
 
   it('signs out: the session no longer opens pages', async () => {

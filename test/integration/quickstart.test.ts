@@ -7,6 +7,7 @@ import { delimiter, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { createTestDatabase, type TestDatabase, testPostgresUrl } from '../helpers/server.ts';
 import { freePort } from '../helpers/server-process.ts';
 
 /**
@@ -31,7 +32,8 @@ import { freePort } from '../helpers/server-process.ts';
  * - `/path/to/cairn` -> a private copy of this checkout (see `privateCheckout`)
  * The session starts in another fresh directory (the reader's "directory of your choice"), with
  * the environment of this process minus npm's, Node's test runner's, Cairn's and NIX_CONFIG, which
- * the page sets itself.
+ * the page sets itself. On the PostgreSQL run (CAIRN_TEST_DATABASE_URL), the server gets a fresh
+ * PostgreSQL database through CAIRN_DATABASE_URL, as the suite runs on both databases.
  */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const GUIDE = join(ROOT, 'docs', 'getting-started.md');
@@ -250,10 +252,12 @@ async function stopGroup(pgid: number): Promise<void> {
 describe('docs/getting-started.md', { timeout: 120_000 }, () => {
   let base: string | undefined;
   let pgid: number | undefined;
+  let pgDatabase: TestDatabase | undefined;
 
   after(async () => {
     if (pgid !== undefined) await stopGroup(pgid);
     if (base) await rm(base, { recursive: true, force: true });
+    await pgDatabase?.drop();
   });
 
   it('runs as written, step by step, against a fresh data dir, and ends with a succeeded deployment', async () => {
@@ -273,9 +277,15 @@ describe('docs/getting-started.md', { timeout: 120_000 }, () => {
     const blocks = runnableBlocks(await readFile(GUIDE, 'utf8'), substitutions);
 
     const script = await writeSession(blocks, runner);
+    pgDatabase = testPostgresUrl() === undefined ? undefined : await createTestDatabase();
+    const database = pgDatabase?.config.kind === 'postgres' ? pgDatabase.config.url : undefined;
     const bash = spawn('bash', [script], {
       cwd: work,
-      env: { ...readerEnv(), QS_DIR: runner },
+      env: {
+        ...readerEnv(),
+        QS_DIR: runner,
+        ...(database === undefined ? {} : { CAIRN_DATABASE_URL: database }),
+      },
       // Its own process group, so that the server and agent it starts can be stopped with it.
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -334,5 +344,13 @@ describe('docs/getting-started.md', { timeout: 120_000 }, () => {
       [['web1', path, 'succeeded']],
     );
     assert.equal(await realpath(join(tmp, 'cairn-profiles', 'web1')), path);
+    // The server ran on the database of this run.
+    const serverLog = await Promise.all(
+      blocks.map((b, n) =>
+        b.mode.kind === 'background' ? readFile(join(runner, `background-${n}.log`), 'utf8') : '',
+      ),
+    );
+    const dialect = database === undefined ? 'sqlite' : 'postgres';
+    assert.match(serverLog.join(''), new RegExp(`"database":"${dialect}","msg":"cairn server listening"`));
   });
 });
