@@ -60,6 +60,12 @@ export class LogShipper {
     this.#flushTimer ??= setTimeout(() => this.flush(), 50);
   }
 
+  /** Drops the held and unconfirmed lines of a deployment: they are not this server's to read. */
+  discard(deploymentId: string): void {
+    this.#pending.delete(deploymentId);
+    this.#unconfirmed = this.#unconfirmed.filter((b) => b.deploymentId !== deploymentId);
+  }
+
   /** Sends every held line now, as far as the connection allows. */
   flush(): void {
     if (this.#flushTimer) clearTimeout(this.#flushTimer);
