@@ -37,11 +37,6 @@ export class LogShipper {
     this.#o = options;
   }
 
-  /** Whether lines of this deployment wait to be sent. */
-  holds(deploymentId: string): boolean {
-    return this.#pending.has(deploymentId);
-  }
-
   /**
    * Adds a line of a deployment's log. `from` numbers it by its source's own count (such as an
    * activation's output file, read again by a restarted agent); else by this process's run.
