@@ -88,8 +88,9 @@ in
 
     stateDir = mkOption {
       type = types.str;
-      default = "/var/lib/cairn-agent";
-      description = "Where the agent keeps its journal, GC roots and activation logs.";
+      default = "/var/lib/cairn-agent/${cfg.name}";
+      defaultText = literalExpression ''"/var/lib/cairn-agent/''${config.services.cairn-agent.name}"'';
+      description = "Where the agent keeps its journal, locks, GC roots and activation logs: its own, per agent name.";
     };
 
     environmentFile = mkOption {

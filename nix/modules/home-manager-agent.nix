@@ -93,9 +93,9 @@ in
 
     stateDir = mkOption {
       type = types.str;
-      default = "${config.xdg.stateHome}/cairn-agent";
-      defaultText = literalExpression ''"''${config.xdg.stateHome}/cairn-agent"'';
-      description = "Where the agent keeps its journal, GC roots and activation logs.";
+      default = "${config.xdg.stateHome}/cairn-agent/${cfg.name}";
+      defaultText = literalExpression ''"''${config.xdg.stateHome}/cairn-agent/''${config.services.cairn-agent.name}"'';
+      description = "Where the agent keeps its journal, locks, GC roots and activation logs: its own, per agent name.";
     };
 
     environmentFile = mkOption {

@@ -1,11 +1,19 @@
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { CAIRN_VERSION } from '../lib/version.ts';
-import type { AgentJournal } from '../protocol/agent-journal.ts';
+import {
+  type AgentJournal,
+  describeServer,
+  type JournalOwner,
+  sameServer,
+} from '../protocol/agent-journal.ts';
 import {
   type DeploymentResult,
   type DesiredDeployment,
   MAX_AGENT_MESSAGE_BYTES,
   type Observed,
 } from '../protocol/agent-protocol.ts';
+import { lockAgent } from './agent-lock.ts';
 import { AgentSession, type DeploymentContext, type Recovered } from './agent-session.ts';
 import { JournalFile } from './journal-file.ts';
 import { machineHostname, nixSystem, nixVersion } from './machine-facts.ts';
@@ -40,6 +48,10 @@ export class AgentDaemon {
   readonly #journal: JournalFile;
   readonly #session: AgentSession;
   #nixVersion = 'unknown';
+  /** The journal being set aside as another server's; a new journal is written only after. */
+  #settingAside: Promise<void> = Promise.resolve();
+  /** A deployment of another server's being finished locally: its journal is set aside once it ends. */
+  #asideWhenDone: string | undefined;
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -53,14 +65,39 @@ export class AgentDaemon {
       ...(options.backoff ? { backoff: options.backoff } : {}),
       observe: () => this.#observed(),
       deploy: (d, ctx, resume) => this.#deploy(d, ctx, resume),
-      onAcknowledged: (ids) => this.#markReported(ids),
+      onAcknowledged: (ids, owner) => this.#markReported(ids, owner),
+      onForeignJournal: (journal, server, running) => this.#foreignJournal(journal, server, running),
     });
   }
 
-  /** Runs until the signal aborts: connects, reconnects, and runs deployments. */
+  /**
+   * Runs until the signal aborts: connects, reconnects, and runs deployments. First takes the
+   * locks that make it the only agent of its name here and the only user of its state dir.
+   * @throws CairnError ALREADY_EXISTS when another live agent holds either lock.
+   */
   async run(signal: AbortSignal): Promise<void> {
-    this.#nixVersion = await nixVersion(this.#o.env);
-    await this.#session.run(signal, await this.#recover());
+    const unlock = await lockAgent(this.#o.name, { stateDir: this.#o.stateDir, env: this.#o.env });
+    try {
+      await this.#warnOfSharedState();
+      this.#nixVersion = await nixVersion(this.#o.env);
+      await this.#session.run(signal, await this.#recover());
+    } finally {
+      await unlock();
+    }
+  }
+
+  /**
+   * Older agents kept their state directly in the base directory, shared by every agent of the
+   * machine. Which agent it belonged to cannot be known, so it is left in place, unused.
+   */
+  async #warnOfSharedState(): Promise<void> {
+    const base = dirname(this.#o.stateDir);
+    if (basename(this.#o.stateDir) !== this.#o.name) return;
+    const old = await stat(join(base, 'journal.json')).catch(() => null);
+    if (old?.isFile())
+      this.#o.log(
+        `WARNING: found state of an older agent in ${base}; not used; remove it once no older agent runs`,
+      );
   }
 
   /**
@@ -83,12 +120,51 @@ export class AgentDaemon {
       );
       return {};
     }
+    if (read.kind === 'foreign') {
+      this.#o.log(`WARNING: set the journal aside as ${read.movedTo}: ${read.reason}; starting without it`);
+      return {};
+    }
     if (read.kind === 'none') return {};
     const j = read.journal;
+    if (j.owner.agent !== this.#o.name) {
+      const movedTo = await this.#journal.setAside();
+      this.#o.log(
+        `WARNING: set the journal aside as ${movedTo}: it is agent ${j.owner.agent}'s, not ${this.#o.name}'s (another agent used this state dir); starting without it`,
+      );
+      return {};
+    }
     const finished = [j.deployment.id];
-    if (j.phase === 'done') return { finished, unreported: !j.reported && j.result ? [j.result] : [] };
+    const owner = j.owner;
+    if (j.phase === 'done') return { owner, finished, unreported: !j.reported && j.result ? [j.result] : [] };
     this.#o.log(`journal: deployment ${j.deployment.id} was interrupted at ${j.phase}; finishing it first`);
-    return j.phase === 'realise' ? { finished, resumeWhenWelcomed: j } : { finished, resumeNow: j };
+    return j.phase === 'realise'
+      ? { owner, finished, resumeWhenWelcomed: j }
+      : { owner, finished, resumeNow: j };
+  }
+
+  /**
+   * The server that welcomed the agent is not the one its journal belongs to (a new data dir, a
+   * reinstall, another server): the journal is set aside, with one warning line, and nothing of
+   * it is reported here. A deployment still being finished locally keeps its journal until it ends.
+   */
+  #foreignJournal(journal: JournalOwner, server: JournalOwner, running: string | undefined): void {
+    const why = `it is ${describeServer(journal)}'s, and this is ${describeServer(server)}`;
+    if (running !== undefined) {
+      this.#asideWhenDone = running;
+      this.#o.log(
+        `WARNING: the journal's deployment ${running} is another server's (${why}): finishing it locally, reporting nothing, then setting the journal aside`,
+      );
+      return;
+    }
+    this.#settingAside = this.#settingAside.then(() =>
+      this.#journal.setAside().then(
+        (movedTo) =>
+          this.#o.log(
+            `WARNING: set the journal aside as ${movedTo}: ${why}; its deployment is neither resumed nor reported here`,
+          ),
+        (err: unknown) => this.#o.log(`WARNING: cannot set the journal aside: ${(err as Error).message}`),
+      ),
+    );
   }
 
   async #observed(): Promise<Observed> {
@@ -118,10 +194,11 @@ export class AgentDaemon {
     this.#o.log(`deployment ${d.id}: switching ${this.#o.profile} to ${d.storePath}`);
     let start = resume;
     if (!start) {
-      start = newJournal(d);
+      await this.#settingAside;
+      start = newJournal(d, ctx.owner);
       await this.#journal.write(start);
     }
-    return await driveDeployment(
+    const result = await driveDeployment(
       {
         profile: this.#o.profile,
         caches: ctx.caches,
@@ -148,6 +225,12 @@ export class AgentDaemon {
         rebootRequired: false,
       };
     });
+    if (result && this.#asideWhenDone === d.id) {
+      this.#asideWhenDone = undefined;
+      const movedTo = await this.#journal.setAside().catch((err: Error) => `nowhere (${err.message})`);
+      this.#o.log(`deployment ${d.id}: finished locally; set its journal aside as ${movedTo}`);
+    }
+    return result;
   }
 
   /**
@@ -165,8 +248,8 @@ export class AgentDaemon {
     }
   }
 
-  /** The server has these results: the journal's finished deployment need not be reported again. */
-  #markReported(ids: ReadonlySet<string>): void {
+  /** The server of `owner` has these results: the journal's finished deployment need not be reported again. */
+  #markReported(ids: ReadonlySet<string>, owner: JournalOwner): void {
     void this.#journal
       .read()
       .then(async (read) => {
@@ -174,6 +257,7 @@ export class AgentDaemon {
           read.kind === 'ok' &&
           read.journal.phase === 'done' &&
           ids.has(read.journal.deployment.id) &&
+          sameServer(read.journal.owner, owner) &&
           !read.journal.reported
         ) {
           await this.#journal.write({ ...read.journal, reported: true, updatedAt: Date.now() });

@@ -1,4 +1,4 @@
-import type { AgentJournal } from '../protocol/agent-journal.ts';
+import { type AgentJournal, type JournalOwner, sameServer } from '../protocol/agent-journal.ts';
 import {
   AGENT_PROTOCOL_VERSION,
   type AgentCache,
@@ -23,6 +23,8 @@ const DRAIN_MS = 1500;
 export interface DeploymentContext {
   /** The binary caches the server named in its latest welcome. */
   readonly caches: readonly AgentCache[];
+  /** The server, workspace and agent the deployment belongs to, for its journal. */
+  readonly owner: JournalOwner;
   /** Aborts when the agent stops. */
   readonly signal: AbortSignal | undefined;
   /** Adds a line to the deployment's log (see {@link LogShipper.line}). */
@@ -48,8 +50,18 @@ export interface AgentSessionOptions
     ctx: DeploymentContext,
     resume: AgentJournal | undefined,
   ) => Promise<DeploymentResult | null>;
-  /** The server has these results (see {@link ResultOutbox}). */
-  readonly onAcknowledged?: (deploymentIds: ReadonlySet<string>) => void;
+  /** The server of `owner` has these results (see {@link ResultOutbox}). */
+  readonly onAcknowledged?: (deploymentIds: ReadonlySet<string>, owner: JournalOwner) => void;
+  /**
+   * The first server to welcome the agent is not the one its journal ({@link Recovered.owner})
+   * belongs to: the journal's result is not reported and its deployment, if waiting to resume,
+   * is dropped. `running` is that deployment when it is still being finished locally.
+   */
+  readonly onForeignJournal?: (
+    journal: JournalOwner,
+    server: JournalOwner,
+    running: string | undefined,
+  ) => void;
   /** Sees every valid server message before the session acts on it (a simulated fleet counts them). */
   readonly onMessage?: (msg: ServerMessage) => void;
   /** Sees every connection close. */
@@ -58,6 +70,8 @@ export interface AgentSessionOptions
 
 /** What a previous agent process left to do, read from its journal. */
 export interface Recovered {
+  /** Whose the journal is; everything below belongs to it. */
+  readonly owner?: JournalOwner;
   /** Deployments already finished: never run again. */
   readonly finished?: readonly string[];
   /** Results not yet reported. */
@@ -84,11 +98,20 @@ export class AgentSession {
   readonly #queue: DeploymentQueue;
   #caches: readonly AgentCache[] = [];
   #resume: AgentJournal | undefined;
+  /** The journal's owner, until the first welcome shows whether it is this server's. */
+  #recoveredOwner: JournalOwner | undefined;
+  /** The server and workspace of the current connection's welcome; undefined until welcomed. */
+  #server: JournalOwner | undefined;
   #stopping: AbortSignal | undefined;
 
   constructor(options: AgentSessionOptions) {
     this.#o = options;
-    const { deploy: _deploy, onAcknowledged: _acknowledged, ...connection } = options;
+    const {
+      deploy: _deploy,
+      onAcknowledged: _acknowledged,
+      onForeignJournal: _foreign,
+      ...connection
+    } = options;
     this.#connection = new AgentConnection({
       ...connection,
       hello: (observed) => this.#hello(observed),
@@ -98,6 +121,7 @@ export class AgentSession {
       },
       onPong: (data) => this.#logs.received(data),
       onClose: (outcome) => {
+        this.#server = undefined;
         this.#outbox.connectionLost();
         this.#logs.connectionLost();
         options.onClose?.(outcome);
@@ -127,10 +151,16 @@ export class AgentSession {
   /** Runs until the signal aborts, starting with what a previous process left, then waits for the running deployment. */
   async run(signal: AbortSignal, recovered: Recovered = {}): Promise<void> {
     this.#stopping = signal;
-    for (const id of recovered.finished ?? []) this.#queue.finished.add(id);
-    for (const r of recovered.unreported ?? []) this.#outbox.add(r);
-    this.#resume = recovered.resumeWhenWelcomed;
-    if (recovered.resumeNow) this.#queue.start(recovered.resumeNow.deployment, recovered.resumeNow);
+    const owner = recovered.owner;
+    if (owner) {
+      this.#recoveredOwner = owner;
+      for (const id of recovered.finished ?? []) this.#queue.finish(owner, id);
+      for (const r of recovered.unreported ?? []) this.#outbox.add(r, owner);
+      this.#resume = recovered.resumeWhenWelcomed;
+      // A switch interrupted half-way is finished at once, whoever asked for it: rolling back
+      // on lost connectivity is a local safety matter.
+      if (recovered.resumeNow) this.#queue.start(recovered.resumeNow.deployment, owner, recovered.resumeNow);
+    }
     await this.#connection.run(signal);
     await this.#queue.idle();
   }
@@ -141,7 +171,8 @@ export class AgentSession {
       protocol: AGENT_PROTOCOL_VERSION,
       observed,
       running: this.#queue.running?.id ?? null,
-      unreported: this.#outbox.forHello((id) => this.#logs.holds(id)),
+      // Results go once the welcome says which server this is (see ResultOutbox).
+      unreported: [],
     };
   }
 
@@ -149,28 +180,42 @@ export class AgentSession {
     switch (msg.type) {
       case 'welcome': {
         this.#caches = msg.caches;
-        // The server has seen the results sent with hello.
-        this.#outbox.acknowledged();
+        const server = {
+          serverId: msg.serverId ?? null,
+          workspace: msg.workspace ?? null,
+          agent: this.#o.name,
+        };
+        this.#server = server;
+        this.#outbox.welcomed(server);
+        const running = this.#queue.running;
+        const runningHere = running !== undefined && sameServer(running.owner, server);
+        // Another server's deployment (resumed from the journal) tells this server nothing.
+        if (running && !runningHere) this.#logs.discard(running.id);
+        const recovered = this.#recoveredOwner;
+        this.#recoveredOwner = undefined;
+        if (recovered && !sameServer(recovered, server)) {
+          this.#resume = undefined;
+          this.#o.onForeignJournal?.(recovered, server, runningHere ? undefined : running?.id);
+        }
         // Progress sent while the link was down was lost: say again where the running
         // deployment is, before the logs and the confirmation (the server confirms only a
         // deployment it knows is running).
-        const running = this.#queue.running;
-        if (running?.step)
+        if (running?.step && runningHere)
           this.#connection.send({ type: 'progress', deploymentId: running.id, step: running.step });
         this.#logs.flush();
         void this.#outbox.resend();
-        this.#confirmation.onWelcome();
+        this.#confirmation.onWelcome(running === undefined || runningHere);
         if (this.#resume) {
           const j = this.#resume;
           this.#resume = undefined;
-          this.#queue.start(j.deployment, j);
+          this.#queue.start(j.deployment, server, j);
         }
-        this.#queue.desire(msg.desired);
+        this.#queue.desire(msg.desired, server);
         return;
       }
       case 'desired':
         this.#outbox.acknowledged();
-        this.#queue.desire(msg.desired);
+        if (this.#server) this.#queue.desire(msg.desired, this.#server);
         return;
       case 'confirmed':
         this.#confirmation.onConfirmed(msg.deploymentId);
@@ -189,18 +234,26 @@ export class AgentSession {
 
   /** One deployment, from start to its result on the way to the server. */
   async #run(d: DesiredDeployment, running: RunningDeployment, resume: AgentJournal | undefined) {
+    // Whether the current connection is to another server than the deployment's (a deployment
+    // resumed from the journal after the agent was pointed elsewhere): it tells that one nothing.
+    // Before the welcome, lines are held (and dropped at the welcome if it is another server).
+    const elsewhere = () => this.#server !== undefined && !sameServer(running.owner, this.#server);
+    const here = () => this.#server !== undefined && sameServer(running.owner, this.#server);
     const result = await this.#o.deploy(
       d,
       {
         caches: this.#caches,
+        owner: running.owner,
         signal: this.#stopping,
-        line: (text, from) => this.#logs.line(d.id, text, from),
+        line: (text, from) => {
+          if (!elsewhere()) this.#logs.line(d.id, text, from);
+        },
         step: (step) => {
           running.step = step;
-          this.#connection.send({ type: 'progress', deploymentId: d.id, step });
+          if (here()) this.#connection.send({ type: 'progress', deploymentId: d.id, step });
         },
         confirm: (id, timeoutMs) => this.#confirmation.confirm(id, timeoutMs),
-        send: (msg) => this.#connection.send(msg),
+        send: (msg) => here() && this.#connection.send(msg),
       },
       resume,
     );
@@ -209,8 +262,13 @@ export class AgentSession {
       return;
     }
     this.#o.log(`deployment ${d.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}`);
-    this.#queue.finished.add(d.id);
+    this.#queue.finish(running.owner, d.id);
     this.#logs.flush();
-    if (!(await this.#outbox.report(result))) this.#connection.reconnectNow();
+    if (elsewhere()) {
+      this.#o.log(`deployment ${d.id}: belongs to another server; not reported to this one`);
+      void this.#outbox.report(result, running.owner);
+      return;
+    }
+    if (!(await this.#outbox.report(result, running.owner))) this.#connection.reconnectNow();
   }
 }

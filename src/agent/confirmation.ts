@@ -49,9 +49,16 @@ export class Confirmation {
     });
   }
 
-  /** A connection was welcomed: ask it to confirm the pending deployment. */
-  onWelcome(): void {
-    if (this.#pending) this.#connection.send({ type: 'confirm', deploymentId: this.#pending.id });
+  /**
+   * A connection was welcomed: ask it to confirm the pending deployment. When the pending
+   * deployment is another server's (`ownServer` false: a journal's, resumed after the agent was
+   * pointed elsewhere), this server cannot confirm it, but reaching a server over a new connection
+   * proves the connectivity the check is for: it counts as confirmed, and nothing is sent.
+   */
+  onWelcome(ownServer = true): void {
+    if (!this.#pending) return;
+    if (ownServer) this.#connection.send({ type: 'confirm', deploymentId: this.#pending.id });
+    else this.#pending.resolve(true);
   }
 
   /** The server confirmed a deployment. */

@@ -1,9 +1,11 @@
-import type { AgentJournal } from '../protocol/agent-journal.ts';
+import type { AgentJournal, JournalOwner } from '../protocol/agent-journal.ts';
 import type { DeploymentStep, DesiredDeployment } from '../protocol/agent-protocol.ts';
 
-/** The deployment the agent is running, and its latest step (said again on every reconnect). */
+/** The deployment the agent is running, whose it is, and its latest step (said again on every reconnect). */
 export interface RunningDeployment {
   readonly id: string;
+  /** The server, workspace and agent that asked for it. */
+  readonly owner: JournalOwner;
   step: DeploymentStep | null;
 }
 
@@ -14,18 +16,24 @@ export type DeploymentJob = (
   resume: AgentJournal | undefined,
 ) => Promise<void>;
 
+/** Deployment ids are per server and workspace: this names one deployment across servers. */
+function key(owner: JournalOwner, id: string): string {
+  return JSON.stringify([owner.serverId, owner.workspace, owner.agent, id]);
+}
+
 /**
  * The deployments the agent is told to run, one at a time: the server's latest desire waits
  * behind the running one (a newer desire replaces it), and a deployment already finished is
- * never run again.
+ * never run again. A deployment is known by its id *and* its owner, so that another server's
+ * deployment with the same id is a different one.
  */
 export class DeploymentQueue {
   readonly #job: DeploymentJob;
   readonly #stopping: () => boolean;
   #running: (RunningDeployment & { done: Promise<void> }) | undefined;
-  #next: DesiredDeployment | null = null;
+  #next: { d: DesiredDeployment; owner: JournalOwner } | null = null;
   /** Deployments this agent has finished (or found finished in its journal). */
-  readonly finished = new Set<string>();
+  readonly #finished = new Set<string>();
 
   /** `stopping` says the agent is stopping: the queued deployment then waits for the next start. */
   constructor(job: DeploymentJob, options: { stopping: () => boolean }) {
@@ -38,36 +46,44 @@ export class DeploymentQueue {
     return this.#running;
   }
 
-  /** The server says what to run: start it, or queue it behind the running one. */
-  desire(desired: DesiredDeployment | null): void {
+  /** Records a deployment as finished: it is never run again. */
+  finish(owner: JournalOwner, deploymentId: string): void {
+    this.#finished.add(key(owner, deploymentId));
+  }
+
+  /** The server of `owner` says what to run: start it, or queue it behind the running one. */
+  desire(desired: DesiredDeployment | null, owner: JournalOwner): void {
     if (!desired) {
       this.#next = null;
       return;
     }
-    if (desired.id === this.#running?.id || this.finished.has(desired.id)) return;
+    const k = key(owner, desired.id);
+    if (this.#running && key(this.#running.owner, this.#running.id) === k) return;
+    if (this.#finished.has(k)) return;
     if (this.#running) {
-      this.#next = desired;
+      this.#next = { d: desired, owner };
       return;
     }
-    this.start(desired);
+    this.start(desired, owner);
   }
 
   /** The server says not to start this deployment (superseded or cancelled). */
   cancel(deploymentId: string): void {
-    if (this.#next?.id === deploymentId) this.#next = null;
+    if (this.#next?.d.id === deploymentId) this.#next = null;
   }
 
-  /** Starts a deployment now (nothing may be running), resuming it from `resume` if given. */
-  start(d: DesiredDeployment, resume?: AgentJournal): void {
+  /** Starts a deployment of `owner`'s now (nothing may be running), resuming it from `resume` if given. */
+  start(d: DesiredDeployment, owner: JournalOwner, resume?: AgentJournal): void {
     // Recorded before the deployment starts: a resumed one reports its first step at once.
-    const running = { id: d.id, step: null, done: Promise.resolve() };
+    const running = { id: d.id, owner, step: null, done: Promise.resolve() };
     this.#running = running;
     running.done = this.#job(d, running, resume);
     void running.done.finally(() => {
       this.#running = undefined;
       const next = this.#next;
       this.#next = null;
-      if (next && !this.finished.has(next.id) && !this.#stopping()) this.start(next);
+      if (next && !this.#finished.has(key(next.owner, next.d.id)) && !this.#stopping())
+        this.start(next.d, next.owner);
     });
   }
 

@@ -1,14 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { type AgentJournal, agentJournalSchema } from '../protocol/agent-journal.ts';
+import { AGENT_JOURNAL_VERSION, type AgentJournal, agentJournalSchema } from '../protocol/agent-journal.ts';
 import { fieldProblems, formatProblems } from '../protocol/parse-or-throw.ts';
 
 /** What reading the journal found. */
 export type JournalRead =
   | { readonly kind: 'none' }
   | { readonly kind: 'ok'; readonly journal: AgentJournal }
-  | { readonly kind: 'corrupt'; readonly reason: string; readonly movedTo: string };
+  | { readonly kind: 'corrupt'; readonly reason: string; readonly movedTo: string }
+  /** Written in another journal format (an older agent's): set aside, unread. */
+  | { readonly kind: 'foreign'; readonly reason: string; readonly movedTo: string };
 
 /**
  * The journal file, `<state dir>/journal.json`. Each write goes to a new file that is fsynced and
@@ -22,7 +24,10 @@ export class JournalFile {
     this.path = join(stateDir, 'journal.json');
   }
 
-  /** Reads the journal. A corrupt one is moved aside (kept for inspection) and reported, never thrown. */
+  /**
+   * Reads the journal. A corrupt one, or one of another format version, is moved aside (kept for
+   * inspection) and reported, never thrown.
+   */
   async read(): Promise<JournalRead> {
     let text: string;
     try {
@@ -33,7 +38,13 @@ export class JournalFile {
     }
     let reason: string;
     try {
-      const parsed = agentJournalSchema.safeParse(JSON.parse(text));
+      const json: unknown = JSON.parse(text);
+      const version = (json as { version?: unknown } | null)?.version;
+      if (typeof version === 'number' && version !== AGENT_JOURNAL_VERSION) {
+        const reason = `journal format ${version}, not ${AGENT_JOURNAL_VERSION}: written by another agent version`;
+        return { kind: 'foreign', reason, movedTo: await this.setAside() };
+      }
+      const parsed = agentJournalSchema.safeParse(json);
       if (parsed.success) return { kind: 'ok', journal: parsed.data };
       reason = formatProblems(fieldProblems(parsed.error, 'journal'));
     } catch (err) {
@@ -42,6 +53,16 @@ export class JournalFile {
     const movedTo = `${this.path}.corrupt-${Date.now()}`;
     await rename(this.path, movedTo);
     return { kind: 'corrupt', reason, movedTo };
+  }
+
+  /**
+   * Moves the journal aside as `journal.json.foreign-<ms>` (kept for inspection): it belongs to
+   * another agent, server or workspace. Returns where it went.
+   */
+  async setAside(): Promise<string> {
+    const movedTo = `${this.path}.foreign-${Date.now()}`;
+    await rename(this.path, movedTo);
+    return movedTo;
   }
 
   /** Replaces the journal atomically and durably. */

@@ -37,11 +37,6 @@ export class LogShipper {
     this.#o = options;
   }
 
-  /** Whether lines of this deployment wait to be sent. */
-  holds(deploymentId: string): boolean {
-    return this.#pending.has(deploymentId);
-  }
-
   /**
    * Adds a line of a deployment's log. `from` numbers it by its source's own count (such as an
    * activation's output file, read again by a restarted agent); else by this process's run.
@@ -58,6 +53,12 @@ export class LogShipper {
     if (lines.length > MAX_PENDING_LINES) lines.splice(0, lines.length - MAX_PENDING_LINES);
     // Lines go out together every 50 ms: one message per burst, not per line.
     this.#flushTimer ??= setTimeout(() => this.flush(), 50);
+  }
+
+  /** Drops the held and unconfirmed lines of a deployment: they are not this server's to read. */
+  discard(deploymentId: string): void {
+    this.#pending.delete(deploymentId);
+    this.#unconfirmed = this.#unconfirmed.filter((b) => b.deploymentId !== deploymentId);
   }
 
   /** Sends every held line now, as far as the connection allows. */

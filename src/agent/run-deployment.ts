@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runLines } from '../lib/run-lines.ts';
-import type { AgentJournal } from '../protocol/agent-journal.ts';
+import { AGENT_JOURNAL_VERSION, type AgentJournal, type JournalOwner } from '../protocol/agent-journal.ts';
 import type {
   AgentCache,
   DeploymentResult,
@@ -35,10 +35,11 @@ export interface RunDeploymentContext extends NixContext {
   readonly onRealised?: (storePath: string) => Promise<void>;
 }
 
-/** A fresh journal for a deployment about to start. */
-export function newJournal(d: DesiredDeployment): AgentJournal {
+/** A fresh journal for a deployment of `owner`'s about to start. */
+export function newJournal(d: DesiredDeployment, owner: JournalOwner): AgentJournal {
   return {
-    version: 1,
+    version: AGENT_JOURNAL_VERSION,
+    owner,
     deployment: d,
     phase: 'realise',
     previous: null,

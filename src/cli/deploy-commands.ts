@@ -7,10 +7,13 @@ import type { CommandContext } from './command-context.ts';
 import { deployActivate, followRollout } from './deploy-activate.ts';
 import { parseDuration } from './parse-duration.ts';
 
-/** The agent's default state directory: /var/lib/cairn-agent as root, else under XDG_STATE_HOME. */
-function defaultAgentStateDir(env: NodeJS.ProcessEnv): string {
-  if (process.getuid?.() === 0) return '/var/lib/cairn-agent';
-  return join(env.XDG_STATE_HOME || join(env.HOME ?? '/tmp', '.local', 'state'), 'cairn-agent');
+/**
+ * The agent's default state directory, its own on the machine: /var/lib/cairn-agent/NAME as
+ * root, else $XDG_STATE_HOME/cairn-agent/NAME (~/.local/state/cairn-agent/NAME).
+ */
+function defaultAgentStateDir(name: string, env: NodeJS.ProcessEnv): string {
+  if (process.getuid?.() === 0) return join('/var/lib/cairn-agent', name);
+  return join(env.XDG_STATE_HOME || join(env.HOME ?? '/tmp', '.local', 'state'), 'cairn-agent', name);
 }
 
 /** `cairn deploy agent|activate`. */
@@ -102,7 +105,7 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
         );
       if (!ctx.io.daemons) throw new Error('cairn deploy agent: this CLI was built without the agent');
       const client = ctx.client('CAIRN_AGENT_TOKEN');
-      const stateDir = opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(ctx.env);
+      const stateDir = opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(name, ctx.env);
       const stop = new AbortController();
       void ctx.io.untilStopped?.().then((signal) => {
         ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);

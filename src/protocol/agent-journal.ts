@@ -11,13 +11,41 @@ export const activationRecordSchema = z.strictObject({
 });
 export type ActivationRecord = z.infer<typeof activationRecordSchema>;
 
+/** The journal's format version; a journal of another version is set aside, never read. */
+export const AGENT_JOURNAL_VERSION = 2;
+
+/**
+ * Whom a journal's deployment belongs to: deployment ids are per server and workspace, so the
+ * agent resumes, skips or reports a journal entry only for the server, workspace and agent that
+ * wrote it. `serverId` is null for a server that does not say its id (an unknown id, which
+ * matches only another unknown one).
+ */
+export const journalOwnerSchema = z.strictObject({
+  serverId: z.string().nullable(),
+  workspace: z.string().nullable(),
+  agent: z.string(),
+});
+export type JournalOwner = z.infer<typeof journalOwnerSchema>;
+
+/** Whether two owners name the same server and workspace (the agent is compared apart). */
+export function sameServer(a: Omit<JournalOwner, 'agent'>, b: Omit<JournalOwner, 'agent'>): boolean {
+  return a.serverId === b.serverId && a.workspace === b.workspace;
+}
+
+/** The server and workspace of an owner, as a log line shows them. */
+export function describeServer(o: Omit<JournalOwner, 'agent'>): string {
+  return `server ${o.serverId ?? '(unknown id)'}, workspace ${o.workspace ?? '(unknown)'}`;
+}
+
 /**
  * The agent's journal: what the deployment in progress has done, written before each step that
  * changes the machine, so that an agent that restarts (killed, power lost, its own service
  * restarted by the switch) finishes or rolls back the deployment and reports its true state.
  */
 export const agentJournalSchema = z.strictObject({
-  version: z.literal(1),
+  version: z.literal(AGENT_JOURNAL_VERSION),
+  /** The server, workspace and agent the deployment belongs to (version 2). */
+  owner: journalOwnerSchema,
   deployment: desiredDeploymentSchema,
   /** The step about to run or running. */
   phase: deploymentStepSchema,

@@ -14,6 +14,8 @@ import { healthCheckSchema } from './health-check.ts';
  * 1 (2026-11-25): optional `src` and `n` on log lines, for dropping lines sent twice; unreleased.
  * 1 (2026-11-25): `going-away` (server to agent) before a shutdown; unreleased.
  * 1 (2026-12-07): both sides ignore unknown fields (objects strip them); no bump, as it only accepts more.
+ * 1 (2026-12-07): optional `serverId` and `workspace` in `welcome`, so that the agent's journal names
+ *   the server and workspace its deployment ids belong to; unreleased, so no bump.
  */
 export const AGENT_PROTOCOL_VERSION = 1;
 
@@ -167,6 +169,13 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
     type: z.literal('welcome'),
     protocol: z.number().int().positive(),
     agent: z.string(),
+    /**
+     * The server's stable identity (a random id kept in its database): deployment ids are per
+     * server. Absent from an older server: the agent then treats the id as unknown.
+     */
+    serverId: z.string().min(1).max(64).optional(),
+    /** The workspace the agent belongs to. */
+    workspace: z.string().min(1).max(64).optional(),
     caches: z.array(agentCacheSchema),
     desired: desiredDeploymentSchema.nullable(),
   }),

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { AGENT_WS_PATH } from '../protocol/agent-protocol.ts';
 import { AgentHub } from './agents/agent-hub.ts';
 import { LogWriter } from './agents/log-writer.ts';
+import { ServerIdentity } from './agents/server-identity.ts';
 import { apiRoutes } from './api/api-routes.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import { FailedAuthLimiter } from './auth/failed-auth-limiter.ts';
@@ -107,6 +108,7 @@ export function createApp(deps: AppDeps): App {
     // Behind a proxy --public-url says where agents reach us; else the address they used does.
     baseUrl: (requestBase) => deps.publicUrl ?? requestBase,
     closures,
+    identity: new ServerIdentity(db),
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
 

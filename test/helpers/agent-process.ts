@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,13 @@ import { fileURLToPath } from 'node:url';
 import { nixEnv } from './nix.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+
+/**
+ * The agents' name locks (CAIRN_AGENT_LOCK_DIR), one directory per test process: agents of one
+ * test file exclude each other by name, as on one machine, while test files (and other checkouts)
+ * running at once may reuse names such as `web1`.
+ */
+export const AGENT_LOCK_DIR = mkdtempSync(join(tmpdir(), 'cairn-agent-locks-'));
 
 /** A real `cairn deploy agent` process, with its log lines collected. */
 export interface AgentProcess {
@@ -29,10 +37,12 @@ export async function startAgent(options: {
   profile: string;
   server: string;
   token: string;
-  stateDir?: string;
+  /** Its state dir; a new temporary one by default, and null for the agent's own default. */
+  stateDir?: string | null;
   wrap?: readonly string[];
 }): Promise<AgentProcess> {
-  const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-')));
+  const stateDir =
+    options.stateDir === null ? null : (options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-'))));
   const argv = [
     process.execPath,
     '--import',
@@ -42,16 +52,18 @@ export async function startAgent(options: {
     'agent',
     options.name,
     options.profile,
-    '--state-dir',
-    stateDir,
+    ...(stateDir === null ? [] : ['--state-dir', stateDir]),
   ];
   const [cmd, ...args] = [...(options.wrap ?? []), ...argv] as [string, ...string[]];
+  const env = nixEnv({
+    CAIRN_SERVER: options.server,
+    CAIRN_AGENT_TOKEN: options.token,
+    CAIRN_AGENT_LOCK_DIR: AGENT_LOCK_DIR,
+    XDG_CACHE_HOME: join(stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-cache-'))), 'xdg-cache'),
+  });
+  if (stateDir === null) delete env.CAIRN_AGENT_STATE_DIR;
   const child = spawn(cmd, args, {
-    env: nixEnv({
-      CAIRN_SERVER: options.server,
-      CAIRN_AGENT_TOKEN: options.token,
-      XDG_CACHE_HOME: join(stateDir, 'xdg-cache'),
-    }),
+    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];

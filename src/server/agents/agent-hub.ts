@@ -21,6 +21,7 @@ import { handleAgentMessage } from './handle-agent-message.ts';
 import type { ClosureSink } from './handle-closure.ts';
 import type { LogWriter } from './log-writer.ts';
 import { refuseUpgrade } from './refuse-upgrade.ts';
+import type { ServerIdentity } from './server-identity.ts';
 import { toDesired } from './to-desired.ts';
 
 /** How often each side pings; a peer silent for two intervals is dead (well within 30 s). */
@@ -51,6 +52,8 @@ export interface AgentHubDeps {
   readonly connectLimits?: ConnectLimits;
   /** Records reported closures; without it they are ignored. */
   readonly closures?: ClosureSink;
+  /** The server's id and the workspaces' names, told to agents in `welcome`. */
+  readonly identity: ServerIdentity;
 }
 
 /**

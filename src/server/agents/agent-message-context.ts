@@ -6,6 +6,7 @@ import type { AgentCaches } from './agent-caches.ts';
 import type { DesiredLookup } from './desired-lookup.ts';
 import type { ClosureSink } from './handle-closure.ts';
 import type { LogWriter } from './log-writer.ts';
+import type { ServerIdentity } from './server-identity.ts';
 
 /** What the handlers of agent messages use; the hub builds one and shares it with every connection. */
 export interface AgentMessageContext {
@@ -22,6 +23,8 @@ export interface AgentMessageContext {
   readonly baseUrl: (requestBase: string) => string;
   readonly desired: DesiredLookup;
   readonly caches: AgentCaches;
+  /** The server's id and the workspaces' names, told to agents in `welcome`. */
+  readonly identity: ServerIdentity;
   /** Tells the agent's current connection, if it has said hello, what it should run now. */
   readonly sendDesired: (agentId: number) => Promise<void>;
 }

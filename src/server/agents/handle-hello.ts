@@ -38,9 +38,11 @@ export async function handleHello(
   const recorded = ctx.writes.write((db) => new AgentRepository(db).recordObserved(agentId, observed, at));
   const finished = msg.unreported.map((r) => finishDeployment(conn, r, ctx));
   await Promise.all([recorded, ...finished]);
-  const [desired, caches] = await Promise.all([
+  const [desired, caches, serverId, workspace] = await Promise.all([
     ctx.desired.of(agentId),
     ctx.caches.of(conn.agent.workspace_id),
+    ctx.identity.serverId(),
+    ctx.identity.workspaceName(conn.agent.workspace_id),
   ]);
   const base = ctx.baseUrl(conn.requestBase);
   if (desired) conn.known.remember(desired);
@@ -48,6 +50,9 @@ export async function handleHello(
     type: 'welcome',
     protocol: AGENT_PROTOCOL_VERSION,
     agent: conn.agent.name,
+    // Deployment ids are per server: the agent's journal records whose they are.
+    serverId,
+    workspace,
     caches: caches.map((c) => ({
       url: `${base}/cache/${c.name}`,
       publicKey: c.public_key,

@@ -201,6 +201,13 @@ export interface AuditLogTable {
 }
 
 /** The whole database, as Kysely sees it. */
+/** The one row of `server_identity`: the server's random id, told to agents in `welcome`. */
+export interface ServerIdentityTable {
+  id: number;
+  server_id: string;
+  created_at: number;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   tokens: TokensTable;
@@ -217,4 +224,5 @@ export interface Database {
   closure_members: ClosureMembersTable;
   dashboard_sessions: DashboardSessionsTable;
   audit_log: AuditLogTable;
+  server_identity: ServerIdentityTable;
 }
