@@ -400,7 +400,7 @@ const INVALID_AGENT_MESSAGES: ReadonlyArray<readonly [string, Json, string]> = [
   ['no message, only null', null, ''],
   ['an array', [HELLO], ''],
   ['a string', 'hello', ''],
-  ['hello with protocol 0', withField(HELLO, ['protocol'], 0), 'protocol'],
+  ['hello with a negative protocol', withField(HELLO, ['protocol'], -1), 'protocol'],
   ['hello with a fractional protocol', withField(HELLO, ['protocol'], 1.5), 'protocol'],
   ['hello with protocol as a string', withField(HELLO, ['protocol'], '1'), 'protocol'],
   ['hello without observed', withField(HELLO, ['observed'], undefined), 'observed'],

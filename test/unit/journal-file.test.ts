@@ -14,7 +14,7 @@ describe('JournalFile.read', () => {
 
   it('moves aside a journal that does not fit its schema, naming every bad field', async () => {
     const journal = new JournalFile(dir);
-    await writeFile(journal.path, JSON.stringify({ version: 2, switched: 'yes' }));
+    await writeFile(journal.path, JSON.stringify({ version: 'two', switched: 'yes' }));
     const read = await journal.read();
     assert.equal(read.kind, 'corrupt');
     if (read.kind !== 'corrupt') return;
