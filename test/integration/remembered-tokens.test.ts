@@ -82,6 +82,22 @@ describe('remembered tokens on the binary cache', () => {
     assert.equal(await pull(token, '127.0.0.13'), 401);
   });
 
+  it('refuses a remembered token on a cache it may not pull from, and records its last use', async () => {
+    await admin(['cache', 'create', 'other']);
+    const token = await admin(['token', 'create', '--scope', 'cache:other:pull', '--name', 'other-only']);
+    const info = await fetch(`${server.url}/cache/other/nix-cache-info`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(info.status, 200);
+    await info.text();
+    assert.equal(await pull(token, '127.0.0.17'), 403);
+    assert.equal(await pull(token, '127.0.0.17'), 403);
+    const listed = (await (await api('tokens', { method: 'GET' })).json()) as {
+      tokens: Array<{ name: string; lastUsedAt: string | null }>;
+    };
+    assert.notEqual(listed.tokens.find((t) => t.name === 'other-only')?.lastUsedAt ?? null, null);
+  });
+
   it('refuses a token once it expires, though it was used a moment before', async () => {
     const expiresAt = Date.now() + 1500;
     const created = await api('tokens', {
