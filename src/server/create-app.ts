@@ -67,14 +67,16 @@ export function createApp(deps: AppDeps): App {
   const tokens = new TokenRepository(db);
   const caches = new CacheRepository(db);
   const index = new PathIndex(db);
-  const auth = new Authenticator(
-    tokens,
-    deps.now,
-    new FailedAuthLimiter({
+  const bus = deps.bus ?? new LocalEventBus();
+  const auth = new Authenticator(tokens, {
+    now: deps.now,
+    limiter: new FailedAuthLimiter({
       now: deps.now,
       ...(deps.failedAuthBurst === undefined ? {} : { burst: deps.failedAuthBurst }),
     }),
-  );
+  });
+  // A revoked token stops working at once, though it was remembered a moment ago.
+  const unsubscribeRevoked = bus.subscribe('token-revoked', ({ tokenId }) => auth.forget(tokenId));
   const binaryCache = new BinaryCache({
     caches,
     index,
@@ -84,7 +86,6 @@ export function createApp(deps: AppDeps): App {
   });
   const audit = new AuditRepository(db);
   const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit });
-  const bus = deps.bus ?? new LocalEventBus();
   const closures = new ClosureRepository(db);
   const agents = new AgentRepository(db);
   const deployments = new DeploymentRepository(db);
@@ -175,7 +176,10 @@ export function createApp(deps: AppDeps): App {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
     },
     hub,
-    close: () => hub.close(),
+    close: () => {
+      unsubscribeRevoked();
+      return hub.close();
+    },
     routes: app.routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, path: r.path })),
   };
 }

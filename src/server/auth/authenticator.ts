@@ -4,6 +4,7 @@ import { parseTokenScope, type TokenScope } from '../../protocol/token-scope.ts'
 import type { TokenRepository } from '../db/token-repository.ts';
 import { FailedAuthLimiter } from './failed-auth-limiter.ts';
 import type { Principal } from './principal.ts';
+import { PrincipalCache } from './principal-cache.ts';
 import { hashTokenSecret, looksLikeToken } from './token-secret.ts';
 
 /** How often a token's last-used time is written, at most. */
@@ -17,13 +18,41 @@ export class Authenticator {
   readonly #tokens: TokenRepository;
   readonly #now: () => number;
   readonly #touched = new Map<string, number>();
-
   readonly #limiter: FailedAuthLimiter;
+  readonly #known: PrincipalCache;
 
-  constructor(tokens: TokenRepository, now: () => number, limiter = new FailedAuthLimiter({ now })) {
+  constructor(
+    tokens: TokenRepository,
+    options: { now: () => number; limiter?: FailedAuthLimiter; cache?: PrincipalCache },
+  ) {
     this.#tokens = tokens;
-    this.#now = now;
-    this.#limiter = limiter;
+    this.#now = options.now;
+    this.#limiter = options.limiter ?? new FailedAuthLimiter({ now: options.now });
+    // Remembering a valid token for seconds saves a query per request (a narinfo lookup is
+    // otherwise dominated by it). Revocations here take effect at once (`forget`, on the bus's
+    // `token-revoked`); one made on another replica whose event is lost still takes effect when
+    // the TTL ends, so a revoked token pulls for at most that long there (docs/security.md).
+    this.#known = options.cache ?? new PrincipalCache({ maxEntries: 10_000, ttlMs: 5_000 });
+  }
+
+  /** Forgets what is remembered of a token, so its next use is looked up: it was revoked. */
+  forget(tokenId: string): void {
+    this.#known.forget(tokenId);
+  }
+
+  /**
+   * The caller, when that can be told from memory alone: a valid token remembered from a recent
+   * request, from an address not refused, whose last use needs no writing. Undefined means
+   * "ask {@link authenticate}", never "no credentials": it is for a hot path without promises.
+   */
+  authenticateFromMemory(authorization: string, address = 'unknown'): Principal | undefined {
+    if (this.#limiter.retryAfter(address) > 0) return undefined;
+    const secret = secretFromHeader(authorization);
+    if (secret === undefined || !looksLikeToken(secret)) return undefined;
+    const now = this.#now();
+    const principal = this.#known.get(hashTokenSecret(secret), now);
+    if (principal === undefined || this.#touchDue(principal.tokenId, now)) return undefined;
+    return principal;
   }
 
   /**
@@ -59,6 +88,12 @@ export class Authenticator {
       );
     }
     const hash = hashTokenSecret(secret);
+    const remembered = this.#known.get(hash, this.#now());
+    if (remembered) {
+      await this.#touch(remembered.tokenId);
+      return remembered;
+    }
+    const mark = this.#known.mark();
     const row = await this.#tokens.findByHash(hash);
     // The lookup is by hash; compare again in constant time so no timing tells how close a guess was.
     if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) {
@@ -70,16 +105,32 @@ export class Authenticator {
     if (row.expires_at !== null && row.expires_at <= now) {
       throw new CairnError('UNAUTHENTICATED', `Cannot authenticate: token '${row.name}' has expired`);
     }
-    if (now - (this.#touched.get(row.id) ?? 0) > TOUCH_INTERVAL_MS) {
-      this.#touched.set(row.id, now);
-      await this.#tokens.touch(row.id, now);
-    }
     const scopes: TokenScope[] = [];
     for (const s of JSON.parse(row.scopes) as string[]) {
       const scope = parseTokenScope(s);
       if (!('error' in scope)) scopes.push(scope);
     }
-    return { tokenId: row.id, tokenName: row.name, workspaceId: row.workspace_id, scopes };
+    const principal: Principal = {
+      tokenId: row.id,
+      tokenName: row.name,
+      workspaceId: row.workspace_id,
+      scopes,
+    };
+    this.#known.set(hash, { principal, expiresAt: row.expires_at }, now, mark);
+    await this.#touch(row.id);
+    return principal;
+  }
+
+  #touchDue(tokenId: string, now: number): boolean {
+    return now - (this.#touched.get(tokenId) ?? 0) > TOUCH_INTERVAL_MS;
+  }
+
+  /** Records the token's last use, at most once per {@link TOUCH_INTERVAL_MS}. */
+  async #touch(tokenId: string): Promise<void> {
+    const now = this.#now();
+    if (!this.#touchDue(tokenId, now)) return;
+    this.#touched.set(tokenId, now);
+    await this.#tokens.touch(tokenId, now);
   }
 }
 

@@ -68,27 +68,38 @@ export class CacheHandler {
   }
 
   /**
-   * The hot path, without a promise: a GET or HEAD without credentials of a narinfo of a public
-   * cache, both already in memory. Anything else returns false and takes the general path.
+   * The hot path, without a promise: a GET or HEAD of a narinfo already in memory, of a public
+   * cache without credentials, or of any cache with a token remembered from a recent request
+   * that may pull from it. Anything else returns false and takes the general path, which
+   * answers every refusal.
    */
   #answerFromMemory(req: IncomingMessage, res: ServerResponse): boolean {
     const method = req.method;
-    if ((method !== 'GET' && method !== 'HEAD') || req.headers.authorization !== undefined) return false;
+    if (method !== 'GET' && method !== 'HEAD') return false;
     const url = req.url ?? '';
     // `/cache/<name>/<32 chars>.narinfo`, with nothing to percent-decode.
     const slash = url.indexOf('/', 7);
     if (slash < 0 || url.length - slash !== 41 || url.includes('%')) return false;
     const cache = this.#cache.resolvedInMemory(url.slice(7, slash));
-    if (!cache?.public) return false;
+    if (!cache) return false;
     const m = NARINFO.exec(url.slice(slash + 1));
     if (!m) return false;
+    const authorization = req.headers.authorization;
+    if (authorization === undefined) {
+      if (!cache.public) return false;
+    } else {
+      const principal = this.#auth.authenticateFromMemory(authorization, req.socket.remoteAddress);
+      if (!principal) return false;
+      if (!cache.public && !(canPull(principal, cache.name) && principal.workspaceId === cache.workspace_id))
+        return false;
+    }
     const body = this.#cache.narinfoInMemory(cache, m[1]!);
     if (body === undefined) return false;
     res.writeHead(200, [
       'Content-Type',
       'text/x-nix-narinfo',
       'Cache-Control',
-      'public, max-age=300',
+      cache.public ? 'public, max-age=300' : 'private, max-age=300',
       'Content-Length',
       String(Buffer.byteLength(body)),
     ]);
