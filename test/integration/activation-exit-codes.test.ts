@@ -1,47 +1,18 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import {
-  type DeployWorld,
-  deployWorld,
-  nixosPackage,
-  plainPackage,
-  profileTarget,
-  writeDeployJson,
-} from '../helpers/deploy-fixtures.ts';
+import { describe, it } from 'node:test';
+import { nixosPackage, plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { cli } from '../helpers/server.ts';
 
 describe('activation exit codes 4 (some units failed) and 100 (reboot required)', () => {
-  let server: TestServer;
-  let world: DeployWorld;
-  const agents: AgentProcess[] = [];
-  before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
-  });
-  after(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await server.stop();
-  });
-  const agent = async (name: string) => {
-    const a = await startAgent({
-      name,
-      token: await world.createAgent(name),
-      profile: join(world.profiles, name),
-      server: server.url,
-    });
-    agents.push(a);
-    await a.waitFor(/connected to/);
-    return a;
-  };
-  const activate = async (body: object) =>
-    cli(['deploy', 'activate', await writeDeployJson(world.profiles, body)], world.env);
+  const bed = useDeployTestbed();
+  const { agent, activate } = bed;
   /** The agent's deployments as `cairn deploy list --json` shows them, oldest first. */
   const deployments = async (agentName: string) => {
-    const r = await cli(['deploy', 'list', '--agent', agentName, '--json'], world.env);
+    const r = await cli(['deploy', 'list', '--agent', agentName, '--json'], bed.world.env);
     assert.equal(r.code, 0, r.stderr);
     return (JSON.parse(r.stdout) as Array<{ state: string; rebootRequired: boolean; reason: string | null }>)
       .slice()
@@ -49,15 +20,15 @@ describe('activation exit codes 4 (some units failed) and 100 (reboot required)'
   };
 
   it('rolls back a NixOS switch that exits 4 by default, and keeps it under the tolerate policy', async () => {
-    const record = join(world.profiles, 'exit4-record');
-    const paths = await world.publish([
+    const record = join(bed.world.profiles, 'exit4-record');
+    const paths = await bed.world.publish([
       nixosPackage(`exit4-good-${RUN_TAG}`, record),
       nixosPackage(`exit4-units-${RUN_TAG}`, record, { exit: 4 }),
     ]);
     const good = paths.get(`exit4-good-${RUN_TAG}`)!;
     const units = paths.get(`exit4-units-${RUN_TAG}`)!;
     await agent('exit4');
-    const profile = join(world.profiles, 'exit4');
+    const profile = join(bed.world.profiles, 'exit4');
     assert.equal((await activate({ agents: { exit4: good } })).code, 0);
 
     const failed = await activate({ agents: { exit4: units } });
@@ -90,7 +61,7 @@ describe('activation exit codes 4 (some units failed) and 100 (reboot required)'
   });
 
   it('treats exit 4 from a non-NixOS activation as a failure even under the tolerate policy', async () => {
-    const paths = await world.publish([
+    const paths = await bed.world.publish([
       plainPackage(`exit4-plain-good-${RUN_TAG}`),
       plainPackage(`exit4-plain-bad-${RUN_TAG}`, { activateExit: 4 }),
     ]);
@@ -108,25 +79,25 @@ describe('activation exit codes 4 (some units failed) and 100 (reboot required)'
         `exit4p\\s+\\| == rolled-back: bin/activate exited with 4: activated exit4-plain-bad-${RUN_TAG}`,
       ),
     );
-    assert.equal(await profileTarget(join(world.profiles, 'exit4p')), good);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'exit4p')), good);
   });
 
   it('keeps a NixOS switch that exits 100 and tells the user a reboot is needed', async () => {
-    const record = join(world.profiles, 'exit100-record');
-    const paths = await world.publish([nixosPackage(`exit100-${RUN_TAG}`, record, { exit: 100 })]);
+    const record = join(bed.world.profiles, 'exit100-record');
+    const paths = await bed.world.publish([nixosPackage(`exit100-${RUN_TAG}`, record, { exit: 100 })]);
     const path = paths.get(`exit100-${RUN_TAG}`)!;
     await agent('exit100');
     const r = await activate({ agents: { exit100: path } });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /exit100\s+\| note: reboot required: the init system changed \(exit 100\)/);
     assert.match(r.stdout, /exit100\s+succeeded/);
-    assert.equal(await profileTarget(join(world.profiles, 'exit100')), path);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'exit100')), path);
     assert.equal(await readFile(record, 'utf8'), `${path} switch\n`);
   });
 
   it('records a NixOS switch that exits 100 as needing a reboot, in the summary and the deployment', async () => {
-    const record = join(world.profiles, 'exit100-flag-record');
-    const paths = await world.publish([nixosPackage(`exit100-flag-${RUN_TAG}`, record, { exit: 100 })]);
+    const record = join(bed.world.profiles, 'exit100-flag-record');
+    const paths = await bed.world.publish([nixosPackage(`exit100-flag-${RUN_TAG}`, record, { exit: 100 })]);
     await agent('exit100f');
     const r = await activate({ agents: { exit100f: paths.get(`exit100-flag-${RUN_TAG}`)! } });
     assert.equal(r.code, 0, r.stdout + r.stderr);
