@@ -2,18 +2,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readlink } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { basename, join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import {
-  type DeployWorld,
-  darwinPackage,
-  deployWorld,
-  homeManagerPackage,
-  profileTarget,
-  writeDeployJson,
-} from '../helpers/deploy-fixtures.ts';
+import { before, describe, it } from 'node:test';
+import { darwinPackage, homeManagerPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /** The generation a profile's link names: `<profile>-<n>-link` -> n. */
 async function generation(profile: string): Promise<number> {
@@ -23,47 +15,28 @@ async function generation(profile: string): Promise<number> {
 }
 
 describe('activation of nix-darwin and Home Manager closures', () => {
-  let server: TestServer;
-  let world: DeployWorld;
+  const bed = useDeployTestbed();
+  const { activate } = bed;
   /** A HOME unlike the user's own, as `sudo` on macOS leaves it: activation must not inherit it. */
   let foreignHome: string;
-  const agents: AgentProcess[] = [];
   before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
     foreignHome = await mkdtemp(join(tmpdir(), 'cairn-foreign-home-'));
   });
-  after(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await server.stop();
-  });
-  const agent = async (name: string) => {
-    const a = await startAgent({
-      name,
-      token: await world.createAgent(name),
-      profile: join(world.profiles, name),
-      server: server.url,
-      // `env` execs the agent, so signals still reach it.
-      wrap: ['env', `HOME=${foreignHome}`, 'USER=somebody-else'],
-    });
-    agents.push(a);
-    await a.waitFor(/connected to/);
-    return a;
-  };
-  const activate = async (body: object) =>
-    cli(['deploy', 'activate', await writeDeployJson(world.profiles, body)], world.env);
+  // `env` execs the agent, so signals still reach it.
+  const agent = (name: string) =>
+    bed.agent(name, { wrap: ['env', `HOME=${foreignHome}`, 'USER=somebody-else'] });
   const me = userInfo();
 
   it('activates nix-darwin with activate-user then activate, and rolls back a failing one by re-running both', async () => {
-    const record = join(world.profiles, 'darwin-record');
-    const paths = await world.publish([
+    const record = join(bed.world.profiles, 'darwin-record');
+    const paths = await bed.world.publish([
       darwinPackage(`darwin-good-${RUN_TAG}`, record),
       darwinPackage(`darwin-bad-${RUN_TAG}`, record, { exit: 2 }),
     ]);
     const good = paths.get(`darwin-good-${RUN_TAG}`)!;
     const bad = paths.get(`darwin-bad-${RUN_TAG}`)!;
     await agent('mac1');
-    const profile = join(world.profiles, 'mac1');
+    const profile = join(bed.world.profiles, 'mac1');
 
     const first = await activate({ agents: { mac1: good } });
     assert.equal(first.code, 0, first.stdout + first.stderr);
@@ -80,7 +53,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
     // Generation 2 was the failed one; the rollback set the profile to the good path again.
     assert.equal(await profileTarget(profile), good);
     assert.equal(await generation(profile), 3);
-    assert.equal(await readlink(join(world.profiles, 'mac1-2-link')), bad);
+    assert.equal(await readlink(join(bed.world.profiles, 'mac1-2-link')), bad);
 
     const ran = (await readFile(record, 'utf8')).trim().split('\n');
     assert.deepEqual(
@@ -97,8 +70,8 @@ describe('activation of nix-darwin and Home Manager closures', () => {
   });
 
   it("runs nix-darwin's activation with the home directory of the user the agent runs as, not an inherited HOME", async () => {
-    const record = join(world.profiles, 'darwin-home-record');
-    const paths = await world.publish([darwinPackage(`darwin-home-${RUN_TAG}`, record)]);
+    const record = join(bed.world.profiles, 'darwin-home-record');
+    const paths = await bed.world.publish([darwinPackage(`darwin-home-${RUN_TAG}`, record)]);
     const path = paths.get(`darwin-home-${RUN_TAG}`)!;
     await agent('mac2');
     const r = await activate({ agents: { mac2: path } });
@@ -111,8 +84,10 @@ describe('activation of nix-darwin and Home Manager closures', () => {
   });
 
   it("skips nix-darwin's deprecated activate-user stub and runs only activate", async () => {
-    const record = join(world.profiles, 'darwin-stub-record');
-    const paths = await world.publish([darwinPackage(`darwin-stub-${RUN_TAG}`, record, { userStub: true })]);
+    const record = join(bed.world.profiles, 'darwin-stub-record');
+    const paths = await bed.world.publish([
+      darwinPackage(`darwin-stub-${RUN_TAG}`, record, { userStub: true }),
+    ]);
     const path = paths.get(`darwin-stub-${RUN_TAG}`)!;
     await agent('mac3');
     const r = await activate({ agents: { mac3: path } });
@@ -122,12 +97,12 @@ describe('activation of nix-darwin and Home Manager closures', () => {
       ran.map((l) => l.split(' ').slice(0, 2).join(' ')),
       [`${path} activate`],
     );
-    assert.equal(await profileTarget(join(world.profiles, 'mac3')), path);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'mac3')), path);
   });
 
   it('activates Home Manager as the user with its USER and HOME, passes --driver-version 1 only to scripts that take it, and rolls back', async () => {
-    const record = join(world.profiles, 'hm-record');
-    const paths = await world.publish([
+    const record = join(bed.world.profiles, 'hm-record');
+    const paths = await bed.world.publish([
       homeManagerPackage(`hm-legacy-${RUN_TAG}`, record),
       homeManagerPackage(`hm-driver-${RUN_TAG}`, record, { driver: true }),
       homeManagerPackage(`hm-bad-${RUN_TAG}`, record, { exit: 1, driver: true }),
@@ -136,7 +111,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
     const driver = paths.get(`hm-driver-${RUN_TAG}`)!;
     const bad = paths.get(`hm-bad-${RUN_TAG}`)!;
     await agent('alice-home');
-    const profile = join(world.profiles, 'alice-home');
+    const profile = join(bed.world.profiles, 'alice-home');
     const as = `USER=${me.username} HOME=${me.homedir}`;
 
     const first = await activate({ agents: { 'alice-home': legacy } });
@@ -156,7 +131,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
     );
     assert.equal(await profileTarget(profile), driver);
     assert.equal(await generation(profile), 4);
-    assert.equal(basename(await readlink(join(world.profiles, 'alice-home-3-link'))), basename(bad));
+    assert.equal(basename(await readlink(join(bed.world.profiles, 'alice-home-3-link'))), basename(bad));
 
     assert.deepEqual((await readFile(record, 'utf8')).trim().split('\n'), [
       `${legacy} activate ${as} args=`,

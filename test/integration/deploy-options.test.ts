@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import { type DeployWorld, deployWorld, plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
+import { before, describe, it } from 'node:test';
+import { plainPackage, profileTarget, writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { cli } from '../helpers/server.ts';
 
 /** One deployment as `cairn deploy list --json` prints it. */
 interface Listed {
@@ -22,16 +21,13 @@ interface Listed {
  * `--agent` and `--to`. Real server, real agents, real Nix.
  */
 describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to', () => {
-  let server: TestServer;
-  let world: DeployWorld;
+  const bed = useDeployTestbed();
+  const { agent } = bed;
   let paths: Map<string, string>;
-  const agents: AgentProcess[] = [];
   const pkg = (v: number) => paths.get(`opt-v${v}-${RUN_TAG}`)!;
 
   before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
-    paths = await world.publish([
+    paths = await bed.world.publish([
       ...[1, 2, 3].map((v) => plainPackage(`opt-v${v}-${RUN_TAG}`)),
       {
         name: `opt-slow-${RUN_TAG}`,
@@ -39,44 +35,26 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
       },
     ]);
   });
-  after(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await server.stop();
-  });
 
-  const agent = async (name: string) => {
-    const a = await startAgent({
-      name,
-      token: await world.createAgent(name),
-      profile: join(world.profiles, name),
-      server: server.url,
-    });
-    agents.push(a);
-    await a.waitFor(/connected to/);
-    return a;
-  };
-  const deployJson = async (agentPaths: Record<string, string>) => {
-    const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
-    await writeFile(file, JSON.stringify({ agents: agentPaths }));
-    return file;
-  };
+  const deployJson = (agentPaths: Record<string, string>) =>
+    writeDeployJson(bed.world.profiles, { agents: agentPaths });
   const listed = async (name: string): Promise<Listed[]> => {
-    const r = await cli(['deploy', 'list', '--agent', name, '--json'], world.env);
+    const r = await cli(['deploy', 'list', '--agent', name, '--json'], bed.world.env);
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as Listed[];
   };
   const activate = async (agentPaths: Record<string, string>) => {
-    const r = await cli(['deploy', 'activate', await deployJson(agentPaths)], world.env);
+    const r = await bed.activate({ agents: agentPaths });
     assert.equal(r.code, 0, r.stdout + r.stderr);
   };
 
   it('--timeout: stops waiting at the deadline, lists the unfinished agent, exits 1 and leaves it pending', async () => {
     // An agent that exists but never connects, like a laptop that is offline.
-    await world.createAgent('offline');
+    await bed.world.createAgent('offline');
     const started = Date.now();
     const r = await cli(
       ['deploy', 'activate', '--timeout', '1.5s', await deployJson({ offline: pkg(1) })],
-      world.env,
+      bed.world.env,
     );
     const elapsed = Date.now() - started;
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -99,7 +77,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
         '1.5s',
         await deployJson({ slow: paths.get(`opt-slow-${RUN_TAG}`)! }),
       ],
-      world.env,
+      bed.world.env,
     );
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, /timed out with 1 deployment\(s\) not finished: slow \(running\)/);
@@ -116,7 +94,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
   it('--timeout: a bad duration is refused with exit 2 before anything is created', async () => {
     const r = await cli(
       ['deploy', 'activate', '--timeout', '10 minutes', await deployJson({ offline: pkg(2) })],
-      world.env,
+      bed.world.env,
     );
     assert.equal(r.code, 2, r.stdout + r.stderr);
     assert.match(
@@ -133,13 +111,13 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     const skippedLines = skipped.lines.length;
     const file = await deployJson({ picked: pkg(2), skipped: pkg(2) });
     // DEPLOY.JSON first: `--agent NAME... DEPLOY.JSON` as the synopsis has it fails (see below).
-    const r = await cli(['deploy', 'activate', file, '--agent', 'picked'], world.env);
+    const r = await cli(['deploy', 'activate', file, '--agent', 'picked'], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stderr, /deploying to picked\n/);
     assert.match(r.stdout, new RegExp(`picked \\| activated opt-v2-${RUN_TAG}`));
     assert.doesNotMatch(r.stdout, /skipped/);
-    assert.equal(await profileTarget(join(world.profiles, 'picked')), pkg(2));
-    assert.equal(await profileTarget(join(world.profiles, 'skipped')), pkg(1));
+    assert.equal(await profileTarget(join(bed.world.profiles, 'picked')), pkg(2));
+    assert.equal(await profileTarget(join(bed.world.profiles, 'skipped')), pkg(1));
     // Nothing was created for the other agent, and it was told nothing new.
     assert.deepEqual(
       (await listed('skipped')).map((d) => d.storePath),
@@ -158,10 +136,10 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
 
   it('--agent: accepts the order of the synopsis, `--agent NAME DEPLOY.JSON`', async () => {
     const file = await deployJson({ picked: pkg(3), skipped: pkg(3) });
-    const r = await cli(['deploy', 'activate', '--agent', 'picked', file], world.env);
+    const r = await cli(['deploy', 'activate', '--agent', 'picked', file], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.equal(await profileTarget(join(world.profiles, 'picked')), pkg(3));
-    assert.equal(await profileTarget(join(world.profiles, 'skipped')), pkg(1));
+    assert.equal(await profileTarget(join(bed.world.profiles, 'picked')), pkg(3));
+    assert.equal(await profileTarget(join(bed.world.profiles, 'skipped')), pkg(1));
   });
 
   it('--to: rolls back to the store path of the named deployment, not to the one before', async () => {
@@ -169,12 +147,12 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     for (const v of [1, 2, 3]) await activate({ history: pkg(v) });
     const [third, second, first] = await listed('history');
     assert.deepEqual([first?.storePath, second?.storePath, third?.storePath], [pkg(1), pkg(2), pkg(3)]);
-    const r = await cli(['deploy', 'rollback', 'history', '--to', String(first!.id)], world.env);
+    const r = await cli(['deploy', 'rollback', 'history', '--to', String(first!.id)], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, new RegExp(`history \\| activated opt-v1-${RUN_TAG}`));
     assert.match(r.stdout, new RegExp(`history\\s+succeeded\\s+\\S+\\s+${pkg(1)}`));
     // Without --to it would have gone to v2; with it, the agent runs v1.
-    assert.equal(await profileTarget(join(world.profiles, 'history')), pkg(1));
+    assert.equal(await profileTarget(join(bed.world.profiles, 'history')), pkg(1));
     const [rollback] = await listed('history');
     assert.equal(rollback?.kind, 'rollback');
     assert.equal(rollback?.storePath, pkg(1));
@@ -185,10 +163,10 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
   it('--to: refuses a deployment of another agent with exit 1, creating nothing', async () => {
     const [other] = await listed('picked');
     const before = await listed('history');
-    const r = await cli(['deploy', 'rollback', 'history', '--to', String(other!.id)], world.env);
+    const r = await cli(['deploy', 'rollback', 'history', '--to', String(other!.id)], bed.world.env);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stderr, new RegExp(`deployment ${other!.id} is not one of its deployments`));
     assert.deepEqual(await listed('history'), before);
-    assert.equal(await profileTarget(join(world.profiles, 'history')), pkg(1));
+    assert.equal(await profileTarget(join(bed.world.profiles, 'history')), pkg(1));
   });
 });
