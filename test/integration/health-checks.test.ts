@@ -2,18 +2,10 @@ import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import {
-  type DeployWorld,
-  deployWorld,
-  plainPackage,
-  profileTarget,
-  writeDeployJson,
-  writeScript,
-} from '../helpers/deploy-fixtures.ts';
+import { before, describe, it } from 'node:test';
+import { plainPackage, profileTarget, writeScript } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
  * A plain profile whose `bin/activate` writes the time it ran to `<stamps>.activated` and whose
@@ -34,13 +26,10 @@ async function times(file: string): Promise<number[]> {
 }
 
 describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => {
-  let server: TestServer;
-  let world: DeployWorld;
+  const bed = useDeployTestbed();
+  const { activate } = bed;
   let fakeBin: string;
-  const agents: AgentProcess[] = [];
   before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
     // This machine runs no systemd (the test runs in a container), so a real `systemctl
     // is-active` cannot answer. A fake `systemctl` first on the agent's PATH stands in for it,
     // only for that reason: it records how it was called and answers as systemctl does (one
@@ -61,27 +50,10 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
     );
     await chmod(join(fakeBin, 'systemctl'), 0o755);
   });
-  after(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await server.stop();
-  });
-  const agent = async (name: string, wrap?: string[]) => {
-    const a = await startAgent({
-      name,
-      token: await world.createAgent(name),
-      profile: join(world.profiles, name),
-      server: server.url,
-      ...(wrap ? { wrap } : {}),
-    });
-    agents.push(a);
-    await a.waitFor(/connected to/);
-    return a;
-  };
-  const activate = async (body: object) =>
-    cli(['deploy', 'activate', await writeDeployJson(world.profiles, body)], world.env);
+  const agent = (name: string, wrap?: string[]) => bed.agent(name, wrap ? { wrap } : {});
 
   it('passes a systemd check when every unit is active and rolls back when one is not', async () => {
-    const paths = await world.publish([
+    const paths = await bed.world.publish([
       plainPackage(`sd-good-${RUN_TAG}`),
       plainPackage(`sd-next-${RUN_TAG}`),
     ]);
@@ -89,7 +61,7 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
     const next = paths.get(`sd-next-${RUN_TAG}`)!;
     // `env` execs the agent, so signals still reach it.
     await agent('sd1', ['env', `PATH=${fakeBin}:${process.env.PATH}`]);
-    const profile = join(world.profiles, 'sd1');
+    const profile = join(bed.world.profiles, 'sd1');
 
     const ok = await activate({
       agents: { sd1: good },
@@ -125,7 +97,7 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
    */
   const slowWorld = async (name: string) => {
     const dir = await mkdtemp(join(tmpdir(), 'cairn-slow-'));
-    const paths = await world.publish([
+    const paths = await bed.world.publish([
       plainPackage(`${name}-good-${RUN_TAG}`),
       {
         name: `${name}-check-${RUN_TAG}`,
@@ -153,7 +125,7 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
       r.stdout,
       /slow1\s+\| == rolled-back: command check bin\/slow failed after 2 attempt\(s\): timed out after 2s/,
     );
-    assert.equal(await profileTarget(join(world.profiles, 'slow1')), good);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'slow1')), good);
     const [first, second] = await times(join(dir, 'started'));
     // The second attempt started when the first was cut, about 2 s in, not after its 30 s sleep.
     const apart = second! - first!;
@@ -196,7 +168,7 @@ describe('health checks: systemd units, timeoutSeconds and graceSeconds', () => 
 
   it('waits graceSeconds after activation before the first attempt', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'cairn-grace-'));
-    const paths = await world.publish([
+    const paths = await bed.world.publish([
       timedPackage(`grace-none-${RUN_TAG}`, join(dir, 'none')),
       timedPackage(`grace-three-${RUN_TAG}`, join(dir, 'three')),
     ]);

@@ -5,26 +5,17 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import { type DeployWorld, deployWorld, plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
+import { plainPackage, profileTarget, writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
-
-async function writeDeploy(dir: string, body: object): Promise<string> {
-  const file = join(dir, `deploy-${Math.random().toString(36).slice(2)}.json`);
-  await writeFile(file, JSON.stringify(body));
-  return file;
-}
+import { cli } from '../helpers/server.ts';
 
 describe('safety: rollback on failed checks, crash-safe agent', () => {
-  let server: TestServer;
-  let world: DeployWorld;
+  const bed = useDeployTestbed();
+  const { activate } = bed;
   let http500: Server;
   let http500Url: string;
-  const agents: AgentProcess[] = [];
   before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
     http500 = createServer((_req, res) => {
       res.writeHead(500, { 'Content-Type': 'text/plain' });
       res.end('database unreachable\n');
@@ -32,28 +23,12 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
     await new Promise<void>((r) => http500.listen(0, '127.0.0.1', r));
     http500Url = `http://127.0.0.1:${(http500.address() as AddressInfo).port}/health`;
   });
-  after(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    http500.close();
-    await server.stop();
-  });
-  const agent = async (name: string, token: string, stateDir?: string) => {
-    const a = await startAgent({
-      name,
-      token,
-      profile: join(world.profiles, name),
-      server: server.url,
-      ...(stateDir ? { stateDir } : {}),
-    });
-    agents.push(a);
-    await a.waitFor(/connected to/);
-    return a;
-  };
-  const activate = (body: object) =>
-    writeDeploy(world.profiles, body).then((f) => cli(['deploy', 'activate', f], world.env));
+  after(() => http500.close());
+  const agent = (name: string, token: string, stateDir?: string) =>
+    bed.agent(name, stateDir ? { token, stateDir } : { token });
 
   it('rolls back on a failing rollbackScript, a failing command check and an HTTP check answering 500', async () => {
-    const paths = await world.publish([
+    const paths = await bed.world.publish([
       plainPackage(`safe-good-${RUN_TAG}`),
       plainPackage(`safe-next-${RUN_TAG}`),
       {
@@ -68,8 +43,8 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
     const good = paths.get(`safe-good-${RUN_TAG}`)!;
     const next = paths.get(`safe-next-${RUN_TAG}`)!;
     const withCheck = paths.get(`check-fails-${RUN_TAG}`)!;
-    await agent('safe1', await world.createAgent('safe1'));
-    const profile = join(world.profiles, 'safe1');
+    await agent('safe1', await bed.world.createAgent('safe1'));
+    const profile = join(bed.world.profiles, 'safe1');
     assert.equal((await activate({ agents: { safe1: good } })).code, 0);
 
     const script = await activate({
@@ -116,7 +91,7 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
     const marker = join(await mkdtemp(join(tmpdir(), 'cairn-kill-')), 'killed-once');
     const killer = (name: string) =>
       `if [ ! -e ${marker}-${name} ]; then touch ${marker}-${name}; pkill -9 -f "deploy agent ${name} "; sleep 2; fi; echo survived`;
-    const paths = await world.publish([
+    const paths = await bed.world.publish([
       plainPackage(`kill-base-${RUN_TAG}`),
       {
         name: `kill-activate-${RUN_TAG}`,
@@ -135,11 +110,11 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
         { healthChecks: { '*': [{ command: ['bin/check'], retries: 0 }] } },
       ],
     ] as const) {
-      const token = await world.createAgent(name);
+      const token = await bed.world.createAgent(name);
       const stateDir = await mkdtemp(join(tmpdir(), `cairn-agent-${name}-`));
       const first = await agent(name, token, stateDir);
-      const f = await writeDeploy(world.profiles, { agents: { [name]: path }, ...extra });
-      const activation = cli(['deploy', 'activate', f, '--timeout', '90s'], world.env);
+      const f = await writeDeployJson(bed.world.profiles, { agents: { [name]: path }, ...extra });
+      const activation = cli(['deploy', 'activate', f, '--timeout', '90s'], bed.world.env);
       await Promise.race([
         new Promise<void>((resolve) => first.child.once('exit', () => resolve())),
         new Promise((_, reject) =>
@@ -152,7 +127,7 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
       const r = await activation;
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.match(r.stdout, new RegExp(`${name}\\s+succeeded`));
-      assert.equal(await profileTarget(join(world.profiles, name)), path);
+      assert.equal(await profileTarget(join(bed.world.profiles, name)), path);
       // The restarted agent re-attached to the running activation instead of starting it again.
       if (name === 'killa') {
         assert.equal(
@@ -166,26 +141,29 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
   });
 
   it('starts with a clear warning, not a crash, when the journal is corrupt', async () => {
-    const token = await world.createAgent('corrupt1');
+    const token = await bed.world.createAgent('corrupt1');
     const stateDir = await mkdtemp(join(tmpdir(), 'cairn-agent-corrupt-'));
     await writeFile(join(stateDir, 'journal.json'), '{"version":1,"deployment":{"id":"7","storePa');
     const a = await agent('corrupt1', token, stateDir);
     await a.waitFor(/WARNING: the journal was corrupt \(not JSON.*moved it to .*journal\.json\.corrupt-\d+/);
-    const paths = await world.publish([plainPackage(`after-corrupt-${RUN_TAG}`)]);
+    const paths = await bed.world.publish([plainPackage(`after-corrupt-${RUN_TAG}`)]);
     const r = await activate({ agents: { corrupt1: paths.get(`after-corrupt-${RUN_TAG}`)! } });
     assert.equal(r.code, 0, r.stdout + r.stderr);
   });
 
   it('rolls back on request with cairn deploy rollback, as a deployment with logs', async () => {
-    const paths = await world.publish([plainPackage(`rb-one-${RUN_TAG}`), plainPackage(`rb-two-${RUN_TAG}`)]);
-    await agent('rb1', await world.createAgent('rb1'));
+    const paths = await bed.world.publish([
+      plainPackage(`rb-one-${RUN_TAG}`),
+      plainPackage(`rb-two-${RUN_TAG}`),
+    ]);
+    await agent('rb1', await bed.world.createAgent('rb1'));
     assert.equal((await activate({ agents: { rb1: paths.get(`rb-one-${RUN_TAG}`)! } })).code, 0);
     assert.equal((await activate({ agents: { rb1: paths.get(`rb-two-${RUN_TAG}`)! } })).code, 0);
-    const r = await cli(['deploy', 'rollback', 'rb1'], world.env);
+    const r = await cli(['deploy', 'rollback', 'rb1'], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, new RegExp(`rb1 \\| activated rb-one-${RUN_TAG}`));
-    assert.equal(await profileTarget(join(world.profiles, 'rb1')), paths.get(`rb-one-${RUN_TAG}`));
-    const none = await cli(['deploy', 'rollback', 'safe-nobody'], world.env);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'rb1')), paths.get(`rb-one-${RUN_TAG}`));
+    const none = await cli(['deploy', 'rollback', 'safe-nobody'], bed.world.env);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /no agent 'safe-nobody'/);
   });
@@ -199,8 +177,8 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
           : plainPackage(`soak-${i}-${RUN_TAG}`, { activateExit: 1 }),
       );
     }
-    const paths = await world.publish(pkgs);
-    await agent('soak1', await world.createAgent('soak1'));
+    const paths = await bed.world.publish(pkgs);
+    await agent('soak1', await bed.world.createAgent('soak1'));
     for (let i = 0; i < 10; i++) {
       const r = await activate({ agents: { soak1: paths.get(`soak-${i}-${RUN_TAG}`)! } });
       if (i % 2 === 0) assert.equal(r.code, 0, `deployment ${i}: ${r.stdout}`);
@@ -209,9 +187,9 @@ describe('safety: rollback on failed checks, crash-safe agent', () => {
         assert.match(r.stdout, /soak1\s+rolled-back/);
       }
     }
-    assert.equal(await profileTarget(join(world.profiles, 'soak1')), paths.get(`soak-8-${RUN_TAG}`));
-    const list = await fetch(`${server.url}/api/v1/workspaces/default/deployments?agent=soak1`, {
-      headers: { Authorization: `Bearer ${server.adminToken}` },
+    assert.equal(await profileTarget(join(bed.world.profiles, 'soak1')), paths.get(`soak-8-${RUN_TAG}`));
+    const list = await fetch(`${bed.server.url}/api/v1/workspaces/default/deployments?agent=soak1`, {
+      headers: { Authorization: `Bearer ${bed.server.adminToken}` },
     }).then((res) => res.json() as Promise<{ deployments: Array<{ state: string }> }>);
     assert.deepEqual(
       list.deployments.map((d) => d.state).reverse(),
