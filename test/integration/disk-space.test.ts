@@ -1,38 +1,21 @@
 import assert from 'node:assert/strict';
 import { access, readlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import {
-  type DeployWorld,
-  deployWorld,
-  plainPackage,
-  profileTarget,
-  writeDeployJson,
-  writeScript,
-} from '../helpers/deploy-fixtures.ts';
+import { describe, it } from 'node:test';
+import { plainPackage, profileTarget, writeScript } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { buildPackages, RUN_TAG, run } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { cli } from '../helpers/server.ts';
 
 describe('disk space', () => {
-  let server: TestServer;
-  let world: DeployWorld;
-  let agent: AgentProcess | undefined;
-  before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
-  });
-  after(async () => {
-    await agent?.stop();
-    await server.stop();
-  });
+  const bed = useDeployTestbed();
 
   it('refuses to download a closure larger than the free space on /nix/store, switching nothing', async () => {
-    const record = join(world.profiles, 'big-activated');
+    const record = join(bed.world.profiles, 'big-activated');
     // 3 MB unpacked (zeros: the compressed NAR in the cache stays tiny).
     const bigName = `disk-big-${RUN_TAG}`;
     const big = (
-      await world.publish([
+      await bed.world.publish([
         {
           name: bigName,
           script: `mkdir -p $out; head -c 3000000 /dev/zero > $out/blob\n${writeScript('bin/activate', `echo activated >> ${record}`)}`,
@@ -42,40 +25,30 @@ describe('disk space', () => {
     // What the machine runs now: built here and left in the store.
     const baseName = `disk-base-${RUN_TAG}`;
     const base = (await buildPackages([plainPackage(baseName)])).get(baseName)!;
-    const profile = join(world.profiles, 'small1');
+    const profile = join(bed.world.profiles, 'small1');
     await run('nix-env', ['--profile', profile, '--set', base]);
 
     // The agent gets its own mount namespace in which /nix/store is a 1 MiB tmpfs holding only a
     // copy of the running generation: a machine whose store disk is nearly full. The Nix
     // database (in /nix/var) is the real one, so Nix still knows what is valid and what a
     // download would bring. `exec` keeps the agent the process that receives signals.
-    const copy = join(world.profiles, 'base-copy');
+    const copy = join(bed.world.profiles, 'base-copy');
     const setup = [
       `cp -a ${base} ${copy}`,
       'mount -t tmpfs -o size=1m cairn-small-store /nix/store',
       `cp -a ${copy} ${base}`,
       'exec "$@"',
     ].join(' && ');
-    agent = await startAgent({
-      name: 'small1',
-      token: await world.createAgent('small1'),
-      profile,
-      server: server.url,
-      wrap: ['unshare', '--mount', 'sh', '-c', setup, 'sh'],
-    });
-    await agent.waitFor(/connected to/);
+    await bed.agent('small1', { wrap: ['unshare', '--mount', 'sh', '-c', setup, 'sh'] });
 
-    const narinfo = await fetch(`${server.url}/cache/main/${basename(big).slice(0, 32)}.narinfo`, {
-      headers: { Authorization: `Bearer ${server.adminToken}` },
+    const narinfo = await fetch(`${bed.server.url}/cache/main/${basename(big).slice(0, 32)}.narinfo`, {
+      headers: { Authorization: `Bearer ${bed.server.adminToken}` },
     }).then((r) => r.text());
     const narSize = Number(/^NarSize: (\d+)$/m.exec(narinfo)?.[1]);
     assert.ok(narSize >= 3_000_000, narinfo);
     const needs = (narSize / 1024 / 1024).toFixed(1);
 
-    const r = await cli(
-      ['deploy', 'activate', await writeDeployJson(world.profiles, { agents: { small1: big } })],
-      world.env,
-    );
+    const r = await bed.activate({ agents: { small1: big } });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(
       r.stdout,
@@ -84,7 +57,7 @@ describe('disk space', () => {
       ),
     );
     assert.match(r.stdout, /small1\s+failed\s/);
-    const list = await cli(['deploy', 'list', '--agent', 'small1', '--json'], world.env);
+    const list = await cli(['deploy', 'list', '--agent', 'small1', '--json'], bed.world.env);
     assert.deepEqual(
       (JSON.parse(list.stdout) as Array<{ state: string; step: string | null }>).map((d) => [
         d.state,
