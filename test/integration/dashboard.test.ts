@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import { type DeployWorld, deployWorld } from '../helpers/deploy-fixtures.ts';
+import { writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { cli } from '../helpers/server.ts';
 
 /** Screenshots of every page, kept as test artifacts (test-artifacts/ is not committed). */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', import.meta.url));
@@ -50,50 +50,36 @@ function leaf(name: string) {
 }
 
 describe('dashboard in Chromium', () => {
-  let server: TestServer;
-  let world: DeployWorld;
   let browser: Browser;
+  // Registered before the testbed's, so that the browser is gone before the server stops.
+  after(() => browser?.close());
+  const bed = useDeployTestbed();
   let page: Page;
   let paths: Map<string, string>;
-  const agents: AgentProcess[] = [];
   /** Every Content-Security-Policy violation on any page the tests open, as Chromium reports it. */
   const violations: string[] = [];
 
-  const deployFile = async (agentPaths: Record<string, string>) => {
-    const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
-    await writeFile(file, JSON.stringify({ agents: agentPaths }));
-    return file;
-  };
+  const deployFile = (agentPaths: Record<string, string>) =>
+    writeDeployJson(bed.world.profiles, { agents: agentPaths });
   const newestDeployment = async (agent: string) => {
-    const r = await cli(['deploy', 'list', '--agent', agent, '--json'], world.env);
+    const r = await cli(['deploy', 'list', '--agent', agent, '--json'], bed.world.env);
     return (JSON.parse(r.stdout) as Array<{ id: number; rolloutId: number }>)[0]!;
   };
   const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
-    server = await startTestServer();
-    world = await deployWorld(server);
-    paths = await world.publish([
+    paths = await bed.world.publish([
       leaf('tool-1.0'),
       leaf('tool-2.0'),
       system('web-1', ['tool-1.0']),
       system('web-2', ['tool-2.0'], { lines: 8, delay: 0.5 }),
       system('db-1', ['tool-1.0']),
     ]);
-    for (const name of ['alpha', 'beta']) {
-      const a = await startAgent({
-        name,
-        token: await world.createAgent(name),
-        profile: join(world.profiles, name),
-        server: server.url,
-      });
-      agents.push(a);
-      await a.waitFor(/connected to/);
-    }
+    for (const name of ['alpha', 'beta']) await bed.agent(name);
     const first = await cli(
       ['deploy', 'activate', await deployFile({ alpha: paths.get('web-1')!, beta: paths.get('db-1')! })],
-      world.env,
+      bed.world.env,
     );
     assert.equal(first.code, 0, first.stdout + first.stderr);
     browser = await chromium.launch({
@@ -123,20 +109,14 @@ describe('dashboard in Chromium', () => {
         cairnCspViolation(location.href + ': ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline')));`,
     });
   });
-  after(async () => {
-    await browser?.close();
-    await Promise.all(agents.map((a) => a.stop()));
-    await server?.stop();
-  });
-
   it('signs in with a token into an HttpOnly, SameSite=Strict session and shows both agents', async () => {
-    await page.goto(`${server.url}/`);
+    await page.goto(`${bed.server.url}/`);
     assert.match(page.url(), /\/login\?next=%2F$/);
     await shot('login');
     await page.fill('#token', 'cairn_not-a-real-token-at-all-aaaaaaaaaaaaaaaaaaa');
     await page.click('button[type=submit]');
     assert.match((await page.textContent('[role=alert]')) ?? '', /Cannot authenticate/);
-    await page.fill('#token', server.adminToken);
+    await page.fill('#token', bed.server.adminToken);
     await page.click('button[type=submit]');
     await page.waitForSelector('h1:text("Fleet")');
     const cookie = (await page.context().cookies()).find((c) => c.name === 'cairn_session')!;
@@ -154,7 +134,7 @@ describe('dashboard in Chromium', () => {
 
   it('refuses a form without the CSRF token and a page without a session', async () => {
     const cookie = (await page.context().cookies()).find((c) => c.name === 'cairn_session')!;
-    const res = await fetch(`${server.url}/agents/alpha/rollback`, {
+    const res = await fetch(`${bed.server.url}/agents/alpha/rollback`, {
       method: 'POST',
       headers: {
         Cookie: `cairn_session=${cookie.value}`,
@@ -165,10 +145,10 @@ describe('dashboard in Chromium', () => {
     });
     assert.equal(res.status, 403);
     assert.equal(res.headers.get('content-security-policy'), EXPECTED_CSP);
-    const anonymous = await fetch(`${server.url}/agents/alpha`, { redirect: 'manual' });
+    const anonymous = await fetch(`${bed.server.url}/agents/alpha`, { redirect: 'manual' });
     assert.equal(anonymous.status, 303);
     assert.equal(anonymous.headers.get('location'), '/login?next=%2Fagents%2Falpha');
-    const login = await fetch(new URL(anonymous.headers.get('location')!, server.url));
+    const login = await fetch(new URL(anonymous.headers.get('location')!, bed.server.url));
     assert.equal(login.status, 200);
     assert.equal(login.headers.get('content-security-policy'), EXPECTED_CSP);
   });
@@ -178,7 +158,7 @@ describe('dashboard in Chromium', () => {
       ['app.js', 'text/javascript; charset=utf-8'],
       ['app.css', 'text/css; charset=utf-8'],
     ] as const) {
-      const res = await fetch(`${server.url}/static/${name}`);
+      const res = await fetch(`${bed.server.url}/static/${name}`);
       assert.equal(res.status, 200);
       assert.equal(res.headers.get('content-type'), type);
       assert.equal(res.headers.get('content-security-policy'), EXPECTED_CSP);
@@ -189,11 +169,11 @@ describe('dashboard in Chromium', () => {
   it('follows a running deployment: new log lines arrive without a reload', async () => {
     const started = await cli(
       ['deploy', 'activate', '--async', await deployFile({ alpha: paths.get('web-2')! })],
-      world.env,
+      bed.world.env,
     );
     assert.equal(started.code, 0, started.stderr);
     const d = await newestDeployment('alpha');
-    await page.goto(`${server.url}/deployments/${d.id}`);
+    await page.goto(`${bed.server.url}/deployments/${d.id}`);
     // A marker that a reload would wipe.
     await page.evaluate(() => {
       (globalThis as unknown as { marker: number }).marker = 1;
@@ -224,10 +204,10 @@ describe('dashboard in Chromium', () => {
 
   it('rolls back from the deployment page and the agent switches back', async () => {
     const d = await newestDeployment('alpha');
-    await page.goto(`${server.url}/deployments/${d.id}`);
+    await page.goto(`${bed.server.url}/deployments/${d.id}`);
     await page.click('button:text("Roll alpha back")');
     await page.waitForURL(/\/deployments\/\d+$/);
-    assert.notEqual(page.url(), `${server.url}/deployments/${d.id}`);
+    assert.notEqual(page.url(), `${bed.server.url}/deployments/${d.id}`);
     await page.waitForSelector('#log:not([data-events])', { timeout: 30_000 });
     assert.equal(await page.locator('#state.s-succeeded').count(), 1);
     await shot('rollback');
@@ -237,7 +217,7 @@ describe('dashboard in Chromium', () => {
     assert.equal(await page.locator('svg.chart circle').count(), 3);
     await shot('agent');
     const rb = await newestDeployment('alpha');
-    await page.goto(`${server.url}/rollouts/${rb.rolloutId}`);
+    await page.goto(`${bed.server.url}/rollouts/${rb.rolloutId}`);
     assert.equal(await page.locator('tr[data-deployment] .s-succeeded').count(), 1);
     await shot('rollout');
   });
@@ -245,7 +225,7 @@ describe('dashboard in Chromium', () => {
   it('notices a page that breaks the Content-Security-Policy', async () => {
     // The check below must be able to fail: a page with an inline script and style, under the
     // same policy, served in place of a dashboard URL.
-    const probe = `${server.url}/csp-probe`;
+    const probe = `${bed.server.url}/csp-probe`;
     const earlier = violations.length;
     await page.route(probe, (route) =>
       route.fulfill({
@@ -272,7 +252,7 @@ describe('dashboard in Chromium', () => {
 
   it('serves every page with the strict Content-Security-Policy, and no page breaks it', async () => {
     const d = await newestDeployment('alpha');
-    const list = await cli(['deploy', 'list', '--agent', 'alpha', '--json'], world.env);
+    const list = await cli(['deploy', 'list', '--agent', 'alpha', '--json'], bed.world.env);
     const ids = (JSON.parse(list.stdout) as Array<{ id: number }>).map((x) => x.id);
     assert.ok(ids.length >= 3, list.stdout);
     const pages: Array<[string, number]> = [
@@ -290,7 +270,7 @@ describe('dashboard in Chromium', () => {
       ['/login', 200],
     ];
     for (const [path, status] of pages) {
-      const res = await page.goto(`${server.url}${path}`);
+      const res = await page.goto(`${bed.server.url}${path}`);
       assert.ok(res, path);
       assert.equal(res.status(), status, path);
       assert.equal(res.headers()['content-security-policy'], EXPECTED_CSP, path);
@@ -299,7 +279,7 @@ describe('dashboard in Chromium', () => {
       await page.waitForTimeout(200);
     }
     for (const asset of ['/static/app.js', '/static/app.css']) {
-      const res = await fetch(`${server.url}${asset}`);
+      const res = await fetch(`${bed.server.url}${asset}`);
       assert.equal(res.status, 200, asset);
       assert.equal(res.headers.get('content-security-policy'), EXPECTED_CSP, asset);
     }
@@ -308,10 +288,10 @@ describe('dashboard in Chromium', () => {
   });
 
   it('signs out: the session no longer opens pages', async () => {
-    await page.goto(`${server.url}/`);
+    await page.goto(`${bed.server.url}/`);
     await page.click('button:text("Sign out")');
     await page.waitForURL(/\/login$/);
-    await page.goto(`${server.url}/`);
+    await page.goto(`${bed.server.url}/`);
     assert.match(page.url(), /\/login/);
   });
 });

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { deploymentDiffSchema, rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
-import { type AgentProcess, startAgent } from '../helpers/agent-process.ts';
-import { type DeployWorld, deployWorld } from '../helpers/deploy-fixtures.ts';
+import { writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG, run } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { cli } from '../helpers/server.ts';
 
 /** A plain profile with `bin/activate` that references `deps` (so they are in its closure). */
 function system(name: string, deps: string[]) {
@@ -28,36 +26,28 @@ function leaf(name: string, kib: number) {
 }
 
 describe('closure reports, diffs and plans on real Nix closures', () => {
-  let server: TestServer;
-  let world: DeployWorld;
-  let agent: AgentProcess;
+  const bed = useDeployTestbed();
   let paths: Map<string, string>;
   const ids: Record<string, number> = {};
   const api = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}/api/v1/workspaces/default/${path}`, {
+    const res = await fetch(`${bed.server.url}/api/v1/workspaces/default/${path}`, {
       method,
-      headers: { Authorization: `Bearer ${server.adminToken}`, 'Content-Type': 'application/json' },
+      headers: { Authorization: `Bearer ${bed.server.adminToken}`, 'Content-Type': 'application/json' },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     assert.equal(res.status, 200, await res.clone().text());
     return (await res.json()) as unknown;
   };
-  const deployFile = async (agents: Record<string, string>) => {
-    const file = join(world.profiles, `deploy-${Math.random().toString(36).slice(2)}.json`);
-    await writeFile(file, JSON.stringify({ agents }));
-    return file;
-  };
+  const deployFile = (agents: Record<string, string>) => writeDeployJson(bed.world.profiles, { agents });
   const activate = async (storePath: string) => {
-    const r = await cli(['deploy', 'activate', await deployFile({ box: storePath })], world.env);
+    const r = await cli(['deploy', 'activate', await deployFile({ box: storePath })], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], world.env);
+    const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], bed.world.env);
     return (JSON.parse(list.stdout) as Array<{ id: number }>)[0]!.id;
   };
 
   before(async () => {
-    server = await startTestServer();
-    world = await deployWorld(server);
-    paths = await world.publish([
+    paths = await bed.world.publish([
       leaf('common-2.0', 4),
       leaf('hello-1.0', 8),
       leaf('hello-1.1', 12),
@@ -66,17 +56,7 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
       system('sys-1', ['common-2.0', 'hello-1.0', 'libold-0.5']),
       system('sys-2', ['common-2.0', 'hello-1.1', 'libnew-3.0']),
     ]);
-    agent = await startAgent({
-      name: 'box',
-      token: await world.createAgent('box'),
-      profile: join(world.profiles, 'box'),
-      server: server.url,
-    });
-    await agent.waitFor(/connected to/);
-  });
-  after(async () => {
-    await agent?.stop();
-    await server?.stop();
+    await bed.agent('box');
   });
 
   it('plans a first deployment from the cache index: everything is added and downloaded', async () => {
@@ -105,21 +85,21 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
     assert.ok(sized && sized[1] === root, `nix path-info -S printed ${sized?.[0]}`);
     const closureSize = Number(sized[2]);
     assert.equal(requisites.length, 4, requisites.join(' ')); // sys-1 and its three packages
-    const rows = await server.query<{ complete: number; path_count: number; nar_size: number }>(
+    const rows = await bed.server.query<{ complete: number; path_count: number; nar_size: number }>(
       sql`select complete, path_count, nar_size from closures where root = ${root}`,
     );
     assert.equal(rows.length, 1);
     assert.equal(Number(rows[0]!.complete), 1);
     assert.equal(Number(rows[0]!.path_count), requisites.length);
     assert.equal(Number(rows[0]!.nar_size), closureSize);
-    const [d] = await server.query<{ closure_nar_size: number }>(
+    const [d] = await bed.server.query<{ closure_nar_size: number }>(
       sql`select closure_nar_size from deployments where id = ${ids.first}`,
     );
     assert.equal(Number(d!.closure_nar_size), Number(rows[0]!.nar_size));
   });
 
   it('plans the next deployment against what the agent runs: the diff and only the new paths to download', async () => {
-    const r = await cli(['deploy', 'plan', await deployFile({ box: paths.get('sys-2')! })], world.env);
+    const r = await cli(['deploy', 'plan', await deployFile({ box: paths.get('sys-2')! })], bed.world.env);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^== box$/m);
     assert.match(r.stdout, /\[U\.\]\s+#1\s+hello\s+1\.0 -> 1\.1/);
@@ -129,13 +109,13 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
     const plan = rolloutPlanSchema.parse(await api('POST', 'plan', { agents: { box: paths.get('sys-2') } }));
     assert.equal(plan.agents[0]!.current.source, 'agent');
     // Nothing was deployed by planning.
-    const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], world.env);
+    const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], bed.world.env);
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
   });
 
   it('diffs two deployments: a version change, an added and a removed package, and the size change', async () => {
     ids.second = await activate(paths.get('sys-2')!);
-    const r = await cli(['deploy', 'diff', String(ids.first), String(ids.second)], world.env);
+    const r = await cli(['deploy', 'diff', String(ids.first), String(ids.second)], bed.world.env);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
     const lines = r.stdout.split('\n');
@@ -163,34 +143,34 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
   });
 
   it('stores each path and each closure once however often it is deployed', async () => {
-    const rb = await cli(['deploy', 'rollback', 'box'], world.env);
+    const rb = await cli(['deploy', 'rollback', 'box'], bed.world.env);
     assert.equal(rb.code, 0, rb.stdout + rb.stderr);
-    const closures = await server.query<{ n: number }>(sql`select count(*) as n from closures`);
+    const closures = await bed.server.query<{ n: number }>(sql`select count(*) as n from closures`);
     assert.equal(Number(closures[0]!.n), 2);
-    const members = await server.query<{ n: number }>(sql`select count(*) as n from closure_members`);
+    const members = await bed.server.query<{ n: number }>(sql`select count(*) as n from closure_members`);
     assert.equal(Number(members[0]!.n), 8);
-    const distinct = await server.query<{ n: number }>(sql`select count(*) as n from closure_paths`);
+    const distinct = await bed.server.query<{ n: number }>(sql`select count(*) as n from closure_paths`);
     assert.equal(Number(distinct[0]!.n), 7);
-    const sized = await server.query<{ n: number }>(
+    const sized = await bed.server.query<{ n: number }>(
       sql`select count(*) as n from deployments where closure_nar_size is not null`,
     );
     assert.equal(Number(sized[0]!.n), 3);
   });
 
   it('lists, shows and prints the logs of deployments', async () => {
-    const list = await cli(['deploy', 'list', '--agent', 'box'], world.env);
+    const list = await cli(['deploy', 'list', '--agent', 'box'], bed.world.env);
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stdout, /^ID\s+ROLLOUT\s+AGENT\s+KIND\s+STATE/);
     assert.equal(list.stdout.trim().split('\n').length, 4);
     assert.match(list.stdout, /box\s+rollback\s+succeeded/);
-    const show = await cli(['deploy', 'show', String(ids.second)], world.env);
+    const show = await cli(['deploy', 'show', String(ids.second)], bed.world.env);
     assert.equal(show.code, 0, show.stderr);
     assert.match(show.stdout, /^State:\s+succeeded$/m);
     assert.match(show.stdout, new RegExp(`^Store path:\\s+${paths.get('sys-2')}$`, 'm'));
-    const logs = await cli(['deploy', 'logs', '--follow', String(ids.second)], world.env);
+    const logs = await cli(['deploy', 'logs', '--follow', String(ids.second)], bed.world.env);
     assert.equal(logs.code, 0, logs.stderr);
     assert.match(logs.stdout, /^activated sys-2$/m);
-    const missing = await cli(['deploy', 'show', '99999'], world.env);
+    const missing = await cli(['deploy', 'show', '99999'], bed.world.env);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /Cannot find deployment '99999'/);
   });
