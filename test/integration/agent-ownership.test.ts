@@ -167,6 +167,18 @@ describe('an agent owns nothing it cannot name', () => {
     return { name, A, B, stateDir, profile, aPath, bPath, onA, bToken: await B.world.createAgent(name) };
   };
 
+  /** Starts the agent of `t` again, now with B's token and server, on the same state dir and profile. */
+  const startOnB = async (t: Awaited<ReturnType<typeof deployedOnA>>) =>
+    track(
+      await startAgent({
+        name: t.name,
+        token: t.bToken,
+        profile: t.profile,
+        server: t.B.server.url,
+        stateDir: t.stateDir,
+      }),
+    );
+
   /** What B recorded: its deployments and every log line it holds. */
   const recordedOn = async (server: TestServer) => ({
     deployments: await server.query<{ id: number | string; state: string; store_path: string }>(
@@ -224,15 +236,7 @@ describe('an agent owns nothing it cannot name', () => {
     assert.equal(journal.owner.serverId, aId!.server_id);
     await writeFile(join(t.stateDir, 'journal.json'), JSON.stringify({ ...journal, reported: false }));
 
-    const onB = track(
-      await startAgent({
-        name: t.name,
-        token: t.bToken,
-        profile: t.profile,
-        server: t.B.server.url,
-        stateDir: t.stateDir,
-      }),
-    );
+    const onB = await startOnB(t);
     await onB.waitFor(/connected to/);
     await deployOnB(t);
     await onB.waitFor(
@@ -263,15 +267,7 @@ describe('an agent owns nothing it cannot name', () => {
         reported: false,
       }),
     );
-    const onB = track(
-      await startAgent({
-        name: t.name,
-        token: t.bToken,
-        profile: t.profile,
-        server: t.B.server.url,
-        stateDir: t.stateDir,
-      }),
-    );
+    const onB = await startOnB(t);
     await onB.waitFor(/journal: deployment 1 was interrupted at realise/);
     await deployOnB(t);
     await onB.waitFor(/WARNING: set the journal aside as .*journal\.json\.foreign-\d+/);
@@ -294,15 +290,7 @@ describe('an agent owns nothing it cannot name', () => {
     await killedWithin(t.onA, 30_000);
     assert.equal((await journalOf(t.stateDir)).phase, 'activate');
 
-    const onB = track(
-      await startAgent({
-        name,
-        token: t.bToken,
-        profile: t.profile,
-        server: t.B.server.url,
-        stateDir: t.stateDir,
-      }),
-    );
+    const onB = await startOnB(t);
     await onB.waitFor(/was interrupted at activate; finishing it first/);
     await onB.waitFor(
       /WARNING: the journal's deployment 1 is another server's .*finishing it locally, reporting nothing/,
