@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -173,4 +174,23 @@ export async function cli(
     env: { ...process.env, ...env },
   });
   return { code, stdout, stderr };
+}
+
+/**
+ * Calls `method path` (such as `POST /agents`) in the default workspace's API as the admin and
+ * returns the JSON answer; the test fails unless the status is 2xx.
+ */
+export async function adminApi(
+  server: TestServer,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Record<string, unknown>> {
+  const res = await fetch(`${server.url}/api/v1/workspaces/default${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${server.adminToken}`, 'Content-Type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
+  return (await res.json()) as Record<string, unknown>;
 }

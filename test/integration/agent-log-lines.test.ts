@@ -5,7 +5,7 @@ import { WebSocket } from 'ws';
 import { AGENT_WS_PATH, type ServerMessage, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
 import { helloMessage, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { adminApi, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
  * Log lines sent twice are kept once: an agent re-sends the lines the server had not confirmed
@@ -20,15 +20,7 @@ describe('agent log lines sent twice', () => {
   });
   after(() => server?.stop());
 
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}/api/v1/workspaces/default${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${server.adminToken}`, 'Content-Type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
-    return (await res.json()) as Record<string, unknown>;
-  };
+  const api = (method: string, path: string, body?: unknown) => adminApi(server, method, path, body);
 
   /** An agent connection that has said hello; `next(type)` waits for a message of that type. */
   async function connect(name: string, token: string) {

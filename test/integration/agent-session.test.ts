@@ -5,7 +5,7 @@ import { AgentSession } from '../../src/agent/agent-session.ts';
 import type { ServerMessage } from '../../src/protocol/agent-protocol.ts';
 import { observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { adminApi, startTestServer, type TestServer } from '../helpers/server.ts';
 
 /**
  * The agent's protocol pieces without Nix, as a simulated agent uses them: an AgentSession whose
@@ -20,15 +20,7 @@ describe('AgentSession without Nix', () => {
   });
   after(() => server?.stop());
 
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}/api/v1/workspaces/default${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${server.adminToken}`, 'Content-Type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    assert.ok(res.ok, `${method} ${path}: ${res.status} ${await res.clone().text()}`);
-    return (await res.json()) as Record<string, unknown>;
-  };
+  const api = (method: string, path: string, body?: unknown) => adminApi(server, method, path, body);
 
   it('runs a deployment through confirmation to a reported success', async () => {
     await api('POST', '/caches', { name: 'main' });
