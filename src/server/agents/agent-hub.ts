@@ -109,8 +109,16 @@ export class AgentHub {
    * handshake, and a refused agent gets an HTTP error whose JSON body says why.
    */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    // Node takes its error listener off the socket before 'upgrade', and ws adds its own only
+    // once its handshake starts: without this, an agent resetting its connection while it waits
+    // for a turn or for its token check would crash the server.
+    socket.on('error', (err) => this.#deps.log.debug({ err }, 'agent socket error before the upgrade'));
     const releaseTurn = await this.#gate.enter(socket);
     if (!releaseTurn) return;
+    // Whatever ends the socket gives the turn back (release is idempotent): ws destroys a socket
+    // that is no longer readable and writable without calling back, and a turn never given back
+    // would close the gate for good after 128 of them.
+    socket.once('close', releaseTurn);
     let who: AuthenticatedAgent;
     try {
       who = await authenticateUpgrade(req, this.#deps);
