@@ -8,6 +8,7 @@
  *
  * Driven over IPC by bench/fleet.ts; it is not meant to be run by hand.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import { AgentSession } from '../src/agent/agent-session.ts';
 import type { SocketOutcome } from '../src/agent/agent-socket.ts';
@@ -73,6 +74,11 @@ export interface WorkerStats {
   /** Peer broadcast: epoch ms at which each peer socket received the broadcast. */
   peerReceived: number[];
   peerOpen: number;
+  /** CPU time this worker process used so far, in ms (user + system). */
+  cpuMs: number;
+  /** This worker's event loop delay since the last reset, p99 and max in ms: agents that are late to read are the bench's fault. */
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
 }
 
 const PROFILE = '/nix/var/nix/profiles/system';
@@ -124,7 +130,12 @@ const stats: WorkerStats = {
   lastWelcomeAt: 0,
   peerReceived: [],
   peerOpen: 0,
+  cpuMs: 0,
+  loopDelayP99Ms: 0,
+  loopDelayMaxMs: 0,
 };
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
 const peers: WebSocket[] = [];
 
 function onMessage(m: SimMachine, msg: ServerMessage): void {
@@ -251,7 +262,11 @@ process.on('message', (m: WorkerCommand) => {
       config = m;
       start();
       return;
-    case 'stats':
+    case 'stats': {
+      const cpu = process.cpuUsage();
+      stats.cpuMs = Math.round((cpu.user + cpu.system) / 1000);
+      stats.loopDelayP99Ms = Math.round(loop.percentile(99) / 1e6);
+      stats.loopDelayMaxMs = Math.round(loop.max / 1e6);
       process.send!(stats);
       if (m.reset) {
         stats.received = [];
@@ -264,8 +279,10 @@ process.on('message', (m: WorkerCommand) => {
         stats.welcomes = 0;
         stats.failures = 0;
         stats.failureReasons = {};
+        loop.reset();
       }
       return;
+    }
     case 'stop':
       stopped = true;
       for (const s of stops) s.abort();

@@ -377,9 +377,12 @@ async function main(): Promise<void> {
     );
 
     // 2. Fan-out: one rollout to every agent.
-    await allStats(workers, true);
+    const before = await allStats(workers, true);
+    const serverCpuBefore = await cpuMs(server.pid);
     const deployJson = { agents: Object.fromEntries(agents.map((a) => [a.name, path.storePath])) };
     const fanoutStart = Date.now();
+    // How responsive the server stays meanwhile (the longest /healthz silence on a kept-alive connection).
+    const fanoutProber = startProber(true, fanoutStart);
     const rollout = await api<{ id: number; deployments: Deployment[] }>('POST', '/rollouts', deployJson);
     const createdMs = Date.now() - fanoutStart;
     // Complete is when the server says so: the rollout's event stream (what `cairn deploy
@@ -430,12 +433,19 @@ async function main(): Promise<void> {
       finished.flatMap((s) => s.confirmMs),
       0,
     );
+    const fanoutWallMs = Date.now() - fanoutStart;
+    const fanoutHealth = await fanoutProber.stop();
+    const serverCpu = (await cpuMs(server.pid)) - serverCpuBefore;
+    const agentsCpu = sum(finished, (x) => x.cpuMs) - sum(before, (x) => x.cpuMs);
     const confirmDrop = spread(
       finished.flatMap((s) => s.confirmDropMs),
       0,
     );
     say(
       `fan-out: rollout of ${AGENTS} created in ${createdMs} ms; received p50 ${fanout.p50} ms, p99 ${fanout.p99} ms, max ${fanout.max} ms; confirmation (activated to \`confirmed\` over a new connection) p50 ${confirm.p50} ms, p99 ${confirm.p99} ms, max ${confirm.max} ms, of which until the old socket was dropped p50 ${confirmDrop.p50} ms, p99 ${confirmDrop.p99} ms; complete (every deployment succeeded, as the server records it) in ${rolloutCompleteMs} ms (each agent's download takes ${DEPLOY_MS} ms); ${failed(finished)}`,
+    );
+    say(
+      `fan-out CPU: server ${(serverCpu / 1000).toFixed(1)} s, agents ${(agentsCpu / 1000).toFixed(1)} s, in ${(fanoutWallMs / 1000).toFixed(1)} s; longest /healthz silence ${fanoutHealth.longestSilence} ms; agents' event loop delay p99 ${Math.max(...finished.map((s) => s.loopDelayP99Ms))} ms, max ${Math.max(...finished.map((s) => s.loopDelayMaxMs))} ms`,
     );
 
     // 3. Reconnect storm: stop the server, start it again on the same data.
@@ -581,6 +591,9 @@ async function main(): Promise<void> {
       confirm_p99_ms: confirm.p99,
       confirm_max_ms: confirm.max,
       confirm_drop_p99_ms: confirmDrop.p99,
+      fanout_server_cpu_ms: Math.round(serverCpu),
+      fanout_agents_cpu_ms: Math.round(agentsCpu),
+      fanout_healthz_max_silence_ms: fanoutHealth.longestSilence,
       deploy_ms: DEPLOY_MS,
       start_within_s: START_WITHIN_S,
       ws_broadcast_ms: ws.max,
