@@ -21,7 +21,7 @@
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent as HttpAgent, get as httpGet } from 'node:http';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -109,7 +109,21 @@ async function startServer(port: number, dataDir: string, logFile: string): Prom
   );
   pin(child.pid!, SERVER_CPUS);
   closeSync(log);
+  child.on('exit', (code, signal) => {
+    if (stopping.has(child)) return;
+    const tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n');
+    serverDied = `the server exited unasked (${signal ?? `exit ${code}`}); the end of its log:\n${tail}`;
+  });
   return { child, pid: child.pid!, startedAt };
+}
+
+/** Servers being stopped on purpose, and why the server died when it was not. */
+const stopping = new WeakSet<ChildProcess>();
+let serverDied: string | undefined;
+
+/** Throws once the server has died: every wait checks it, so that a crash ends the bench at once. */
+function checkServer(): void {
+  if (serverDied) throw new Error(serverDied);
 }
 
 async function waitHealthy(url: string, ms = 30_000): Promise<void> {
@@ -124,8 +138,10 @@ async function waitHealthy(url: string, ms = 30_000): Promise<void> {
 }
 
 async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (s.child.exitCode !== null) return;
+  // Exited already, by itself or killed by a signal (exitCode stays null then).
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
   const exited = once(s.child, 'exit');
+  stopping.add(s.child);
   s.child.kill(signal);
   await exited;
 }
@@ -225,6 +241,19 @@ interface Deployment {
   id: number;
   agent: string;
   state: string;
+  step?: string | null;
+  reason?: string | null;
+}
+
+/** Where a rollout's deployments are, as the server records them: counts by state, step and reason. */
+async function rolloutStates(id: number): Promise<string> {
+  const r = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${id}`);
+  const counts = new Map<string, number>();
+  for (const d of r.deployments) {
+    const k = `${d.state}${d.step ? ` at ${d.step}` : ''}${d.reason ? ` (${d.reason.slice(0, 80)})` : ''}`;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  return [...counts].map(([k, n]) => `${n}x ${k}`).join(', ');
 }
 
 // ---- workers ------------------------------------------------------------------------------
@@ -272,6 +301,7 @@ async function until(
   for (;;) {
     const s = await allStats(workers);
     if (done(s)) return s;
+    checkServer();
     if (Date.now() > deadline) {
       throw new Error(
         `${what}: not done after ${timeoutMs} ms (welcomed ${sum(s, (x) => x.welcomed)}, received ${sum(s, (x) => x.received.length)}, completed ${sum(s, (x) => x.completed)})`,
@@ -399,7 +429,14 @@ async function main(): Promise<void> {
         if (tail.includes('event: end')) return Date.now() - fanoutStart;
       }
       throw new Error('rollout events: the stream ended without `end`');
-    })();
+    })().catch(async (err: unknown) => {
+      // A stream cut short is most often the server dying: say so rather than "terminated".
+      await sleep(500);
+      checkServer();
+      throw err;
+    });
+    // Awaited below; until then a rejection must not end the process before the clean-up.
+    complete.catch(() => {});
     const received = await until(
       workers,
       'fan-out',
@@ -413,14 +450,21 @@ async function main(): Promise<void> {
     );
     const rolloutCompleteMs = await Promise.race([
       complete,
-      sleep(120_000).then(() => {
-        throw new Error('fan-out: the rollout did not complete in 120 s');
+      sleep(300_000).then(async () => {
+        const s = await allStats(workers);
+        throw new Error(
+          `fan-out: the rollout did not complete in 300 s: ${await rolloutStates(rollout.id)}; agents: ${sum(s, (x) => x.completed)} finished, ${sum(s, (x) => x.confirmMs.length)} confirmed, ${sum(s, (x) => x.unconfirmed)} not confirmed in time, ${sum(s, (x) => x.acknowledged)} results acknowledged, ${sum(s, (x) => x.welcomed)} welcomed now; ${failed(s)}`,
+        );
       }),
     ]);
     const final = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${rollout.id}`);
     const notSucceeded = final.deployments.filter((d) => d.state !== 'succeeded');
-    if (notSucceeded.length > 0)
-      throw new Error(`fan-out: ${notSucceeded.length} deployments did not succeed`);
+    if (notSucceeded.length > 0) {
+      const s = await allStats(workers);
+      throw new Error(
+        `fan-out: ${notSucceeded.length} deployments did not succeed: ${await rolloutStates(rollout.id)}; agents: ${sum(s, (x) => x.unconfirmed)} not confirmed in time; ${failed(s)}`,
+      );
+    }
     // Every agent's own account: its confirmation and its result's acknowledgement.
     const finished = await until(
       workers,
