@@ -137,13 +137,15 @@ async function waitHealthy(url: string, ms = 30_000): Promise<void> {
   }
 }
 
-async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+/** Stops the server; resolves with how it exited ("exit 0" when it stopped cleanly). */
+async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<string> {
   // Exited already, by itself or killed by a signal (exitCode stays null then).
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return 'already exited';
   const exited = once(s.child, 'exit');
   stopping.add(s.child);
   s.child.kill(signal);
-  await exited;
+  const [code, sig] = (await exited) as [number | null, NodeJS.Signals | null];
+  return sig ?? `exit ${code}`;
 }
 
 /** Resident set size of a process, in bytes. */
@@ -495,8 +497,13 @@ async function main(): Promise<void> {
     // 3. Reconnect storm: stop the server, start it again on the same data.
     await allStats(workers, true);
     const stormStart = Date.now();
-    await stopServer(server);
+    const stopExit = await stopServer(server);
     const stoppedMs = Date.now() - stormStart;
+    // A server that crashed while stopping also "stops": say so, with the end of its log.
+    const stopCrash =
+      stopExit === 'exit 0'
+        ? ''
+        : ` (it did not stop cleanly: ${stopExit}; the end of its log:\n${readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n')}\n)`;
     server = await startServer(port, dataDir, logFile);
     let peakRss = 0;
     let peakCpu = 0;
@@ -556,7 +563,7 @@ async function main(): Promise<void> {
       newest.deployments.filter((d) => d.rolloutId !== rollout.id).length +
       (after.deployments.length - AGENTS);
     say(
-      `reconnect storm: ${stoppedMs} ms from SIGTERM to exit, outage (SIGTERM to the new server's first /healthz 200) ${upMs} ms; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.toFixed(0)}%, peak RSS ${mib(peakRss)}; ${failed(back)}; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
+      `reconnect storm: ${stoppedMs} ms from SIGTERM to exit${stopCrash}, outage (SIGTERM to the new server's first /healthz 200) ${upMs} ms; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.toFixed(0)}%, peak RSS ${mib(peakRss)}; ${failed(back)}; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
     );
     if (lost !== 0 || duplicates !== 0 || extra !== 0)
       throw new Error('reconnect storm: deployment state was lost or duplicated');
@@ -645,6 +652,7 @@ async function main(): Promise<void> {
       fanout_vs_ws: round(ratio, 2),
       reconnect_s: round(reconnectS, 2),
       restart_stop_ms: stoppedMs,
+      restart_stop_clean: stopExit === 'exit 0',
       restart_outage_ms: upMs,
       reconnect_healthz_max_silence_ms: keptFigures.longestSilence,
       reconnect_healthz_new_connection_max_silence_ms: freshFigures.longestSilence,
