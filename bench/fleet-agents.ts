@@ -1,17 +1,22 @@
 /**
- * One process of simulated agents for bench/fleet.ts: real WebSocket clients with real agent
- * tokens, speaking the real agent protocol (hello, progress, log, result), with the real agent's
- * jittered reconnect backoff. No Nix: each "deployment" succeeds after a set delay.
+ * One process of simulated agents for bench/fleet.ts. Each is the agent's own protocol code, an
+ * {@link AgentSession} (connection, heartbeats, reconnect delays, deployment queue, numbered log
+ * shipping, confirmation over a new connection, result outbox), given a fake machine: `observe`
+ * reports what was "activated", and `deploy` goes through the real agent's steps without Nix
+ * (realise, which takes `deployMs`; the closure report; set-profile; activate; confirm, which
+ * drops the socket, reconnects and waits for `confirmed`; then the result).
  *
  * Driven over IPC by bench/fleet.ts; it is not meant to be run by hand.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
-import { Backoff, sleep } from '../src/lib/backoff.ts';
+import { AgentSession } from '../src/agent/agent-session.ts';
+import type { SocketOutcome } from '../src/agent/agent-socket.ts';
 import {
-  AGENT_PROTOCOL_VERSION,
-  AGENT_WS_PATH,
-  type DesiredDeployment,
+  type ClosurePath,
+  type DeploymentResult,
   type Observed,
+  type ServerMessage,
   serverMessageSchema,
 } from '../src/protocol/agent-protocol.ts';
 
@@ -23,10 +28,15 @@ export type WorkerCommand =
       agents: Array<{ name: string; token: string }>;
       /** Source address of this worker's sockets: one per worker keeps ephemeral ports plentiful. */
       localAddress: string;
-      /** How long a simulated deployment takes, in ms. */
+      /** How long a simulated deployment's download (realise) takes, in ms. */
       deployMs: number;
-      /** Handshakes in flight at once, per worker, at the first connect (a fleet does not boot in one ms). */
-      connectConcurrency: number;
+      /**
+       * Each agent starts at a random moment within this many ms of the command (a fleet that
+       * boots together); from then on it is on its own, as a real agent is.
+       */
+      startWithinMs: number;
+      /** The closure of the deployed store path, reported after "realising" it, as the real agent does. */
+      closure: ClosurePath[];
     }
   | { cmd: 'stats'; reset?: boolean }
   | { cmd: 'stop' }
@@ -39,194 +49,196 @@ export interface WorkerStats {
   welcomed: number;
   /** Epoch ms at which each agent got its first deployment since the last reset. */
   received: number[];
-  /** Deployments reported done since the last reset. */
+  /** Deployments whose result went out since the last reset. */
   completed: number;
-  /** Deployments the server sent again after this agent had already reported them done. */
+  /** Results the server acknowledged since the last reset. */
+  acknowledged: number;
+  /**
+   * For each confirmation since the last reset: ms from its start (the real agent's confirm
+   * step, right after activating) to `confirmed`, and the part of it until the old connection
+   * was dropped (the agent first waits up to 1.5 s for the server to show it read the log lines).
+   */
+  confirmMs: number[];
+  confirmDropMs: number[];
+  /** Confirmations that timed out since the last reset. */
+  unconfirmed: number;
+  /** Deployments the server sent again after this agent had already finished them. */
   duplicates: number;
-  /** Connections opened since the last reset, and failed attempts. */
-  connects: number;
+  /** Welcomes since the last reset, and connections that closed without one (failed attempts). */
+  welcomes: number;
   failures: number;
+  /** Why those attempts failed, with counts (the first words of the agent's own log line). */
+  failureReasons: Record<string, number>;
   /** Epoch ms at which the last agent was welcomed. */
   lastWelcomeAt: number;
   /** Peer broadcast: epoch ms at which each peer socket received the broadcast. */
   peerReceived: number[];
   peerOpen: number;
+  /** CPU time this worker process used so far, in ms (user + system). */
+  cpuMs: number;
+  /** This worker's event loop delay since the last reset, p99 and max in ms: agents that are late to read are the bench's fault. */
+  loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
 }
 
 const PROFILE = '/nix/var/nix/profiles/system';
 
-class SimAgent {
-  ws: WebSocket | undefined;
-  welcomed = false;
-  /** The deployment this agent has done last, as the real agent's journal remembers it. */
-  doneId: string | undefined;
-  runningId: string | undefined;
+/** The machine one simulated agent pretends to be. */
+class SimMachine {
   storePath: string | null = null;
   generation = 0;
-  readonly backoff = new Backoff({ initialMs: 500, maxMs: 30_000 });
-  /** Told once the first connection attempt is settled (welcomed or closed). */
-  settled: (() => void) | undefined;
+  welcomed = false;
+  /** When the confirmation under way started, until its old connection closes. */
+  confirmingSince = 0;
+  /** Deployments this agent finished: sent again, they are duplicates. */
+  readonly finished = new Set<string>();
+  /** The deployment ids this agent was told about, for `received`. */
+  readonly seen = new Set<string>();
 
-  constructor(
-    readonly name: string,
-    readonly token: string,
-  ) {}
+  constructor(readonly name: string) {}
+
+  observed(): Observed {
+    return {
+      storePath: this.storePath,
+      generation: this.generation === 0 ? null : this.generation,
+      kind: this.storePath ? 'plain' : null,
+      system: 'x86_64-linux',
+      hostname: this.name,
+      agentVersion: 'fleet-bench',
+      nixVersion: 'nix (Nix) 2.8.0',
+      profile: PROFILE,
+    };
+  }
 }
 
-let stopped = false;
 let config: Extract<WorkerCommand, { cmd: 'start' }>;
-const agents: SimAgent[] = [];
+/** One per agent, as each real agent has its own: thousands of listeners on one signal cost. */
+const stops: AbortController[] = [];
+let stopped = false;
 const stats: WorkerStats = {
   welcomed: 0,
   received: [],
   completed: 0,
+  acknowledged: 0,
+  confirmMs: [],
+  confirmDropMs: [],
+  unconfirmed: 0,
   duplicates: 0,
-  connects: 0,
+  welcomes: 0,
   failures: 0,
+  failureReasons: {},
   lastWelcomeAt: 0,
   peerReceived: [],
   peerOpen: 0,
+  cpuMs: 0,
+  loopDelayP99Ms: 0,
+  loopDelayMaxMs: 0,
 };
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
 const peers: WebSocket[] = [];
 
-function observed(a: SimAgent): Observed {
-  return {
-    storePath: a.storePath,
-    generation: a.generation === 0 ? null : a.generation,
-    kind: 'plain',
-    system: 'x86_64-linux',
-    hostname: a.name,
-    agentVersion: 'fleet-bench',
-    nixVersion: 'nix (Nix) 2.8.0',
-    profile: PROFILE,
-  };
-}
-
-function send(a: SimAgent, msg: unknown): void {
-  if (a.ws?.readyState === WebSocket.OPEN) a.ws.send(JSON.stringify(msg));
-}
-
-function onDesired(a: SimAgent, d: DesiredDeployment | null): void {
-  if (!d) return;
-  if (d.id === a.doneId) {
-    // The real agent knows it from its journal and does not run it again; the server should not
-    // have asked, so count it.
-    stats.duplicates++;
-    return;
+function onMessage(m: SimMachine, msg: ServerMessage): void {
+  let desired: string | undefined;
+  if (msg.type === 'welcome') {
+    if (!m.welcomed) stats.welcomed++;
+    m.welcomed = true;
+    stats.welcomes++;
+    stats.lastWelcomeAt = Date.now();
+    desired = msg.desired?.id;
+  } else if (msg.type === 'desired') {
+    desired = msg.desired?.id;
   }
-  if (d.id === a.runningId) return;
-  a.runningId = d.id;
-  stats.received.push(Date.now());
-  // Answer after this turn's other messages are read: a real agent answers from its own machine,
-  // and here a hundred agents' answers must not delay the next agent's receipt in this process.
-  setImmediate(() => {
-    send(a, { type: 'progress', deploymentId: d.id, step: 'realise' });
-    send(a, { type: 'log', deploymentId: d.id, lines: [{ t: Date.now(), text: `copying ${d.storePath}` }] });
-  });
-  setTimeout(() => {
-    send(a, { type: 'progress', deploymentId: d.id, step: 'activate' });
-    a.storePath = d.storePath;
-    a.generation++;
-    send(a, { type: 'log', deploymentId: d.id, lines: [{ t: Date.now(), text: 'activated' }] });
-    send(a, {
-      type: 'result',
-      result: { deploymentId: d.id, state: 'succeeded', step: null, reason: null, rebootRequired: false },
-      observed: observed(a),
-    });
-    a.doneId = d.id;
-    a.runningId = undefined;
-    stats.completed++;
-  }, config.deployMs);
+  if (desired === undefined) return;
+  // The real agent knows a finished deployment and does not run it again; the server should not
+  // have asked, so count it.
+  if (m.finished.has(desired)) stats.duplicates++;
+  else if (!m.seen.has(desired)) {
+    m.seen.add(desired);
+    stats.received.push(Date.now());
+  }
 }
 
-/** One connection: resolves when it closes, with whether it was welcomed and any Retry-After. */
-function connectOnce(a: SimAgent): Promise<{ welcomed: boolean; retryAfterMs: number; spreadMs: number }> {
-  return new Promise((resolve) => {
-    const url = `${config.server.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${encodeURIComponent(a.name)}`;
-    const ws = new WebSocket(url, {
-      headers: { Authorization: `Bearer ${a.token}` },
-      handshakeTimeout: 15_000,
-      localAddress: config.localAddress,
-      perMessageDeflate: false,
-    });
-    a.ws = ws;
-    let welcomed = false;
-    let retryAfterMs = 0;
-    let spreadMs = 0;
-    // As the real agent: a busy server's Retry-After is a floor under the backoff.
-    ws.on('unexpected-response', (_req, res) => {
-      const retryAfter = Number(res.headers['retry-after']);
-      if (Number.isInteger(retryAfter) && retryAfter > 0) retryAfterMs = Math.min(retryAfter, 300) * 1000;
-      res.resume();
-      ws.terminate();
-    });
-    ws.on('open', () => {
-      stats.connects++;
-      send(a, {
-        type: 'hello',
-        protocol: AGENT_PROTOCOL_VERSION,
-        observed: observed(a),
-        running: a.runningId ?? null,
-        unreported: [],
-      });
-    });
-    ws.on('message', (data) => {
-      const parsed = serverMessageSchema.safeParse(JSON.parse(String(data)));
-      if (!parsed.success) throw new Error(`bad server message: ${String(data).slice(0, 200)}`);
-      const msg = parsed.data;
-      if (msg.type === 'welcome') {
-        welcomed = true;
-        a.welcomed = true;
-        stats.welcomed++;
-        stats.lastWelcomeAt = Date.now();
-        a.settled?.();
-        onDesired(a, msg.desired);
-      } else if (msg.type === 'desired') {
-        onDesired(a, msg.desired);
-      } else if (msg.type === 'going-away') {
-        spreadMs = msg.reconnectWithinSeconds * 1000;
+function onClose(m: SimMachine, outcome: SocketOutcome): void {
+  if (m.welcomed) stats.welcomed--;
+  m.welcomed = false;
+  if (m.confirmingSince) {
+    stats.confirmDropMs.push(Date.now() - m.confirmingSince);
+    m.confirmingSince = 0;
+  }
+  if (outcome.welcomed) return;
+  stats.failures++;
+  // "the server refused the connection (HTTP 503)", "cannot connect: connect ECONNREFUSED"
+  const why = outcome.why
+    .replace(/ to https?:\/\/\S+?(?=: )/, '')
+    .replace(/(\(HTTP \d+\)).*/, '$1')
+    .replace(/ [\d.]+:\d+/g, '')
+    .slice(0, 100);
+  stats.failureReasons[why] = (stats.failureReasons[why] ?? 0) + 1;
+}
+
+function startAgent(name: string, token: string): void {
+  const m = new SimMachine(name);
+  const session = new AgentSession({
+    server: config.server,
+    name,
+    token,
+    log: () => {},
+    socket: { localAddress: config.localAddress, perMessageDeflate: false },
+    observe: async () => m.observed(),
+    onMessage: (msg) => onMessage(m, msg),
+    onClose: (outcome) => onClose(m, outcome),
+    onAcknowledged: (ids) => {
+      stats.acknowledged += ids.size;
+    },
+    // The real agent's steps and lines (src/agent/run-deployment.ts), without Nix.
+    deploy: async (d, ctx): Promise<DeploymentResult> => {
+      ctx.step('realise');
+      ctx.line(`$ nix-store --realise ${d.storePath}`);
+      ctx.line(`copying path '${d.storePath}' from '${ctx.caches[0]?.url ?? 'the cache'}'...`);
+      await new Promise((r) => setTimeout(r, config.deployMs));
+      // As AgentDaemon#reportClosure: the realised closure, in parts that fit a message.
+      ctx.send({ type: 'closure', deploymentId: d.id, paths: config.closure, final: true });
+      ctx.line('kind: plain');
+      ctx.line(`previous: ${m.storePath ?? '(none: first deployment to this profile)'}`);
+      ctx.step('set-profile');
+      m.storePath = d.storePath;
+      m.generation++;
+      ctx.step('activate');
+      ctx.step('confirm');
+      ctx.line(`confirming over a new connection (timeout ${d.confirmTimeoutSeconds}s)`);
+      const t0 = Date.now();
+      m.confirmingSince = t0;
+      const confirmed = await ctx.confirm(d.id, d.confirmTimeoutSeconds * 1000);
+      if (confirmed) stats.confirmMs.push(Date.now() - t0);
+      else stats.unconfirmed++;
+      m.finished.add(d.id);
+      stats.completed++;
+      if (!confirmed) {
+        const reason = `lost connectivity: could not reach the server over a new connection within ${d.confirmTimeoutSeconds}s after activating`;
+        ctx.line(`error in confirm: ${reason}`);
+        return { deploymentId: d.id, state: 'failed', step: 'confirm', reason, rebootRequired: false };
       }
-    });
-    ws.on('error', () => {});
-    ws.on('close', () => {
-      if (a.welcomed) stats.welcomed--;
-      a.welcomed = false;
-      a.ws = undefined;
-      a.settled?.();
-      resolve({ welcomed, retryAfterMs, spreadMs });
-    });
+      ctx.line('the server confirmed the deployment');
+      ctx.step('done');
+      ctx.line(`deployed ${d.storePath}`);
+      return { deploymentId: d.id, state: 'succeeded', step: null, reason: null, rebootRequired: false };
+    },
   });
+  const stop = new AbortController();
+  stops.push(stop);
+  void session.run(stop.signal);
 }
 
-async function runAgent(a: SimAgent): Promise<void> {
-  while (!stopped) {
-    const { welcomed, retryAfterMs, spreadMs } = await connectOnce(a);
-    if (stopped) return;
-    if (welcomed) a.backoff.reset();
-    else stats.failures++;
-    // As the real agent: a server going away says over how long to come back.
-    await sleep(
-      spreadMs > 0 ? Math.round(Math.random() * spreadMs) : Math.max(a.backoff.next(), retryAfterMs),
-    );
+function start(): void {
+  // No pacing but the start times: each agent connects when its machine "boots", and from then
+  // on reconnects as the real agent does (backoff, Retry-After, going-away).
+  for (const { name, token } of config.agents) {
+    const at = Math.round(Math.random() * config.startWithinMs);
+    setTimeout(() => {
+      if (!stopped) startAgent(name, token);
+    }, at);
   }
-}
-
-async function start(): Promise<void> {
-  for (const { name, token } of config.agents) agents.push(new SimAgent(name, token));
-  // The first connect: at most `connectConcurrency` handshakes in flight; each agent then runs its
-  // own reconnect loop for good.
-  let next = 0;
-  const launch = async () => {
-    while (next < agents.length && !stopped) {
-      const a = agents[next++]!;
-      await new Promise<void>((resolve) => {
-        a.settled = resolve;
-        void runAgent(a);
-      });
-      a.settled = undefined;
-    }
-  };
-  await Promise.all(Array.from({ length: config.connectConcurrency }, launch));
 }
 
 function peer(url: string, count: number): void {
@@ -248,21 +260,32 @@ process.on('message', (m: WorkerCommand) => {
   switch (m.cmd) {
     case 'start':
       config = m;
-      void start();
+      start();
       return;
-    case 'stats':
-      process.send!({ ...stats, received: stats.received, peerReceived: stats.peerReceived });
+    case 'stats': {
+      const cpu = process.cpuUsage();
+      stats.cpuMs = Math.round((cpu.user + cpu.system) / 1000);
+      stats.loopDelayP99Ms = Math.round(loop.percentile(99) / 1e6);
+      stats.loopDelayMaxMs = Math.round(loop.max / 1e6);
+      process.send!(stats);
       if (m.reset) {
         stats.received = [];
         stats.peerReceived = [];
+        stats.confirmMs = [];
+        stats.confirmDropMs = [];
         stats.completed = 0;
-        stats.connects = 0;
+        stats.acknowledged = 0;
+        stats.unconfirmed = 0;
+        stats.welcomes = 0;
         stats.failures = 0;
+        stats.failureReasons = {};
+        loop.reset();
       }
       return;
+    }
     case 'stop':
       stopped = true;
-      for (const a of agents) a.ws?.close();
+      for (const s of stops) s.abort();
       return;
     case 'peer':
       peer(m.url, m.count);

@@ -1,23 +1,27 @@
 /**
- * Fleet scale: one `cairn server` (embedded SQLite, its own process) and N simulated agents (real
- * WebSocket clients with real tokens speaking the real agent protocol, in separate worker
- * processes; see bench/fleet-agents.ts). Measures, in one run:
+ * Fleet scale: one `cairn server` (embedded SQLite, its own process) and N simulated agents, each
+ * the agent's own protocol code (an AgentSession: real WebSocket clients with real tokens, the
+ * real heartbeats, reconnect delays, numbered log lines, closure report and confirmation over a
+ * new connection) with a fake machine, in separate worker processes; see bench/fleet-agents.ts.
+ * Measures, in one run:
  *
- *   1. connect: time until all N are connected and online, server RSS before and after;
- *   2. fan-out: one rollout to all N; when each agent received its deployment (p50, p99, max)
- *      and when the server recorded the rollout complete;
- *   3. reconnect storm: the server is stopped and started again; time until all N are back,
- *      the longest `/healthz` silence, peak CPU and RSS, and that no deployment was lost or
- *      sent again;
+ *   1. connect: the agents start at random moments within --start-within seconds (a fleet
+ *      booting together); time until all N are connected and online, server RSS before and after;
+ *   2. fan-out: one rollout to all N; when each agent received its deployment (p50, p99, max),
+ *      how long each confirmation took (the old socket dropped, a new one welcomed, `confirmed`
+ *      received) and when the server recorded the rollout complete;
+ *   3. reconnect storm: the server is stopped (SIGTERM) and started again; the outage (until the
+ *      new server's `/healthz` answers 200), time until all N are back, the longest `/healthz`
+ *      silence, peak CPU and RSS, and that no deployment was lost or sent again;
  *   4. the peer: a minimal `ws` server broadcasting one message of the same size to N sockets
  *      held by the same worker processes, and Cairn's ratio to it.
  *
  * The last line of output is one JSON object with the figures.
- * Usage: npm run bench:fleet -- [--agents N] [--workers N] [--deploy-ms MS]
+ * Usage: npm run bench:fleet -- [--agents N] [--workers N] [--deploy-ms MS] [--start-within S]
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent as HttpAgent, get as httpGet } from 'node:http';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -33,17 +37,21 @@ const { values } = parseArgs({
     agents: { type: 'string', default: '10000' },
     workers: { type: 'string' },
     'deploy-ms': { type: 'string', default: '1000' },
+    'start-within': { type: 'string', default: '10' },
     'keep-data': { type: 'boolean', default: false },
   },
 });
 const AGENTS = Number(values.agents);
 const WORKERS = Number(values.workers ?? Math.max(1, Math.min(4, Math.ceil(AGENTS / 2500))));
 const DEPLOY_MS = Number(values['deploy-ms']);
+const START_WITHIN_S = Number(values['start-within']);
 if (!Number.isInteger(AGENTS) || AGENTS < 1)
   throw new Error(`--agents: expected a positive integer, got ${values.agents}`);
 if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error(`--workers: expected a positive integer`);
 if (!Number.isInteger(DEPLOY_MS) || DEPLOY_MS < 0)
   throw new Error(`--deploy-ms: expected a whole number of ms`);
+if (!Number.isFinite(START_WITHIN_S) || START_WITHIN_S < 0)
+  throw new Error(`--start-within: expected a number of seconds, got ${values['start-within']}`);
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const WORKER = fileURLToPath(new URL('./fleet-agents.ts', import.meta.url));
@@ -101,7 +109,21 @@ async function startServer(port: number, dataDir: string, logFile: string): Prom
   );
   pin(child.pid!, SERVER_CPUS);
   closeSync(log);
+  child.on('exit', (code, signal) => {
+    if (stopping.has(child)) return;
+    const tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n');
+    serverDied = `the server exited unasked (${signal ?? `exit ${code}`}); the end of its log:\n${tail}`;
+  });
   return { child, pid: child.pid!, startedAt };
+}
+
+/** Servers being stopped on purpose, and why the server died when it was not. */
+const stopping = new WeakSet<ChildProcess>();
+let serverDied: string | undefined;
+
+/** Throws once the server has died: every wait checks it, so that a crash ends the bench at once. */
+function checkServer(): void {
+  if (serverDied) throw new Error(serverDied);
 }
 
 async function waitHealthy(url: string, ms = 30_000): Promise<void> {
@@ -115,11 +137,15 @@ async function waitHealthy(url: string, ms = 30_000): Promise<void> {
   }
 }
 
-async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (s.child.exitCode !== null) return;
+/** Stops the server; resolves with how it exited ("exit 0" when it stopped cleanly). */
+async function stopServer(s: Server, signal: NodeJS.Signals = 'SIGTERM'): Promise<string> {
+  // Exited already, by itself or killed by a signal (exitCode stays null then).
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return 'already exited';
   const exited = once(s.child, 'exit');
+  stopping.add(s.child);
   s.child.kill(signal);
-  await exited;
+  const [code, sig] = (await exited) as [number | null, NodeJS.Signals | null];
+  return sig ?? `exit ${code}`;
 }
 
 /** Resident set size of a process, in bytes. */
@@ -217,6 +243,19 @@ interface Deployment {
   id: number;
   agent: string;
   state: string;
+  step?: string | null;
+  reason?: string | null;
+}
+
+/** Where a rollout's deployments are, as the server records them: counts by state, step and reason. */
+async function rolloutStates(id: number): Promise<string> {
+  const r = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${id}`);
+  const counts = new Map<string, number>();
+  for (const d of r.deployments) {
+    const k = `${d.state}${d.step ? ` at ${d.step}` : ''}${d.reason ? ` (${d.reason.slice(0, 80)})` : ''}`;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  return [...counts].map(([k, n]) => `${n}x ${k}`).join(', ');
 }
 
 // ---- workers ------------------------------------------------------------------------------
@@ -264,6 +303,7 @@ async function until(
   for (;;) {
     const s = await allStats(workers);
     if (done(s)) return s;
+    checkServer();
     if (Date.now() > deadline) {
       throw new Error(
         `${what}: not done after ${timeoutMs} ms (welcomed ${sum(s, (x) => x.welcomed)}, received ${sum(s, (x) => x.received.length)}, completed ${sum(s, (x) => x.completed)})`,
@@ -290,7 +330,9 @@ async function main(): Promise<void> {
   const logFile = join(dataDir, 'server.log');
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  say(`fleet: ${AGENTS} agents in ${WORKERS} worker processes, deployments take ${DEPLOY_MS} ms`);
+  say(
+    `fleet: ${AGENTS} agents in ${WORKERS} worker processes, starting within ${START_WITHIN_S} s; downloads take ${DEPLOY_MS} ms`,
+  );
   say(
     `machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
   );
@@ -344,7 +386,8 @@ async function main(): Promise<void> {
         agents: agents.filter((_, j) => j % WORKERS === i),
         localAddress: `127.0.0.${i + 2}`,
         deployMs: DEPLOY_MS,
-        connectConcurrency: 64,
+        startWithinMs: START_WITHIN_S * 1000,
+        closure: [{ path: path.storePath, narSize: path.nar.length, references: [] }],
       });
     });
     const connected = await until(
@@ -362,13 +405,16 @@ async function main(): Promise<void> {
     const rssConnected = await rss(server.pid);
     const rssPerAgent = Math.round((rssConnected - rssBefore) / AGENTS);
     say(
-      `connect: ${AGENTS} online in ${connectS.toFixed(1)} s; server RSS ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
+      `connect: ${AGENTS} online in ${connectS.toFixed(1)} s (starting within ${START_WITHIN_S} s); ${failed(connected)}; server RSS ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
     );
 
     // 2. Fan-out: one rollout to every agent.
-    await allStats(workers, true);
+    const before = await allStats(workers, true);
+    const serverCpuBefore = await cpuMs(server.pid);
     const deployJson = { agents: Object.fromEntries(agents.map((a) => [a.name, path.storePath])) };
     const fanoutStart = Date.now();
+    // How responsive the server stays meanwhile (the longest /healthz silence on a kept-alive connection).
+    const fanoutProber = startProber(true, fanoutStart);
     const rollout = await api<{ id: number; deployments: Deployment[] }>('POST', '/rollouts', deployJson);
     const createdMs = Date.now() - fanoutStart;
     // Complete is when the server says so: the rollout's event stream (what `cairn deploy
@@ -385,7 +431,14 @@ async function main(): Promise<void> {
         if (tail.includes('event: end')) return Date.now() - fanoutStart;
       }
       throw new Error('rollout events: the stream ended without `end`');
-    })();
+    })().catch(async (err: unknown) => {
+      // A stream cut short is most often the server dying: say so rather than "terminated".
+      await sleep(500);
+      checkServer();
+      throw err;
+    });
+    // Awaited below; until then a rejection must not end the process before the clean-up.
+    complete.catch(() => {});
     const received = await until(
       workers,
       'fan-out',
@@ -399,23 +452,58 @@ async function main(): Promise<void> {
     );
     const rolloutCompleteMs = await Promise.race([
       complete,
-      sleep(120_000).then(() => {
-        throw new Error('fan-out: the rollout did not complete in 120 s');
+      sleep(300_000).then(async () => {
+        const s = await allStats(workers);
+        throw new Error(
+          `fan-out: the rollout did not complete in 300 s: ${await rolloutStates(rollout.id)}; agents: ${sum(s, (x) => x.completed)} finished, ${sum(s, (x) => x.confirmMs.length)} confirmed, ${sum(s, (x) => x.unconfirmed)} not confirmed in time, ${sum(s, (x) => x.acknowledged)} results acknowledged, ${sum(s, (x) => x.welcomed)} welcomed now; ${failed(s)}`,
+        );
       }),
     ]);
     const final = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${rollout.id}`);
     const notSucceeded = final.deployments.filter((d) => d.state !== 'succeeded');
-    if (notSucceeded.length > 0)
-      throw new Error(`fan-out: ${notSucceeded.length} deployments did not succeed`);
+    if (notSucceeded.length > 0) {
+      const s = await allStats(workers);
+      throw new Error(
+        `fan-out: ${notSucceeded.length} deployments did not succeed: ${await rolloutStates(rollout.id)}; agents: ${sum(s, (x) => x.unconfirmed)} not confirmed in time; ${failed(s)}`,
+      );
+    }
+    // Every agent's own account: its confirmation and its result's acknowledgement.
+    const finished = await until(
+      workers,
+      'results acknowledged',
+      (s) => sum(s, (x) => x.acknowledged) >= AGENTS,
+      60_000,
+      100,
+    );
+    const confirm = spread(
+      finished.flatMap((s) => s.confirmMs),
+      0,
+    );
+    const fanoutWallMs = Date.now() - fanoutStart;
+    const fanoutHealth = await fanoutProber.stop();
+    const serverCpu = (await cpuMs(server.pid)) - serverCpuBefore;
+    const agentsCpu = sum(finished, (x) => x.cpuMs) - sum(before, (x) => x.cpuMs);
+    const confirmDrop = spread(
+      finished.flatMap((s) => s.confirmDropMs),
+      0,
+    );
     say(
-      `fan-out: rollout of ${AGENTS} created in ${createdMs} ms; received p50 ${fanout.p50} ms, p99 ${fanout.p99} ms, max ${fanout.max} ms; complete (every deployment succeeded, as the server records it) in ${rolloutCompleteMs} ms (each agent's deployment takes ${DEPLOY_MS} ms)`,
+      `fan-out: rollout of ${AGENTS} created in ${createdMs} ms; received p50 ${fanout.p50} ms, p99 ${fanout.p99} ms, max ${fanout.max} ms; confirmation (activated to \`confirmed\` over a new connection) p50 ${confirm.p50} ms, p99 ${confirm.p99} ms, max ${confirm.max} ms, of which until the old socket was dropped p50 ${confirmDrop.p50} ms, p99 ${confirmDrop.p99} ms; complete (every deployment succeeded, as the server records it) in ${rolloutCompleteMs} ms (each agent's download takes ${DEPLOY_MS} ms); ${failed(finished)}`,
+    );
+    say(
+      `fan-out CPU: server ${(serverCpu / 1000).toFixed(1)} s, agents ${(agentsCpu / 1000).toFixed(1)} s, in ${(fanoutWallMs / 1000).toFixed(1)} s; longest /healthz silence ${fanoutHealth.longestSilence} ms; agents' event loop delay p99 ${Math.max(...finished.map((s) => s.loopDelayP99Ms))} ms, max ${Math.max(...finished.map((s) => s.loopDelayMaxMs))} ms`,
     );
 
     // 3. Reconnect storm: stop the server, start it again on the same data.
     await allStats(workers, true);
     const stormStart = Date.now();
-    await stopServer(server);
+    const stopExit = await stopServer(server);
     const stoppedMs = Date.now() - stormStart;
+    // A server that crashed while stopping also "stops": say so, with the end of its log.
+    const stopCrash =
+      stopExit === 'exit 0'
+        ? ''
+        : ` (it did not stop cleanly: ${stopExit}; the end of its log:\n${readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n')}\n)`;
     server = await startServer(port, dataDir, logFile);
     let peakRss = 0;
     let peakCpu = 0;
@@ -475,7 +563,7 @@ async function main(): Promise<void> {
       newest.deployments.filter((d) => d.rolloutId !== rollout.id).length +
       (after.deployments.length - AGENTS);
     say(
-      `reconnect storm: server down ${stoppedMs} ms to stop, answering /healthz ${upMs} ms after the stop; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.toFixed(0)}%, peak RSS ${mib(peakRss)}; ${sum(back, (x) => x.failures)} failed attempts; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
+      `reconnect storm: ${stoppedMs} ms from SIGTERM to exit${stopCrash}, outage (SIGTERM to the new server's first /healthz 200) ${upMs} ms; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.toFixed(0)}%, peak RSS ${mib(peakRss)}; ${failed(back)}; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
     );
     if (lost !== 0 || duplicates !== 0 || extra !== 0)
       throw new Error('reconnect storm: deployment state was lost or duplicated');
@@ -550,11 +638,22 @@ async function main(): Promise<void> {
       fanout_p99_ms: fanout.p99,
       fanout_max_ms: fanout.max,
       rollout_complete_ms: rolloutCompleteMs,
+      confirm_p50_ms: confirm.p50,
+      confirm_p99_ms: confirm.p99,
+      confirm_max_ms: confirm.max,
+      confirm_drop_p99_ms: confirmDrop.p99,
+      fanout_server_cpu_ms: Math.round(serverCpu),
+      fanout_agents_cpu_ms: Math.round(agentsCpu),
+      fanout_healthz_max_silence_ms: fanoutHealth.longestSilence,
       deploy_ms: DEPLOY_MS,
+      start_within_s: START_WITHIN_S,
       ws_broadcast_ms: ws.max,
       ws_broadcast_p99_ms: ws.p99,
       fanout_vs_ws: round(ratio, 2),
       reconnect_s: round(reconnectS, 2),
+      restart_stop_ms: stoppedMs,
+      restart_stop_clean: stopExit === 'exit 0',
+      restart_outage_ms: upMs,
       reconnect_healthz_max_silence_ms: keptFigures.longestSilence,
       reconnect_healthz_new_connection_max_silence_ms: freshFigures.longestSilence,
       reconnect_peak_cpu_percent: Math.round(peakCpu),
@@ -569,6 +668,14 @@ async function main(): Promise<void> {
     await stopServer(server).catch(() => {});
     if (!values['keep-data']) await rm(dataDir, { recursive: true, force: true });
   }
+}
+
+/** The failed connection attempts since the last reset, and why. */
+function failed(s: WorkerStats[]): string {
+  const why = new Map<string, number>();
+  for (const w of s) for (const [k, n] of Object.entries(w.failureReasons)) why.set(k, (why.get(k) ?? 0) + n);
+  const list = [...why].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n}x ${k}`);
+  return `${sum(s, (x) => x.failures)} failed attempts${list.length ? ` (${list.join('; ')})` : ''}`;
 }
 
 function mib(bytes: number): string {
