@@ -1,5 +1,3 @@
-import { stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
 import { CAIRN_VERSION } from '../lib/version.ts';
 import {
   type AgentJournal,
@@ -14,14 +12,16 @@ import {
   type Observed,
 } from '../protocol/agent-protocol.ts';
 import { lockAgent } from './agent-lock.ts';
-import { AgentSession, type DeploymentContext, type Recovered } from './agent-session.ts';
+import { AgentSession, type DeploymentContext } from './agent-session.ts';
 import { JournalFile } from './journal-file.ts';
 import { machineHostname, nixSystem, nixVersion } from './machine-facts.ts';
 import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
 import { closureParts, readClosure } from './read-closure.ts';
 import { DeploymentInterrupted } from './realise-closure.ts';
+import { recoverJournal } from './recover-journal.ts';
 import { driveDeployment, newJournal } from './run-deployment.ts';
+import { warnOfSharedState } from './warn-of-shared-state.ts';
 
 /** Everything the agent runs with, parsed once. */
 export interface AgentOptions {
@@ -78,68 +78,12 @@ export class AgentDaemon {
   async run(signal: AbortSignal): Promise<void> {
     const unlock = await lockAgent(this.#o.name, { stateDir: this.#o.stateDir, env: this.#o.env });
     try {
-      await this.#warnOfSharedState();
+      await warnOfSharedState(this.#o.stateDir, this.#o.name, this.#o.log);
       this.#nixVersion = await nixVersion(this.#o.env);
-      await this.#session.run(signal, await this.#recover());
+      await this.#session.run(signal, await recoverJournal(this.#journal, this.#o.name, this.#o.log));
     } finally {
       await unlock();
     }
-  }
-
-  /**
-   * Older agents kept their state directly in the base directory, shared by every agent of the
-   * machine. Which agent it belonged to cannot be known, so it is left in place, unused.
-   */
-  async #warnOfSharedState(): Promise<void> {
-    const base = dirname(this.#o.stateDir);
-    if (basename(this.#o.stateDir) !== this.#o.name) return;
-    const old = await stat(join(base, 'journal.json')).catch(() => null);
-    if (old?.isFile())
-      this.#o.log(
-        `WARNING: found state of an older agent in ${base}; not used; remove it once no older agent runs`,
-      );
-  }
-
-  /**
-   * Reads the journal before anything else: an interrupted deployment is resumed (at once when
-   * it had changed the machine, else once connected), a finished one not yet reported is reported.
-   */
-  async #recover(): Promise<Recovered> {
-    let read: Awaited<ReturnType<JournalFile['read']>>;
-    try {
-      read = await this.#journal.read();
-    } catch (err) {
-      this.#o.log(
-        `WARNING: cannot read the journal ${this.#journal.path}: ${(err as Error).message}; starting without it`,
-      );
-      return {};
-    }
-    if (read.kind === 'corrupt') {
-      this.#o.log(
-        `WARNING: the journal was corrupt (${read.reason}); moved it to ${read.movedTo} and starting without it. Check this machine's profile by hand.`,
-      );
-      return {};
-    }
-    if (read.kind === 'foreign') {
-      this.#o.log(`WARNING: set the journal aside as ${read.movedTo}: ${read.reason}; starting without it`);
-      return {};
-    }
-    if (read.kind === 'none') return {};
-    const j = read.journal;
-    if (j.owner.agent !== this.#o.name) {
-      const movedTo = await this.#journal.setAside();
-      this.#o.log(
-        `WARNING: set the journal aside as ${movedTo}: it is agent ${j.owner.agent}'s, not ${this.#o.name}'s (another agent used this state dir); starting without it`,
-      );
-      return {};
-    }
-    const finished = [j.deployment.id];
-    const owner = j.owner;
-    if (j.phase === 'done') return { owner, finished, unreported: !j.reported && j.result ? [j.result] : [] };
-    this.#o.log(`journal: deployment ${j.deployment.id} was interrupted at ${j.phase}; finishing it first`);
-    return j.phase === 'realise'
-      ? { owner, finished, resumeWhenWelcomed: j }
-      : { owner, finished, resumeNow: j };
   }
 
   /**
