@@ -7,6 +7,7 @@ import { migration003 } from './migration-003-safety.ts';
 import { migration004 } from './migration-004-closures.ts';
 import { migration005 } from './migration-005-audit.ts';
 import { migration006 } from './migration-006-server-identity.ts';
+import { migration007 } from './migration-007-closure-size-index.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -29,6 +30,7 @@ export const migrations: readonly Migration[] = [
   migration004,
   migration005,
   migration006,
+  migration007,
 ];
 
 /**
