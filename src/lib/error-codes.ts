@@ -21,6 +21,10 @@ export const errorCodes = {
   NOT_FOUND: { status: 404, summary: 'No such thing exists' },
   METHOD_NOT_ALLOWED: { status: 405, summary: 'The method is not allowed on this path' },
   ALREADY_EXISTS: { status: 409, summary: 'Something of that name already exists' },
+  CONFLICT: {
+    status: 409,
+    summary: 'The thing is not in a state that allows this (such as resuming a rollout that runs)',
+  },
   TOO_LARGE: { status: 413, summary: 'The request body is larger than allowed' },
   RANGE_NOT_SATISFIABLE: { status: 416, summary: 'The requested byte range lies outside the file' },
   TOO_MANY_REQUESTS: {

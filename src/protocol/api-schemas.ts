@@ -97,15 +97,56 @@ export const deploymentInfoSchema = z.object({
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
+  /** Staged rollouts: the deployment's batch (0 is the canaries' when there are canaries). */
+  batch: z.number().nullable().optional(),
+  /** Staged rollouts: where the agent stands (`ROLLOUT_AGENT_STATES`). */
+  rolloutState: z.string().nullable().optional(),
 });
 export type DeploymentInfo = z.infer<typeof deploymentInfoSchema>;
 export const deploymentListSchema = z.object({ deployments: z.array(deploymentInfoSchema) });
+
+/** One batch of a staged rollout. */
+export const rolloutBatchSchema = z.object({
+  index: z.number(),
+  /** `canary`, or the batch's cumulative size as written (`10%`, `3`). */
+  label: z.string(),
+  advance: z.enum(['auto', 'manual']),
+  /** Agents in this batch (not cumulative). */
+  agents: z.number(),
+  /** `waiting` (not opened), `open`, or `done`. */
+  state: z.enum(['waiting', 'open', 'done']),
+  openedAt: z.string().nullable(),
+});
+
+/** Where a staged rollout stands; null on a rollout that deploys at once. */
+export const stagedRolloutSchema = z.object({
+  /** `ROLLOUT_STATES` of `src/protocol/rollout-policy.ts`. */
+  state: z.string(),
+  /** Why it ended (failed, aborted, superseded), or why it paused. */
+  reason: z.string().nullable(),
+  /** Why it waits now: bake, a manual gate, offline agents, a deadline. */
+  waiting: z.string().nullable(),
+  /** The batch open now; -1 before the first opens. */
+  batch: z.number(),
+  batches: z.array(rolloutBatchSchema),
+  /** Agents counted by the threshold: decided so far, and failed among them. */
+  decided: z.number(),
+  failed: z.number(),
+  /** Agents held back because they were offline when their batch opened. */
+  deferred: z.number(),
+  /** The policy with every default filled in (durations in milliseconds). */
+  policy: z.record(z.string(), z.unknown()),
+  finishedAt: z.string().nullable(),
+});
+export type StagedRollout = z.infer<typeof stagedRolloutSchema>;
 
 /** A rollout: the deployments one `deploy activate` created. */
 export const rolloutInfoSchema = z.object({
   id: z.number(),
   url: z.string(),
   deployments: z.array(deploymentInfoSchema),
+  /** Present and non-null when the rollout is staged. */
+  staged: stagedRolloutSchema.nullable().optional(),
 });
 export type RolloutInfo = z.infer<typeof rolloutInfoSchema>;
 

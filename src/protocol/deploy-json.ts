@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isStorePath } from '../nix/store-path.ts';
 import { healthCheckSchema } from './health-check.ts';
+import { rolloutPolicySchema } from './rollout-policy.ts';
 import { NAME_PATTERN } from './token-scope.ts';
 
 const storePathSchema = z
@@ -34,5 +35,10 @@ export const deployJsonSchema = z.object({
    * connection and have the deployment confirmed; past that it rolls back on its own.
    */
   confirmTimeoutSeconds: z.number().int().min(5).max(3600).optional(),
+  /**
+   * Cairn's extension: stage the rollout (canaries, batches, bake time, failure threshold); without
+   * it every agent gets the deployment at once. Also given as a separate file (`--rollout`).
+   */
+  rollout: rolloutPolicySchema.optional(),
 });
 export type DeployJson = z.infer<typeof deployJsonSchema>;

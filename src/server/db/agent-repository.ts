@@ -100,4 +100,23 @@ export class AgentRepository {
   async setAllOffline(): Promise<void> {
     await this.db.updateTable('agents').set({ online: 0 }).where('online', '=', 1).execute();
   }
+
+  /** The tags of these agents, by agent id (agents without tags are absent). */
+  async tagsOf(agentIds: readonly number[]): Promise<Map<number, string[]>> {
+    const out = new Map<number, string[]>();
+    for (const part of inChunks([...new Set(agentIds)], IN_LIST_SIZE)) {
+      const rows = await this.db
+        .selectFrom('agent_tags')
+        .select(['agent_id', 'tag'])
+        .where('agent_id', 'in', part)
+        .orderBy('tag')
+        .execute();
+      for (const r of rows) {
+        const list = out.get(r.agent_id);
+        if (list) list.push(r.tag);
+        else out.set(r.agent_id, [r.tag]);
+      }
+    }
+    return out;
+  }
 }

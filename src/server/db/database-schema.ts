@@ -103,12 +103,43 @@ export interface AgentsTable {
   profile: string | null;
 }
 
-/** Rows of `rollouts`: one `deploy activate`. */
+/** Rows of `agent_tags`: labels of agents, such as `canary`, that rollout policies select by. */
+export interface AgentTagsTable {
+  agent_id: number;
+  tag: string;
+}
+
+/** Rows of `rollouts`: one `deploy activate`, staged when it has a policy. */
 export interface RolloutsTable {
   id: Generated<number>;
   workspace_id: number;
   created_at: number;
   created_by: string;
+  /** The normalised rollout policy (JSON), or null for a rollout that deploys at once. */
+  policy: string | null;
+  /** A staged rollout's state (`src/protocol/rollout-policy.ts`); null without a policy. */
+  state: string | null;
+  reason: string | null;
+  /** Why a staged rollout waits, for people. */
+  waiting: string | null;
+  /** The batch open now; -1 before the first opens. */
+  batch: Generated<number>;
+  batch_count: Generated<number>;
+  /** The last batch `promote` asked to open now; -1 when none. */
+  promoted_to: Generated<number>;
+  batch_opened_at: number | null;
+  paused_at: number | null;
+  resumed_at: number | null;
+  finished_at: number | null;
+  /** Failed and decided agents the threshold no longer counts (set on resume). */
+  accepted_failed: Generated<number>;
+  accepted_decided: Generated<number>;
+  /** Compare-and-set counter: a decision applies only to the version it was made from. */
+  version: Generated<number>;
+  /** `pending` while switched agents remain to be reverted, then `done`; null otherwise. */
+  revert_state: string | null;
+  /** Set on a rollout made to revert another. */
+  reverts_rollout_id: number | null;
 }
 
 /** Rows of `deployments`: one agent asked to switch to one store path. */
@@ -138,6 +169,19 @@ export interface DeploymentsTable {
   closure_nar_size: number | null;
   /** When log retention deleted the deployment's log lines. */
   logs_expired_at: number | null;
+  /** Batch of a staged rollout (0 is the canaries' when there are canaries); null otherwise. */
+  batch: number | null;
+  /** When the agent was let to see it; null while its batch has not opened. */
+  dispatched_at: number | null;
+  /** When it was held back because its agent was offline as its batch opened. */
+  deferred_at: number | null;
+  /** The staged rollout's verdict: succeeded, failed, timed-out or cancelled. */
+  outcome: string | null;
+  /** 0 for an agent that returned after being deferred: outside the quota and the threshold. */
+  counted: Generated<number>;
+  /** What the agent ran when the rollout was made (the target of `revert`). */
+  previous_path: string | null;
+  reverted: Generated<number>;
 }
 
 /** Rows of `deployment_logs`: one line each, numbered per deployment. */
@@ -216,6 +260,7 @@ export interface Database {
   store_paths: StorePathsTable;
   cache_files: CacheFilesTable;
   agents: AgentsTable;
+  agent_tags: AgentTagsTable;
   rollouts: RolloutsTable;
   deployments: DeploymentsTable;
   deployment_logs: DeploymentLogsTable;

@@ -8,6 +8,8 @@ import { migration004 } from './migration-004-closures.ts';
 import { migration005 } from './migration-005-audit.ts';
 import { migration006 } from './migration-006-server-identity.ts';
 import { migration007 } from './migration-007-closure-size-index.ts';
+import { migration008 } from './migration-008-agent-tags.ts';
+import { migration009 } from './migration-009-staged-rollouts.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -31,6 +33,8 @@ export const migrations: readonly Migration[] = [
   migration005,
   migration006,
   migration007,
+  migration008,
+  migration009,
 ];
 
 /**
