@@ -172,6 +172,10 @@ export const rolloutLogEventSchema = z.object({
 /** `POST /api/v1/workspaces/:ws/agents/:name/rollback` */
 export const rollbackBodySchema = z.strictObject({ to: z.number().int().positive().optional() });
 
+/** Bodies of the staged-rollout operations (`.../rollouts/:id/promote` and `/abort`); both optional. */
+export const promoteBodySchema = z.strictObject({ full: z.boolean().optional() });
+export const abortBodySchema = z.strictObject({ revert: z.boolean().optional() });
+
 /** One side of a package in a closure diff (see `src/nix/closure-diff.ts`). */
 export const packageSideSchema = z.object({
   versions: z.array(z.string()),

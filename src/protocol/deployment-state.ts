@@ -28,3 +28,6 @@ export function isFinalState(state: string): state is FinalState {
 export function isOpenState(state: string): boolean {
   return (OPEN_STATES as readonly string[]).includes(state);
 }
+
+/** The reason a deployment gets when a newer deployment to its agent cancels it before it starts. */
+export const SUPERSEDED_REASON = 'superseded by a newer deployment';

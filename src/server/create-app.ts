@@ -26,6 +26,7 @@ import { WorkspaceRepository } from './db/workspace-repository.ts';
 import { WriteBatch } from './db/write-batch.ts';
 import { type EventBus, LocalEventBus } from './events/event-bus.ts';
 import { errorResponse } from './http/error-response.ts';
+import { RolloutEngine } from './rollouts/rollout-engine.ts';
 
 /** What the app is built from; nothing here binds a port. */
 export interface AppDeps {
@@ -113,8 +114,13 @@ export function createApp(deps: AppDeps): App {
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
 
+  // Staged rollouts: decided on a tick and on agent events, from the database alone.
+  const rollouts = new RolloutEngine({ db, deployments, bus, log: deps.log, now: deps.now });
+  rollouts.start();
+
   const app = new Hono();
   registerDashboard(app, {
+    rollouts,
     db,
     auth,
     bus,
@@ -144,6 +150,7 @@ export function createApp(deps: AppDeps): App {
       flushLogs: () => logs.flush(),
       agents,
       deployments,
+      rollouts,
       now: deps.now,
       baseUrl: (requestUrl) => deps.publicUrl ?? new URL(requestUrl).origin,
     }),
@@ -178,6 +185,7 @@ export function createApp(deps: AppDeps): App {
     hub,
     close: () => {
       unsubscribeRevoked();
+      rollouts.close();
       return hub.close();
     },
     routes: app.routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, path: r.path })),

@@ -61,4 +61,6 @@ export async function handleHello(
     desired: desired ? toDesired(desired, conn.system) : null,
   });
   conn.welcomed();
+  // After the online flag is written: the rollout engine dispatches what it deferred.
+  ctx.bus.publish('agent-online', { agentId });
 }

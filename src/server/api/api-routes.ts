@@ -27,6 +27,7 @@ import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
+import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { registerAgentRoutes } from './agent-routes.ts';
 import { registerClosureRoutes } from './closure-routes.ts';
 import { registerDeploymentRoutes } from './deployment-routes.ts';
@@ -49,6 +50,8 @@ export interface ApiDeps {
   readonly flushLogs: () => Promise<void>;
   readonly agents: AgentRepository;
   readonly deployments: DeploymentRepository;
+  /** Runs staged rollouts. */
+  readonly rollouts: RolloutEngine;
   readonly now: () => number;
   /** The server's URL as clients reach it, for cache URLs in answers. */
   readonly baseUrl: (requestUrl: string) => string;

@@ -1,5 +1,6 @@
 import type { DeploymentInfo } from '../../protocol/api-schemas.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
+import { agentRolloutState } from '../rollouts/rollout-snapshot.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -18,5 +19,15 @@ export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
     createdAt: new Date(d.created_at).toISOString(),
     startedAt: iso(d.started_at),
     finishedAt: iso(d.finished_at),
+    batch: d.batch,
+    rolloutState:
+      d.batch === null
+        ? null
+        : agentRolloutState({
+            state: d.state,
+            outcome: d.outcome,
+            dispatchedAt: d.dispatched_at,
+            deferredAt: d.deferred_at,
+          }),
   };
 }

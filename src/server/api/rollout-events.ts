@@ -1,19 +1,28 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import { isFinalRolloutState } from '../../protocol/rollout-policy.ts';
 import { canReadDeployment } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { followDeployments } from '../events/follow-deployments.ts';
+import type { RolloutStore } from '../rollouts/rollout-store.ts';
+import { stagedStatus } from '../rollouts/staged-status.ts';
 
 /**
- * Follows a rollout as Server-Sent Events: each deployment's `state` and `log` lines, ending
- * with `end` once every deployment the principal may read is final. States are protocol events,
+ * Follows a rollout as Server-Sent Events: each deployment's `state` and `log` lines, and for a
+ * staged rollout its `rollout` status as it changes; ends with `end` once every deployment the
+ * principal may read is final, or a staged rollout is over. States are protocol events,
  * never parsed from log lines.
  */
 export function rolloutEvents(
   c: Context,
-  deps: { bus: EventBus; deployments: DeploymentRepository; flushLogs: () => Promise<void> },
+  deps: {
+    bus: EventBus;
+    deployments: DeploymentRepository;
+    flushLogs: () => Promise<void>;
+    store: RolloutStore;
+  },
   target: { workspaceId: number; id: number; principal: Principal },
 ): Response {
   return streamSSE(c, async (stream) => {
@@ -26,10 +35,19 @@ export function rolloutEvents(
           canReadDeployment(target.principal, d.agent_name),
         ),
       signal: stop.signal,
+      staged: {
+        rolloutId: target.id,
+        load: async () => {
+          const status = await stagedStatus(deps.store, target.id);
+          return status && { final: isFinalRolloutState(status.state), status };
+        },
+      },
     });
     for await (const item of items) {
       if (item.kind === 'idle') {
         await stream.write(': keep-alive\n\n');
+      } else if (item.kind === 'rollout') {
+        await stream.writeSSE({ event: 'rollout', data: JSON.stringify(item.status) });
       } else if (item.kind === 'state') {
         await stream.writeSSE({ event: 'state', data: JSON.stringify(item.state) });
       } else {

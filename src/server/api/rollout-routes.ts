@@ -10,11 +10,14 @@ import { activateRollout } from '../deployments/activate-rollout.ts';
 import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
+import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
+import { stagedStatus } from '../rollouts/staged-status.ts';
 import type { ApiEnv } from './api-routes.ts';
 import { toDeploymentInfo } from './deployment-info.ts';
 import { MAX_DEPLOY_JSON_BYTES, parseJsonBody } from './parse-json-body.ts';
 import { recordAudit } from './record-audit.ts';
 import { rolloutEvents } from './rollout-events.ts';
+import { registerRolloutOperations } from './rollout-operation-routes.ts';
 
 /** `rollouts` routes: create from deploy.json, roll an agent back, show and follow a rollout. */
 export function registerRolloutRoutes(
@@ -24,8 +27,10 @@ export function registerRolloutRoutes(
     deployments: DeploymentRepository;
     bus: EventBus;
     baseUrl: (u: string) => string;
+    rollouts: RolloutEngine;
   },
 ): void {
+  const store = deps.rollouts.store;
   const rolloutUrl = (requestUrl: string, ws: string, id: number) =>
     `${deps.baseUrl(requestUrl)}/api/v1/workspaces/${ws}/rollouts/${id}`;
 
@@ -40,6 +45,7 @@ export function registerRolloutRoutes(
         id: rolloutId,
         url: rolloutUrl(c.req.url, c.req.param('ws') ?? 'default', rolloutId),
         deployments: rows.map(toDeploymentInfo),
+        staged: await stagedStatus(store, rolloutId),
       },
     };
   };
@@ -58,7 +64,10 @@ export function registerRolloutRoutes(
     await recordAudit(deps, c, {
       action: 'rollout.create',
       target: String(rolloutId),
-      detail: { agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])) },
+      detail: {
+        agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])),
+        ...(deploy.rollout ? { rollout: body.staged?.policy ?? deploy.rollout } : {}),
+      },
     });
     return c.json(body, 201);
   });
@@ -93,6 +102,12 @@ export function registerRolloutRoutes(
   // Follows a rollout: its deployments' states and logs as Server-Sent Events.
   api.get('/workspaces/:ws/rollouts/:id/events', async (c) => {
     const id = await rolloutOr404(c, 'follow a rollout');
-    return rolloutEvents(c, deps, { workspaceId: c.var.workspaceId, id, principal: c.var.principal });
+    return rolloutEvents(
+      c,
+      { ...deps, store },
+      { workspaceId: c.var.workspaceId, id, principal: c.var.principal },
+    );
   });
+
+  registerRolloutOperations(api, { ...deps, rolloutBody });
 }

@@ -34,7 +34,7 @@ export function deploymentEvents(
         ({ state } = item.state);
         const { step, reason } = item.state;
         await stream.writeSSE({ event: 'state', data: JSON.stringify({ state, step, reason }) });
-      } else {
+      } else if (item.kind === 'log') {
         await stream.writeSSE({
           event: 'log',
           id: String(item.lines.at(-1)!.seq),

@@ -1,5 +1,5 @@
 import type { Kysely, Selectable } from 'kysely';
-import { type FinalState, OPEN_STATES } from '../../protocol/deployment-state.ts';
+import { type FinalState, OPEN_STATES, SUPERSEDED_REASON } from '../../protocol/deployment-state.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 
@@ -27,7 +27,13 @@ export class DeploymentRepository {
     workspaceId: number;
     createdBy: string;
     now: number;
+    /** A staged rollout's stored policy (JSON) and batch count: its deployments wait for their batch. */
+    staged?: { policy: string; batchCount: number };
+    /** The rollout this one reverts. */
+    revertsRolloutId?: number;
     deployments: ReadonlyArray<{
+      batch?: number | undefined;
+      previousPath?: string | null;
       agentId: number;
       storePath: string;
       rollbackScript: string | null;
@@ -44,7 +50,15 @@ export class DeploymentRepository {
     return await this.db.transaction().execute(async (trx) => {
       const rollout = await trx
         .insertInto('rollouts')
-        .values({ workspace_id: input.workspaceId, created_at: input.now, created_by: input.createdBy })
+        .values({
+          workspace_id: input.workspaceId,
+          created_at: input.now,
+          created_by: input.createdBy,
+          policy: input.staged?.policy ?? null,
+          state: input.staged ? 'pending' : null,
+          batch_count: input.staged?.batchCount ?? 0,
+          reverts_rollout_id: input.revertsRolloutId ?? null,
+        })
         .returning('id')
         .executeTakeFirstOrThrow();
       const cancelled: Array<{ id: number; agent_id: number; rollout_id: number }> = [];
@@ -55,14 +69,14 @@ export class DeploymentRepository {
         cancelled.push(
           ...(await trx
             .updateTable('deployments')
-            .set({ state: 'cancelled', reason: 'superseded by a newer deployment', finished_at: input.now })
+            .set({ state: 'cancelled', reason: SUPERSEDED_REASON, finished_at: input.now })
             .where('agent_id', 'in', agentIds)
             .where('state', '=', 'pending')
             .returning(['id', 'agent_id', 'rollout_id'])
             .execute()),
         );
       }
-      // Eleven values a row: 500 rows stay far below either database's limit on bound values.
+      // Fourteen values a row: 500 rows stay far below either database's limit on bound values.
       const created: Array<Selectable<DeploymentsTable>> = [];
       for (const part of inChunks(input.deployments, 500)) {
         const rows = await trx
@@ -80,6 +94,10 @@ export class DeploymentRepository {
               kind: d.kind,
               state: 'pending',
               created_at: input.now,
+              batch: d.batch ?? null,
+              previous_path: d.previousPath ?? null,
+              // A staged rollout's engine lets each agent see its deployment when its batch opens.
+              dispatched_at: input.staged ? null : input.now,
             })),
           )
           .returningAll()
@@ -154,6 +172,8 @@ export class DeploymentRepository {
         .selectAll()
         .where('agent_id', 'in', part)
         .where('state', 'in', [...OPEN_STATES])
+        // A staged rollout's deployment stays hidden from its agent until its batch opens.
+        .where('dispatched_at', 'is not', null)
         .orderBy('id', 'desc')
         .execute();
       for (const r of rows) {

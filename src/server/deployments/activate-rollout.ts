@@ -1,6 +1,7 @@
 import { CairnError } from '../../lib/cairn-error.ts';
 import { parseStorePath } from '../../nix/store-path.ts';
 import type { DeployJson } from '../../protocol/deploy-json.ts';
+import { SUPERSEDED_REASON } from '../../protocol/deployment-state.ts';
 import { validationError } from '../../protocol/parse-or-throw.ts';
 import { canActivate } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
@@ -9,6 +10,9 @@ import type { CacheRepository } from '../db/cache-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import { planBatches } from '../rollouts/plan-batches.ts';
+import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
+import type { StoredPolicy } from '../rollouts/rollout-snapshot.ts';
 
 /** Seconds an agent has, by default, to get a deployment confirmed over a new connection. */
 export const DEFAULT_CONFIRM_TIMEOUT_SECONDS = 60;
@@ -21,6 +25,8 @@ export interface ActivateDeps {
   readonly deployments: DeploymentRepository;
   readonly bus: EventBus;
   readonly now: () => number;
+  /** Runs staged rollouts; a deploy.json with a `rollout` policy needs it. */
+  readonly rollouts?: Pick<RolloutEngine, 'step'>;
 }
 
 /**
@@ -101,7 +107,30 @@ export async function activateRollout(
     const checks = [...own('*'), ...own(name)];
     return checks.length === 0 ? null : JSON.stringify(checks);
   };
+  // A staged rollout's batches, planned now so that a canary selector matching nobody is refused.
+  let staged: { policy: string; batchCount: number; batchOf: Map<number, number> } | undefined;
+  if (deploy.rollout && names.every((n) => byName.has(n))) {
+    const ids = names.map((n) => byName.get(n)!.id);
+    const tags = await deps.agents.tagsOf(ids);
+    const plan = planBatches(
+      names.map((n) => ({ id: byName.get(n)!.id, name: n, tags: tags.get(byName.get(n)!.id) ?? [] })),
+      deploy.rollout,
+    );
+    if (plan.problems) problems.push(...plan.problems);
+    else {
+      const batchOf = new Map<number, number>();
+      plan.batches.forEach((b, i) => {
+        for (const id of b.agentIds) batchOf.set(id, i);
+      });
+      const stored: StoredPolicy = {
+        ...deploy.rollout,
+        plan: plan.batches.map((b) => ({ label: b.label, advance: b.advance })),
+      };
+      staged = { policy: JSON.stringify(stored), batchCount: plan.batches.length, batchOf };
+    }
+  }
   if (problems.length > 0) throw validationError('create the deployment', problems);
+  if (staged && !deps.rollouts) throw new Error('a staged rollout needs the rollout engine');
 
   const now = deps.now();
   // Rollback scripts are kept by system; the agent's script is picked when it is told, by the system it reports.
@@ -113,9 +142,12 @@ export async function activateRollout(
     workspaceId,
     createdBy: principal.tokenName,
     now,
+    ...(staged ? { staged } : {}),
     deployments: names.map((n) => {
       const agent = byName.get(n)!;
       return {
+        batch: staged?.batchOf.get(agent.id),
+        previousPath: agent.store_path,
         agentId: agent.id,
         storePath: deploy.agents[n]!,
         rollbackScript: rollback,
@@ -135,14 +167,21 @@ export async function activateRollout(
       agent: nameById.get(c.agentId) ?? '',
       state: 'cancelled',
       step: null,
-      reason: 'superseded by a newer deployment',
+      reason: SUPERSEDED_REASON,
     });
   }
-  // Agents hear of it first, from the rows just written: an agent still running an earlier
-  // deployment must finish it first and is told that one again (one query for the whole rollout).
-  const running = await deps.deployments.runningOf(created.map((d) => d.agent_id));
-  for (const d of created) {
-    deps.bus.publish('desired', { agentId: d.agent_id, deployment: running.get(d.agent_id) ?? d });
+  // A newer deployment may have taken agents from a staged rollout: its engine sees to it.
+  for (const rollout of new Set(cancelled.map((c) => c.rolloutId))) await deps.rollouts?.step(rollout);
+  if (staged) {
+    // The engine opens the first batch (or waits at its gate) before the answer goes out.
+    await deps.rollouts!.step(rolloutId);
+  } else {
+    // Agents hear of it first, from the rows just written: an agent still running an earlier
+    // deployment must finish it first and is told that one again (one query for the whole rollout).
+    const running = await deps.deployments.runningOf(created.map((d) => d.agent_id));
+    for (const d of created) {
+      deps.bus.publish('desired', { agentId: d.agent_id, deployment: running.get(d.agent_id) ?? d });
+    }
   }
   const deployments = created.map((d) => ({ id: d.id, agent: nameById.get(d.agent_id)! }));
   return { rolloutId, deployments: deployments.sort((a, b) => (a.agent < b.agent ? -1 : 1)) };

@@ -32,6 +32,10 @@ export interface BusEvents {
    * agents then costs one query, not one per agent.
    */
   desired: { readonly agentId: number; readonly deployment?: Selectable<DeploymentsTable> | null };
+  /** A staged rollout changed (state, batch, why it waits): readers query the database. */
+  rollout: { readonly workspaceId: number; readonly rolloutId: number };
+  /** An agent connected and said hello: a deferred deployment may now be its due. */
+  'agent-online': { readonly agentId: number };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
 }

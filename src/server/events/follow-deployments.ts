@@ -24,6 +24,7 @@ export type FollowItem =
       readonly agent: string;
       readonly lines: ReadonlyArray<{ seq: number; t: number; text: string }>;
     }
+  | { readonly kind: 'rollout'; readonly status: unknown }
   | { readonly kind: 'idle' };
 
 /** What to follow. */
@@ -36,6 +37,15 @@ export interface FollowOptions {
   readonly after?: number;
   /** Stops following (the client went away). */
   readonly signal: AbortSignal;
+  /**
+   * A staged rollout to follow too: its status is yielded when it changes, and following ends
+   * when the rollout is over (deferred agents may stay pending long after), not when every
+   * deployment is final.
+   */
+  readonly staged?: {
+    readonly rolloutId: number;
+    readonly load: () => Promise<{ readonly final: boolean; readonly status: unknown } | null>;
+  };
 }
 
 /**
@@ -50,7 +60,7 @@ export async function* followDeployments(
   const { signal, concerns } = options;
   // Events wait here. Taken from the front by swapping arrays, not shift(): a rollout to
   // 10,000 agents queues tens of thousands, and shift() is linear.
-  type Queued = { kind: 'state'; e: DeploymentEvent } | { kind: 'log'; e: LogEvent };
+  type Queued = { kind: 'state'; e: DeploymentEvent } | { kind: 'log'; e: LogEvent } | { kind: 'rollout' };
   let queue: Queued[] = [];
   let taking: Queued[] = [];
   let head = 0;
@@ -74,6 +84,9 @@ export async function* followDeployments(
     }),
     deps.bus.subscribe('log', (e) => {
       if (concerns(e)) push({ kind: 'log', e });
+    }),
+    deps.bus.subscribe('rollout', (e) => {
+      if (e.rolloutId === options.staged?.rolloutId) push({ kind: 'rollout' });
     }),
   ];
   const onAbort = () => wake?.();
@@ -113,8 +126,15 @@ export async function* followDeployments(
         }
       }
     }
+    let stagedOver = false;
+    const first = await options.staged?.load();
+    if (first) {
+      yield { kind: 'rollout', status: first.status };
+      stagedOver = first.final;
+    }
+    const more = () => (first ? !stagedOver : openCount > 0);
     let taken = 0;
-    while (openCount > 0 && !signal.aborted) {
+    while (more() && !signal.aborted) {
       // Items the consumer writes without waiting would otherwise run as one long chain of
       // microtasks, holding up every other request: let the event loop turn now and then.
       if (++taken % 256 === 0) await new Promise((resolve) => setImmediate(resolve));
@@ -126,6 +146,17 @@ export async function* followDeployments(
         });
         wake = undefined;
         if (idle && queue.length === 0 && !signal.aborted) yield { kind: 'idle' };
+        continue;
+      }
+      if (item.kind === 'rollout') {
+        // Doorbells: the status is read once for however many rang.
+        if (queue.some((q) => q.kind === 'rollout') || taking.slice(head).some((q) => q.kind === 'rollout'))
+          continue;
+        const s = await options.staged?.load();
+        if (s) {
+          yield { kind: 'rollout', status: s.status };
+          stagedOver = s.final;
+        }
         continue;
       }
       const was = states.get(item.e.deploymentId);

@@ -1,0 +1,224 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { Logger } from 'pino';
+import type { Database, DeploymentsTable } from '../db/database-schema.ts';
+import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { EventBus } from '../events/event-bus.ts';
+import { type Decision, decideRollout } from './decide-rollout.ts';
+import { operateRollout, type RolloutOperation } from './operate-rollout.ts';
+import type { AgentSnapshot, RolloutSnapshot } from './rollout-snapshot.ts';
+import { type Applied, RolloutStore } from './rollout-store.ts';
+
+/** How often the engine re-decides every active rollout (bake ends, deadlines, lost events). */
+export const ROLLOUT_TICK_MS = 1000;
+
+/** What the engine needs. */
+export interface RolloutEngineDeps {
+  readonly db: Kysely<Database>;
+  readonly deployments: Pick<DeploymentRepository, 'runningOf'>;
+  readonly bus: EventBus;
+  readonly log: Logger;
+  readonly now: () => number;
+  readonly tickMs?: number;
+}
+
+/**
+ * Runs staged rollouts. Keeps no state that matters in memory: every step reads the rollout
+ * from the database, decides with {@link decideRollout} and applies the decision with
+ * compare-and-set, on a tick and whenever one of its agents reports. A restarted server (or
+ * another replica) carries on from the rows.
+ */
+export class RolloutEngine {
+  readonly #deps: RolloutEngineDeps;
+  /** Where staged rollouts are read and their decisions applied. */
+  readonly store: RolloutStore;
+  /** Rollouts known to be active: a cache that only decides which events wake the engine. */
+  readonly #active = new Set<number>();
+  /** Rollouts being decided now, and those to decide again when that is done. */
+  readonly #busy = new Set<number>();
+  readonly #again = new Set<number>();
+  readonly #soon = new Set<number>();
+  #soonTimer: NodeJS.Immediate | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #ticking = false;
+  #closed = false;
+  readonly #unsubscribe: Array<() => void>;
+
+  constructor(deps: RolloutEngineDeps) {
+    this.#deps = deps;
+    this.store = new RolloutStore(deps.db);
+    this.#unsubscribe = [
+      // Only verdicts move a rollout on; steps of a running deployment do not.
+      deps.bus.subscribe('deployment', (e) => {
+        if (e.state !== 'running' && e.state !== 'pending' && this.#active.has(e.rolloutId))
+          this.kick(e.rolloutId);
+      }),
+      deps.bus.subscribe('agent-online', ({ agentId }) => void this.#agentOnline(agentId)),
+    ];
+  }
+
+  /** Starts the tick; the first one runs at once (a restarted server picks its rollouts up). */
+  start(): void {
+    const tick = () => {
+      void this.tick().finally(() => {
+        if (!this.#closed) this.#timer = setTimeout(tick, this.#deps.tickMs ?? ROLLOUT_TICK_MS).unref();
+      });
+    };
+    tick();
+  }
+
+  /** Decides every active rollout once. */
+  async tick(): Promise<void> {
+    if (this.#ticking || this.#closed) return;
+    this.#ticking = true;
+    try {
+      const ids = await this.store.active();
+      this.#active.clear();
+      for (const id of ids) this.#active.add(id);
+      for (const id of ids) await this.step(id);
+    } catch (err) {
+      this.#deps.log.error({ err }, 'rollout engine tick failed');
+    } finally {
+      this.#ticking = false;
+    }
+  }
+
+  /** Decides a rollout soon (events of one turn of the event loop are decided once). */
+  kick(rolloutId: number): void {
+    this.#active.add(rolloutId);
+    this.#soon.add(rolloutId);
+    this.#soonTimer ??= setImmediate(() => {
+      this.#soonTimer = undefined;
+      const ids = [...this.#soon];
+      this.#soon.clear();
+      for (const id of ids)
+        void this.step(id).catch((err) => this.#deps.log.error({ err, rollout: id }, 'rollout step failed'));
+    });
+  }
+
+  /** Decides one rollout and applies the decision; one step per rollout at a time. */
+  async step(id: number): Promise<void> {
+    if (this.#closed) return;
+    if (this.#busy.has(id)) {
+      this.#again.add(id);
+      return;
+    }
+    this.#busy.add(id);
+    try {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const snap = await this.store.snapshot(id);
+        if (!snap) return;
+        const now = this.#deps.now();
+        const d = decideRollout(snap.rollout, snap.agents, now);
+        if (isEmpty(d, snap.rollout)) break;
+        const applied = await this.store.apply(snap.rollout, d, snap.agents, now);
+        if (!applied) continue; // another decision got there first: decide again from the new rows
+        await this.#announce(snap.rollout, snap.agents, d, applied);
+        // And decide again: what was just applied may allow more.
+      }
+    } finally {
+      this.#busy.delete(id);
+      if (this.#again.delete(id)) this.kick(id);
+    }
+  }
+
+  /**
+   * Pauses, resumes, promotes or aborts a staged rollout (CONFLICT when its state does not allow
+   * it); false when the rollout does not exist in the workspace or is not staged.
+   */
+  async operate(workspaceId: number, id: number, o: RolloutOperation, by: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const snap = await this.store.snapshot(id);
+      if (!snap || snap.rollout.workspaceId !== workspaceId) return false;
+      const now = this.#deps.now();
+      const d = operateRollout(snap.rollout, snap.agents, o, by, now);
+      const applied = await this.store.apply(snap.rollout, d, snap.agents, now);
+      if (!applied) continue;
+      await this.#announce(snap.rollout, snap.agents, d, applied);
+      this.kick(id);
+      return true;
+    }
+    throw new Error(`rollout ${id} kept changing while it was being ${o.op}d`);
+  }
+
+  async #agentOnline(agentId: number): Promise<void> {
+    try {
+      const rows = await this.store.dispatchReturning(agentId, this.#deps.now());
+      await this.#tell(rows);
+      for (const r of rows) this.kick(r.rollout_id);
+    } catch (err) {
+      this.#deps.log.error({ err, agentId }, 'cannot dispatch deferred deployments');
+    }
+  }
+
+  /** Tells agents what changed for them, and followers that the rollout changed. */
+  async #announce(
+    r: RolloutSnapshot,
+    agents: readonly AgentSnapshot[],
+    d: Decision,
+    applied: Applied,
+  ): Promise<void> {
+    const { bus } = this.#deps;
+    const names = new Map(agents.map((a) => [a.deploymentId, a.agent]));
+    for (const c of applied.cancelled) {
+      bus.publish('deployment', {
+        workspaceId: r.workspaceId,
+        rolloutId: r.id,
+        deploymentId: c.id,
+        agent: names.get(c.id) ?? '',
+        state: 'cancelled',
+        step: null,
+        reason: d.cancel.reason,
+      });
+    }
+    await this.#tell([...applied.dispatched, ...applied.reverts]);
+    bus.publish('rollout', { workspaceId: r.workspaceId, rolloutId: r.id });
+    if (d.rollout.state !== undefined && d.rollout.state !== r.state) {
+      this.#deps.log.info(
+        { rollout: r.id, state: d.rollout.state, reason: d.rollout.reason ?? undefined },
+        `rollout ${d.rollout.state}`,
+      );
+    }
+  }
+
+  /** Tells each agent its desired deployment: one still running comes first. */
+  async #tell(rows: ReadonlyArray<Selectable<DeploymentsTable>>): Promise<void> {
+    if (rows.length === 0) return;
+    const running = await this.#deps.deployments.runningOf(rows.map((d) => d.agent_id));
+    for (const row of rows) {
+      this.#deps.bus.publish('desired', {
+        agentId: row.agent_id,
+        deployment: running.get(row.agent_id) ?? row,
+      });
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#soonTimer) clearImmediate(this.#soonTimer);
+    for (const u of this.#unsubscribe) u();
+  }
+}
+
+/** True when a decision changes nothing the rollout does not already hold. */
+function isEmpty(d: Decision, r: RolloutSnapshot): boolean {
+  if (
+    d.dispatch.length +
+      d.dispatchUncounted.length +
+      d.defer.length +
+      d.outcomes.length +
+      d.cancel.ids.length +
+      d.revert.length >
+    0
+  ) {
+    return false;
+  }
+  const current: Record<string, unknown> = {
+    state: r.state,
+    batch: r.batch,
+    batchOpenedAt: r.batchOpenedAt,
+    waiting: r.waiting,
+    revertState: r.revertState,
+  };
+  return Object.entries(d.rollout).every(([k, v]) => k in current && current[k] === v);
+}
