@@ -151,6 +151,17 @@ describe('agent tags: set by an admin, shown by the API, the CLI and the dashboa
     assert.equal(cleanup.status, 200);
   });
 
+  it('never lets changes at once leave an agent with more than 32 tags', async () => {
+    await adminApi(server, 'POST', '/agents', { name: 'race' });
+    // Six changes of six new tags each: five fit in 32, the sixth must be refused.
+    const batch = (p: number) => Array.from({ length: 6 }, (_, i) => `r${p}-${i}`);
+    const statuses = (
+      await Promise.all([0, 1, 2, 3, 4, 5].map((p) => call('PATCH', 'agents/race/tags', { add: batch(p) })))
+    ).map((r) => r.status);
+    assert.deepEqual(statuses.sort(), [200, 200, 200, 200, 200, 400]);
+    assert.equal((await tagsOf('race')).length, 30);
+  });
+
   it('answers 404 for an unknown agent, and exit 1 from the CLI', async () => {
     const res = await call('PATCH', 'agents/nope/tags', { add: ['canary'] });
     assert.equal(res.status, 404);
@@ -175,9 +186,8 @@ describe('agent tags: set by an admin, shown by the API, the CLI and the dashboa
     assert.deepEqual(await tagsOf('web1'), ['eu-west']);
     const list = await cli(['agent', 'list', '--json'], { ...env, CAIRN_TOKEN: deployer });
     assert.equal(list.code, 0, list.stderr);
-    assert.deepEqual((JSON.parse(list.stdout) as Array<{ tags: string[] }>).map((a) => a.tags)[1], [
-      'eu-west',
-    ]);
+    const seen = JSON.parse(list.stdout) as Array<{ name: string; tags: string[] }>;
+    assert.deepEqual(seen.find((a) => a.name === 'web1')?.tags, ['eu-west']);
   });
 
   it("parses an older server's agent, which has no tags, as having none", () => {

@@ -133,6 +133,13 @@ export class AgentRepository {
     let count = 0;
     try {
       return await this.db.transaction().execute(async (trx) => {
+        // A no-op write locks the agent's row (PostgreSQL; SQLite has one writer anyway), so
+        // two changes at once cannot both pass the count and leave more than `max` tags.
+        await trx
+          .updateTable('agents')
+          .set((eb) => ({ name: eb.ref('name') }))
+          .where('id', '=', agentId)
+          .execute();
         if (change.remove.length > 0) {
           await trx
             .deleteFrom('agent_tags')
