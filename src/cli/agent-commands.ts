@@ -1,17 +1,25 @@
 import type { Command } from 'commander';
-import { agentListSchema, createdAgentSchema } from '../protocol/api-schemas.ts';
+import { agentInfoSchema, agentListSchema, createdAgentSchema } from '../protocol/api-schemas.ts';
 import type { CommandContext } from './command-context.ts';
 import { formatTable } from './format-table.ts';
 
-/** `cairn agent create|list|revoke|token`. */
+/** `cairn agent create|list|tag|revoke|token`. */
 export function registerAgentCommands(program: Command, ctx: CommandContext): void {
   const agent = program.command('agent').description('manage agents (the machines Cairn deploys to)');
   agent
     .command('create')
     .description("create an agent; prints its token (for the machine's CAIRN_AGENT_TOKEN), once, on stdout")
     .argument('<name>', 'agent name: a-z, 0-9, ".", "_", "-"')
-    .action(async (name: string) => {
-      const created = await ctx.client().request('POST', 'agents', createdAgentSchema, { name });
+    // One tag per flag, as `deploy activate --agent`: a variadic option would swallow NAME.
+    .option(
+      '--tag <tag>',
+      'give the agent this tag, such as canary (repeat the flag for several; at most 32)',
+      (tag: string, tags: string[]) => [...tags, tag],
+      [] as string[],
+    )
+    .action(async (name: string, opts: { tag: string[] }) => {
+      const body = opts.tag.length > 0 ? { name, tags: opts.tag } : { name };
+      const created = await ctx.client().request('POST', 'agents', createdAgentSchema, body);
       ctx.io.stdout.write(`${created.token}\n`);
       ctx.io.stderr.write(
         `created agent ${name}; on the machine run: CAIRN_AGENT_TOKEN=<token> cairn deploy agent ${name}\n`,
@@ -19,7 +27,7 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
     });
   agent
     .command('list')
-    .description('list agents: online, last seen, what each runs')
+    .description('list agents: tags, online, last seen, what each runs')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       const { agents } = await ctx.client().request('GET', 'agents', agentListSchema);
@@ -29,9 +37,10 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
       }
       ctx.io.stdout.write(
         formatTable(
-          ['NAME', 'ONLINE', 'LAST SEEN', 'GEN', 'SYSTEM', 'AGENT', 'STORE PATH'],
+          ['NAME', 'TAGS', 'ONLINE', 'LAST SEEN', 'GEN', 'SYSTEM', 'AGENT', 'STORE PATH'],
           agents.map((a) => [
             a.name,
+            a.tags.length > 0 ? a.tags.join(',') : '-',
             a.online ? 'yes' : 'no',
             a.lastSeenAt ?? 'never',
             a.generation === null ? '-' : String(a.generation),
@@ -40,6 +49,32 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
             a.storePath ?? '-',
           ]),
         ),
+      );
+    });
+  agent
+    .command('tag')
+    .description('add tags to an agent, or remove them with --remove; rollout policies pick canaries by tag')
+    .argument('<name>', 'agent name')
+    .argument('<tag...>', 'tags: a-z, 0-9, ".", "_", "-", as agent names (at most 32 per agent)')
+    .option(
+      '--remove',
+      'remove these tags instead of adding them (removing a tag the agent lacks is no error)',
+    )
+    .addHelpText(
+      'after',
+      '\nExamples:\n  cairn agent tag web1 canary eu-west\n  cairn agent tag web1 --remove canary\nRollout policies select agents by tag: "canary": ["tag:canary"] (docs/rollouts.md).\nToken: CAIRN_TOKEN, with the admin scope.\nExit codes: 0 done; 1 the server failed; 2 an invalid tag, more than 32 tags, or bad credentials.',
+    )
+    .action(async (name: string, tags: string[], opts: { remove?: boolean }) => {
+      const agentInfo = await ctx
+        .client()
+        .request(
+          'PATCH',
+          `agents/${encodeURIComponent(name)}/tags`,
+          agentInfoSchema,
+          opts.remove ? { remove: tags } : { add: tags },
+        );
+      ctx.io.stderr.write(
+        `${opts.remove ? 'removed' : 'added'} ${tags.length === 1 ? 'tag' : 'tags'} ${tags.join(', ')}; agent ${name} now has ${agentInfo.tags.length > 0 ? `tags ${agentInfo.tags.join(', ')}` : 'no tags'}\n`,
       );
     });
   agent

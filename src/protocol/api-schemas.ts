@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { tagListSchema } from './agent-tags.ts';
 import { nameSchema, tokenScopeSchema } from './token-scope.ts';
 
 /** The one error body of every HTTP error Cairn returns. */
@@ -59,7 +60,21 @@ export const missingPathsBodySchema = z.strictObject({ paths: z.array(z.string()
 export const missingPathsSchema = z.object({ missing: z.array(z.string()) });
 
 /** `POST /api/v1/workspaces/:ws/agents` */
-export const createAgentBodySchema = z.strictObject({ name: nameSchema });
+export const createAgentBodySchema = z.strictObject({ name: nameSchema, tags: tagListSchema.optional() });
+
+/**
+ * `PATCH /api/v1/workspaces/:ws/agents/:name/tags`: tags to add and tags to remove, applied
+ * together; adding a tag the agent has, or removing one it lacks, changes nothing. The answer
+ * is the agent.
+ */
+export const changeAgentTagsBodySchema = z
+  .strictObject({ add: tagListSchema.default([]), remove: tagListSchema.default([]) })
+  .superRefine((body, ctx) => {
+    if (body.add.length === 0 && body.remove.length === 0)
+      ctx.addIssue({ code: 'custom', message: 'give at least one tag to add or remove' });
+    for (const tag of body.add.filter((t) => body.remove.includes(t)))
+      ctx.addIssue({ code: 'custom', path: ['remove'], message: `tag '${tag}' is both added and removed` });
+  });
 
 /** An agent as the API shows it. */
 export const agentInfoSchema = z.object({
@@ -75,6 +90,8 @@ export const agentInfoSchema = z.object({
   nixVersion: z.string().nullable(),
   profile: z.string().nullable(),
   createdAt: z.string(),
+  /** Its tags, sorted; absent from servers older than agent tags. */
+  tags: z.array(z.string()).default([]),
 });
 export type AgentInfo = z.infer<typeof agentInfoSchema>;
 export const agentListSchema = z.object({ agents: z.array(agentInfoSchema) });

@@ -77,6 +77,8 @@ describe('dashboard in Chromium', () => {
       system('db-1', ['tool-1.0']),
     ]);
     for (const name of ['alpha', 'beta']) await bed.agent(name);
+    const tagged = await cli(['agent', 'tag', 'alpha', 'canary', 'eu-west'], bed.world.env);
+    assert.equal(tagged.code, 0, tagged.stderr);
     const first = await cli(
       ['deploy', 'activate', await deployFile({ alpha: paths.get('web-1')!, beta: paths.get('db-1')! })],
       bed.world.env,
@@ -125,6 +127,10 @@ describe('dashboard in Chromium', () => {
     assert.equal(await page.locator('tr[data-agent]').count(), 2);
     assert.equal(await page.locator('tr[data-agent="alpha"] .s-online').count(), 1);
     assert.equal(await page.locator('tr[data-agent="beta"] .s-succeeded').count(), 1);
+    assert.deepEqual(await page.locator('tr[data-agent="alpha"] .tag').allTextContents(), [
+      'canary',
+      'eu-west',
+    ]);
     await shot('fleet');
     await page.fill('input[name=q]', 'bet');
     await page.click('form.filters button');
@@ -215,6 +221,7 @@ describe('dashboard in Chromium', () => {
     await page.waitForSelector('#current-path');
     assert.equal((await page.textContent('#current-path'))?.trim(), paths.get('web-1'));
     assert.equal(await page.locator('svg.chart circle').count(), 3);
+    assert.deepEqual(await page.locator('#tags .tag').allTextContents(), ['canary', 'eu-west']);
     await shot('agent');
     const rb = await newestDeployment('alpha');
     await page.goto(`${bed.server.url}/rollouts/${rb.rolloutId}`);

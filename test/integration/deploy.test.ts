@@ -43,7 +43,7 @@ describe('cairn deploy activate and cairn deploy agent', () => {
     );
     assert.equal(await readFile(record, 'utf8'), `${nixos} switch\n`);
     const list = await cli(['agent', 'list'], bed.world.env);
-    assert.match(list.stdout, new RegExp(`web1\\s+yes\\s+\\S+\\s+1\\s+\\S+\\s+\\S+\\s+${nixos}`));
+    assert.match(list.stdout, new RegExp(`web1\\s+-\\s+yes\\s+\\S+\\s+1\\s+\\S+\\s+\\S+\\s+${nixos}`));
   });
 
   it('rolls back a NixOS-kind closure whose activation fails, re-activating the previous one, and exits 1', async () => {

@@ -197,6 +197,12 @@ describe('authorization: every route, every kind of token', () => {
       expect: { admin: 201 },
     },
     {
+      method: 'PATCH',
+      path: '/api/v1/workspaces/:ws/agents/:name/tags',
+      make: async () => ({ url: api(`agents/${await freshAgent()}/tags`), body: { add: ['canary'] } }),
+      expect: { admin: 200 },
+    },
+    {
       method: 'POST',
       path: '/api/v1/workspaces/:ws/rollouts',
       make: async () => ({ url: api('rollouts'), body: { agents: { a1: storePath } } }),

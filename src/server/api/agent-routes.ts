@@ -1,6 +1,11 @@
 import type { Hono } from 'hono';
 import { CairnError } from '../../lib/cairn-error.ts';
-import { type AgentInfo, createAgentBodySchema } from '../../protocol/api-schemas.ts';
+import { MAX_AGENT_TAGS } from '../../protocol/agent-tags.ts';
+import {
+  type AgentInfo,
+  changeAgentTagsBodySchema,
+  createAgentBodySchema,
+} from '../../protocol/api-schemas.ts';
 import { assertAdmin, assertFleetViewer, canViewAgent } from '../auth/permissions.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { AgentRepository, AgentRow } from '../db/agent-repository.ts';
@@ -13,8 +18,8 @@ import { recordAudit } from './record-audit.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** An agent row as the API shows it. */
-export function toAgentInfo(row: AgentRow): AgentInfo {
+/** An agent row and its tags as the API shows them. */
+export function toAgentInfo(row: AgentRow, tags: readonly string[]): AgentInfo {
   return {
     name: row.name,
     online: row.online === 1,
@@ -28,10 +33,12 @@ export function toAgentInfo(row: AgentRow): AgentInfo {
     nixVersion: row.nix_version,
     profile: row.profile,
     createdAt: new Date(row.created_at).toISOString(),
+    // Sorted here, not by the database, whose collation may order "a-b" and "ab" either way.
+    tags: [...tags].sort(),
   };
 }
 
-/** `agents` routes: create (with its token), list, show, revoke its token. */
+/** `agents` routes: create (with its token and tags), list, show, tag, revoke its token. */
 export function registerAgentRoutes(
   api: Hono<ApiEnv>,
   deps: {
@@ -69,13 +76,26 @@ export function registerAgentRoutes(
       createdAt: now,
     });
     if (!row) throw new CairnError('ALREADY_EXISTS', `Cannot create agent: '${body.name}' exists`);
-    await recordAudit(deps, c, { action: 'agent.create', target: body.name });
-    return c.json({ agent: toAgentInfo(row), token: secret }, 201);
+    // The schema allows at most MAX_AGENT_TAGS, so the new agent cannot end with too many.
+    const tags = await deps.agents.changeTags(row.id, {
+      add: body.tags ?? [],
+      remove: [],
+      max: MAX_AGENT_TAGS,
+    });
+    await recordAudit(deps, c, {
+      action: 'agent.create',
+      target: body.name,
+      ...(body.tags?.length ? { detail: { tags: body.tags } } : {}),
+    });
+    return c.json({ agent: toAgentInfo(row, Array.isArray(tags) ? tags : []), token: secret }, 201);
   });
 
+  // One query for the agents and one for all their tags, whatever the fleet's size.
   api.get('/workspaces/:ws/agents', async (c) => {
     assertFleetViewer(c.var.principal, 'list agents');
-    return c.json({ agents: (await deps.agents.list(c.var.workspaceId)).map(toAgentInfo) });
+    const rows = await deps.agents.list(c.var.workspaceId);
+    const tags = await deps.agents.tagsOf(rows.map((r) => r.id));
+    return c.json({ agents: rows.map((r) => toAgentInfo(r, tags.get(r.id) ?? [])) });
   });
 
   const agentOr404 = async (workspaceId: number, name: string) => {
@@ -83,13 +103,33 @@ export function registerAgentRoutes(
     if (!row) throw new CairnError('NOT_FOUND', `Cannot find agent '${name}' in this workspace`);
     return row;
   };
+  const agentInfoOf = async (row: AgentRow) =>
+    toAgentInfo(row, (await deps.agents.tagsOf([row.id])).get(row.id) ?? []);
 
   api.get('/workspaces/:ws/agents/:name', async (c) => {
     const p = c.var.principal;
     const name = c.req.param('name');
     if (!canViewAgent(p, name))
       throw new CairnError('FORBIDDEN', `Cannot show agent '${name}': token '${p.tokenName}' may not`);
-    return c.json(toAgentInfo(await agentOr404(c.var.workspaceId, name)));
+    return c.json(await agentInfoOf(await agentOr404(c.var.workspaceId, name)));
+  });
+
+  // Adds and removes tags together (a PATCH: tags not named are kept), so two admins tagging
+  // the same agent at once cannot undo each other's change.
+  api.patch('/workspaces/:ws/agents/:name/tags', async (c) => {
+    const name = c.req.param('name');
+    assertAdmin(c.var.principal, `tag agent '${name}'`);
+    const body = await parseJsonBody(c, changeAgentTagsBodySchema, `tag agent '${name}'`);
+    const row = await agentOr404(c.var.workspaceId, name);
+    const tags = await deps.agents.changeTags(row.id, { ...body, max: MAX_AGENT_TAGS });
+    if (!Array.isArray(tags)) {
+      throw new CairnError(
+        'INVALID_ARGUMENT',
+        `Cannot tag agent '${name}': it would have ${tags.tooMany} tags, more than the ${MAX_AGENT_TAGS} allowed`,
+      );
+    }
+    await recordAudit(deps, c, { action: 'agent.tag', target: row.name, detail: { ...body, tags } });
+    return c.json(toAgentInfo(row, tags));
   });
 
   // Revoking an agent revokes its token: its connection closes at once and reconnects are refused.
@@ -120,6 +160,6 @@ export function registerAgentRoutes(
     });
     await deps.agents.setToken(row.id, tokenId);
     await recordAudit(deps, c, { action: 'agent.token', target: row.name });
-    return c.json({ agent: toAgentInfo({ ...row, token_id: tokenId }), token: secret }, 201);
+    return c.json({ agent: await agentInfoOf({ ...row, token_id: tokenId }), token: secret }, 201);
   });
 }

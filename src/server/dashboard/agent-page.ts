@@ -7,11 +7,13 @@ import { badge, type Html, layout } from './layout.ts';
 import { rollbackForm } from './rollback-form.ts';
 import type { Session } from './session-store.ts';
 import { sizeChart } from './size-chart.ts';
+import { tagList } from './tag-list.ts';
 
 /** One agent: what it runs (generation, kind, closure size), its size over time, its history. */
 export function agentPage(options: {
   session: Session;
   agent: AgentRow;
+  tags: readonly string[];
   history: readonly DeploymentRow[];
   closureSize: number | null;
   canRollback: boolean;
@@ -29,6 +31,7 @@ export function agentPage(options: {
 <div id="agent" data-refresh="5">
 <dl class="facts">
 <dt>Status</dt><dd>${badge(a.online === 1 ? 'online' : 'offline', 'agent-status')} <span class="muted">last seen <time datetime="${iso(a.last_seen_at)}">${a.online === 1 ? 'now' : timeAgo(a.last_seen_at, now)}</time></span></dd>
+<dt>Tags</dt><dd id="tags">${tagList(options.tags)}</dd>
 <dt>Runs</dt><dd class="mono" id="current-path">${a.store_path ?? '–'}</dd>
 <dt>Generation</dt><dd id="generation">${a.generation ?? '–'}</dd>
 <dt>Kind</dt><dd>${kindLabel(a.kind)}</dd>

@@ -14,6 +14,8 @@ export interface FleetRow {
   } | null;
   /** NAR size of the closure of the store path the agent runs, when an agent reported it. */
   readonly closureSize: number | null;
+  /** The agent's tags, sorted. */
+  readonly tags: readonly string[];
 }
 
 /**
@@ -23,7 +25,7 @@ export interface FleetRow {
 export class DashboardQueries {
   constructor(private readonly db: Kysely<Database>) {}
 
-  /** Every agent of the workspace with its newest deployment and its closure size, by name. */
+  /** Every agent of the workspace with its newest deployment, closure size and tags, by name. */
   async fleet(workspaceId: number): Promise<FleetRow[]> {
     const rows = await this.db
       .selectFrom('agents')
@@ -53,6 +55,14 @@ export class DashboardQueries {
       .where('agents.workspace_id', '=', workspaceId)
       .orderBy('agents.name')
       .execute();
+    const tags = new Map<number, string[]>();
+    const tagRows = await this.db
+      .selectFrom('agent_tags')
+      .innerJoin('agents', 'agents.id', 'agent_tags.agent_id')
+      .select(['agent_tags.agent_id', 'agent_tags.tag'])
+      .where('agents.workspace_id', '=', workspaceId)
+      .execute();
+    for (const t of tagRows) tags.set(t.agent_id, [...(tags.get(t.agent_id) ?? []), t.tag]);
     return rows.map((r) => {
       const { d_id, d_state, d_step, d_store_path, d_created_at, closure_size, ...agent } = r;
       return {
@@ -68,6 +78,7 @@ export class DashboardQueries {
                 createdAt: Number(d_created_at),
               },
         closureSize: closure_size === null ? null : Number(closure_size),
+        tags: (tags.get(agent.id) ?? []).sort(),
       };
     });
   }

@@ -129,6 +129,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
         agentPage({
           session: s,
           agent,
+          tags: (await deps.agents.tagsOf([agent.id])).get(agent.id) ?? [],
           history,
           closureSize: agent.store_path ? (sizes.get(agent.store_path)?.narSize ?? null) : null,
           canRollback: canActivate(s.principal, agent.name),

@@ -4,6 +4,7 @@ import type { FleetRow } from './dashboard-queries.ts';
 import { formatBytes, iso, kindLabel, shortPath, timeAgo } from './format.ts';
 import { badge, type Html, layout } from './layout.ts';
 import type { Session } from './session-store.ts';
+import { tagList } from './tag-list.ts';
 
 /** What the fleet can be filtered by: online status or the newest deployment's state. */
 export const FLEET_STATUSES: readonly string[] = ['online', 'offline', ...DEPLOYMENT_STATES];
@@ -47,13 +48,14 @@ export function fleetPage(options: {
 <div id="fleet" data-refresh="5">
 <p class="muted">${rows.length} of ${options.total} agent(s) shown, ${online} online.</p>
 <div class="table-wrap"><table>
-<thead><tr><th>Agent</th><th>Status</th><th>Last seen</th><th>Kind</th><th>Deployment</th><th>State</th><th class="num">Closure</th><th class="opt">Runs</th></tr></thead>
+<thead><tr><th>Agent</th><th class="opt">Tags</th><th>Status</th><th>Last seen</th><th>Kind</th><th>Deployment</th><th>State</th><th class="num">Closure</th><th class="opt">Runs</th></tr></thead>
 <tbody>
 ${rows.map((r) => {
   const a = r.agent;
   const d = r.deployment;
   return html`<tr data-agent="${a.name}">
 <td><a href="/agents/${a.name}">${a.name}</a></td>
+<td class="opt tags">${tagList(r.tags)}</td>
 <td>${badge(a.online === 1 ? 'online' : 'offline')}</td>
 <td><time datetime="${iso(a.last_seen_at)}">${a.online === 1 ? 'now' : timeAgo(a.last_seen_at, now)}</time></td>
 <td>${kindLabel(a.kind)}</td>

@@ -119,4 +119,57 @@ export class AgentRepository {
     }
     return out;
   }
+
+  /**
+   * Adds and removes tags of one agent in one transaction and returns its tags after, sorted;
+   * when the agent would end with more than `max` tags nothing changes and the answer is
+   * `{ tooMany }`, the count it would have had.
+   */
+  async changeTags(
+    agentId: number,
+    change: { add: readonly string[]; remove: readonly string[]; max: number },
+  ): Promise<string[] | { tooMany: number }> {
+    const tooMany = new Error('too many tags');
+    let count = 0;
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        // A no-op write locks the agent's row (PostgreSQL; SQLite has one writer anyway), so
+        // two changes at once cannot both pass the count and leave more than `max` tags.
+        await trx
+          .updateTable('agents')
+          .set((eb) => ({ name: eb.ref('name') }))
+          .where('id', '=', agentId)
+          .execute();
+        if (change.remove.length > 0) {
+          await trx
+            .deleteFrom('agent_tags')
+            .where('agent_id', '=', agentId)
+            .where('tag', 'in', [...change.remove])
+            .execute();
+        }
+        const add = [...new Set(change.add)];
+        if (add.length > 0) {
+          await trx
+            .insertInto('agent_tags')
+            .values(add.map((tag) => ({ agent_id: agentId, tag })))
+            .onConflict((oc) => oc.columns(['agent_id', 'tag']).doNothing())
+            .execute();
+        }
+        const rows = await trx
+          .selectFrom('agent_tags')
+          .select('tag')
+          .where('agent_id', '=', agentId)
+          .orderBy('tag')
+          .execute();
+        count = rows.length;
+        // Throwing rolls the transaction back: an over-full agent keeps the tags it had.
+        if (count > change.max) throw tooMany;
+        // Sorted here, not by the database, whose collation may order "a-b" and "ab" either way.
+        return rows.map((r) => r.tag).sort();
+      });
+    } catch (err) {
+      if (err === tooMany) return { tooMany: count };
+      throw err;
+    }
+  }
 }
