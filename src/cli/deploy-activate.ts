@@ -8,7 +8,7 @@ import {
   rolloutLogEventSchema,
   rolloutStateEventSchema,
 } from '../protocol/api-schemas.ts';
-import { deployJsonSchema } from '../protocol/deploy-json.ts';
+import { type DeployJsonInput, deployJsonSchema } from '../protocol/deploy-json.ts';
 import { isFinalState } from '../protocol/deployment-state.ts';
 import { parseOrThrow } from '../protocol/parse-or-throw.ts';
 import type { ApiClient } from './api-client.ts';
@@ -20,8 +20,11 @@ import { readSse } from './read-sse.ts';
 /** An event that does not fit its schema breaks the stream like a lost connection: it is picked up again. */
 const EVENT = { action: "read the rollout's events", whole: '(event)', code: 'COMMAND_FAILED' } as const;
 
-/** Reads and validates deploy.json, reporting every problem at once. */
-export async function readDeployJson(file: string) {
+/**
+ * Reads and validates deploy.json, reporting every problem at once. Returns the file as written
+ * (the server validates it again and fills in defaults itself: durations stay `1m`, not 60000).
+ */
+export async function readDeployJson(file: string): Promise<DeployJsonInput> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -40,7 +43,8 @@ export async function readDeployJson(file: string) {
       `Cannot parse ${file}: not valid JSON (${(err as Error).message})`,
     );
   }
-  return parseOrThrow(deployJsonSchema, json, { action: `use ${file}`, whole: '(file)' });
+  parseOrThrow(deployJsonSchema, json, { action: `use ${file}`, whole: '(file)' });
+  return json as DeployJsonInput;
 }
 
 /** Options of {@link deployActivate}. */

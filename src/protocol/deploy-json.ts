@@ -42,3 +42,5 @@ export const deployJsonSchema = z.object({
   rollout: rolloutPolicySchema.optional(),
 });
 export type DeployJson = z.infer<typeof deployJsonSchema>;
+/** deploy.json as written, before defaults are filled in. */
+export type DeployJsonInput = z.input<typeof deployJsonSchema>;
