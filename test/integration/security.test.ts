@@ -105,6 +105,27 @@ describe('authorization: every route, every kind of token', () => {
     await admin(['agent', 'create', name]);
     return name;
   };
+  /** A staged rollout to a1 held at a manual gate (paused too, for resume), as the admin. */
+  const stagedRollout = async (paused: boolean) => {
+    const res = await fetch(api('rollouts'), {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({
+        agents: { a1: storePath },
+        rollout: { batches: [{ size: '100%', advance: 'manual' }] },
+      }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    const { id } = (await res.json()) as { id: number };
+    if (paused) {
+      const p = await fetch(api(`rollouts/${id}/pause`), {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${server.adminToken}` },
+      });
+      assert.equal(p.status, 200, await p.text());
+    }
+    return id;
+  };
   const reader = { admin: 200, activate: 200, 'activate-other': 200, agent: 200 } as const;
   const table: Entry[] = [
     {
@@ -215,6 +236,14 @@ describe('authorization: every route, every kind of token', () => {
       make: async () => ({ url: api('agents/a1/rollback'), body: {} }),
       expect: { admin: 400, activate: 400 },
     },
+    ...(['pause', 'resume', 'promote', 'abort'] as const).map(
+      (op): Entry => ({
+        method: 'POST',
+        path: `/api/v1/workspaces/:ws/rollouts/:id/${op}`,
+        make: async () => ({ url: api(`rollouts/${await stagedRollout(op === 'resume')}/${op}`), body: {} }),
+        expect: { admin: 200, activate: 200 },
+      }),
+    ),
     {
       method: 'GET',
       path: '/api/v1/workspaces/:ws/rollouts/:id',
