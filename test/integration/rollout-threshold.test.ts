@@ -13,6 +13,7 @@ interface Deployment {
   agent: string;
   kind: string;
   state: string;
+  reason: string | null;
   rolloutId: number;
   storePath: string;
   rolloutState?: string | null;
@@ -126,6 +127,7 @@ describe('a staged rollout whose failure threshold is met (onFailure: halt)', ()
     // The third batch: cancelled without ever seeing v2.
     for (const n of b3) {
       assert.deepEqual([by.get(n)!.state, by.get(n)!.rolloutState], ['cancelled', 'cancelled'], n);
+      assert.equal(by.get(n)!.reason, `rollout failed: ${staged.reason}`, n);
       assert.equal(await profileTarget(join(bed.world.profiles, n)), v1, n);
       assert.doesNotMatch(await readOr(record(n)), new RegExp(v2(n)), n);
     }
