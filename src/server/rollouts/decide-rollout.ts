@@ -209,6 +209,8 @@ export function decideRollout(r: RolloutSnapshot, agents: readonly AgentSnapshot
     d.dispatch.push(a.deploymentId);
     free--;
   }
+  // Agents found offline are deferred for good: a later step must not wait for them again.
+  d.defer = [...deferNow];
   if (now - openedAt > p.batchDeadline && !isDone(batch)) {
     const label = p.plan[batch]!.label;
     return end(
