@@ -29,6 +29,15 @@ describe('ids, limits and line numbers in paths, queries and forms', () => {
   const api = (p: string) => `/api/v1/workspaces/default/${p}`;
 
   const TABLE: Entry[] = [
+    ...(['pause', 'resume', 'promote', 'abort'] as const).map(
+      (op): Entry => ({
+        side: 'api',
+        method: 'POST',
+        route: `${ws}/rollouts/:id/${op}`,
+        field: 'id',
+        make: (b) => ({ path: api(`rollouts/${e(b)}/${op}`) }),
+      }),
+    ),
     {
       side: 'api',
       method: 'GET',
