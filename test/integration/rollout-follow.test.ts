@@ -48,6 +48,8 @@ describe('cairn deploy activate following a staged rollout', () => {
     const end = at(new RegExp(`^rollout ${id[1]}: succeeded$`));
     assert.ok(opened1 < done1 && done1 <= opened2 && opened2 < done2 && done2 < end, r.stderr);
     assert.match(r.stderr, /^waiting: batch 1 of 2 \(50%\): /m);
+    // maxParallel is 0: no agent is ever said to be queued behind it.
+    assert.doesNotMatch(r.stderr, /queued/);
     for (const n of names) {
       // Per-agent log lines as for any rollout, and the summary with each agent's batch.
       assert.match(r.stdout, new RegExp(`^${n} \\| activated follow-${n}-${RUN_TAG}$`, 'm'));
