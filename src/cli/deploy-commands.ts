@@ -4,7 +4,8 @@ import { CairnError } from '../lib/cairn-error.ts';
 import { rolloutInfoSchema } from '../protocol/api-schemas.ts';
 import { NAME_PATTERN } from '../protocol/token-scope.ts';
 import type { CommandContext } from './command-context.ts';
-import { deployActivate, followRollout } from './deploy-activate.ts';
+import { deployActivate } from './deploy-activate.ts';
+import { followRollout } from './follow-rollout.ts';
 import { parseDuration } from './parse-duration.ts';
 
 /**
@@ -29,6 +30,10 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
       '<deploy.json>',
       'file naming each agent\'s store path: {"agents": {"<name>": "/nix/store/..."}}',
     )
+    .option(
+      '--rollout <policy.json>',
+      "stage the rollout with this policy file (canaries, batches, bake...), keeping deploy.json Cachix's",
+    )
     .option('--async', 'create the deployments, print the rollout id and return at once')
     // One name per flag: a variadic option would take DEPLOY.JSON after it as another name.
     .option(
@@ -39,22 +44,35 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
     )
     .option(
       '--timeout <duration>',
-      'stop waiting after this long (such as 30m); agents still pending make the exit code 1',
+      'stop waiting after this long (such as 30m); a rollout not over by then makes the exit code 3',
     )
     .addHelpText(
       'after',
-      '\nToken: CAIRN_ACTIVATE_TOKEN (or CAIRN_TOKEN), with the activate scope.\nExit codes: 0 every agent succeeded; 1 an agent failed, was rolled back, or did not finish in time; 2 bad input or credentials.',
+      [
+        '',
+        'Token: CAIRN_ACTIVATE_TOKEN (or CAIRN_TOKEN), with the activate scope.',
+        'Exit codes: 0 every agent succeeded (staged: the rollout succeeded); 1 an agent failed or was',
+        'rolled back (staged: the rollout failed, was aborted or superseded); 2 bad input or credentials,',
+        'nothing created; 3 not over when --timeout expired (it goes on: cairn deploy follow ROLLOUT).',
+        'Staged rollouts: see docs/rollouts.md.',
+      ].join('\n'),
     )
-    .action(async (file: string, opts: { async?: boolean; agent?: string[]; timeout?: string }) => {
-      const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout, '--timeout');
-      const code = await deployActivate(ctx.client('CAIRN_ACTIVATE_TOKEN'), ctx.io, {
-        file,
-        agents: opts.agent ?? [],
-        async: opts.async === true,
-        timeoutMs,
-      });
-      ctx.setExitCode(code);
-    });
+    .action(
+      async (
+        file: string,
+        opts: { async?: boolean; agent?: string[]; timeout?: string; rollout?: string },
+      ) => {
+        const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout, '--timeout');
+        const code = await deployActivate(ctx.client('CAIRN_ACTIVATE_TOKEN'), ctx.io, {
+          file,
+          rolloutFile: opts.rollout,
+          agents: opts.agent ?? [],
+          async: opts.async === true,
+          timeoutMs,
+        });
+        ctx.setExitCode(code);
+      },
+    );
 
   deploy
     .command('rollback')
@@ -64,7 +82,11 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
     .argument('<agent>', 'agent name')
     .option('--to <deployment>', 'the deployment whose store path to go back to')
     .option('--async', 'create the deployment, print the rollout id and return at once')
-    .option('--timeout <duration>', 'stop waiting after this long (such as 30m)')
+    .option('--timeout <duration>', 'stop waiting after this long (such as 30m); exit code 3 if not over')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 the rollback succeeded; 1 it failed; 2 bad input or credentials; 3 not over when\n--timeout expired (it goes on: cairn deploy follow ROLLOUT).',
+    )
     .action(async (agentName: string, opts: { to?: string; async?: boolean; timeout?: string }) => {
       const to = opts.to === undefined ? undefined : Number(opts.to);
       if (to !== undefined && (!Number.isSafeInteger(to) || to <= 0)) {

@@ -8,6 +8,7 @@ import type { CliIo, CommandContext } from './command-context.ts';
 import { registerDeployCommands } from './deploy-commands.ts';
 import { registerHistoryCommands } from './history-commands.ts';
 import { registerPushCommand } from './push-command.ts';
+import { registerRolloutCommands } from './rollout-commands.ts';
 import { registerServerCommand } from './server-command.ts';
 import { registerTokenCommands } from './token-commands.ts';
 
@@ -59,6 +60,7 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void = (
   registerAgentCommands(program, ctx);
   registerDeployCommands(program, ctx);
   registerHistoryCommands(program, ctx);
+  registerRolloutCommands(program, ctx);
   registerAuditCommand(program, ctx);
   // Subcommands inherit output and error handling from the root.
   for (const cmd of program.commands) inherit(cmd, program);

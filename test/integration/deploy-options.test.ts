@@ -48,7 +48,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     assert.equal(r.code, 0, r.stdout + r.stderr);
   };
 
-  it('--timeout: stops waiting at the deadline, lists the unfinished agent, exits 1 and leaves it pending', async () => {
+  it('--timeout: stops waiting at the deadline, lists the unfinished agent, exits 3 and leaves it pending', async () => {
     // An agent that exists but never connects, like a laptop that is offline.
     await bed.world.createAgent('offline');
     const started = Date.now();
@@ -57,7 +57,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
       bed.world.env,
     );
     const elapsed = Date.now() - started;
-    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.equal(r.code, 3, r.stdout + r.stderr);
     assert.ok(elapsed >= 1500, `returned after ${elapsed} ms, before the 1.5 s timeout`);
     assert.ok(elapsed < 10_000, `returned after ${elapsed} ms, long after the 1.5 s timeout`);
     assert.match(r.stderr, /timed out with 1 deployment\(s\) not finished: offline \(pending\)/);
@@ -67,7 +67,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     assert.equal(d?.storePath, pkg(1));
   });
 
-  it('--timeout: leaves a deployment still activating at the deadline running, and exits 1', async () => {
+  it('--timeout: leaves a deployment still activating at the deadline running, and exits 3', async () => {
     const a = await agent('slow');
     const r = await cli(
       [
@@ -79,7 +79,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
       ],
       bed.world.env,
     );
-    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.equal(r.code, 3, r.stdout + r.stderr);
     assert.match(r.stderr, /timed out with 1 deployment\(s\) not finished: slow \(running\)/);
     assert.equal((await listed('slow'))[0]?.state, 'running');
     // The agent goes on regardless: the timeout only stops the command waiting.

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { createProgram } from '../../src/cli/program.ts';
 import { runCli } from '../../src/cli/run-cli.ts';
 import { errorCodes } from '../../src/lib/error-codes.ts';
+import { ROLLOUT_AGENT_STATES, ROLLOUT_DEFAULTS, ROLLOUT_STATES } from '../../src/protocol/rollout-policy.ts';
 
 /**
  * Keeps the user documentation in step with the code: every error code, CLI command, flag
@@ -154,5 +155,33 @@ describe('docs/api.md', () => {
       [],
       'docs/api.md documents routes that src/server does not have',
     );
+  });
+});
+
+describe('docs/rollouts.md', () => {
+  it('documents every policy key with its default, and every rollout and agent state', async () => {
+    const text = await doc('rollouts.md');
+    const { failureThreshold, ...top } = ROLLOUT_DEFAULTS;
+    const keys: Array<[string, unknown]> = [
+      ...Object.entries(top),
+      ['failureThreshold.max', failureThreshold.max],
+      ['failureThreshold.minSample', failureThreshold.minSample],
+    ];
+    for (const [key, value] of keys) {
+      const row = new RegExp(`^\\| \`${key.replace('.', '\\.')}\` +\\| \`([^\`]+)\` +\\|`, 'm').exec(text);
+      assert.ok(row, `docs/rollouts.md lacks a policy row for ${key}`);
+      const shown = JSON.parse(row[1]!);
+      assert.deepEqual(shown, value, `docs/rollouts.md gives ${key} the wrong default`);
+    }
+    const states = sections(text, 3);
+    for (const [heading, list] of [
+      ['Rollout states', ROLLOUT_STATES],
+      ['Agent states in a rollout', ROLLOUT_AGENT_STATES],
+    ] as const) {
+      const body = states.get(heading);
+      assert.ok(body !== undefined, `docs/rollouts.md lacks "### ${heading}"`);
+      const documented = [...body.matchAll(/^\| `([a-z-]+)` /gm)].map((m) => m[1]);
+      assert.deepEqual(documented, [...list], `docs/rollouts.md: ${heading} differ from the code`);
+    }
   });
 });

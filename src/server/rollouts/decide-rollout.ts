@@ -222,7 +222,10 @@ export function decideRollout(r: RolloutSnapshot, agents: readonly AgentSnapshot
       p.onFailure === 'revert',
     );
   }
-  d.rollout.waiting = `batch ${batch + 1} of ${p.plan.length} (${p.plan[batch]!.label}): ${waitingFor(agents, out, batch, baking, p.bake)}`;
+  // Told with this decision's dispatches and deferrals applied: an agent dispatched just now is
+  // not "queued", one deferred just now not waited for.
+  const changing = { dispatching: new Set([...d.dispatch, ...d.dispatchUncounted]), deferring: deferNow };
+  d.rollout.waiting = `batch ${batch + 1} of ${p.plan.length} (${p.plan[batch]!.label}): ${waitingFor(agents, out, batch, baking, p.bake, changing)}`;
   return d;
 }
 
@@ -283,13 +286,23 @@ function waitingFor(
   batch: number,
   baking: readonly AgentSnapshot[] = [],
   bakeMs = 0,
+  changing: { dispatching: ReadonlySet<number>; deferring: ReadonlySet<number> } = {
+    dispatching: new Set(),
+    deferring: new Set(),
+  },
 ): string {
   const groups = new Map<string, string[]>();
   const add = (what: string, name: string) => groups.set(what, [...(groups.get(what) ?? []), name]);
   for (const a of agents) {
     if (a.batch > batch || out(a) !== null || !a.counted || a.state === 'cancelled') continue;
-    if (a.dispatchedAt === null)
-      add(a.deferredAt === null ? 'queued (maxParallel)' : 'deferred (offline)', a.agent);
+    const dispatched = a.dispatchedAt !== null || changing.dispatching.has(a.deploymentId);
+    if (!dispatched)
+      add(
+        a.deferredAt === null && !changing.deferring.has(a.deploymentId)
+          ? 'queued (maxParallel)'
+          : 'deferred (offline)',
+        a.agent,
+      );
     else if (baking.includes(a))
       add(a.online ? `baking (${Math.round(bakeMs / 1000)}s)` : 'offline while baking', a.agent);
     else if (a.state === 'pending') add(a.online ? 'dispatched' : 'offline (offline: wait)', a.agent);

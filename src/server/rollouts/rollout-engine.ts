@@ -134,7 +134,9 @@ export class RolloutEngine {
       const applied = await this.store.apply(snap.rollout, d, snap.agents, now);
       if (!applied) continue;
       await this.#announce(snap.rollout, snap.agents, d, applied);
-      this.kick(id);
+      // Decide the rest before answering, as activation does: the answer to a promote shows the
+      // batch it opened, not the gate it passed.
+      await this.step(id).catch((err) => this.#deps.log.error({ err, rollout: id }, 'rollout step failed'));
       return true;
     }
     throw new Error(`rollout ${id} kept changing while it was being ${o.op}d`);
