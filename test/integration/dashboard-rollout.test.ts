@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { plainPackage, writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { plainPackage, profileTarget, writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { adminApi, cli } from '../helpers/server.ts';
@@ -258,6 +258,36 @@ describe('dashboard: a staged rollout in Chromium', () => {
     assert.deepEqual(await buttons(page), []);
     assert.equal((await staged(paused)).state, 'aborted');
     await shot('rollout-staged-aborted');
+  });
+
+  it('aborts and reverts with the button: the agents it switched go back, and both pages link each other', async () => {
+    const before = new Map(
+      await Promise.all(
+        AGENTS.map(async (n) => [n, await profileTarget(join(bed.world.profiles, n))] as const),
+      ),
+    );
+    const id = await stage('v3');
+    await page.goto(`${bed.server.url}/rollouts/${id}`);
+    await page.waitForSelector('#rollout-waiting:has-text("waits for promote")', { timeout: 60_000 });
+    await page.click('button:text-is("Abort and revert")');
+    await page.waitForSelector('#rollout-state.s-aborted');
+    assert.match((await page.textContent('#rollout-reason')) ?? '', /reverting the agents it switched/);
+    // The revert rollout appears on the page as the engine makes it.
+    const link = page.locator('#rollout a[href^="/rollouts/"]', { hasText: /^rollout #\d+$/ });
+    await link.waitFor({ timeout: 30_000 });
+    assert.match((await page.textContent('#rollout')) ?? '', /Reverted by rollout #\d+/);
+    await link.click();
+    await page.waitForSelector(`a[href="/rollouts/${id}"]`);
+    assert.match((await page.textContent('main')) ?? '', new RegExp(`Reverts rollout #${id}`));
+    // Every agent the rollout switched is back where it was before.
+    for (const n of AGENTS) {
+      const deadline = Date.now() + 60_000;
+      const target = () => profileTarget(join(bed.world.profiles, n));
+      while ((await target()) !== before.get(n) && Date.now() < deadline) await page.waitForTimeout(200);
+      assert.equal(await target(), before.get(n), n);
+    }
+    await page.reload();
+    await shot('rollout-staged-reverted');
   });
 
   it('keeps the page of a rollout that deployed at once as it was: its table, refreshed every few seconds', async () => {
