@@ -194,12 +194,23 @@ describe('dashboard: a staged rollout in Chromium', () => {
     assert.deepEqual(await buttons(page), ['Resume', 'Abort', 'Abort and revert']);
     assert.equal((await staged(paused)).state, 'paused');
     await shot('rollout-staged-paused');
-    // A second pause, as from a page drawn before the first: 409, the page again, saying why.
+    // A second pause, as from a page drawn before the first: 409, the page again, saying why,
+    // which stays while the page follows the rollout.
     const res = await post(page, `/rollouts/${paused}/pause`, { _csrf: await csrfOf(page) });
     assert.equal(res.status, 409);
-    const text = await res.text();
-    assert.match(text, new RegExp(`id="rollout-error">Cannot pause rollout ${paused}: it is paused<`));
-    assert.match(text, /id="rollout-state">paused</);
+    assert.match(await res.text(), /id="rollout-state">paused</);
+    await page.locator('form[action$="/resume"]').evaluate((el) => {
+      const form = el as unknown as { action: string; submit(): void };
+      form.action = form.action.replace(/resume$/, 'pause');
+      form.submit();
+    });
+    await page.waitForURL(`${bed.server.url}/rollouts/${paused}/pause`);
+    await page.waitForTimeout(1000);
+    assert.equal(
+      (await page.textContent('[role=alert]#rollout-error'))?.trim(),
+      `Cannot pause rollout ${paused}: it is paused`,
+    );
+    assert.deepEqual(await buttons(page), ['Resume', 'Abort', 'Abort and revert']);
   });
 
   it('shows no buttons to a token that may not deploy to every agent, and refuses its forged form', async () => {

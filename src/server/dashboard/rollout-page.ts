@@ -41,8 +41,7 @@ export function rolloutPage(options: {
       : html`<p>Reverted by <a href="/rollouts/${r.reverted_by}">rollout #${r.reverted_by}</a>${r.revert_state === 'pending' ? ' (in progress)' : ''}.</p>`,
   ];
   const body = staged
-    ? html`<div id="rollout"${options.live ? html` data-events="/rollouts/${r.id}/events"` : ''}>
-${options.error ? html`<p class="callout bad" role="alert" id="rollout-error">${options.error}</p>` : ''}
+    ? html`<div id="rollout"${options.live ? html` data-events="/rollouts/${r.id}/events" data-src="/rollouts/${r.id}"` : ''}>
 ${links}
 ${stagedRolloutView({
   staged,
@@ -68,6 +67,7 @@ ${deploymentsTable(deployments, { now: options.now, showAgent: true })}
     body: html`<h1>Rollout #${r.id}</h1>
 <p class="muted">Created <time datetime="${iso(r.created_at)}">${iso(r.created_at).replace('T', ' ').slice(0, 19)} UTC</time> by ${r.created_by}.</p>
 ${staged ? '' : links}
+${options.error ? html`<p class="callout bad" role="alert" id="rollout-error">${options.error}</p>` : ''}
 ${body}`,
   });
 }

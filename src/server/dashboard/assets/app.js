@@ -49,9 +49,12 @@
     if (live) live.hidden = false;
   }
 
-  /** Fetches the page again and swaps the region with id `id` in; resolves to the new region. */
-  function refetchRegion(id) {
-    return fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
+  /**
+   * Fetches the page again (or `src`: a page answering a form has another address) and swaps the
+   * region with id `id` in; resolves to the new region.
+   */
+  function refetchRegion(id, src) {
+    return fetch(src || location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
       .then((r) => (r.ok ? r.text() : null))
       .then((text) => {
         const el = document.getElementById(id);
@@ -79,6 +82,7 @@
    */
   function followRegion(region) {
     const id = region.id;
+    const src = region.dataset.src;
     let busy = false;
     let again = false;
     const refetch = () => {
@@ -87,7 +91,7 @@
         return;
       }
       busy = true;
-      refetchRegion(id).finally(() => {
+      refetchRegion(id, src).finally(() => {
         busy = false;
         if (again) {
           again = false;
@@ -105,8 +109,9 @@
     });
     es.addEventListener('error', () => {
       if (es.readyState !== EventSource.CLOSED) return;
-      region.setAttribute('data-refresh', '3');
-      refreshRegion(region);
+      setInterval(() => {
+        if (!document.hidden) refetchRegion(id, src);
+      }, 3000);
     });
   }
 
