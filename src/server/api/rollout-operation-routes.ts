@@ -1,21 +1,20 @@
 import type { Context, Hono } from 'hono';
 import type { z } from 'zod';
-import { CairnError } from '../../lib/cairn-error.ts';
 import { abortBodySchema, promoteBodySchema, type RolloutInfo } from '../../protocol/api-schemas.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idPathSchema } from '../../protocol/request-params.ts';
-import { canActivate } from '../auth/permissions.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import { steerRollout } from '../deployments/steer-rollout.ts';
+import { clientAddress } from '../http/client-address.ts';
 import type { RolloutOperation } from '../rollouts/operate-rollout.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import type { ApiEnv } from './api-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
-import { recordAudit } from './record-audit.ts';
 
 /**
  * `POST .../rollouts/:id/pause|resume|promote|abort`: a person steers a staged rollout. Allowed
- * to a token that may deploy to every agent of the rollout; each is audited.
+ * to a token that may deploy to every agent of the rollout; each is audited ({@link steerRollout}).
  */
 export function registerRolloutOperations(
   api: Hono<ApiEnv>,
@@ -35,31 +34,12 @@ export function registerRolloutOperations(
     const action = `${name} a rollout`;
     const { id } = parseOrThrow(idPathSchema, c.req.param(), { action });
     const o = await read(c);
-    const rows = await deps.deployments.byRollout(c.var.workspaceId, id);
-    if (rows.length === 0) throw new CairnError('NOT_FOUND', `Cannot find rollout '${id}'`);
-    const denied = [...new Set(rows.map((r) => r.agent_name))].filter(
-      (n) => !canActivate(c.var.principal, n),
-    );
-    if (denied.length > 0) {
-      throw new CairnError(
-        'FORBIDDEN',
-        `Cannot ${action}: token '${c.var.principal.tokenName}' may not deploy to ${denied
-          .slice(0, 5)
-          .map((n) => `'${n}'`)
-          .join(', ')}${denied.length > 5 ? ', …' : ''}`,
-      );
-    }
-    const done = await deps.rollouts.operate(c.var.workspaceId, id, o, c.var.principal.tokenName);
-    if (!done) {
-      throw new CairnError(
-        'CONFLICT',
-        `Cannot ${name} rollout ${id}: it is not staged (it deployed at once)`,
-      );
-    }
-    await recordAudit(deps, c, {
-      action: `rollout.${name}`,
-      target: String(id),
-      ...(o.op === 'promote' || o.op === 'abort' ? { detail: { ...o } } : {}),
+    await steerRollout(deps, {
+      principal: c.var.principal,
+      workspaceId: c.var.workspaceId,
+      rolloutId: id,
+      operation: o,
+      address: clientAddress(c),
     });
     return c.json((await deps.rolloutBody(c, id)).body);
   };

@@ -111,16 +111,41 @@ export class DashboardQueries {
       .executeTakeFirst();
   }
 
-  /** The rollout's creation time and creator. */
-  async rollout(
-    workspaceId: number,
-    id: number,
-  ): Promise<{ id: number; created_at: number; created_by: string } | undefined> {
-    return await this.db
+  /**
+   * The rollout's creation time and creator; for a staged one also how far promote reaches, its
+   * revert's progress, and the rollout that reverts it (or that it reverts).
+   */
+  async rollout(workspaceId: number, id: number): Promise<DashboardRollout | undefined> {
+    const row = await this.db
       .selectFrom('rollouts')
-      .select(['id', 'created_at', 'created_by'])
+      .select(['id', 'created_at', 'created_by', 'promoted_to', 'revert_state', 'reverts_rollout_id'])
       .where('workspace_id', '=', workspaceId)
       .where('id', '=', id)
       .executeTakeFirst();
+    if (!row) return undefined;
+    // Only a rollout aborted or failed with revert has one (and the column has no index).
+    const revertedBy =
+      row.revert_state === null
+        ? undefined
+        : await this.db
+            .selectFrom('rollouts')
+            .select('id')
+            .where('workspace_id', '=', workspaceId)
+            .where('reverts_rollout_id', '=', id)
+            .executeTakeFirst();
+    return { ...row, reverted_by: revertedBy?.id ?? null };
   }
+}
+
+/** A rollout as its page shows it. */
+export interface DashboardRollout {
+  readonly id: number;
+  readonly created_at: number;
+  readonly created_by: string;
+  /** The last batch `promote` asked to open; -1 when none. */
+  readonly promoted_to: number;
+  readonly revert_state: string | null;
+  readonly reverts_rollout_id: number | null;
+  /** The rollout made to revert this one, if any. */
+  readonly reverted_by: number | null;
 }

@@ -12,6 +12,7 @@ import type { DeploymentRow } from '../db/deployment-repository.ts';
 import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
+import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { agentPage } from './agent-page.ts';
 import type { DashboardQueries } from './dashboard-queries.ts';
 import { deploymentEvents } from './deployment-events.ts';
@@ -19,7 +20,7 @@ import { deploymentPage } from './deployment-page.ts';
 import { diffPage } from './diff-page.ts';
 import { errorPage } from './error-page.ts';
 import { FLEET_STATUSES, filterFleet, fleetPage } from './fleet-page.ts';
-import { rolloutPage } from './rollout-page.ts';
+import { type PageRoute, registerRolloutPages } from './rollout-routes.ts';
 import { secureHeaders, sendPage } from './send-page.ts';
 import type { Session, SessionStore } from './session-store.ts';
 import { checkedForm, registerSignInRoutes, sessionOf } from './sign-in-routes.ts';
@@ -35,6 +36,8 @@ export interface DashboardDeps extends RollbackDeps {
   readonly queries: DashboardQueries;
   readonly closures: ClosureRepository;
   readonly log: Logger;
+  /** Runs staged rollouts: their status, and the operations the rollout page's buttons ask for. */
+  readonly rollouts: RolloutEngine;
 }
 
 const rollbackFormSchema = z.object({ to: idParamSchema.optional() });
@@ -66,7 +69,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   registerSignInRoutes(app, deps);
 
   /** A page for signed-in browsers: others go to the sign-in form and come back after. */
-  const page =
+  const page: PageRoute =
     (render: (c: Context, s: Session, started: number) => Promise<Response>) => async (c: Context) => {
       const started = performance.now();
       const s = await sessionOf(deps.sessions, c);
@@ -197,16 +200,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
     }),
   );
 
-  app.get(
-    '/rollouts/:id',
-    page(async (c, s, started) => {
-      const { id } = parseOrThrow(idPathSchema, c.req.param(), { action: 'find the rollout' });
-      const rollout = await deps.queries.rollout(s.principal.workspaceId, id);
-      if (!rollout) throw new CairnError('NOT_FOUND', `Cannot find rollout '${id}'`);
-      const deployments = await deps.deployments.byRollout(s.principal.workspaceId, id);
-      return sendPage(c, rolloutPage({ session: s, rollout, deployments, now: deps.now() }), { started });
-    }),
-  );
+  registerRolloutPages(app, deps, page);
 
   app.get(
     '/diff',

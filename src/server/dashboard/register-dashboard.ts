@@ -5,6 +5,7 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import type { Database } from '../db/database-schema.ts';
 import type { RollbackDeps } from '../deployments/rollback-agent.ts';
+import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { DashboardQueries } from './dashboard-queries.ts';
 import { dashboardRoutes } from './dashboard-routes.ts';
 import { SessionStore } from './session-store.ts';
@@ -18,6 +19,7 @@ export function registerDashboard(
     auth: Authenticator;
     log: Logger;
     closures: ClosureRepository;
+    rollouts: RolloutEngine;
   },
 ): void {
   const closures = deps.closures;

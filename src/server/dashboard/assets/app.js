@@ -1,6 +1,7 @@
 // The dashboard's only script, served as /static/app.js (a classic script, deferred). It only
 // enhances: following a running deployment's log and state over Server-Sent Events, refreshing
-// live regions, and asking before a rollback. Every page works without it.
+// live regions (on a timer, or when a rollout's stream says it changed), and asking before a
+// rollback or an abort. Every page works without it.
 (() => {
   function onReady(fn) {
     if (document.readyState !== 'loading') fn();
@@ -48,31 +49,78 @@
     if (live) live.hidden = false;
   }
 
+  /**
+   * Fetches the page again (or `src`: a page answering a form has another address) and swaps the
+   * region with id `id` in; resolves to the new region.
+   */
+  function refetchRegion(id, src) {
+    return fetch(src || location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
+      .then((r) => (r.ok ? r.text() : null))
+      .then((text) => {
+        const el = document.getElementById(id);
+        if (!text || !el) return null;
+        const doc = new DOMParser().parseFromString(text, 'text/html');
+        const fresh = doc.getElementById(id);
+        if (fresh) el.replaceWith(fresh);
+        return fresh;
+      })
+      .catch(() => null);
+  }
+
   /** Refetches the page every `data-refresh` seconds and swaps the region in. */
   function refreshRegion(region) {
-    let el = region;
-    const every = Number(el.getAttribute('data-refresh')) * 1000;
+    const every = Number(region.getAttribute('data-refresh')) * 1000;
     setInterval(() => {
-      if (document.hidden) return;
-      fetch(location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
-        .then((r) => (r.ok ? r.text() : null))
-        .then((text) => {
-          if (!text) return;
-          const doc = new DOMParser().parseFromString(text, 'text/html');
-          const fresh = doc.getElementById(el.id);
-          if (fresh) {
-            el.replaceWith(fresh);
-            el = fresh;
-          }
-        })
-        .catch(() => {});
+      if (!document.hidden) refetchRegion(region.id);
     }, every);
+  }
+
+  /**
+   * Swaps the region in again whenever the server says it changed (`data-events`, a stream of
+   * `changed` doorbells): one fetch at a time, one more if it rang meanwhile; on (re)connecting
+   * too. Falls back to polling if the stream fails.
+   */
+  function followRegion(region) {
+    const id = region.id;
+    const src = region.dataset.src;
+    let busy = false;
+    let again = false;
+    const refetch = () => {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      refetchRegion(id, src).finally(() => {
+        busy = false;
+        if (again) {
+          again = false;
+          refetch();
+        }
+      });
+    };
+    const es = new EventSource(region.dataset.events);
+    // What changed between drawing the page (or losing the stream) and connecting is not rung.
+    es.addEventListener('open', refetch);
+    es.addEventListener('changed', refetch);
+    es.addEventListener('end', () => {
+      es.close();
+      refetch();
+    });
+    es.addEventListener('error', () => {
+      if (es.readyState !== EventSource.CLOSED) return;
+      setInterval(() => {
+        if (!document.hidden) refetchRegion(id, src);
+      }, 3000);
+    });
   }
 
   onReady(() => {
     const log = document.getElementById('log');
     if (log?.dataset.events) followLog(log);
     for (const region of document.querySelectorAll('[data-refresh]')) refreshRegion(region);
+    const followed = document.querySelector('[data-events]:not(#log)');
+    if (followed && window.EventSource) followRegion(followed);
     // Ask before actions that change machines.
     document.addEventListener('submit', (e) => {
       const form = e.target;
