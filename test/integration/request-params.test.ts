@@ -29,6 +29,20 @@ describe('ids, limits and line numbers in paths, queries and forms', () => {
   const api = (p: string) => `/api/v1/workspaces/default/${p}`;
 
   const TABLE: Entry[] = [
+    {
+      side: 'dashboard',
+      method: 'GET',
+      route: '/rollouts/:id/events',
+      field: 'id',
+      make: (b) => ({ path: `/rollouts/${e(b)}/events` }),
+    },
+    {
+      side: 'dashboard',
+      method: 'POST',
+      route: '/rollouts/:id/:op',
+      field: 'id',
+      make: (b) => ({ path: `/rollouts/${e(b)}/pause`, form: {} }),
+    },
     ...(['pause', 'resume', 'promote', 'abort'] as const).map(
       (op): Entry => ({
         side: 'api',

@@ -288,7 +288,7 @@ describe('decideRollout: maxParallel', () => {
     assert.deepEqual(e.dispatch, [3]);
     assert.equal(
       e.rollout.waiting,
-      'batch 1 of 1 (100%): 1 activating (n1), 3 queued (maxParallel) (n2, n3, n4)',
+      'batch 1 of 1 (100%): 1 activating (n1), 1 dispatched (n2), 2 queued (maxParallel) (n3, n4)',
     );
   });
 });
