@@ -1,7 +1,6 @@
 import type { BlobStore } from './blob-store.ts';
 import type { BlobStoreConfig } from './blob-store-config.ts';
 import { LocalBlobStore } from './local-blob-store.ts';
-import { S3BlobStore } from './s3-blob-store.ts';
 
 /**
  * Opens the configured blob store and checks it can be used: the local directory is created and
@@ -14,6 +13,8 @@ export async function openBlobStore(config: BlobStoreConfig): Promise<{ blobs: B
     await blobs.init();
     return { blobs, close: () => {} };
   }
+  // Loaded only when used: the AWS SDK is large, and a local store does not need it.
+  const { S3BlobStore } = await import('./s3-blob-store.ts');
   const blobs = new S3BlobStore(config);
   try {
     await blobs.init();
