@@ -26,8 +26,9 @@ export interface TestS3Server {
 /**
  * Starts s3rver (a dev dependency) on 127.0.0.1:0 with a fresh directory and the bucket `bucket`.
  * s3rver 3.7 implements neither ListMultipartUploads nor AbortMultipartUpload (it answers 501 and
- * 405); this puts the two in front of it, over s3rver's own on-disk state
- * (`<bucket>/._S3rver_uploads/<upload id>/`), so that an abort is real and checkable.
+ * 405). In front of it, this answers AbortMultipartUpload by removing the upload from s3rver's own
+ * on-disk state (`<bucket>/._S3rver_uploads/<upload id>/`), and `incompleteUploads` lists that
+ * state in place of ListMultipartUploads, so that an abort is real and checkable.
  */
 export async function startS3Server(bucket = 'cairn-test'): Promise<TestS3Server> {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-s3-'));
@@ -51,18 +52,6 @@ export async function startS3Server(bucket = 'cairn-test'): Promise<TestS3Server
     const uploadId = url.searchParams.get('uploadId');
     if (req.method === 'DELETE' && uploadId !== null && /^[0-9a-f]+$/.test(uploadId)) {
       void abortUpload(join(uploadsDir, uploadId), res);
-      return;
-    }
-    if (req.method === 'GET' && url.pathname === `/${bucket}` && url.searchParams.has('uploads')) {
-      void incompleteUploads().then((uploads) => {
-        const items = uploads.map(
-          (u) => `<Upload><Key>${u.key}</Key><UploadId>${u.uploadId}</UploadId></Upload>`,
-        );
-        res.writeHead(200, { 'Content-Type': 'application/xml' });
-        res.end(
-          `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult><Bucket>${bucket}</Bucket>${items.join('')}<IsTruncated>false</IsTruncated></ListMultipartUploadsResult>`,
-        );
-      });
       return;
     }
     handle(req, res);
