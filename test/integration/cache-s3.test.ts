@@ -148,6 +148,17 @@ describe('binary cache on S3 (s3rver), pushed and substituted with the real Nix'
     assert.equal(part.headers['content-range'], `bytes 9000000-9000099/${whole.bytes.length}`);
     assert.deepEqual(part.bytes, whole.bytes.subarray(9000000, 9000100));
 
+    // Build logs and the other opaque files go to the bucket too.
+    const log = await rawRequest(`${cache.url}/log/abc-s3.drv`, {
+      method: 'PUT',
+      headers: bearer(cache.pushToken),
+      body: 'build log\n',
+    });
+    assert.equal(log.status, 201);
+    assert.ok((await s3.objectKeys()).includes('proxy/caches/1/log/abc-s3.drv'));
+    const back = await rawRequest(`${cache.url}/log/abc-s3.drv`, { headers: bearer(cache.pullToken) });
+    assert.equal(back.body, 'build log\n');
+
     await substituteBack(cache, pull, 's3proxy');
   });
 
