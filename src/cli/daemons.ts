@@ -3,6 +3,7 @@ export interface ServerCommandFlags {
   listen?: string;
   dataDir?: string;
   database?: string;
+  blobStore?: string;
   publicUrl?: string;
   logLevel?: string;
   logRetentionDays?: string;

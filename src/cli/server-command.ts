@@ -16,6 +16,10 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
       '--database <url>',
       'postgres://... or sqlite:FILE (env: CAIRN_DATABASE_URL; default: SQLite in the data dir)',
     )
+    .option(
+      '--blob-store <url>',
+      'where NARs live: s3://BUCKET[/PREFIX]?endpoint=URL&region=R&path-style=true&downloads=proxy|redirect&redirect-ttl=5m; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (env: CAIRN_BLOB_STORE; default: the blobs folder of the data dir)',
+    )
     .option('--public-url <url>', 'URL clients reach this server at, behind a proxy (env: CAIRN_PUBLIC_URL)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (env: CAIRN_LOG_LEVEL)')
     .option(

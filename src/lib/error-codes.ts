@@ -43,6 +43,10 @@ export const errorCodes = {
     status: 503,
     summary: 'The server is busy (too many agents connecting at once); retry after the delay it names',
   },
+  STORAGE_UNAVAILABLE: {
+    status: 503,
+    summary: 'The blob store (an S3 bucket) cannot be reached or refused the request',
+  },
   COMMAND_FAILED: { status: 500, summary: 'An external command exited with an error' },
   INTERNAL: { status: 500, summary: 'An unexpected internal error' },
 } as const satisfies Record<string, { status: number; summary: string }>;

@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
+import { type BlobStoreConfig, parseBlobStoreUrl } from './blob/blob-store-config.ts';
 import type { DatabaseConfig } from './db/open-database.ts';
 
 /** Everything `cairn server` is configured with, parsed once and frozen. */
@@ -9,6 +10,8 @@ export interface ServerConfig {
   readonly port: number;
   readonly dataDir: string;
   readonly database: DatabaseConfig;
+  /** Where NARs and other cache files live: `<data dir>/blobs` unless an S3 bucket is set. */
+  readonly blobStore: BlobStoreConfig;
   /** The URL clients reach this server at, when it differs from the listen address (a proxy). */
   readonly publicUrl: string | undefined;
   readonly logLevel: string;
@@ -31,6 +34,7 @@ export interface ServerFlags {
   listen?: string;
   dataDir?: string;
   database?: string;
+  blobStore?: string;
   publicUrl?: string;
   logLevel?: string;
   logRetentionDays?: string;
@@ -60,7 +64,9 @@ export function parseListen(text: string): { host: string; port: number } {
 
 /**
  * Builds the server configuration from flags, falling back to `CAIRN_LISTEN`, `CAIRN_DATA_DIR`,
- * `CAIRN_DATABASE_URL`, `CAIRN_PUBLIC_URL` and `CAIRN_LOG_LEVEL`. All problems are reported together.
+ * `CAIRN_DATABASE_URL`, `CAIRN_BLOB_STORE`, `CAIRN_PUBLIC_URL` and `CAIRN_LOG_LEVEL` (and S3
+ * credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). All
+ * problems are reported together.
  */
 export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): ServerConfig {
   const problems: string[] = [];
@@ -81,6 +87,13 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       problems.push(
         `Cannot use --database: expected postgres://... or sqlite:FILE (${dbUrl.replace(/\/\/.*@/, '//***@')})`,
       );
+  }
+  const blobUrl = flags.blobStore ?? env.CAIRN_BLOB_STORE;
+  let blobStore: BlobStoreConfig = { kind: 'local', dir: join(dataDir, 'blobs') };
+  if (blobUrl) {
+    const parsed = parseBlobStoreUrl(blobUrl, env);
+    if ('problems' in parsed) problems.push(...parsed.problems);
+    else blobStore = parsed.config;
   }
   const publicUrl = flags.publicUrl ?? env.CAIRN_PUBLIC_URL;
   if (publicUrl !== undefined && !/^https?:\/\/[^/]+/.test(publicUrl)) {
@@ -105,6 +118,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     port: listen.port,
     dataDir,
     database: Object.freeze(database),
+    blobStore: Object.freeze(blobStore),
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     logLevel,
     logRetentionDays,

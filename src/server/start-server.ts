@@ -1,9 +1,8 @@
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
-import { LocalBlobStore } from './blob/local-blob-store.ts';
+import { openBlobStore } from './blob/open-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
 import { createApp } from './create-app.ts';
 import { AgentRepository } from './db/agent-repository.ts';
@@ -36,14 +35,14 @@ export async function startServer(
 ): Promise<RunningServer> {
   const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'token'] });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // First, before the database is touched: a bucket that cannot be used stops the start.
+  const { blobs, close: closeBlobs } = await openBlobStore(config.blobStore);
   const database = openDatabase(config.database, {
     onIdleConnectionError: (err) =>
       log.warn({ err }, 'an idle database connection failed; it will be reopened'),
   });
   const applied = await migrate(database.db as never, database.dialect);
   if (applied.length > 0) log.info({ applied }, 'database migrated');
-  const blobs = new LocalBlobStore(join(config.dataDir, 'blobs'));
-  await blobs.init();
   const tokenFile = await bootstrap(database, config.dataDir, Date.now());
   if (tokenFile)
     log.info(
@@ -95,7 +94,10 @@ export async function startServer(
     onError: (err) => log.error({ err }, 'cannot delete expired deployment logs'),
     onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
   });
-  log.info({ url, dataDir: config.dataDir, database: database.dialect }, 'cairn server listening');
+  log.info(
+    { url, dataDir: config.dataDir, database: database.dialect, blobStore: config.blobStore.kind },
+    'cairn server listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -117,6 +119,7 @@ export async function startServer(
         await stopped;
         clearTimeout(cut);
         await database.db.destroy();
+        closeBlobs();
         log.info('cairn server stopped');
       })();
       return closing;

@@ -105,6 +105,10 @@ export async function startTestServer(
     headersTimeoutMs?: number;
     failedAuthBurst?: number;
     agentConnectLimits?: { concurrent: number; waiting: number };
+    /** A `--blob-store` URL, such as `s3://BUCKET?endpoint=...`; the data dir's blobs folder if unset. */
+    blobStore?: string;
+    /** Environment the config is read from (such as AWS_ACCESS_KEY_ID); empty if unset. */
+    env?: Record<string, string>;
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'cairn-server-')));
@@ -120,10 +124,11 @@ export async function startTestServer(
     ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     ...(options.failedAuthBurst === undefined ? {} : { failedAuthBurst: options.failedAuthBurst }),
     ...(options.agentConnectLimits === undefined ? {} : { agentConnectLimits: options.agentConnectLimits }),
+    ...(options.blobStore === undefined ? {} : { blobStore: options.blobStore }),
   };
   const config = parseServerConfig(
     pgDatabase?.config.kind === 'postgres' ? { ...flags, database: pgDatabase.config.url } : flags,
-    {},
+    options.env ?? {},
   );
   let server: RunningServer;
   try {

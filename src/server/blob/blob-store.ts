@@ -32,4 +32,9 @@ export interface BlobStore {
   /** Opens `[start, end]` (inclusive) of the blob, or all of it; undefined when missing. */
   read(key: string, range?: { start: number; end: number }): Promise<BlobRead | undefined>;
   delete(key: string): Promise<void>;
+  /**
+   * A URL the client may fetch the blob from directly for a few minutes (a presigned GET),
+   * present only when the store is set to answer downloads with a redirect.
+   */
+  readonly downloadUrl?: ((key: string) => Promise<string>) | undefined;
 }

@@ -2,11 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
-import { CairnError } from '../../lib/cairn-error.ts';
 import type { BlobRead, BlobStore, BlobWriter } from './blob-store.ts';
-
-/** Slash-separated segments of safe characters; `!` and `:` appear in Nix realisation names. */
-const KEY_PATTERN = /^(?:[A-Za-z0-9][A-Za-z0-9._+=!:-]*\/)*[A-Za-z0-9][A-Za-z0-9._+=!:-]*$/;
+import { checkBlobKey } from './check-blob-key.ts';
 
 /**
  * A {@link BlobStore} in a local directory. Writes go to `.tmp/` and are fsynced, then
@@ -28,10 +25,7 @@ export class LocalBlobStore implements BlobStore {
   }
 
   #path(key: string): string {
-    if (!KEY_PATTERN.test(key) || key.split('/').some((s) => s === '.' || s === '..')) {
-      throw new CairnError('INVALID_ARGUMENT', `Cannot use blob key: unsafe characters or segments (${key})`);
-    }
-    return join(this.#root, key);
+    return join(this.#root, checkBlobKey(key));
   }
 
   async createWriter(key: string): Promise<BlobWriter> {

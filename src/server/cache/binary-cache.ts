@@ -7,46 +7,22 @@ import { parseStorePathBaseName } from '../../nix/store-path.ts';
 import type { BlobRead, BlobStore } from '../blob/blob-store.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
-import { NAR_COMPRESSIONS, type NarCompression } from './decompressor.ts';
+import { NAR_FILE, parseNarFileName } from './parse-nar-file-name.ts';
 import { receiveNar } from './receive-nar.ts';
 
-/** `nar/<52 nix32 chars>.nar[.xz|.zst]`: the file name is the sha256 of the file. */
-const NAR_FILE = /^([0-9abcdfghijklmnpqrsvwxyz]{52})\.nar(\.xz|\.zst|\.bz2|\.br|\.lz4|\.lzip|\.gz)?$/;
 /**
  * Names of opaque files under `log/`, `realisations/` and `debuginfo/`. Realisations are named
  * `<hash algo>:<hex>!<output>.doi` by Nix, hence `:` and `!`.
  */
 const OPAQUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+=!:-]{0,250}$/;
-/** Top-level folders of a cache whose files are kept as uploaded. */
 /** Bytes of narinfo text kept in memory; a narinfo is about 500 bytes, so some 130,000 of them. */
 const NARINFO_CACHE_BYTES = 64 * 1024 * 1024;
+/** Top-level folders of a cache whose files are kept as uploaded. */
 export const OPAQUE_FOLDERS = ['log', 'realisations', 'debuginfo'] as const;
 
 /** A cache with its parsed signing key. */
 export interface ResolvedCache extends CacheRow {
   readonly key: SecretKey;
-}
-
-/** Parses a NAR file name; throws a 400 that says what is wrong. */
-export function parseNarFileName(fileName: string): { fileHash: string; compression: NarCompression } {
-  const m = NAR_FILE.exec(fileName);
-  if (!m) {
-    throw new CairnError(
-      'BAD_REQUEST',
-      `Cannot use NAR file name: expected <52 nix32 characters>.nar, .nar.xz or .nar.zst (${fileName.slice(0, 120)})`,
-    );
-  }
-  const ext = `.nar${m[2] ?? ''}`;
-  const compression = (Object.keys(NAR_COMPRESSIONS) as NarCompression[]).find(
-    (c) => NAR_COMPRESSIONS[c] === ext,
-  );
-  if (!compression) {
-    throw new CairnError(
-      'UNSUPPORTED_COMPRESSION',
-      `Cannot upload NAR: compression ${ext} is not accepted; use none, xz or zstd (${fileName})`,
-    );
-  }
-  return { fileHash: `sha256:${m[1]}`, compression };
 }
 
 /**
@@ -133,9 +109,15 @@ export class BinaryCache {
     return await this.#blobs.read(narKey(cache, fileName), range);
   }
 
+  /** A presigned URL of the NAR file valid a few minutes, when the store answers downloads so. */
+  narDownloadUrl(cache: ResolvedCache, fileName: string): Promise<string> | undefined {
+    return this.#blobs.downloadUrl?.(narKey(cache, fileName));
+  }
+
   /**
-   * Receives a NAR file: it must hash to its name and decompress to a well-formed NAR.
-   * Nothing is visible until it is complete; a bad upload leaves nothing behind.
+   * Receives a NAR file: it must hash to its name and decompress to a well-formed NAR. It is
+   * indexed (so that a narinfo naming it can be published) only once it is stored in full; a
+   * bad or interrupted upload leaves nothing behind.
    */
   async uploadNar(cache: ResolvedCache, fileName: string, body: AsyncIterable<Uint8Array>): Promise<void> {
     const { fileHash, compression } = parseNarFileName(fileName);

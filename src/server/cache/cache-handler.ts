@@ -237,6 +237,13 @@ export class CacheHandler {
     const size = await this.#cache.narFileSize(cache, fileName);
     if (size === undefined)
       throw new CairnError('NOT_FOUND', `Cannot find nar/${fileName} in cache '${cache.name}'`);
+    // The caller's right to read was checked; the URL expires, so no cache may keep the answer.
+    const redirect = req.method === 'GET' ? this.#cache.narDownloadUrl(cache, fileName) : undefined;
+    if (redirect) {
+      res.writeHead(302, { Location: await redirect, 'Cache-Control': 'no-store', 'Content-Length': 0 });
+      res.end();
+      return;
+    }
     const headers: Record<string, string | number> = {
       'Content-Type': 'application/x-nix-nar',
       'Accept-Ranges': 'bytes',
