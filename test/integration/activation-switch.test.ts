@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { access, mkdtemp, readFile, realpath } from 'node:fs/promises';
+import { access, mkdtemp, readFile, realpath, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startAgent } from '../helpers/agent-process.ts';
 import { nixosPackage, profileTarget, writeScript } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
-import { RUN_TAG } from '../helpers/nix.ts';
+import { buildPackages, RUN_TAG } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
 
 /**
@@ -165,6 +165,35 @@ describe('NixOS switch outcomes: exit 100, pre-switch checks, the running system
     assert.equal(await profileTarget(join(bed.world.profiles, 'swboot')), next);
     assert.equal(await realpath(link), base);
     assert.equal(await readFile(record, 'utf8'), `${base} switch\n${next} switch\n${next} boot\n`);
+  });
+
+  it('rolls a failing first deployment back to the running system, not leaving it the boot default', async () => {
+    const { record, link } = await place('first');
+    // The system the machine runs, installed by hand before the agent: in the store, not in the profile.
+    const running = (
+      await buildPackages([nixosPackage(`swfirst-running-${RUN_TAG}`, record, { currentSystem: link })])
+    )
+      .values()
+      .next().value!;
+    await symlink(running, link);
+    const paths = await bed.world.publish([
+      nixosPackage(`swfirst-bad-${RUN_TAG}`, record, { exit: 2, currentSystem: link }),
+    ]);
+    const bad = paths.get(`swfirst-bad-${RUN_TAG}`)!;
+    const agent = await bed.agent('swfirst', { env: { CAIRN_AGENT_CURRENT_SYSTEM: link } });
+    const r = await activate({ agents: { swfirst: bad } });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /swfirst\s+\| == rolled-back: switch-to-configuration exited with 2/);
+    assert.ok(
+      r.stdout.includes(
+        `swfirst | previous: ${running} (the running system: the profile has no generation yet)`,
+      ),
+      r.stdout + agent.lines.join('\n'),
+    );
+    // The profile (the boot default) and the running system are the system that ran before.
+    assert.equal(await profileTarget(join(bed.world.profiles, 'swfirst')), running);
+    assert.equal(await realpath(link), running);
+    assert.equal(await readFile(record, 'utf8'), `${bad} switch\n${running} switch\n`);
   });
 
   it('refuses to start with a CAIRN_AGENT_PRE_SWITCH_CHECKS other than fail or boot', async () => {
