@@ -244,7 +244,8 @@ async function activate(
       logFile: join(base, `${stamp}.log`),
       statusFile: join(base, `${stamp}.status`),
       pid: null,
-      ...(kind === 'nixos' ? { goal } : {}),
+      // Only when it is not the default, so an older agent can still read the journal.
+      ...(goal === 'boot' ? { goal } : {}),
     };
     await save({ activation: record });
     const pid = await startDetachedActivation(plan, record);
