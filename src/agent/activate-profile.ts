@@ -128,7 +128,7 @@ export function interpretActivation(
       ok: false,
       preSwitchChecks: true,
       reason: `switch-to-configuration refused to switch: pre-switch checks failed (exit 1)${
-        which.length ? ` (${which.join('; ')})` : ''
+        which.length ? `: ${which.join('; ')}` : ''
       }; nothing was activated and the bootloader was not changed`,
     };
   }

@@ -76,7 +76,7 @@ describe('NixOS switch outcomes: exit 100, pre-switch checks, the running system
       reason:
         'installed for the next boot; reboot required: the init system changed (exit 100); not activated, health checks not run',
     });
-    // The new system is the boot default; the machine still runs the old one, unchecked by nobody.
+    // The new system is the boot default; the machine still runs the old one, and nothing checked either.
     assert.equal(await profileTarget(join(bed.world.profiles, 'sw100')), next);
     assert.equal(await realpath(link), base);
     assert.equal(await exists(checked), false);
@@ -123,7 +123,7 @@ describe('NixOS switch outcomes: exit 100, pre-switch checks, the running system
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(
       r.stdout,
-      /swpre\s+\| == rolled-back: switch-to-configuration refused to switch: pre-switch checks failed \(exit 1\) \(Pre-switch check 'switchInhibitors' failed\); nothing was activated and the bootloader was not changed/,
+      /swpre\s+\| == rolled-back: switch-to-configuration refused to switch: pre-switch checks failed \(exit 1\): Pre-switch check 'switchInhibitors' failed; nothing was activated and the bootloader was not changed/,
     );
     assert.equal(await profileTarget(join(bed.world.profiles, 'swpre')), base);
     assert.equal(await realpath(link), base);
