@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { access, mkdtemp, readFile, realpath, symlink } from 'node:fs/promises';
+import { access, mkdtemp, readFile, realpath, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startAgent } from '../helpers/agent-process.ts';
-import { nixosPackage, profileTarget, writeScript } from '../helpers/deploy-fixtures.ts';
+import { nixosPackage, profileTarget, writeDeployJson, writeScript } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { buildPackages, RUN_TAG } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
@@ -194,6 +194,53 @@ describe('NixOS switch outcomes: exit 100, pre-switch checks, the running system
     assert.equal(await profileTarget(join(bed.world.profiles, 'swfirst')), running);
     assert.equal(await realpath(link), running);
     assert.equal(await readFile(record, 'utf8'), `${bad} switch\n${running} switch\n`);
+  });
+
+  it('after a restart during the boot fallback, still reports installed for the next boot, not a switch', async () => {
+    const { dir, record, link } = await place('bootkill');
+    const agentPid = join(dir, 'agent.pid');
+    const stateDir = await mkdtemp(join(tmpdir(), 'cairn-agent-bootkill-'));
+    const base = nixosPackage(`swbk-base-${RUN_TAG}`, record, { currentSystem: link });
+    // Refused by a pre-switch check; its `boot` kills the agent, then finishes (exit 0).
+    const refused = {
+      name: `swbk-new-${RUN_TAG}`,
+      script: [
+        'mkdir -p $out/bin',
+        'echo 24.05 > $out/nixos-version',
+        writeScript(
+          'bin/switch-to-configuration',
+          [
+            `echo "$(dirname "$(dirname "$0")") $1" >> ${record}`,
+            `if [ "$1" = switch ]; then echo "Pre-switch check 'switchInhibitors' failed" >&2; echo "Pre-switch checks failed" >&2; exit 1; fi`,
+            `kill -9 "$(cat ${agentPid})"`,
+            'sleep 2',
+            'echo installed for boot',
+          ].join('\n'),
+        ),
+      ].join('\n'),
+    };
+    const paths = await bed.world.publish([base, refused]);
+    const env = { CAIRN_AGENT_CURRENT_SYSTEM: link, CAIRN_AGENT_PRE_SWITCH_CHECKS: 'boot' };
+    const token = await bed.world.createAgent('swbk');
+    const first = await bed.agent('swbk', { token, stateDir, env });
+    await writeFile(agentPid, String(first.child.pid));
+    assert.equal((await activate({ agents: { swbk: paths.get(base.name)! } })).code, 0);
+    const f = await writeDeployJson(bed.world.profiles, { agents: { swbk: paths.get(refused.name)! } });
+    const activation = cli(['deploy', 'activate', f, '--timeout', '90s'], bed.world.env);
+    await once(first.child, 'exit');
+    assert.equal(first.child.signalCode, 'SIGKILL');
+    const second = await bed.agent('swbk', { token, stateDir, env });
+    await second.waitFor(/was interrupted at activate; finishing it first/);
+    const r = await activation;
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /swbk\s+\| == failed: installed for the next boot \(switch-to-configuration boot/);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'swbk')), paths.get(refused.name));
+    assert.equal(await realpath(link), paths.get(base.name));
+    // The boot ran once: the restarted agent re-attached to it rather than switching again.
+    assert.equal(
+      await readFile(record, 'utf8'),
+      `${paths.get(base.name)} switch\n${paths.get(refused.name)} switch\n${paths.get(refused.name)} boot\n`,
+    );
   });
 
   it('refuses to start with a CAIRN_AGENT_PRE_SWITCH_CHECKS other than fail or boot', async () => {
