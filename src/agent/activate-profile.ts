@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
+import { childEnv } from './child-env.ts';
 import { isDeprecatedStub, isExecutable } from './profile-kind.ts';
 
 /** The commands that activate a store path, run in order until one fails, with their environment. */
@@ -12,17 +13,25 @@ export interface ActivationPlan {
 
 /** How activation ended. */
 export type ActivationOutcome =
+  | { readonly ok: true; readonly note: string | null }
   | {
-      readonly ok: true;
-      readonly note: string | null;
-      /** The activation itself said the machine must reboot (NixOS exit 100). */
-      readonly rebootRequired?: boolean;
-    }
-  | { readonly ok: false; readonly reason: string };
+      readonly ok: false;
+      readonly reason: string;
+      /**
+       * NixOS exit 100: the new configuration is the boot default, nothing was activated, the
+       * machine runs what it ran before until it reboots.
+       */
+      readonly nextBoot?: boolean;
+      /** NixOS exit 1 after "Pre-switch checks failed": nothing was changed, not even the bootloader. */
+      readonly preSwitchChecks?: boolean;
+    };
+
+/** What NixOS's `switch-to-configuration` prints to stderr before it exits 1 on a failed pre-switch check. */
+export const PRE_SWITCH_CHECKS_FAILED = 'Pre-switch checks failed';
 
 /**
- * What activating a store path of this kind takes (see shared/reference/activation.md):
- * NixOS `bin/switch-to-configuration switch`; nix-darwin `activate-user` (unless missing or the
+ * What activating a store path of this kind takes (see docs/activation.md):
+ * NixOS `bin/switch-to-configuration switch` (or `goal`) with `NIXOS_INSTALL_BOOTLOADER=0`; nix-darwin `activate-user` (unless missing or the
  * deprecation stub) then `activate`, as root with root's HOME; Home Manager `activate` as the
  * user (with `--driver-version 1` where the script knows it); a plain profile its `bin/activate`
  * if it has one, else nothing.
@@ -30,18 +39,22 @@ export type ActivationOutcome =
 export async function activationPlan(
   storePath: string,
   kind: ProfileKind,
-  env: NodeJS.ProcessEnv,
+  agentEnv: NodeJS.ProcessEnv,
+  goal: 'switch' | 'boot' = 'switch',
 ): Promise<ActivationPlan> {
+  // Never the agent's own environment: it holds the agent's token (see child-env.ts).
+  const env = childEnv(agentEnv);
   switch (kind) {
     case 'nixos':
       return {
         commands: [
           {
             label: 'switch-to-configuration',
-            argv: [join(storePath, 'bin/switch-to-configuration'), 'switch'],
+            argv: [join(storePath, 'bin/switch-to-configuration'), goal],
           },
         ],
-        env,
+        // Set either way, as nixos-rebuild does: an inherited 1 would reinstall the bootloader.
+        env: { ...env, NIXOS_INSTALL_BOOTLOADER: '0' },
       };
     case 'nix-darwin': {
       const commands: Array<{ label: string; argv: string[] }> = [];
@@ -75,14 +88,23 @@ export async function activationPlan(
 
 /**
  * What an activation's exit status means. For NixOS, 4 (some units failed, the system switched)
- * follows the deployment's policy and 100 (reboot required) is a success with a note.
+ * follows the deployment's policy; 100 (the init system changed) means the new configuration was
+ * installed as the boot default and nothing was activated, which is not a checked success; 1
+ * after "Pre-switch checks failed" means the switch was refused before anything changed.
  */
 export function interpretActivation(
   kind: ProfileKind,
-  status: { code: number; label: string; lastLine: string | undefined },
+  status: {
+    code: number;
+    label: string;
+    lastLine: string | undefined;
+    tail?: readonly string[];
+    unknown?: string;
+  },
   exit4: 'fail' | 'tolerate',
 ): ActivationOutcome {
   const { code, label, lastLine } = status;
+  if (status.unknown) return { ok: false, reason: status.unknown };
   if (code === 0) return { ok: true, note: null };
   if (kind === 'nixos' && code === 4) {
     if (exit4 === 'tolerate')
@@ -93,6 +115,22 @@ export function interpretActivation(
     };
   }
   if (kind === 'nixos' && code === 100)
-    return { ok: true, note: 'reboot required: the init system changed (exit 100)', rebootRequired: true };
+    return {
+      ok: false,
+      nextBoot: true,
+      reason:
+        'installed for the next boot; reboot required: the init system changed (exit 100); not activated, health checks not run',
+    };
+  const tail = status.tail ?? (lastLine ? [lastLine] : []);
+  if (kind === 'nixos' && code === 1 && tail.some((l) => l.trim() === PRE_SWITCH_CHECKS_FAILED)) {
+    const which = tail.filter((l) => /^Pre-switch check '.*' failed/.test(l.trim())).map((l) => l.trim());
+    return {
+      ok: false,
+      preSwitchChecks: true,
+      reason: `switch-to-configuration refused to switch: pre-switch checks failed (exit 1)${
+        which.length ? `: ${which.join('; ')}` : ''
+      }; nothing was activated and the bootloader was not changed`,
+    };
+  }
   return { ok: false, reason: `${label} exited with ${code}${lastLine ? `: ${lastLine}` : ''}` };
 }

@@ -1,16 +1,27 @@
 import { spawn } from 'node:child_process';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { sleep } from '../lib/backoff.ts';
 import { processAlive } from '../lib/process-alive.ts';
 import type { ActivationRecord } from '../protocol/agent-journal.ts';
 import type { ActivationPlan } from './activate-profile.ts';
 
-/** How a detached activation ended: the exit code and which command gave it. */
+/**
+ * How a detached activation ended: the exit code and which command gave it, with the last lines
+ * it printed. `unknown` says why the outcome could not be read (no status, or an empty or
+ * incomplete one); `code` is then -1 and the activation counts as failed.
+ */
 export interface DetachedStatus {
   readonly code: number;
   readonly label: string;
   readonly lastLine: string | undefined;
+  readonly tail: readonly string[];
+  readonly unknown?: string;
 }
+
+/** A complete status file: "<exit code> <label>" and a newline, nothing else. */
+const STATUS_LINE = /^(\d+) (\S+)\n$/;
+/** How long a re-attached agent waits for the pid file of an activation whose pid it never recorded. */
+const PID_FILE_WAIT_MS = 10_000;
 
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -24,26 +35,39 @@ export async function startDetachedActivation(
   plan: ActivationPlan,
   record: ActivationRecord,
 ): Promise<number> {
-  const lines = ['exec >>"$CAIRN_ACTIVATION_LOG" 2>&1'];
+  // The log and status paths are positional parameters ($1, $2), not variables, so nothing of
+  // the agent's reaches the activation's environment. The status is written to a temporary
+  // file, flushed to disk, and renamed into place: a crash leaves no status or a whole one.
+  const status = (rc: string, label: string) =>
+    `printf '%s %s\\n' ${rc} ${quote(label)} > "$2.tmp"; sync "$2.tmp" 2>/dev/null || sync; mv "$2.tmp" "$2"; sync "$(dirname "$2")" 2>/dev/null || true`;
+  const lines = ['echo $$ > "$2.pid"', 'exec >>"$1" 2>&1'];
   for (const c of plan.commands) {
     lines.push(`echo ${quote(`$ ${c.argv.join(' ')}`)}`);
     lines.push(`${c.argv.map(quote).join(' ')} </dev/null`);
-    lines.push(
-      `rc=$?; if [ $rc -ne 0 ]; then echo "$rc ${c.label}" > "$CAIRN_ACTIVATION_STATUS.tmp"; mv "$CAIRN_ACTIVATION_STATUS.tmp" "$CAIRN_ACTIVATION_STATUS"; exit $rc; fi`,
-    );
+    lines.push(`rc=$?; if [ $rc -ne 0 ]; then ${status('"$rc"', c.label)}; exit $rc; fi`);
   }
-  lines.push(
-    'echo "0 -" > "$CAIRN_ACTIVATION_STATUS.tmp"; mv "$CAIRN_ACTIVATION_STATUS.tmp" "$CAIRN_ACTIVATION_STATUS"',
+  lines.push(status('0', '-'));
+  const child = spawn(
+    '/bin/sh',
+    ['-c', lines.join('\n'), 'cairn-activation', record.logFile, record.statusFile],
+    {
+      detached: true,
+      stdio: 'ignore',
+      env: plan.env,
+    },
   );
-  const child = spawn('/bin/sh', ['-c', lines.join('\n')], {
-    detached: true,
-    stdio: 'ignore',
-    env: { ...plan.env, CAIRN_ACTIVATION_LOG: record.logFile, CAIRN_ACTIVATION_STATUS: record.statusFile },
-  });
   child.unref();
   const pid = child.pid;
   if (pid === undefined) throw new Error('cannot start the activation: no process id');
   return pid;
+}
+
+/** True while `pid` runs: a zombie (ended, not yet reaped) counts as ended. */
+async function running(pid: number): Promise<boolean> {
+  if (!processAlive(pid)) return false;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // "pid (comm) S ...": the state follows the last ')'.
+  return stat === undefined || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
 /**
@@ -65,6 +89,7 @@ export async function waitForDetachedActivation(
     lineStart += Buffer.byteLength(line) + 1;
   };
   let last: string | undefined;
+  const tail: string[] = [];
   const drain = async () => {
     const handle = await open(record.logFile, 'r').catch(() => undefined);
     if (!handle) return;
@@ -79,39 +104,64 @@ export async function waitForDetachedActivation(
       partial = parts.pop() ?? '';
       for (const line of parts) {
         last = line;
+        tail.push(line);
+        if (tail.length > 20) tail.shift();
         emit(line);
       }
     } finally {
       await handle.close();
     }
   };
+  const finish = async (): Promise<void> => {
+    await drain();
+    if (partial) {
+      emit(partial);
+      last = partial;
+      tail.push(partial);
+      partial = '';
+    }
+  };
+  const ended = (unknown: string): DetachedStatus => ({
+    code: -1,
+    label: 'activation',
+    lastLine: last,
+    tail,
+    unknown,
+  });
+  let pid = record.pid;
+  const waitingSince = Date.now();
   for (;;) {
     await drain();
     const status = await readFile(record.statusFile, 'utf8').catch(() => undefined);
-    if (status !== undefined) {
-      await drain();
-      if (partial) {
-        emit(partial);
-        last = partial;
-      }
-      const [code, label = '-'] = status.trim().split(' ');
-      return { code: Number(code), label, lastLine: last };
+    const m = status === undefined ? null : STATUS_LINE.exec(status);
+    if (m) {
+      await finish();
+      return { code: Number(m[1]), label: m[2]!, lastLine: last, tail };
     }
-    if (record.pid !== null && !processAlive(record.pid)) {
+    if (pid === null) {
+      const text = await readFile(`${record.statusFile}.pid`, 'utf8').catch(() => '');
+      pid = /^\d+\n?$/.test(text) ? Number(text) : null;
+    }
+    const gone =
+      pid !== null
+        ? !(await running(pid))
+        : status !== undefined || Date.now() - waitingSince > PID_FILE_WAIT_MS;
+    if (gone) {
       // One more look: the status may have landed between the two checks.
-      if (
-        await stat(record.statusFile).then(
-          () => true,
-          () => false,
-        )
-      )
-        continue;
-      await drain();
-      return {
-        code: -1,
-        label: 'activation',
-        lastLine: 'the activation process ended without an exit status (interrupted)',
-      };
+      const again = await readFile(record.statusFile, 'utf8').catch(() => undefined);
+      if (again !== undefined && STATUS_LINE.test(again)) continue;
+      await finish();
+      if (again !== undefined)
+        return ended(
+          `the activation's outcome is unknown: its status file ${record.statusFile} is ${
+            again === '' ? 'empty' : 'incomplete'
+          } (the machine may have lost power while writing it)`,
+        );
+      return ended(
+        pid === null
+          ? "the activation's outcome is unknown: it left no process id and no exit status (the agent stopped as it started it)"
+          : 'the activation process ended without an exit status (interrupted)',
+      );
     }
     await sleep(100);
   }

@@ -1,4 +1,5 @@
 import { AgentDaemon, type AgentOptions } from './agent-daemon.ts';
+import { preSwitchPolicy } from './pre-switch-policy.ts';
 import { lockProfile } from './profile-lock.ts';
 import { resolveProfilePath } from './profile-state.ts';
 
@@ -6,9 +7,10 @@ import { resolveProfilePath } from './profile-state.ts';
  * Runs the agent until `signal` aborts: resolves `options.profile` (a name under
  * /nix/var/nix/profiles, or an absolute path), takes the profile's lock, and releases it when
  * the agent stops.
- * @throws CairnError INVALID_ARGUMENT for a bad profile name, ALREADY_EXISTS when another agent holds the lock.
+ * @throws CairnError INVALID_ARGUMENT for a bad profile name or setting, ALREADY_EXISTS when another agent holds the lock.
  */
 export async function runAgent(options: AgentOptions, signal: AbortSignal): Promise<void> {
+  preSwitchPolicy(options.env);
   const profile = resolveProfilePath(options.profile);
   const unlock = await lockProfile(profile);
   try {

@@ -8,15 +8,18 @@ import type {
   DeploymentStep,
   DesiredDeployment,
 } from '../protocol/agent-protocol.ts';
-import { activationPlan, interpretActivation } from './activate-profile.ts';
+import { type ActivationOutcome, activationPlan, interpretActivation } from './activate-profile.ts';
+import { childEnv } from './child-env.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
 import { runHealthChecks } from './health-checks.ts';
 import type { JournalFile } from './journal-file.ts';
 import { dropInFlightRoots, type NixContext, setProfile } from './nix-commands.ts';
+import { preSwitchPolicy } from './pre-switch-policy.ts';
 import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
 import { DeploymentInterrupted, realiseClosure } from './realise-closure.ts';
 import { rebootRequired } from './reboot-required.ts';
+import { checkRunningSystem, runningSystem } from './running-system.ts';
 import { StepFailure } from './step-failure.ts';
 
 /** What running a deployment needs. */
@@ -94,8 +97,13 @@ export async function driveDeployment(
           await ctx.onRealised?.(d.storePath);
           const kind = await detectProfileKind(d.storePath);
           say(`kind: ${kind}`);
-          const previous = (await readProfileState(ctx.profile)).storePath;
-          say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
+          let previous = (await readProfileState(ctx.profile)).storePath;
+          // A first deployment to a NixOS profile: going back means going back to what runs.
+          const running = previous === null && kind === 'nixos' ? await runningSystem(ctx.env) : undefined;
+          if (running) {
+            previous = running;
+            say(`previous: ${previous} (the running system: the profile has no generation yet)`);
+          } else say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
           await save({ phase: 'set-profile', previous });
           break;
         }
@@ -115,11 +123,37 @@ export async function driveDeployment(
         case 'activate': {
           ctx.onStep('activate');
           const kind = await detectProfileKind(d.storePath);
-          const outcome = await activate(ctx, kind, d.storePath, d.exit4, j, save);
+          let run = await activate(ctx, kind, d.storePath, d.exit4, j, save, 'switch');
+          if (!run.outcome.ok && run.outcome.preSwitchChecks && preSwitchPolicy(ctx.env) === 'boot') {
+            say(
+              `${run.outcome.reason}; installing it for the next boot instead (switch-to-configuration boot)`,
+            );
+            j = { ...j, activation: null };
+            run = await activate(ctx, kind, d.storePath, d.exit4, j, save, 'boot');
+          }
+          const { outcome } = run;
+          if (!outcome.ok && outcome.nextBoot) {
+            // Installed as the boot default, nothing activated: the machine still runs the old
+            // system, so there is nothing to check and nothing to roll back.
+            reboot = true;
+            say(`reboot required: ${outcome.reason}`);
+            return await finish('failed', 'activate', outcome.reason);
+          }
           if (!outcome.ok) throw new StepFailure('activate', outcome.reason);
+          if (run.goal === 'boot') {
+            reboot = true;
+            const reason =
+              'installed for the next boot (switch-to-configuration boot, after the pre-switch checks refused a live switch); reboot required; not activated, health checks not run';
+            say(`reboot required: ${reason}`);
+            return await finish('failed', 'activate', reason);
+          }
           if (outcome.note) say(`note: ${outcome.note}`);
-          if (outcome.rebootRequired) reboot = true;
-          else if (kind === 'nixos' && (await rebootRequired(d.storePath))) {
+          if (kind === 'nixos' && run.code !== null) {
+            const running = await checkRunningSystem(ctx.env, d.storePath, run.code);
+            if (!running.ok) throw new StepFailure('activate', running.reason);
+            if (running.note) say(`note: ${running.note}`);
+          }
+          if (kind === 'nixos' && (await rebootRequired(d.storePath))) {
             reboot = true;
             say('reboot required: the new kernel, initrd or kernel modules differ from the booted ones');
           }
@@ -130,7 +164,7 @@ export async function driveDeployment(
           ctx.onStep('rollback-script');
           const script = d.rollbackScript!;
           say(`$ ${script}`);
-          const r = await runLines(script, [], { env: ctx.env, onLine: say });
+          const r = await runLines(script, [], { env: childEnv(ctx.env), onLine: say });
           if (r.code !== 0) {
             throw new StepFailure(
               'rollback-script',
@@ -143,7 +177,10 @@ export async function driveDeployment(
         case 'health-check': {
           if (d.healthChecks.length > 0) {
             ctx.onStep('health-check');
-            const health = await runHealthChecks(d.healthChecks, d.storePath, { env: ctx.env, onLine: say });
+            const health = await runHealthChecks(d.healthChecks, d.storePath, {
+              env: childEnv(ctx.env),
+              onLine: say,
+            });
             if (!health.ok) throw new StepFailure('health-check', health.reason);
           }
           await save({ phase: 'confirm' });
@@ -179,7 +216,11 @@ export async function driveDeployment(
   }
 }
 
-/** Activates `storePath` in a detached session, or re-attaches to the one the journal names. */
+/**
+ * Activates `storePath` in a detached session (NixOS: with `goal`), or re-attaches to the one the
+ * journal names. Resolves with the outcome, the goal that ran, and the exit code (null when
+ * nothing ran).
+ */
 async function activate(
   ctx: RunDeploymentContext,
   kind: Awaited<ReturnType<typeof detectProfileKind>>,
@@ -187,13 +228,14 @@ async function activate(
   exit4: 'fail' | 'tolerate',
   j: AgentJournal,
   save: (patch: Partial<AgentJournal>) => Promise<void>,
-) {
+  goal: 'switch' | 'boot',
+): Promise<{ outcome: ActivationOutcome; goal: 'switch' | 'boot'; code: number | null }> {
   let record = j.activation?.storePath === storePath ? j.activation : null;
   if (record) {
     ctx.onLine(`re-attaching to the activation of ${storePath} started before the agent restarted`);
   } else {
-    const plan = await activationPlan(storePath, kind, ctx.env);
-    if (plan.commands.length === 0) return { ok: true as const, note: null };
+    const plan = await activationPlan(storePath, kind, ctx.env, goal);
+    if (plan.commands.length === 0) return { outcome: { ok: true, note: null }, goal, code: null };
     const stamp = `${Date.now()}-${process.pid}`;
     const base = join(ctx.stateDir, 'activations');
     await mkdir(base, { recursive: true, mode: 0o700 });
@@ -202,6 +244,8 @@ async function activate(
       logFile: join(base, `${stamp}.log`),
       statusFile: join(base, `${stamp}.status`),
       pid: null,
+      // Only when it is not the default, so an older agent can still read the journal.
+      ...(goal === 'boot' ? { goal } : {}),
     };
     await save({ activation: record });
     const pid = await startDetachedActivation(plan, record);
@@ -209,7 +253,11 @@ async function activate(
     await save({ activation: record });
   }
   const status = await waitForDetachedActivation(record, ctx.onLine);
-  return interpretActivation(kind, status, exit4);
+  return {
+    outcome: interpretActivation(kind, status, exit4),
+    goal: record.goal ?? 'switch',
+    code: status.unknown ? null : status.code,
+  };
 }
 
 async function rollBack(
@@ -256,10 +304,14 @@ async function rollBack(
     );
   }
   // Re-activating the old generation must not be cut short by the exit-4 policy.
-  const outcome = await activate(ctx, kind, previous, 'tolerate', j, save);
-  if (!outcome.ok) {
-    say(`ROLLBACK FAILED: ${outcome.reason}`);
-    return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${outcome.reason}`);
+  const { outcome, code } = await activate(ctx, kind, previous, 'tolerate', j, save, 'switch');
+  const checked =
+    outcome.ok && kind === 'nixos' && code !== null
+      ? await checkRunningSystem(ctx.env, previous, code)
+      : outcome;
+  if (!checked.ok) {
+    say(`ROLLBACK FAILED: ${checked.reason}`);
+    return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${checked.reason}`);
   }
   say(`rolled back to ${previous}`);
   return await finish('rolled-back', failure.step, failure.reason);

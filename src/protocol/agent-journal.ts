@@ -8,6 +8,12 @@ export const activationRecordSchema = z.strictObject({
   logFile: z.string(),
   statusFile: z.string(),
   pid: z.number().int().positive().nullable(),
+  /**
+   * NixOS: the switch-to-configuration goal. `boot` only when the agent fell back to installing
+   * the configuration for the next boot after the pre-switch checks refused a live switch;
+   * absent means `switch` (and keeps journals readable by agents that predate the field).
+   */
+  goal: z.enum(['switch', 'boot']).optional(),
 });
 export type ActivationRecord = z.infer<typeof activationRecordSchema>;
 

@@ -40,6 +40,8 @@ export async function startAgent(options: {
   /** Its state dir; a new temporary one by default, and null for the agent's own default. */
   stateDir?: string | null;
   wrap?: readonly string[];
+  /** More environment for the agent (such as CAIRN_AGENT_CURRENT_SYSTEM). */
+  env?: Record<string, string>;
 }): Promise<AgentProcess> {
   const stateDir =
     options.stateDir === null ? null : (options.stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-'))));
@@ -60,6 +62,7 @@ export async function startAgent(options: {
     CAIRN_AGENT_TOKEN: options.token,
     CAIRN_AGENT_LOCK_DIR: AGENT_LOCK_DIR,
     XDG_CACHE_HOME: join(stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-cache-'))), 'xdg-cache'),
+    ...options.env,
   });
   if (stateDir === null) delete env.CAIRN_AGENT_STATE_DIR;
   const child = spawn(cmd, args, {

@@ -21,19 +21,42 @@ export function plainPackage(name: string, options: { activateExit?: number } = 
 
 /**
  * A NixOS-kind closure (nixos-version and bin/switch-to-configuration) whose switch appends
- * "<its store path> <goal>" to `record` and exits with `exit`. No real NixOS is needed to test
- * what the agent does with it; the kind and the exit codes are what matter.
+ * "<its store path> <goal>" to `record` and exits with `exit`, behaving as the real one does:
+ * - `currentSystem`: a link the switch points at its own store path when it activates (goal
+ *   `switch` or `test`, exit 0 or 4), as NixOS's activation does with /run/current-system;
+ *   exit 100 (the init system changed) and `boot` leave it alone.
+ * - `preSwitchCheck`: the name of a pre-switch check that fails: a `switch` then prints what the
+ *   real one prints ("Pre-switch check '<name>' failed", "Pre-switch checks failed") and exits 1
+ *   before touching anything; `boot` goes through (exit 0).
+ * - `envDump`: a file the switch writes its environment (`env`) to.
  */
-export function nixosPackage(name: string, record: string, options: { exit?: number } = {}) {
+export function nixosPackage(
+  name: string,
+  record: string,
+  options: { exit?: number; currentSystem?: string; preSwitchCheck?: string; envDump?: string } = {},
+): TestPackage {
   const exit = options.exit ?? 0;
+  const body = [
+    'top=$(dirname "$(dirname "$0")")',
+    `echo "$top $1" >> ${record}`,
+    options.envDump ? `env > ${options.envDump}` : '',
+    options.preSwitchCheck
+      ? `if [ "$1" = switch ]; then echo "Pre-switch check '${options.preSwitchCheck}' failed" >&2; echo "Pre-switch checks failed" >&2; exit 1; fi`
+      : '',
+    'echo switching to configuration',
+    'if [ "$1" = boot ]; then exit 0; fi',
+    options.currentSystem && (exit === 0 || exit === 4) ? `ln -sfn "$top" ${options.currentSystem}` : '',
+    `exit ${exit}`,
+  ]
+    .filter(Boolean)
+    .join('\n');
   return {
     name,
     script: [
       'mkdir -p $out/bin',
       'echo 24.05 > $out/nixos-version',
-      `printf '#!/bin/sh\\necho "$(dirname $(dirname $0)) $1" >> ${record}\\necho switching to configuration\\nexit ${exit}\\n' > $out/bin/switch-to-configuration`,
-      'chmod +x $out/bin/switch-to-configuration',
-    ].join('; '),
+      writeScript('bin/switch-to-configuration', body),
+    ].join('\n'),
   };
 }
 

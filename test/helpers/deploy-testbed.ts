@@ -16,7 +16,12 @@ export interface DeployTestbed {
    */
   agent(
     name: string,
-    options?: { token?: string; stateDir?: string; wrap?: readonly string[] },
+    options?: {
+      token?: string;
+      stateDir?: string;
+      wrap?: readonly string[];
+      env?: Record<string, string>;
+    },
   ): Promise<AgentProcess>;
   /** Runs `cairn deploy activate` on a deploy.json with `body`, as the admin. */
   activate(body: object): ReturnType<typeof cli>;
@@ -57,6 +62,7 @@ export function useDeployTestbed(): DeployTestbed {
         server: server.url,
         ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
         ...(options.wrap === undefined ? {} : { wrap: options.wrap }),
+        ...(options.env === undefined ? {} : { env: options.env }),
       });
       agents.push(a);
       await a.waitFor(/connected to/);

@@ -7,7 +7,7 @@ import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
 
-describe('activation exit codes 4 (some units failed) and 100 (reboot required)', () => {
+describe('activation exit code 4 (some units failed)', () => {
   const bed = useDeployTestbed();
   const { agent, activate } = bed;
   /** The agent's deployments as `cairn deploy list --json` shows them, oldest first. */
@@ -80,31 +80,5 @@ describe('activation exit codes 4 (some units failed) and 100 (reboot required)'
       ),
     );
     assert.equal(await profileTarget(join(bed.world.profiles, 'exit4p')), good);
-  });
-
-  it('keeps a NixOS switch that exits 100 and tells the user a reboot is needed', async () => {
-    const record = join(bed.world.profiles, 'exit100-record');
-    const paths = await bed.world.publish([nixosPackage(`exit100-${RUN_TAG}`, record, { exit: 100 })]);
-    const path = paths.get(`exit100-${RUN_TAG}`)!;
-    await agent('exit100');
-    const r = await activate({ agents: { exit100: path } });
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /exit100\s+\| note: reboot required: the init system changed \(exit 100\)/);
-    assert.match(r.stdout, /exit100\s+succeeded/);
-    assert.equal(await profileTarget(join(bed.world.profiles, 'exit100')), path);
-    assert.equal(await readFile(record, 'utf8'), `${path} switch\n`);
-  });
-
-  it('records a NixOS switch that exits 100 as needing a reboot, in the summary and the deployment', async () => {
-    const record = join(bed.world.profiles, 'exit100-flag-record');
-    const paths = await bed.world.publish([nixosPackage(`exit100-flag-${RUN_TAG}`, record, { exit: 100 })]);
-    await agent('exit100f');
-    const r = await activate({ agents: { exit100f: paths.get(`exit100-flag-${RUN_TAG}`)! } });
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /exit100f\s+succeeded\s+.*reboot required/);
-    assert.deepEqual(
-      (await deployments('exit100f')).map((d) => [d.state, d.rebootRequired]),
-      [['succeeded', true]],
-    );
   });
 });
