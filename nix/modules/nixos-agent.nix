@@ -102,6 +102,19 @@ in
       '';
     };
 
+    preSwitchChecks = mkOption {
+      type = types.enum [
+        "fail"
+        "boot"
+      ];
+      default = "fail";
+      description = ''
+        What a switch whose pre-switch checks fail does (`CAIRN_AGENT_PRE_SWITCH_CHECKS`): `fail`
+        the deployment with the checks' message (nothing is activated), or install it with
+        `switch-to-configuration boot` for the next boot, reporting that a reboot is required.
+      '';
+    };
+
     path = mkOption {
       type = types.listOf types.package;
       default = [ ];
@@ -138,6 +151,7 @@ in
       path = [ config.nix.package ] ++ cfg.path;
       environment = {
         CAIRN_SERVER = cfg.serverUrl;
+        CAIRN_AGENT_PRE_SWITCH_CHECKS = cfg.preSwitchChecks;
         CAIRN_WORKSPACE = cfg.workspace;
       };
 

@@ -114,7 +114,10 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
       '--state-dir <dir>',
       'where the agent keeps its lock, GC roots and temporary files (env: CAIRN_AGENT_STATE_DIR)',
     )
-    .addHelpText('after', "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token).")
+    .addHelpText(
+      'after',
+      "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token),\nCAIRN_AGENT_PRE_SWITCH_CHECKS (fail, the default, or boot: what a NixOS switch whose pre-switch\nchecks fail does; see docs/activation.md).",
+    )
     .action(async (name: string, profileArg: string, opts: { stateDir?: string }) => {
       if (!NAME_PATTERN.test(name)) {
         throw new CairnError('INVALID_ARGUMENT', `Cannot start the agent: invalid agent name (${name})`);
