@@ -44,6 +44,8 @@ export interface AppDeps {
   readonly isReady: () => boolean;
   /** The event bus; in-memory unless replicas share one. */
   readonly bus?: EventBus;
+  /** Agents that were online when the server before this one stopped (they are reconnecting). */
+  readonly reconnecting?: readonly number[];
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -115,7 +117,14 @@ export function createApp(deps: AppDeps): App {
   });
 
   // Staged rollouts: decided on a tick and on agent events, from the database alone.
-  const rollouts = new RolloutEngine({ db, deployments, bus, log: deps.log, now: deps.now });
+  const rollouts = new RolloutEngine({
+    db,
+    deployments,
+    bus,
+    log: deps.log,
+    now: deps.now,
+    reconnecting: deps.reconnecting ?? [],
+  });
   rollouts.start();
 
   const app = new Hono();

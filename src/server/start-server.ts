@@ -50,10 +50,10 @@ export async function startServer(
       'first start: created workspace "default" and an admin token; read it from this file',
     );
 
-  if (database.dialect === 'sqlite') {
-    // One process owns an SQLite database: no agent is connected to it before it starts.
-    await new AgentRepository(database.db).setAllOffline();
-  }
+  // One process owns an SQLite database: no agent is connected to it before it starts. Those
+  // that were connected to the server before are reconnecting; staged rollouts count on them.
+  const reconnecting =
+    database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline() : [];
   let ready = false;
   const app = createApp({
     database,
@@ -65,6 +65,7 @@ export async function startServer(
     failedAuthBurst: config.failedAuthBurst,
     agentConnectLimits: config.agentConnectLimits,
     isReady: () => ready,
+    reconnecting,
   });
   // Request bodies (NAR uploads) may take long, so no overall request timeout; but the headers
   // must come quickly, checked every second, so slow-header clients cannot hold sockets.

@@ -12,6 +12,10 @@ export async function handleConfirm(
   msg: Extract<AgentMessage, { type: 'confirm' }>,
   ctx: AgentMessageContext,
 ): Promise<void> {
+  // The agent says where its deployment is (`progress`) before it asks: that write, queued
+  // ahead of this message, must be committed first, or a deployment whose earlier progress was
+  // lost (a server killed before committing it) reads as not running and is never confirmed.
+  await ctx.writes.write(async () => {});
   const d = await ctx.deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
   if (d && d.agent_id === conn.agent.id && d.state === 'running') {
     conn.known.remember(d);

@@ -96,9 +96,18 @@ export class AgentRepository {
     await this.db.updateTable('agents').set({ online: 0, last_seen_at: now }).where('id', '=', id).execute();
   }
 
-  /** Marks every agent offline: at start, no agent is connected to this server yet. */
-  async setAllOffline(): Promise<void> {
-    await this.db.updateTable('agents').set({ online: 0 }).where('online', '=', 1).execute();
+  /**
+   * Marks every agent offline: at start, no agent is connected to this server yet. Returns the
+   * ids of those that were online, connected to the server before this one and reconnecting.
+   */
+  async setAllOffline(): Promise<number[]> {
+    const rows = await this.db
+      .updateTable('agents')
+      .set({ online: 0 })
+      .where('online', '=', 1)
+      .returning('id')
+      .execute();
+    return rows.map((r) => r.id);
   }
 
   /** The tags of these agents, by agent id (agents without tags are absent). */

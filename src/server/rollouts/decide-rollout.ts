@@ -76,9 +76,17 @@ export function decideRollout(r: RolloutSnapshot, agents: readonly AgentSnapshot
   const out = (a: AgentSnapshot) => outcome.get(a.deploymentId) ?? null;
   const undispatched = (a: AgentSnapshot) => a.dispatchedAt === null && a.state === 'pending';
 
+  // Superseded: a newer deployment took every agent this rollout had yet to dispatch (step 3;
+  // a paused rollout too, or a resume would find nothing left and call it succeeded).
+  const superseded = agents.filter(
+    (a) => a.state === 'cancelled' && a.reason === SUPERSEDED_REASON && a.outcome === null,
+  );
+  const supersededAll =
+    superseded.length > 0 && !agents.some((a) => undispatched(a) && a.deferredAt === null);
+
   // 2. A rollout that failed with `revert` rolls back every agent it switched, including those
   // still activating when it failed, once they finish.
-  if (final || paused) {
+  if (final || (paused && !supersededAll)) {
     if (r.revertState === 'pending') {
       for (const a of agents) {
         if (a.state === 'succeeded' && !a.reverted && a.dispatchedAt !== null) d.revert.push(a.deploymentId);
@@ -98,10 +106,7 @@ export function decideRollout(r: RolloutSnapshot, agents: readonly AgentSnapshot
   }
 
   // 3. Superseded: a newer deployment took every agent this rollout had yet to dispatch.
-  const superseded = agents.filter(
-    (a) => a.state === 'cancelled' && a.reason === SUPERSEDED_REASON && a.outcome === null,
-  );
-  if (superseded.length > 0 && !agents.some((a) => undispatched(a) && a.deferredAt === null)) {
+  if (supersededAll) {
     return end(
       d,
       agents,

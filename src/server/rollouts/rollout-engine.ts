@@ -19,7 +19,16 @@ export interface RolloutEngineDeps {
   readonly log: Logger;
   readonly now: () => number;
   readonly tickMs?: number;
+  /**
+   * Agents that were online when the previous server stopped: for {@link RECONNECT_GRACE_MS}
+   * they count as online though not reconnected yet, so that a restart does not defer (or fail,
+   * with `offline: fail`) the batch it opens.
+   */
+  readonly reconnecting?: readonly number[];
 }
+
+/** How long agents connected to a server that stopped have to reconnect (their backoff is at most 30 s). */
+export const RECONNECT_GRACE_MS = 60_000;
 
 /**
  * Runs staged rollouts. Keeps no state that matters in memory: every step reads the rollout
@@ -42,9 +51,14 @@ export class RolloutEngine {
   #ticking = false;
   #closed = false;
   readonly #unsubscribe: Array<() => void>;
+  /** Agents presumed online until `#graceUntil`: see {@link RolloutEngineDeps.reconnecting}. */
+  readonly #reconnecting: ReadonlySet<number>;
+  readonly #graceUntil: number;
 
   constructor(deps: RolloutEngineDeps) {
     this.#deps = deps;
+    this.#reconnecting = new Set(deps.reconnecting ?? []);
+    this.#graceUntil = deps.now() + RECONNECT_GRACE_MS;
     this.store = new RolloutStore(deps.db);
     this.#unsubscribe = [
       // Only verdicts move a rollout on; steps of a running deployment do not.
@@ -108,7 +122,11 @@ export class RolloutEngine {
         const snap = await this.store.snapshot(id);
         if (!snap) return;
         const now = this.#deps.now();
-        const d = decideRollout(snap.rollout, snap.agents, now);
+        const agents =
+          now < this.#graceUntil && this.#reconnecting.size > 0
+            ? snap.agents.map((a) => (this.#reconnecting.has(a.agentId) ? { ...a, online: true } : a))
+            : snap.agents;
+        const d = decideRollout(snap.rollout, agents, now);
         if (isEmpty(d, snap.rollout)) break;
         const applied = await this.store.apply(snap.rollout, d, snap.agents, now);
         if (!applied) continue; // another decision got there first: decide again from the new rows
