@@ -113,6 +113,9 @@ export function createApp(deps: AppDeps): App {
     baseUrl: (requestBase) => deps.publicUrl ?? requestBase,
     closures,
     identity: new ServerIdentity(db),
+    // One process owns an SQLite database: its next start marks every agent offline and counts
+    // those that were online as reconnecting (the staged-rollout engine waits for them).
+    markOfflineOnClose: deps.database.dialect !== 'sqlite',
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
 

@@ -54,6 +54,8 @@ export interface AgentHubDeps {
   readonly closures?: ClosureSink;
   /** The server's id and the workspaces' names, told to agents in `welcome`. */
   readonly identity: ServerIdentity;
+  /** False: leave online flags as they are on close (SQLite's next start reads them; see create-app). */
+  readonly markOfflineOnClose?: boolean;
 }
 
 /**
@@ -68,6 +70,7 @@ export class AgentHub {
   readonly #byAgent = new Map<number, AgentConnection>();
   readonly #heartbeat: NodeJS.Timeout;
   readonly #unsubscribe: Array<() => void>;
+  #closing = false;
   /** Connections opened and closed since the last heartbeat, for its summary line. */
   #joined = 0;
   #left = 0;
@@ -162,6 +165,7 @@ export class AgentHub {
     const agentId = conn.agent.id;
     if (this.#byAgent.get(agentId) !== conn) return;
     this.#byAgent.delete(agentId);
+    if (this.#closing && this.#deps.markOfflineOnClose === false) return;
     const now = this.#deps.now();
     void this.#deps.writes
       .write((db) => new AgentRepository(db).setOffline(agentId, now))
@@ -220,11 +224,11 @@ export class AgentHub {
 
   /** Closes every agent connection (they will reconnect elsewhere or after a restart). */
   async close(): Promise<void> {
+    this.#closing = true;
     this.#gate.close();
     clearInterval(this.#heartbeat);
     for (const u of this.#unsubscribe) u();
-    // Agents come back at random within a window that grows with the fleet: 10,000 agents all
-    // at once would fill the next server's accept queue (and delay everything else) for seconds.
+    // Agents come back within a window that grows with the fleet, not all at once (accept queue).
     const within = Math.min(120, Math.max(1, Math.ceil(this.#byAgent.size / RECONNECTS_PER_SECOND)));
     for (const conn of this.#byAgent.values()) {
       conn.send({ type: 'going-away', reconnectWithinSeconds: within });
@@ -233,14 +237,13 @@ export class AgentHub {
     await this.#deps.logs.flush();
     await this.#deps.writes.flush();
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
-    const ids = [...this.#byAgent.keys()];
+    const ids = this.#deps.markOfflineOnClose === false ? [] : [...this.#byAgent.keys()];
     this.#byAgent.clear();
     const now = this.#deps.now();
-    await this.#deps.writes
-      .write(async (db) => {
-        for (const id of ids) await new AgentRepository(db).setOffline(id, now);
-      })
-      .catch(() => {});
+    const offline = async (db: Parameters<Parameters<WriteBatch['write']>[0]>[0]) => {
+      for (const id of ids) await new AgentRepository(db).setOffline(id, now);
+    };
+    await this.#deps.writes.write(offline).catch(() => {});
     await this.#deps.writes.flush();
   }
 }
