@@ -59,7 +59,12 @@ export async function startServer(
   // Replicas sharing PostgreSQL ring each other through LISTEN/NOTIFY; SQLite has one process.
   const bus =
     config.database.kind === 'postgres'
-      ? new PostgresEventBus({ url: config.database.url, db: database.db, log })
+      ? new PostgresEventBus({
+          url: config.database.url,
+          db: database.db,
+          log,
+          backstopMs: config.eventsBackstopMs,
+        })
       : undefined;
   try {
     await bus?.start();

@@ -3,6 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { sql } from 'kysely';
+import { openDatabase } from '../../src/server/db/open-database.ts';
 import { startAgent } from '../helpers/agent-process.ts';
 import { plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
 import { buildPackages, deleteFromStore, RUN_TAG } from '../helpers/nix.ts';
@@ -27,7 +29,13 @@ describe('two server replicas on one PostgreSQL database', {
     // One after the other: the first creates the workspace and the admin token.
     const a = await spawnServer({ port: await freePort(), dataDir: join(tmp, 'a'), database });
     cleanup.push(() => a.kill('SIGKILL'));
-    const b = await spawnServer({ port: await freePort(), dataDir: join(tmp, 'b'), database });
+    // B re-syncs its agents every second (30 s by default), for the lost notification below.
+    const b = await spawnServer({
+      port: await freePort(),
+      dataDir: join(tmp, 'b'),
+      database,
+      env: { CAIRN_EVENTS_BACKSTOP_SECONDS: '1' },
+    });
     cleanup.push(() => b.kill('SIGKILL'));
     const token = (await readFile(join(tmp, 'a', 'admin-token'), 'utf8')).trim();
     const viaA = { CAIRN_SERVER: a.url, CAIRN_TOKEN: token };
@@ -43,12 +51,14 @@ describe('two server replicas on one PostgreSQL database', {
     cleanup.push(() => agent.stop());
     await agent.waitFor(/connected to/);
 
-    const name = `replicas-${RUN_TAG}`;
-    const path = (await buildPackages([plainPackage(name)])).get(name)!;
+    const names = ['one', 'two', 'three'].map((n) => `replicas-${n}-${RUN_TAG}`);
+    const paths = await buildPackages(names.map((n) => plainPackage(n)));
     // Pushed through B: each replica keeps blobs on its own disk (shared storage is S3's part).
-    const pushed = await cli(['push', 'main', path], viaB);
+    const pushed = await cli(['push', 'main', ...paths.values()], viaB);
     assert.equal(pushed.code, 0, pushed.stderr);
-    await deleteFromStore([path]);
+    await deleteFromStore([...paths.values()]);
+    const name = names[0]!;
+    const path = paths.get(name)!;
     const file = join(tmp, 'deploy.json');
     await writeFile(file, JSON.stringify({ agents: { rb: path } }));
 
@@ -61,5 +71,57 @@ describe('two server replicas on one PostgreSQL database', {
     // And A answers what the agent reported to B.
     const list = await cli(['deploy', 'list'], viaA);
     assert.match(list.stdout, /rb\s.*succeeded/);
+
+    // The replicas' listeners killed: they reconnect, and the next rollout still arrives.
+    const conn = openDatabase(db.config).db;
+    cleanup.push(() => conn.destroy());
+    const killed = await sql<{ pid: number }>`
+      select pg_terminate_backend(pid) from pg_stat_activity
+      where query like 'LISTEN%' and datname = current_database()`.execute(conn);
+    assert.equal(killed.rows.length, 2);
+    await writeFile(file, JSON.stringify({ agents: { rb: paths.get(names[1]!)! } }));
+    const second = await cli(['deploy', 'activate', file, '--timeout', '60s'], viaA);
+    assert.equal(second.code, 0, second.stdout + second.stderr + agent.lines.join('\n'));
+    assert.equal(await profileTarget(join(tmp, 'profile-rb')), paths.get(names[1]!));
+
+    // A replica that wrote a deployment and died before it could notify: B's backstop re-sync
+    // tells the agent anyway.
+    const now = Date.now();
+    const agentRow = await conn
+      .selectFrom('agents')
+      .select(['id', 'workspace_id'])
+      .where('name', '=', 'rb')
+      .executeTakeFirstOrThrow();
+    const rollout = await conn
+      .insertInto('rollouts')
+      .values({ workspace_id: agentRow.workspace_id, created_at: now, created_by: 'a replica that died' })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const third = await conn
+      .insertInto('deployments')
+      .values({
+        rollout_id: rollout.id,
+        workspace_id: agentRow.workspace_id,
+        agent_id: agentRow.id,
+        store_path: paths.get(names[2]!)!,
+        exit4: 'fail',
+        state: 'pending',
+        created_at: now,
+        dispatched_at: now,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const { state } = await conn
+        .selectFrom('deployments')
+        .select('state')
+        .where('id', '=', third.id)
+        .executeTakeFirstOrThrow();
+      if (state === 'succeeded') break;
+      assert.ok(Date.now() < deadline, `the unannounced deployment is ${state}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(await profileTarget(join(tmp, 'profile-rb')), paths.get(names[2]!));
   });
 });

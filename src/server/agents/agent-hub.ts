@@ -71,7 +71,7 @@ export class AgentHub {
   readonly #unsubscribe: Array<() => void>;
   /** Connections opened and closed since the last heartbeat, for its summary line. */
   #joined = 0;
-  #resyncing: Promise<void> | undefined;
+  #resyncing = false;
   #left = 0;
   readonly #onMessage: AgentConnectionOptions['onMessage'];
   readonly #onClose: AgentConnectionOptions['onClose'] = (conn, code, reason) =>
@@ -191,21 +191,20 @@ export class AgentHub {
    * may have been lost between replicas): a thousand agents per query, a chunk at a time.
    */
   async resync(): Promise<void> {
-    if (this.#resyncing) return this.#resyncing;
-    this.#resyncing = (async () => {
-      try {
-        const ids = [...this.#byAgent.keys()];
-        for (let i = 0; i < ids.length; i += IN_LIST_SIZE) {
-          // Asked in one turn: the lookup makes them one query.
-          await Promise.all(ids.slice(i, i + IN_LIST_SIZE).map((id) => this.#sendDesired(id)));
-        }
-      } catch (err) {
-        this.#deps.log.warn({ err }, 'cannot re-sync the agents; trying again at the next one');
-      } finally {
-        this.#resyncing = undefined;
+    // One at a time: a backstop firing while a slow one runs is served by it.
+    if (this.#resyncing) return;
+    this.#resyncing = true;
+    try {
+      const ids = [...this.#byAgent.keys()];
+      for (let i = 0; i < ids.length; i += IN_LIST_SIZE) {
+        // Asked in one turn: the lookup makes them one query.
+        await Promise.all(ids.slice(i, i + IN_LIST_SIZE).map((id) => this.#sendDesired(id)));
       }
-    })();
-    return this.#resyncing;
+    } catch (err) {
+      this.#deps.log.warn({ err }, 'cannot re-sync the agents; trying again at the next one');
+    } finally {
+      this.#resyncing = false;
+    }
   }
 
   #closeToken(tokenId: string): void {
