@@ -4,10 +4,12 @@ import type { Kysely } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import type { Database } from '../../src/server/db/database-schema.ts';
+import { DeploymentRepository } from '../../src/server/db/deployment-repository.ts';
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
 import { DESIRED_LIST_MAX, EVENT_CHANNEL, MAX_NOTIFY_BYTES } from '../../src/server/events/bus-wire.ts';
 import { type BusEvents, type EventBus, LocalEventBus } from '../../src/server/events/event-bus.ts';
+import { type FollowItem, followDeployments } from '../../src/server/events/follow-deployments.ts';
 import { PostgresEventBus } from '../../src/server/events/postgres-event-bus.ts';
 import { createTestDatabase, type TestDatabase, testPostgresUrl } from '../helpers/server.ts';
 
@@ -46,7 +48,7 @@ async function seed(db: Kysely<Database>) {
   const now = Date.now();
   const ws = await db
     .insertInto('workspaces')
-    .values({ name: 'w', created_at: now })
+    .values({ name: `w${now}${Math.random().toString(36).slice(2, 6)}`, created_at: now })
     .returning('id')
     .executeTakeFirstOrThrow();
   const agent = await db
@@ -293,6 +295,78 @@ for (const kind of ['local', 'postgres'] as const) {
       assert.deepEqual(recB.of('resync')[0], { reason: 'connected' });
       a.publish('token-revoked', { tokenId: 'after-kill' });
       await eventually(() => recB.of('token-revoked').length === 1, 'an event after the reconnect');
+    });
+
+    it('a follower on another replica shows lines and states it only heard of, and re-reads states on resync', async () => {
+      const ids = await seed(database!.db);
+      await database!.db
+        .updateTable('deployments')
+        .set({ state: 'running', step: 'build' })
+        .where('id', '=', ids.deploymentId)
+        .execute();
+      const a = await newBus();
+      const b = await newBus();
+      const deployments = new DeploymentRepository(database!.db);
+      const abort = new AbortController();
+      const items: FollowItem[] = [];
+      const following = (async () => {
+        for await (const item of followDeployments(
+          { bus: b, deployments, flushLogs: async () => {} },
+          {
+            concerns: (e) => e.deploymentId === ids.deploymentId,
+            load: () => deployments.byIds([ids.deploymentId]),
+            signal: abort.signal,
+          },
+        ))
+          items.push(item);
+      })();
+      try {
+        // The replay: the running state and the two lines already written.
+        await eventually(() => items.length === 2, 'the replay');
+        // A third line, written and rung on A: B's follower reads it from the database.
+        await database!.db
+          .insertInto('deployment_logs')
+          .values({ deployment_id: ids.deploymentId, seq: 3, t: 1, text: 'line 3' })
+          .execute();
+        a.publish('log', {
+          rolloutId: ids.rolloutId,
+          deploymentId: ids.deploymentId,
+          agent: 'web-1',
+          lines: [{ seq: 3, t: 1, text: 'line 3' }],
+        });
+        await eventually(() => items.length === 3, 'the line rung from A');
+        assert.deepEqual(items[2], {
+          kind: 'log',
+          deploymentId: ids.deploymentId,
+          agent: 'web-1',
+          lines: [{ seq: 3, t: 1, text: 'line 3' }],
+        });
+        // The deployment fails and nobody rings (a lost notification): the resync shows it, and
+        // following ends, as the deployment is final.
+        await database!.db
+          .updateTable('deployments')
+          .set({ state: 'failed', step: 'switch', reason: 'exit 1' })
+          .where('id', '=', ids.deploymentId)
+          .execute();
+        b.publish('resync', { reason: 'backstop' });
+        let done = false;
+        void following.then(() => {
+          done = true;
+        });
+        await eventually(() => done, 'following to end at the final state');
+        assert.deepEqual(items.at(-1), {
+          kind: 'state',
+          state: {
+            deploymentId: ids.deploymentId,
+            agent: 'web-1',
+            state: 'failed',
+            step: 'switch',
+            reason: 'exit 1',
+          },
+        });
+      } finally {
+        abort.abort();
+      }
     });
 
     it('says resync on the backstop timer', async () => {
