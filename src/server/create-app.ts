@@ -115,7 +115,14 @@ export function createApp(deps: AppDeps): App {
   });
 
   // Staged rollouts: decided on a tick and on agent events, from the database alone.
-  const rollouts = new RolloutEngine({ db, deployments, bus, log: deps.log, now: deps.now });
+  const rollouts = new RolloutEngine({
+    db,
+    deployments,
+    bus,
+    log: deps.log,
+    now: deps.now,
+    dialect: deps.database.dialect,
+  });
   rollouts.start();
 
   const app = new Hono();
