@@ -123,5 +123,10 @@ describe('two server replicas on one PostgreSQL database', {
       await new Promise((r) => setTimeout(r, 200));
     }
     assert.equal(await profileTarget(join(tmp, 'profile-rb')), paths.get(names[2]!));
+
+    // The agent's token revoked through A: B closes its connection at once.
+    const revoked = await cli(['agent', 'revoke', 'rb'], viaA);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    await agent.waitFor(/the agent token was revoked/, 10_000);
   });
 });
