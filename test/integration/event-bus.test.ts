@@ -7,9 +7,13 @@ import type { Database } from '../../src/server/db/database-schema.ts';
 import { DeploymentRepository } from '../../src/server/db/deployment-repository.ts';
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
-import { DESIRED_LIST_MAX, EVENT_CHANNEL, MAX_NOTIFY_BYTES } from '../../src/server/events/bus-wire.ts';
 import { type BusEvents, type EventBus, LocalEventBus } from '../../src/server/events/event-bus.ts';
 import { type FollowItem, followDeployments } from '../../src/server/events/follow-deployments.ts';
+import {
+  DESIRED_LIST_MAX,
+  EVENT_CHANNEL,
+  MAX_NOTIFY_BYTES,
+} from '../../src/server/events/outgoing-doorbells.ts';
 import { PostgresEventBus } from '../../src/server/events/postgres-event-bus.ts';
 import { createTestDatabase, type TestDatabase, testPostgresUrl } from '../helpers/server.ts';
 

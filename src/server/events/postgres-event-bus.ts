@@ -2,10 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { Backoff } from '../../lib/backoff.ts';
+import { parseReplicaDoorbell, type ReplicaDoorbell } from '../../protocol/replica-doorbell.ts';
 import type { Database } from '../db/database-schema.ts';
 import { DeploymentRepository } from '../db/deployment-repository.ts';
-import { EVENT_CHANNEL, Outgoing, parseWire, type WireMessage } from './bus-wire.ts';
 import { type BusEvents, type EventBus, LocalEventBus } from './event-bus.ts';
+import { EVENT_CHANNEL, OutgoingDoorbells } from './outgoing-doorbells.ts';
 
 /** How often every replica re-syncs, in case a notification was lost. */
 export const BACKSTOP_MS = 30_000;
@@ -25,7 +27,7 @@ export interface PostgresEventBusOptions {
 
 /**
  * The {@link EventBus} of replicas sharing PostgreSQL: events are published here at once, and
- * rung as doorbells (ids, see bus-wire.ts) on the other replicas with `NOTIFY`, gathered per
+ * rung as doorbells (ids, see replica-doorbell.ts) on the other replicas with `NOTIFY`, gathered per
  * turn of the event loop. A dedicated connection `LISTEN`s; it reconnects with backoff when it
  * dies, and every (re)connect and every backstop period publishes `resync` here, so a lost
  * notification delays, never loses.
@@ -38,18 +40,20 @@ export class PostgresEventBus implements EventBus {
   readonly #o: PostgresEventBusOptions;
   readonly #local = new LocalEventBus();
   readonly #deployments: DeploymentRepository;
-  #out = new Outgoing();
+  #out = new OutgoingDoorbells();
   #sendTimer: NodeJS.Immediate | undefined;
   #sending: Promise<void> = Promise.resolve();
   #client: pg.Client | undefined;
   #reconnectTimer: NodeJS.Timeout | undefined;
-  #attempts = 0;
+  readonly #backoff: Backoff;
   #backstop: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(options: PostgresEventBusOptions) {
     this.#o = options;
     this.#deployments = new DeploymentRepository(options.db);
+    const { min, max } = options.reconnectMs ?? { min: 100, max: 5000 };
+    this.#backoff = new Backoff({ initialMs: min, maxMs: max });
   }
 
   /** Listens; resolves once the first `LISTEN` is in place (rejects if it cannot connect). */
@@ -102,7 +106,7 @@ export class PostgresEventBus implements EventBus {
     if (this.#sendTimer) clearImmediate(this.#sendTimer);
     this.#sendTimer = undefined;
     const out = this.#out;
-    this.#out = new Outgoing();
+    this.#out = new OutgoingDoorbells();
     if (out.empty) return this.#sending;
     const payloads = out.pack(this.replicaId);
     this.#sending = this.#sending.then(async () => {
@@ -149,7 +153,7 @@ export class PostgresEventBus implements EventBus {
       return;
     }
     this.#client = client;
-    this.#attempts = 0;
+    this.#backoff.reset();
     // Whatever was rung while no one listened is caught up now.
     this.#local.publish('resync', { reason: 'connected' });
   }
@@ -162,25 +166,19 @@ export class PostgresEventBus implements EventBus {
   }
 
   #reconnectSoon(): void {
-    const { min, max } = this.#o.reconnectMs ?? { min: 100, max: 5000 };
-    const delay = Math.min(max, min * 2 ** this.#attempts) * (0.5 + Math.random() / 2);
-    this.#attempts++;
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
       this.#connect().catch((err) => {
         if (this.#closed) return;
-        this.#o.log.warn(
-          { err, attempt: this.#attempts },
-          'cannot reconnect the event listener; trying again',
-        );
+        this.#o.log.warn({ err }, 'cannot reconnect the event listener; trying again');
         this.#reconnectSoon();
       });
-    }, delay);
+    }, this.#backoff.next());
     this.#reconnectTimer.unref();
   }
 
   #receive(payload: string | undefined): void {
-    const m = parseWire(payload);
+    const m = parseReplicaDoorbell(payload);
     if (!m) {
       this.#o.log.warn({ payload: payload?.slice(0, 200) }, 'ignored a malformed event notification');
       return;
@@ -190,7 +188,7 @@ export class PostgresEventBus implements EventBus {
   }
 
   /** Publishes here what another replica rang. */
-  #ring(m: WireMessage): void {
+  #ring(m: ReplicaDoorbell): void {
     const local = this.#local;
     if (m.all) local.publish('resync', { reason: 'fan-out' });
     for (const agentId of m.a ?? []) local.publish('desired', { agentId });

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import type { ReplicaDoorbell } from '../../protocol/replica-doorbell.ts';
 
 /** The PostgreSQL channel the replicas ring each other's doorbells on. */
 export const EVENT_CHANNEL = 'cairn_events';
@@ -12,53 +12,8 @@ export const MAX_NOTIFY_BYTES = 7000;
  */
 export const DESIRED_LIST_MAX = 200;
 
-/**
- * What crosses between replicas: ids only, gathered over one turn of the event loop. Every key
- * is optional; `r` is the sending replica, which ignores its own notifications.
- */
-export interface WireMessage {
-  /** The replica that sent it. */
-  r: string;
-  /** Deployments whose state changed: readers load the rows. */
-  d?: number[];
-  /** Deployments with new log lines, as [rolloutId, deploymentId]: followers read them. */
-  l?: Array<[number, number]>;
-  /** Agents whose desired deployment changed. */
-  a?: number[];
-  /** Too many agents' desired deployments changed to name them: re-sync every agent. */
-  all?: 1;
-  /** Staged rollouts that changed, as [workspaceId, rolloutId]. */
-  o?: Array<[number, number]>;
-  /** Revoked tokens. */
-  t?: string[];
-}
-
-const id = z.number().int().nonnegative();
-const wireSchema = z.object({
-  r: z.string().min(1).max(64),
-  d: z.array(id).optional(),
-  l: z.array(z.tuple([id, id])).optional(),
-  a: z.array(id).optional(),
-  all: z.literal(1).optional(),
-  o: z.array(z.tuple([id, id])).optional(),
-  t: z.array(z.string().min(1).max(200)).optional(),
-});
-
-/** Reads a notification's payload; undefined when it is not one of ours. */
-export function parseWire(payload: string | undefined): WireMessage | undefined {
-  if (payload === undefined) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(payload);
-  } catch {
-    return undefined;
-  }
-  const parsed = wireSchema.safeParse(json);
-  return parsed.success ? (parsed.data as WireMessage) : undefined;
-}
-
 /** The doorbells gathered since the last send. */
-export class Outgoing {
+export class OutgoingDoorbells {
   readonly deployments = new Set<number>();
   readonly logs = new Map<number, number>();
   readonly desired = new Set<number>();
@@ -77,11 +32,11 @@ export class Outgoing {
    */
   pack(replica: string): string[] {
     const out: string[] = [];
-    let msg: WireMessage = { r: replica };
+    let msg: ReplicaDoorbell = { r: replica };
     let size = JSON.stringify(msg).length;
     const add = <K extends 'd' | 'l' | 'a' | 'o' | 't'>(
       key: K,
-      item: NonNullable<WireMessage[K]>[number],
+      item: NonNullable<ReplicaDoorbell[K]>[number],
     ) => {
       // The item, its comma, and the key's `"k":[]` the first time.
       const cost = JSON.stringify(item).length + 1 + (msg[key] ? 0 : key.length + 6);
