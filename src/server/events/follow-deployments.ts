@@ -176,6 +176,8 @@ export async function* followDeployments(
             },
           });
         }
+        // And the staged rollout's status, whose doorbell may have been lost too.
+        if (options.staged) push({ kind: 'rollout' });
         continue;
       }
       if (item.kind === 'rollout') {
