@@ -127,6 +127,7 @@ export function createApp(deps: AppDeps): App {
     log: deps.log,
     now: deps.now,
     reconnecting: deps.reconnecting ?? [],
+    dialect: deps.database.dialect,
   });
   rollouts.start();
 

@@ -25,6 +25,11 @@ export interface ServerConfig {
   readonly keepAliveTimeoutMs: number;
   /** Failed authentications one address may make in a burst before it gets 429s (1 more per second). */
   readonly failedAuthBurst: number;
+  /**
+   * With PostgreSQL: how often each replica re-syncs its agents in case a notification between
+   * replicas was lost (`CAIRN_EVENTS_BACKSTOP_SECONDS`, 30 by default).
+   */
+  readonly eventsBackstopMs: number;
   /** Agent connections set up at once, and waiting; the hub's defaults unless set (tests). */
   readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
 }
@@ -110,6 +115,13 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
   if (!(Number.isFinite(logRetentionDays) && logRetentionDays > 0)) {
     problems.push(`Cannot use --log-retention-days: expected a positive number of days (${retentionText})`);
   }
+  const backstopText = env.CAIRN_EVENTS_BACKSTOP_SECONDS ?? '30';
+  const backstop = Number(backstopText);
+  if (!(/^\d+(\.\d+)?$/.test(backstopText) && backstop >= 0.1 && backstop <= 3600)) {
+    problems.push(
+      `Cannot use CAIRN_EVENTS_BACKSTOP_SECONDS: expected a number of seconds from 0.1 to 3600 (${backstopText})`,
+    );
+  }
   if (problems.length > 0) {
     throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -126,6 +138,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     headersTimeoutMs: flags.headersTimeoutMs ?? 20_000,
     keepAliveTimeoutMs: 65_000,
     failedAuthBurst: flags.failedAuthBurst ?? 30,
+    eventsBackstopMs: Math.round(backstop * 1000),
     agentConnectLimits: flags.agentConnectLimits,
   });
 }

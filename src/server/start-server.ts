@@ -8,6 +8,7 @@ import { createApp } from './create-app.ts';
 import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
 import { openDatabase } from './db/open-database.ts';
+import { PostgresEventBus } from './events/postgres-event-bus.ts';
 import { startLogRetention } from './retention/log-retention.ts';
 import type { ServerConfig } from './server-config.ts';
 
@@ -54,8 +55,25 @@ export async function startServer(
   // that were connected to the server before are reconnecting; staged rollouts count on them.
   const reconnecting =
     database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline() : [];
+  // Replicas sharing PostgreSQL ring each other through LISTEN/NOTIFY; SQLite has one process.
+  const bus =
+    config.database.kind === 'postgres'
+      ? new PostgresEventBus({
+          url: config.database.url,
+          db: database.db,
+          log,
+          backstopMs: config.eventsBackstopMs,
+        })
+      : undefined;
+  try {
+    await bus?.start();
+  } catch (err) {
+    await database.db.destroy();
+    throw new Error(`Cannot listen for the other replicas' events on PostgreSQL: ${(err as Error).message}`);
+  }
   let ready = false;
   const app = createApp({
+    ...(bus ? { bus } : {}),
     database,
     blobs,
     log,
@@ -113,6 +131,7 @@ export async function startServer(
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         await app.close();
         await retention.stop();
+        await bus?.close();
         server.closeIdleConnections();
         // Requests still running after the grace period are cut.
         const cut = setTimeout(() => server.closeAllConnections(), 10_000);

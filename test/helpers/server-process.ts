@@ -34,6 +34,8 @@ export async function spawnServer(options: {
   dataDir: string;
   database?: string;
   cairn?: string;
+  /** Added to the environment it inherits. */
+  env?: Record<string, string>;
 }): Promise<ServerProcess> {
   const [command, ...prefix] =
     options.cairn === undefined ? [process.execPath, '--import', 'tsx', MAIN] : [options.cairn];
@@ -50,7 +52,7 @@ export async function spawnServer(options: {
       'silent',
       ...(options.database === undefined ? [] : ['--database', options.database]),
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } },
   );
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {

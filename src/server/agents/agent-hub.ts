@@ -9,6 +9,7 @@ import { AgentRepository } from '../db/agent-repository.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
 import type { DeploymentsTable } from '../db/database-schema.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import { IN_LIST_SIZE } from '../db/in-chunks.ts';
 import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { AgentCaches } from './agent-caches.ts';
@@ -73,6 +74,7 @@ export class AgentHub {
   #closing = false;
   /** Connections opened and closed since the last heartbeat, for its summary line. */
   #joined = 0;
+  #resyncing = false;
   #left = 0;
   readonly #onMessage: AgentConnectionOptions['onMessage'];
   readonly #onClose: AgentConnectionOptions['onClose'] = (conn, code, reason) =>
@@ -99,6 +101,7 @@ export class AgentHub {
         else void this.#sendDesired(e.agentId);
       }),
       deps.bus.subscribe('token-revoked', ({ tokenId }) => this.#closeToken(tokenId)),
+      deps.bus.subscribe('resync', () => void this.resync()),
     ];
   }
 
@@ -185,6 +188,27 @@ export class AgentHub {
     if (!conn?.helloDone) return;
     if (desired) conn.known.remember(desired);
     conn.send({ type: 'desired', desired: desired ? toDesired(desired, conn.system) : null });
+  }
+
+  /**
+   * Tells every agent held here its desired deployment again, read from the database (events
+   * may have been lost between replicas): a thousand agents per query, a chunk at a time.
+   */
+  async resync(): Promise<void> {
+    // One at a time: a backstop firing while a slow one runs is served by it.
+    if (this.#resyncing) return;
+    this.#resyncing = true;
+    try {
+      const ids = [...this.#byAgent.keys()];
+      for (let i = 0; i < ids.length; i += IN_LIST_SIZE) {
+        // Asked in one turn: the lookup makes them one query.
+        await Promise.all(ids.slice(i, i + IN_LIST_SIZE).map((id) => this.#sendDesired(id)));
+      }
+    } catch (err) {
+      this.#deps.log.warn({ err }, 'cannot re-sync the agents; trying again at the next one');
+    } finally {
+      this.#resyncing = false;
+    }
   }
 
   #closeToken(tokenId: string): void {

@@ -119,6 +119,14 @@ export class DeploymentRepository {
       .executeTakeFirst();
   }
 
+  /** Deployments by id, any workspace (another replica named them); a thousand per query. */
+  async byIds(ids: readonly number[]): Promise<DeploymentRow[]> {
+    const out: DeploymentRow[] = [];
+    for (const part of inChunks([...new Set(ids)], IN_LIST_SIZE))
+      out.push(...(await this.#select().where('deployments.id', 'in', part).execute()));
+    return out;
+  }
+
   async byRollout(workspaceId: number, rolloutId: number): Promise<DeploymentRow[]> {
     return await this.#select()
       .where('deployments.workspace_id', '=', workspaceId)

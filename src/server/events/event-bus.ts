@@ -14,7 +14,11 @@ export interface DeploymentEvent {
   readonly reason: string | null;
 }
 
-/** Log lines of a deployment, numbered. */
+/**
+ * Log lines of a deployment, numbered. Lines written by another replica arrive as a doorbell
+ * with no lines (and no agent name): followers read the lines after their last one from the
+ * database.
+ */
 export interface LogEvent {
   readonly rolloutId: number;
   readonly deploymentId: number;
@@ -38,6 +42,13 @@ export interface BusEvents {
   'agent-online': { readonly agentId: number };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
+  /**
+   * Events may have been missed (the replicas' listener connected again, or the backstop timer
+   * fired), or too many agents changed to name them: re-read from the database what is held in
+   * memory (every connected agent's desired state, every followed deployment). Never sent by the
+   * in-process bus, which cannot lose events.
+   */
+  resync: { readonly reason: 'connected' | 'backstop' | 'fan-out' };
 }
 
 /**

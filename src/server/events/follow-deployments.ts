@@ -60,7 +60,11 @@ export async function* followDeployments(
   const { signal, concerns } = options;
   // Events wait here. Taken from the front by swapping arrays, not shift(): a rollout to
   // 10,000 agents queues tens of thousands, and shift() is linear.
-  type Queued = { kind: 'state'; e: DeploymentEvent } | { kind: 'log'; e: LogEvent } | { kind: 'rollout' };
+  type Queued =
+    | { kind: 'state'; e: DeploymentEvent }
+    | { kind: 'log'; e: LogEvent }
+    | { kind: 'rollout' }
+    | { kind: 'resync' };
   let queue: Queued[] = [];
   let taking: Queued[] = [];
   let head = 0;
@@ -88,6 +92,8 @@ export async function* followDeployments(
     deps.bus.subscribe('rollout', (e) => {
       if (e.rolloutId === options.staged?.rolloutId) push({ kind: 'rollout' });
     }),
+    // Events from other replicas may have been lost: the states are read again.
+    deps.bus.subscribe('resync', () => push({ kind: 'resync' })),
   ];
   const onAbort = () => wake?.();
   signal.addEventListener('abort', onAbort);
@@ -96,6 +102,7 @@ export async function* followDeployments(
     await deps.flushLogs();
     const rows = await options.load();
     const states = new Map(rows.map((d) => [d.id, d.state]));
+    const agents = new Map(rows.map((d) => [d.id, d.agent_name]));
     // Counted, not recomputed per event: a rollout to 10,000 agents sends tens of thousands.
     let openCount = rows.filter((d) => isOpenState(d.state)).length;
     const after = options.after ?? 0;
@@ -148,6 +155,31 @@ export async function* followDeployments(
         if (idle && queue.length === 0 && !signal.aborted) yield { kind: 'idle' };
         continue;
       }
+      if (item.kind === 'resync') {
+        if (queue.some((q) => q.kind === 'resync') || taking.slice(head).some((q) => q.kind === 'resync'))
+          continue;
+        for (const d of await options.load()) {
+          const was = states.get(d.id);
+          if (was === undefined || was === d.state) continue;
+          push({ kind: 'log', e: { rolloutId: d.rollout_id, deploymentId: d.id, agent: '', lines: [] } });
+          const { id: deploymentId, agent_name: agent, state, step, reason } = d;
+          push({
+            kind: 'state',
+            e: {
+              workspaceId: d.workspace_id,
+              rolloutId: d.rollout_id,
+              deploymentId,
+              agent,
+              state: state as DeploymentEvent['state'],
+              step,
+              reason,
+            },
+          });
+        }
+        // And the staged rollout's status, whose doorbell may have been lost too.
+        if (options.staged) push({ kind: 'rollout' });
+        continue;
+      }
       if (item.kind === 'rollout') {
         // Doorbells: the status is read once for however many rang.
         if (queue.some((q) => q.kind === 'rollout') || taking.slice(head).some((q) => q.kind === 'rollout'))
@@ -168,11 +200,17 @@ export async function* followDeployments(
         const { deploymentId, agent, state, step, reason } = item.e;
         yield { kind: 'state', state: { deploymentId, agent, state, step, reason } };
       } else {
-        const seen = lastSeq.get(item.e.deploymentId) ?? 0;
-        const lines = item.e.lines.filter((l) => l.seq > seen);
+        const { deploymentId } = item.e;
+        const seen = lastSeq.get(deploymentId) ?? 0;
+        // No lines: another replica wrote them; they are read from the database.
+        const given =
+          item.e.lines.length > 0
+            ? item.e.lines
+            : (await deps.deployments.logs(deploymentId, seen)).map(({ seq, t, text }) => ({ seq, t, text }));
+        const lines = given.filter((l) => l.seq > seen);
         if (lines.length === 0) continue;
-        lastSeq.set(item.e.deploymentId, lines.at(-1)!.seq);
-        yield { kind: 'log', deploymentId: item.e.deploymentId, agent: item.e.agent, lines };
+        lastSeq.set(deploymentId, lines.at(-1)!.seq);
+        yield { kind: 'log', deploymentId, agent: agents.get(deploymentId) ?? item.e.agent, lines };
       }
     }
   } finally {

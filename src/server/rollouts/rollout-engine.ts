@@ -1,7 +1,8 @@
-import type { Kysely, Selectable } from 'kysely';
+import { type Kysely, type Selectable, sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Database, DeploymentsTable } from '../db/database-schema.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { SqlDialect } from '../db/migrations.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { type Decision, decideRollout } from './decide-rollout.ts';
 import { operateRollout, type RolloutOperation } from './operate-rollout.ts';
@@ -10,6 +11,9 @@ import { type Applied, RolloutStore } from './rollout-store.ts';
 
 /** How often the engine re-decides every active rollout (bake ends, deadlines, lost events). */
 export const ROLLOUT_TICK_MS = 1000;
+
+/** The advisory lock replicas sharing PostgreSQL take for one tick ("cairn", then 1). */
+export const ROLLOUT_TICK_LOCK = 0x636169726e01;
 
 /** What the engine needs. */
 export interface RolloutEngineDeps {
@@ -25,6 +29,8 @@ export interface RolloutEngineDeps {
    * with `offline: fail`) the batch it opens.
    */
   readonly reconnecting?: readonly number[];
+  /** On PostgreSQL, each tick is claimed by one replica at a time; SQLite has one process. */
+  readonly dialect?: SqlDialect;
 }
 
 /** How long agents connected to a server that stopped have to reconnect (their backoff is at most 30 s). */
@@ -88,12 +94,29 @@ export class RolloutEngine {
       const ids = await this.store.active();
       this.#active.clear();
       for (const id of ids) this.#active.add(id);
-      for (const id of ids) await this.step(id);
+      if (ids.length > 0)
+        await this.#claimed(async () => {
+          for (const id of ids) await this.step(id);
+        });
     } catch (err) {
       this.#deps.log.error({ err }, 'rollout engine tick failed');
     } finally {
       this.#ticking = false;
     }
+  }
+
+  /**
+   * Runs `work` unless another replica is running its tick: a transaction-scoped advisory lock,
+   * held until `work` ends, never a long-lived leader. Decisions are applied with compare-and-set
+   * anyway; the claim saves the replicas from deciding the same rollouts at once.
+   */
+  async #claimed(work: () => Promise<void>): Promise<void> {
+    if (this.#deps.dialect !== 'postgres') return work();
+    await this.#deps.db.transaction().execute(async (trx) => {
+      const { rows } = await sql<{ won: boolean }>`
+        select pg_try_advisory_xact_lock(${ROLLOUT_TICK_LOCK}::bigint) as won`.execute(trx);
+      if (rows[0]?.won) await work();
+    });
   }
 
   /** Decides a rollout soon (events of one turn of the event loop are decided once). */

@@ -1,0 +1,65 @@
+import type { ReplicaDoorbell } from '../../protocol/replica-doorbell.ts';
+
+/** The PostgreSQL channel the replicas ring each other's doorbells on. */
+export const EVENT_CHANNEL = 'cairn_events';
+
+/** The largest notification sent: PostgreSQL refuses payloads of 8,000 bytes and more. */
+export const MAX_NOTIFY_BYTES = 7000;
+
+/**
+ * Agents named one by one in a notification; a fan-out to more (a rollout to the fleet) is sent
+ * as one "every agent" doorbell instead, and each replica re-syncs the agents it holds.
+ */
+export const DESIRED_LIST_MAX = 200;
+
+/** The doorbells gathered since the last send. */
+export class OutgoingDoorbells {
+  readonly deployments = new Set<number>();
+  readonly logs = new Map<number, number>();
+  readonly desired = new Set<number>();
+  readonly rollouts = new Map<number, number>();
+  readonly tokens = new Set<string>();
+
+  get empty(): boolean {
+    return (
+      this.deployments.size + this.logs.size + this.desired.size + this.rollouts.size + this.tokens.size === 0
+    );
+  }
+
+  /**
+   * Packs the doorbells into as few notifications as fit under {@link MAX_NOTIFY_BYTES}: usually
+   * one; a few when thousands of deployments changed in the same moment.
+   */
+  pack(replica: string): string[] {
+    const out: string[] = [];
+    let msg: ReplicaDoorbell = { r: replica };
+    let size = JSON.stringify(msg).length;
+    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't'>(
+      key: K,
+      item: NonNullable<ReplicaDoorbell[K]>[number],
+    ) => {
+      // The item, its comma, and the key's `"k":[]` the first time.
+      const cost = JSON.stringify(item).length + 1 + (msg[key] ? 0 : key.length + 6);
+      if (size + cost > MAX_NOTIFY_BYTES) {
+        out.push(JSON.stringify(msg));
+        msg = { r: replica };
+        size = JSON.stringify(msg).length;
+        return add(key, item);
+      }
+      const list = (msg[key] ?? []) as unknown[];
+      list.push(item);
+      (msg as unknown as Record<string, unknown>)[key] = list;
+      size += cost;
+    };
+    if (this.desired.size > DESIRED_LIST_MAX) {
+      msg.all = 1;
+      size += 8;
+    } else for (const a of this.desired) add('a', a);
+    for (const d of this.deployments) add('d', d);
+    for (const [deploymentId, rolloutId] of this.logs) add('l', [rolloutId, deploymentId]);
+    for (const [rolloutId, workspaceId] of this.rollouts) add('o', [workspaceId, rolloutId]);
+    for (const t of this.tokens) add('t', t);
+    out.push(JSON.stringify(msg));
+    return out;
+  }
+}
