@@ -49,6 +49,10 @@ export interface WorkerStats {
   welcomed: number;
   /** Epoch ms at which each agent got its first deployment since the last reset. */
   received: number[];
+  /** The same, with the deployment's id: [id, epoch ms] (for the staged runs' batch transitions). */
+  receivedById: Array<[string, number]>;
+  /** [deployment id, epoch ms] at which each agent's deployment returned its result, about to send it. */
+  resultById: Array<[string, number]>;
   /** Deployments whose result went out since the last reset. */
   completed: number;
   /** Results the server acknowledged since the last reset. */
@@ -118,6 +122,8 @@ let stopped = false;
 const stats: WorkerStats = {
   welcomed: 0,
   received: [],
+  receivedById: [],
+  resultById: [],
   completed: 0,
   acknowledged: 0,
   confirmMs: [],
@@ -155,7 +161,9 @@ function onMessage(m: SimMachine, msg: ServerMessage): void {
   if (m.finished.has(desired)) stats.duplicates++;
   else if (!m.seen.has(desired)) {
     m.seen.add(desired);
-    stats.received.push(Date.now());
+    const now = Date.now();
+    stats.received.push(now);
+    stats.receivedById.push([desired, now]);
   }
 }
 
@@ -214,6 +222,7 @@ function startAgent(name: string, token: string): void {
       else stats.unconfirmed++;
       m.finished.add(d.id);
       stats.completed++;
+      stats.resultById.push([d.id, Date.now()]);
       if (!confirmed) {
         const reason = `lost connectivity: could not reach the server over a new connection within ${d.confirmTimeoutSeconds}s after activating`;
         ctx.line(`error in confirm: ${reason}`);
@@ -270,6 +279,8 @@ process.on('message', (m: WorkerCommand) => {
       process.send!(stats);
       if (m.reset) {
         stats.received = [];
+        stats.receivedById = [];
+        stats.resultById = [];
         stats.peerReceived = [];
         stats.confirmMs = [];
         stats.confirmDropMs = [];

@@ -16,8 +16,15 @@
  *   4. the peer: a minimal `ws` server broadcasting one message of the same size to N sockets
  *      held by the same worker processes, and Cairn's ratio to it.
  *
+ * With `--staged 1%,10%,50%,100%` it measures staged rollouts instead of 2 to 4: after the
+ * connect, `--rollouts` rollouts one after the other, each of a new store path to all N agents
+ * with a `rollout` policy of those batches, bake 0 and a failure threshold that cannot trip,
+ * posted to the API as `cairn deploy activate` posts deploy.json; for each batch transition, the
+ * delay from the last result of a batch to the first `desired` of the next (see stagedRuns).
+ *
  * The last line of output is one JSON object with the figures.
  * Usage: npm run bench:fleet -- [--agents N] [--workers N] [--deploy-ms MS] [--start-within S]
+ *        [--staged SIZES [--rollouts N]]
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -39,6 +46,8 @@ const { values } = parseArgs({
     'deploy-ms': { type: 'string', default: '1000' },
     'start-within': { type: 'string', default: '10' },
     'keep-data': { type: 'boolean', default: false },
+    staged: { type: 'string' },
+    rollouts: { type: 'string', default: '5' },
   },
 });
 const AGENTS = Number(values.agents);
@@ -52,6 +61,13 @@ if (!Number.isInteger(DEPLOY_MS) || DEPLOY_MS < 0)
   throw new Error(`--deploy-ms: expected a whole number of ms`);
 if (!Number.isFinite(START_WITHIN_S) || START_WITHIN_S < 0)
   throw new Error(`--start-within: expected a number of seconds, got ${values['start-within']}`);
+
+const STAGED = values.staged?.split(',').map((b) => b.trim());
+const ROLLOUTS = Number(values.rollouts);
+if (STAGED !== undefined && (STAGED.length < 2 || STAGED.some((b) => !/^\d+(\.\d+)?%$|^\d+$/.test(b))))
+  throw new Error(`--staged: expected two or more batch sizes such as 1%,10%,50%,100%, got ${values.staged}`);
+if (!Number.isInteger(ROLLOUTS) || ROLLOUTS < 1)
+  throw new Error(`--rollouts: expected a positive integer, got ${values.rollouts}`);
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const WORKER = fileURLToPath(new URL('./fleet-agents.ts', import.meta.url));
@@ -227,6 +243,8 @@ function startProber(keepAlive: boolean, since: number) {
 
 let base = '';
 let admin = '';
+/** The server's pid, for the staged runs' CPU figures. */
+let serverPid = 0;
 
 async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const res = await fetch(`${base}/api/v1/workspaces/${WS}${path}`, {
@@ -256,6 +274,23 @@ async function rolloutStates(id: number): Promise<string> {
     counts.set(k, (counts.get(k) ?? 0) + 1);
   }
   return [...counts].map(([k, n]) => `${n}x ${k}`).join(', ');
+}
+
+/** A new synthetic store path, pushed to the cache `main` (NAR and narinfo). */
+async function uploadPath(label: string): Promise<ReturnType<typeof syntheticPath>> {
+  const path = syntheticPath('fleet-system', label);
+  for (const [file, body] of [
+    [`nar/${path.narFile}`, path.nar],
+    [`${path.hashPart}.narinfo`, narinfoText(path.fields)],
+  ] as const) {
+    const res = await fetch(`${base}/cache/main/${file}`, {
+      method: 'PUT',
+      headers: { Authorization: `Bearer ${admin}` },
+      body,
+    });
+    if (res.status !== 201) throw new Error(`PUT ${file}: ${res.status} ${await res.text()}`);
+  }
+  return path;
 }
 
 // ---- workers ------------------------------------------------------------------------------
@@ -347,18 +382,7 @@ async function main(): Promise<void> {
 
     // Set-up: a cache holding one store path, and N agents with their tokens.
     await api('POST', '/caches', { name: 'main' });
-    const path = syntheticPath('fleet-system', `fleet ${Date.now()}`);
-    for (const [file, body] of [
-      [`nar/${path.narFile}`, path.nar],
-      [`${path.hashPart}.narinfo`, narinfoText(path.fields)],
-    ] as const) {
-      const res = await fetch(`${base}/cache/main/${file}`, {
-        method: 'PUT',
-        headers: { Authorization: `Bearer ${admin}` },
-        body,
-      });
-      if (res.status !== 201) throw new Error(`PUT ${file}: ${res.status} ${await res.text()}`);
-    }
+    const path = await uploadPath(`fleet ${Date.now()}`);
     const setupStart = Date.now();
     const agents: Array<{ name: string; token: string }> = new Array(AGENTS);
     let created = 0;
@@ -407,6 +431,23 @@ async function main(): Promise<void> {
     say(
       `connect: ${AGENTS} online in ${connectS.toFixed(1)} s (starting within ${START_WITHIN_S} s); ${failed(connected)}; server RSS ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
     );
+
+    if (STAGED) {
+      serverPid = server.pid;
+      const staged = await stagedRuns(workers, agents);
+      say(
+        JSON.stringify({
+          agents: AGENTS,
+          workers: WORKERS,
+          connect_s: round(connectS, 2),
+          deploy_ms: DEPLOY_MS,
+          start_within_s: START_WITHIN_S,
+          ...staged,
+          bench_s: Math.round((Date.now() - BENCH_START) / 1000),
+        }),
+      );
+      return;
+    }
 
     // 2. Fan-out: one rollout to every agent.
     const before = await allStats(workers, true);
@@ -668,6 +709,164 @@ async function main(): Promise<void> {
     await stopServer(server).catch(() => {});
     if (!values['keep-data']) await rm(dataDir, { recursive: true, force: true });
   }
+}
+
+interface StagedInfo {
+  state: string;
+  reason: string | null;
+  batch: number;
+  batches: Array<{ index: number; label: string; agents: number; openedAt: string | null }>;
+}
+
+/**
+ * Follows a rollout's event stream (what `cairn deploy activate` follows) until `end`; notes when
+ * each batch opened, as the server records it (`openedAt` of the current batch in each `rollout`
+ * event). Resolves with the epoch ms at which `end` arrived.
+ */
+async function followRollout(id: number, opened: Map<number, number>): Promise<number> {
+  const res = await fetch(`${base}/api/v1/workspaces/${WS}/rollouts/${id}/events`, {
+    headers: { Authorization: `Bearer ${admin}` },
+  });
+  if (!res.ok || !res.body) throw new Error(`rollout events: ${res.status}`);
+  const decoder = new TextDecoder();
+  let buf = '';
+  for await (const chunk of res.body) {
+    buf += decoder.decode(chunk as Uint8Array, { stream: true });
+    const blocks = buf.split('\n\n');
+    buf = blocks.pop() ?? '';
+    for (const block of blocks) {
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      if (event === 'end') return Date.now();
+      if (event !== 'rollout') continue;
+      const data = block
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n');
+      const st = JSON.parse(data) as StagedInfo;
+      const at = st.batches[st.batch]?.openedAt;
+      if (at && !opened.has(st.batch)) opened.set(st.batch, Date.parse(at));
+    }
+  }
+  throw new Error('rollout events: the stream ended without `end`');
+}
+
+/**
+ * Staged rollouts, one after the other, each of a new store path to every agent, with the
+ * batches of --staged, bake 0 and a threshold that cannot trip (all agents succeed; `max: 100%`
+ * would need every decided agent to fail). For each transition from batch k to k+1:
+ *   - `delay`: from the moment the last agent of batch k had its result (the simulated agent,
+ *     as it hands the result to the session to send) to the moment the first agent of batch
+ *     k+1 received its `desired` message: what the fleet sees of the engine;
+ *   - `from_finished`: the same, from the last `finishedAt` of batch k as the server recorded it;
+ *   - `engine`: from that `finishedAt` to the server's `openedAt` of batch k+1 (when seen in the
+ *     event stream: two batches opened between two events leave it out).
+ */
+async function stagedRuns(
+  workers: Worker[],
+  agents: ReadonlyArray<{ name: string }>,
+): Promise<Record<string, unknown>> {
+  const policy = { batches: STAGED, bake: '0', failureThreshold: { max: '100%' } };
+  say(
+    `staged: ${ROLLOUTS} rollouts to all ${AGENTS} agents, one after the other; "rollout": ${JSON.stringify(policy)}`,
+  );
+  const delays: number[] = [];
+  const fromFinished: number[] = [];
+  const engine: number[] = [];
+  const totals: number[] = [];
+  const serverCpu: number[] = [];
+  for (let n = 1; n <= ROLLOUTS; n++) {
+    const path = await uploadPath(`fleet staged ${n} ${Date.now()}`);
+    await allStats(workers, true);
+    const cpuBefore = await cpuMs(serverPid);
+    const t0 = Date.now();
+    const deployJson = {
+      agents: Object.fromEntries(agents.map((a) => [a.name, path.storePath])),
+      rollout: policy,
+    };
+    const rollout = await api<{ id: number }>('POST', '/rollouts', deployJson);
+    const opened = new Map<number, number>();
+    const following = followRollout(rollout.id, opened);
+    following.catch(() => {});
+    const endAt = await Promise.race([
+      following,
+      sleep(600_000).then(async () => {
+        throw new Error(`staged rollout ${n}: not over in 600 s: ${await rolloutStates(rollout.id)}`);
+      }),
+    ]);
+    const totalMs = endAt - t0;
+    totals.push(totalMs);
+    serverCpu.push((await cpuMs(serverPid)) - cpuBefore);
+    const final = await api<{
+      deployments: Array<Deployment & { batch: number | null; finishedAt: string | null }>;
+      staged: StagedInfo;
+    }>('GET', `/rollouts/${rollout.id}`);
+    if (final.staged.state !== 'succeeded')
+      throw new Error(
+        `staged rollout ${n}: ${final.staged.state} (${final.staged.reason}): ${await rolloutStates(rollout.id)}`,
+      );
+    const s = await until(
+      workers,
+      'staged results',
+      (x) => sum(x, (w) => w.resultById.length) >= AGENTS,
+      60_000,
+      100,
+    );
+    const received = new Map(s.flatMap((w) => w.receivedById));
+    const result = new Map(s.flatMap((w) => w.resultById));
+    const count = final.staged.batches.length;
+    const lastResult = new Array<number>(count).fill(0);
+    const lastFinished = new Array<number>(count).fill(0);
+    const firstReceived = new Array<number>(count).fill(Number.POSITIVE_INFINITY);
+    for (const d of final.deployments) {
+      const b = d.batch ?? 0;
+      const id = String(d.id);
+      const got = received.get(id);
+      const res = result.get(id);
+      if (got === undefined || res === undefined)
+        throw new Error(`staged rollout ${n}: agent ${d.agent} has no record of deployment ${id}`);
+      firstReceived[b] = Math.min(firstReceived[b]!, got);
+      lastResult[b] = Math.max(lastResult[b]!, res);
+      lastFinished[b] = Math.max(lastFinished[b]!, Date.parse(d.finishedAt!));
+    }
+    const parts: string[] = [];
+    for (let b = 0; b + 1 < count; b++) {
+      const delay = firstReceived[b + 1]! - lastResult[b]!;
+      const fin = firstReceived[b + 1]! - lastFinished[b]!;
+      const open = opened.get(b + 1);
+      delays.push(delay);
+      fromFinished.push(fin);
+      if (open !== undefined) engine.push(open - lastFinished[b]!);
+      const label = (i: number) => final.staged.batches[i]!.label;
+      parts.push(
+        `${label(b)}→${label(b + 1)} ${delay} ms (from the server's finishedAt ${fin} ms, of it until the batch opened ${open === undefined ? '?' : open - lastFinished[b]!} ms)`,
+      );
+    }
+    const sizes = final.staged.batches.map((b) => b.agents).join('/');
+    say(
+      `staged rollout ${n} (batches of ${sizes} agents): ${(totalMs / 1000).toFixed(1)} s from the POST to the end of its event stream, server CPU ${(serverCpu.at(-1)! / 1000).toFixed(1)} s; last result of a batch to the next batch's first \`desired\`: ${parts.join('; ')}`,
+    );
+  }
+  const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+  const d = sorted(delays);
+  const f = sorted(fromFinished);
+  const e = sorted(engine);
+  say(
+    `staged: batch transitions over ${d.length} samples (${ROLLOUTS} rollouts x ${d.length / ROLLOUTS}): last result to next batch's first \`desired\` p50 ${percentile(d, 50)} ms, p99 ${percentile(d, 99)} ms, max ${d.at(-1)} ms; from the server's finishedAt p50 ${percentile(f, 50)} ms, p99 ${percentile(f, 99)} ms; finishedAt to batch opened (${e.length} seen) p50 ${percentile(e, 50)} ms, p99 ${percentile(e, 99)} ms; rollout total p50 ${(percentile(sorted(totals), 50) / 1000).toFixed(1)} s, max ${(Math.max(...totals) / 1000).toFixed(1)} s`,
+  );
+  return {
+    staged_batches: STAGED,
+    staged_rollouts: ROLLOUTS,
+    staged_transitions: d.length,
+    staged_delay_ms: delays,
+    staged_delay_p50_ms: percentile(d, 50),
+    staged_delay_p99_ms: percentile(d, 99),
+    staged_delay_max_ms: d.at(-1),
+    staged_from_finished_p99_ms: percentile(f, 99),
+    staged_engine_p99_ms: percentile(e, 99),
+    staged_rollout_ms: totals,
+    staged_server_cpu_ms: serverCpu.map(Math.round),
+  };
 }
 
 /** The failed connection attempts since the last reset, and why. */

@@ -143,7 +143,11 @@ export class RolloutStore {
           await trx.updateTable('deployments').set({ deferred_at: now }).where('id', 'in', part).execute();
         }
         const byOutcome = new Map<string, number[]>();
-        for (const o of d.outcomes) byOutcome.set(o.outcome, [...(byOutcome.get(o.outcome) ?? []), o.id]);
+        for (const o of d.outcomes) {
+          const ids = byOutcome.get(o.outcome);
+          if (ids) ids.push(o.id);
+          else byOutcome.set(o.outcome, [o.id]);
+        }
         for (const [outcome, ids] of byOutcome) {
           for (const part of inChunks(ids, IN_LIST_SIZE)) {
             await trx
