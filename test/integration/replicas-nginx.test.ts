@@ -138,14 +138,18 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
     assert.ok(onA.length >= 2 && onB.length >= 2, `agents not spread: A ${onA}, B ${onB}`);
 
     // A closure pushed with the real `nix copy --to` through nginx lands in the bucket.
-    const record = join(tmp, 'record');
+    // Per agent: its own closures, whose switch writes to its own record file.
+    const record = (name: string) => join(tmp, `record-${name}`);
     const built = await buildPackages([
-      nixosPackage(`lb-v1-${RUN_TAG}`, record),
-      nixosPackage(`lb-v2-${RUN_TAG}`, record),
+      ...NAMES.flatMap((n) => [
+        nixosPackage(`${n}-v1-${RUN_TAG}`, record(n)),
+        nixosPackage(`${n}-v2-${RUN_TAG}`, record(n)),
+      ]),
       { name: `lb-direct-${RUN_TAG}` },
     ]);
-    const v1 = built.get(`lb-v1-${RUN_TAG}`)!;
-    const v2 = built.get(`lb-v2-${RUN_TAG}`)!;
+    const v1 = (name: string) => built.get(`${name}-v1-${RUN_TAG}`)!;
+    const v2 = (name: string) => built.get(`${name}-v2-${RUN_TAG}`)!;
+    const versions = NAMES.flatMap((n) => [v1(n), v2(n)]);
     const direct = built.get(`lb-direct-${RUN_TAG}`)!;
     const nixCopy = async (cacheUrl: string, paths: string[]) => {
       const xdg = await mkdtemp(join(tmpdir(), 'cairn-xdg-'));
@@ -157,8 +161,8 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
         await rm(xdg, { recursive: true, force: true });
       }
     };
-    await nixCopy(cacheAt(nginx.url).url, [v1, v2]);
-    for (const path of [v1, v2]) {
+    await nixCopy(cacheAt(nginx.url).url, versions);
+    for (const path of versions) {
       const narinfo = await fetch(`${nginx.url}/cache/main/${path.slice(11, 43)}.narinfo`, {
         headers: { Authorization: `Bearer ${pullToken}` },
       });
@@ -171,7 +175,7 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
 
     // A closure pushed through replica A directly is substituted by the real Nix through B.
     await nixCopy(cacheAt(a.url).url, [direct]);
-    await deleteFromStore([v1, v2, direct]);
+    await deleteFromStore([...versions, direct]);
     const xdg = await mkdtemp(join(tmpdir(), 'cairn-xdg-'));
     cleanup.push(() => rm(xdg, { recursive: true, force: true }));
     await run('nix-store', ['--realise', direct, ...substituterArgs(cacheAt(b.url), pullNetrc)], {
@@ -184,14 +188,15 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
       await writeFile(file, JSON.stringify(body));
       return await cli(['deploy', 'activate', file, ...flags], viaNginx);
     };
-    const everyone = (p: string) => Object.fromEntries(NAMES.map((n) => [n, p]));
+    const everyone = (version: (name: string) => string) =>
+      Object.fromEntries(NAMES.map((n) => [n, version(n)]));
 
     // A rollout posted through nginx reaches every agent; following it through nginx sees
     // every result, whichever replica the agent reported it to.
     const first = await activate({ agents: everyone(v1) }, '--timeout', '120s');
     assert.equal(first.code, 0, first.stdout + first.stderr);
     for (const name of NAMES) assert.match(first.stdout, new RegExp(`${name}\\s+succeeded`));
-    for (const name of NAMES) assert.equal(await profileTarget(join(tmp, `profile-${name}`)), v1, name);
+    for (const name of NAMES) assert.equal(await profileTarget(join(tmp, `profile-${name}`)), v1(name), name);
 
     // A staged rollout, and replica A SIGKILLed once its second batch has opened.
     const started = await activate(
@@ -249,11 +254,11 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
       done.deployments.map((d) => [d.agent, d.state]).sort(),
       NAMES.map((n) => [n, 'succeeded']),
     );
-    for (const name of NAMES) assert.equal(await profileTarget(join(tmp, `profile-${name}`)), v2, name);
-    // Nothing ran twice: one switch to v1 and one to v2 per agent.
-    const lines = (await readFile(record, 'utf8')).split('\n');
-    assert.equal(lines.filter((l) => l === `${v1} switch`).length, NAMES.length, lines.join('\n'));
-    assert.equal(lines.filter((l) => l === `${v2} switch`).length, NAMES.length, lines.join('\n'));
+    // Nothing ran twice: each agent switched once to v1, then once to v2.
+    for (const name of NAMES) {
+      assert.equal(await profileTarget(join(tmp, `profile-${name}`)), v2(name), name);
+      assert.equal(await readFile(record(name), 'utf8'), `${v1(name)} switch\n${v2(name)} switch\n`, name);
+    }
     const followed = await following;
     assert.equal(followed.code, 0, followed.stdout + followed.stderr);
     // Its table: AGENT BATCH "ROLLOUT STATE" STATUS ...
