@@ -204,6 +204,16 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
       '--async',
     );
     const id = Number(ok(started));
+    // Its event stream through nginx: the first events arrive at once, not when a buffer fills.
+    const events = new AbortController();
+    const stream = await fetch(`${nginx.url}/api/v1/workspaces/default/rollouts/${id}/events`, {
+      headers: { Authorization: `Bearer ${adminToken}` },
+      signal: AbortSignal.any([events.signal, AbortSignal.timeout(3000)]),
+    });
+    assert.equal(stream.status, 200);
+    const chunk = await stream.body!.getReader().read();
+    assert.match(new TextDecoder().decode(chunk.value), /^event: /m);
+    events.abort();
     // Followed through nginx across the kill: a stream on the killed replica is picked up again.
     const following = cli(['deploy', 'follow', String(id), '--timeout', '120s'], viaNginx);
     const api = { url: nginx.url, adminToken };
