@@ -198,7 +198,7 @@ describe('two replicas behind nginx, on one PostgreSQL database and one S3 bucke
     for (const name of NAMES) assert.match(first.stdout, new RegExp(`${name}\\s+succeeded`));
     for (const name of NAMES) assert.equal(await profileTarget(join(tmp, `profile-${name}`)), v1(name), name);
 
-    // A staged rollout, and replica A SIGKILLed once its second batch has opened.
+    // A staged rollout, and one replica SIGKILLed once its second batch has opened.
     const started = await activate(
       { agents: everyone(v2), rollout: { batches: ['2', '4', '100%'], bake: '3s' } },
       '--async',
