@@ -36,6 +36,8 @@ has systemd-analyze || need 'systemd-analyze (contrib/ units)' systemd
 has python3 || has plutil || need 'python3 (the launchd plist)' python3
 has curl || need 'curl (docs/getting-started.md)' curl
 has ps || need ps procps
+# The load balancer in front of two replicas (test/helpers/nginx-process.ts): Debian's nginx.
+[ -x /usr/sbin/nginx ] || need 'nginx at /usr/sbin/nginx' nginx-light
 has bash || need bash bash
 
 if [ "${1:-}" = --packages ]; then

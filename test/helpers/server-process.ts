@@ -20,6 +20,8 @@ export async function freePort(): Promise<number> {
 export interface ServerProcess {
   readonly url: string;
   readonly child: ChildProcess;
+  /** Its log lines (pino's JSON), when started with a `logLevel`. */
+  readonly lines: string[];
   /** Sends `signal` and waits for the process to exit. */
   kill(signal: NodeJS.Signals): Promise<void>;
 }
@@ -36,6 +38,10 @@ export async function spawnServer(options: {
   cairn?: string;
   /** Added to the environment it inherits. */
   env?: Record<string, string>;
+  /** More `cairn server` flags, such as `['--blob-store', 's3://...']`. */
+  args?: readonly string[];
+  /** `--log-level` (silent by default); its log lines are collected in `lines`. */
+  logLevel?: string;
 }): Promise<ServerProcess> {
   const [command, ...prefix] =
     options.cairn === undefined ? [process.execPath, '--import', 'tsx', MAIN] : [options.cairn];
@@ -49,11 +55,19 @@ export async function spawnServer(options: {
       '--data-dir',
       options.dataDir,
       '--log-level',
-      'silent',
+      options.logLevel ?? 'silent',
       ...(options.database === undefined ? [] : ['--database', options.database]),
+      ...(options.args ?? []),
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   );
+  const lines: string[] = [];
+  let partial = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    const parts = (partial + d.toString()).split('\n');
+    partial = parts.pop() ?? '';
+    lines.push(...parts);
+  });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();
@@ -78,6 +92,7 @@ export async function spawnServer(options: {
   return {
     url,
     child,
+    lines,
     kill: async (signal) => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;
