@@ -351,6 +351,9 @@ describe('docs/getting-started.md', { timeout: 120_000 }, () => {
       ),
     );
     const dialect = database === undefined ? 'sqlite' : 'postgres';
-    assert.match(serverLog.join(''), new RegExp(`"database":"${dialect}","msg":"cairn server listening"`));
+    assert.match(
+      serverLog.join(''),
+      new RegExp(`"database":"${dialect}","blobStore":"local","msg":"cairn server listening"`),
+    );
   });
 });
