@@ -12,6 +12,9 @@ import { type Applied, RolloutStore } from './rollout-store.ts';
 /** How often the engine re-decides every active rollout (bake ends, deadlines, lost events). */
 export const ROLLOUT_TICK_MS = 1000;
 
+/** The longest a kicked step waits after the rollout's previous step (see `kick`). */
+const MAX_STEP_SPACING_MS = 1000;
+
 /** The advisory lock replicas sharing PostgreSQL take for one tick ("cairn", then 1). */
 export const ROLLOUT_TICK_LOCK = 0x636169726e01;
 
@@ -52,6 +55,9 @@ export class RolloutEngine {
   readonly #busy = new Set<number>();
   readonly #again = new Set<number>();
   readonly #soon = new Set<number>();
+  /** When each rollout may next be stepped by a kick, and the timers waiting for that. */
+  readonly #nextStepAt = new Map<number, number>();
+  readonly #spaced = new Map<number, NodeJS.Timeout>();
   #soonTimer: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
   #ticking = false;
@@ -122,6 +128,22 @@ export class RolloutEngine {
   /** Decides a rollout soon (events of one turn of the event loop are decided once). */
   kick(rolloutId: number): void {
     this.#active.add(rolloutId);
+    // Results arrive all through a batch and each kicks: steps of one rollout are spaced by
+    // twice what the last one cost (at most a second), so that reading a 10,000-agent rollout
+    // again and again cannot take the CPU the agents' results and confirmations need.
+    const wait = (this.#nextStepAt.get(rolloutId) ?? 0) - performance.now();
+    if (wait > 0) {
+      if (!this.#spaced.has(rolloutId)) {
+        this.#spaced.set(
+          rolloutId,
+          setTimeout(() => {
+            this.#spaced.delete(rolloutId);
+            this.kick(rolloutId);
+          }, Math.ceil(wait)),
+        );
+      }
+      return;
+    }
     this.#soon.add(rolloutId);
     this.#soonTimer ??= setImmediate(() => {
       this.#soonTimer = undefined;
@@ -140,6 +162,7 @@ export class RolloutEngine {
       return;
     }
     this.#busy.add(id);
+    const began = performance.now();
     try {
       for (let attempt = 0; attempt < 5; attempt++) {
         const snap = await this.store.snapshot(id);
@@ -161,6 +184,8 @@ export class RolloutEngine {
       }
     } finally {
       this.#busy.delete(id);
+      const cost = performance.now() - began;
+      this.#nextStepAt.set(id, performance.now() + Math.min(MAX_STEP_SPACING_MS, 2 * cost));
       if (this.#again.delete(id)) this.kick(id);
     }
   }
@@ -242,6 +267,7 @@ export class RolloutEngine {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#soonTimer) clearImmediate(this.#soonTimer);
+    for (const t of this.#spaced.values()) clearTimeout(t);
     for (const u of this.#unsubscribe) u();
   }
 }
