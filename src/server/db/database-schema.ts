@@ -192,6 +192,13 @@ export interface DeploymentLogsTable {
   text: string;
 }
 
+/** Rows of `deployment_log_sources`: per deployment, the last line number stored from each source. */
+export interface DeploymentLogSourcesTable {
+  deployment_id: number;
+  src: string;
+  last_n: number;
+}
+
 /** Rows of `closure_paths`: every store path of a reported closure, once. */
 export interface ClosurePathsTable {
   id: Generated<number>;
@@ -264,6 +271,7 @@ export interface Database {
   rollouts: RolloutsTable;
   deployments: DeploymentsTable;
   deployment_logs: DeploymentLogsTable;
+  deployment_log_sources: DeploymentLogSourcesTable;
   closure_paths: ClosurePathsTable;
   closures: ClosuresTable;
   closure_members: ClosureMembersTable;
