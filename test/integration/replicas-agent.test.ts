@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import {
   AGENT_WS_PATH,
+  CLOSE_CODES,
   type LogLine,
   type ServerMessage,
   serverMessageSchema,
@@ -68,6 +69,19 @@ describe('an agent reconnecting across two replicas', {
       }
     };
     return { ws, next, closed, send: (msg: unknown) => ws.send(JSON.stringify(msg)) };
+  }
+
+  /** `promise`, or a failure naming `what` after 10 s. */
+  async function within<T>(promise: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`Timed out waiting for ${what}`)), 10_000);
+    });
+    try {
+      return await Promise.race([promise, late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** A path published in the cache, for a rollout the test agent pretends to run. */
@@ -181,5 +195,44 @@ describe('an agent reconnecting across two replicas', {
         expected.map((_, i) => i + 1),
       );
     }
+  });
+
+  it('a newer connection on B closes the older one on A, whose late close leaves the agent online', async () => {
+    const { token } = (await adminApi(a, 'POST', '/agents', { name: 'twin' })) as { token: string };
+    const online = async (server: TestServer) =>
+      ((await adminApi(server, 'GET', '/agents/twin')) as { online: boolean }).online;
+    /** Polls until the agent's online flag, read through `server`, is `want`. */
+    const waitOnline = async (server: TestServer, want: boolean) => {
+      const deadline = Date.now() + 10_000;
+      while ((await online(server)) !== want) {
+        assert.ok(Date.now() < deadline, `the agent stayed ${want ? 'offline' : 'online'}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+
+    const onA = await connect(a, 'twin', token);
+    await onA.next('welcome');
+    assert.equal(await online(b), true);
+
+    const onB = await connect(b, 'twin', token);
+    await onB.next('welcome');
+    const [code, reason] = await within(onA.closed, 'the connection on A to be closed');
+    assert.equal(code, CLOSE_CODES.replaced);
+    assert.match(String(reason), /replaced by a newer connection/);
+    // A saw its connection close after B recorded the agent online: A must not undo that.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await online(a), true);
+    assert.equal(onB.ws.readyState, WebSocket.OPEN);
+
+    // And back: the connection on B is replaced by one on A, and the agent stays online.
+    const again = await connect(a, 'twin', token);
+    await again.next('welcome');
+    assert.equal((await within(onB.closed, 'the connection on B to be closed'))[0], CLOSE_CODES.replaced);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await online(b), true);
+
+    // The newest connection closing does mark the agent offline.
+    again.ws.close();
+    await waitOnline(b, false);
   });
 });

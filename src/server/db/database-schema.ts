@@ -101,6 +101,8 @@ export interface AgentsTable {
   agent_version: string | null;
   nix_version: string | null;
   profile: string | null;
+  /** Taken anew by each hello: the newest connection of the agent holds the highest (migration 11). */
+  connection_epoch: Generated<number>;
 }
 
 /** Rows of `agent_tags`: labels of agents, such as `canary`, that rollout policies select by. */
