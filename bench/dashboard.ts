@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { type LogTarget, LogWriter } from '../src/server/agents/log-writer.ts';
-import { DeploymentRepository } from '../src/server/db/deployment-repository.ts';
+import { LogLineRepository } from '../src/server/db/log-line-repository.ts';
 import { openDatabase } from '../src/server/db/open-database.ts';
 import { parseServerConfig } from '../src/server/server-config.ts';
 import { startServer } from '../src/server/start-server.ts';
@@ -206,7 +206,7 @@ try {
     }
   }
   // Logs, through the writer the server stores agents' log lines with (numbering and batching).
-  const writer = new LogWriter(new DeploymentRepository(db), (err) => {
+  const writer = new LogWriter(new LogLineRepository(db), (err) => {
     throw err;
   });
   const deployments = await db

@@ -20,6 +20,8 @@ export const replicaDoorbellSchema = z.object({
   all: z.literal(1).optional(),
   /** Staged rollouts that changed, as [workspaceId, rolloutId]. */
   o: z.array(z.tuple([id, id])).optional(),
+  /** Agents' newest connections, as [agentId, connection epoch]: older ones are closed. */
+  c: z.array(z.tuple([id, id])).optional(),
   /** Revoked tokens' ids. */
   t: z.array(z.string().min(1).max(200)).optional(),
 });

@@ -19,6 +19,7 @@ import { AgentRepository } from './db/agent-repository.ts';
 import { AuditRepository } from './db/audit-repository.ts';
 import { CacheRepository } from './db/cache-repository.ts';
 import { DeploymentRepository } from './db/deployment-repository.ts';
+import { LogLineRepository } from './db/log-line-repository.ts';
 import type { OpenDatabase } from './db/open-database.ts';
 import { PathIndex } from './db/path-index.ts';
 import { TokenRepository } from './db/token-repository.ts';
@@ -93,7 +94,7 @@ export function createApp(deps: AppDeps): App {
   const agents = new AgentRepository(db);
   const deployments = new DeploymentRepository(db);
   const logs = new LogWriter(
-    deployments,
+    new LogLineRepository(db),
     (err) => deps.log.error({ err }, 'cannot write deployment logs'),
     (event) => bus.publish('log', event),
   );

@@ -40,6 +40,7 @@ function record(bus: EventBus): { events: Array<[string, unknown]>; of: (t: keyo
     'desired',
     'rollout',
     'agent-online',
+    'agent-connected',
     'token-revoked',
     'resync',
   ];
@@ -136,6 +137,7 @@ for (const kind of ['local', 'postgres'] as const) {
         desired: { agentId: 7, deployment: null },
         rollout: { workspaceId: 1, rolloutId: 2 },
         'agent-online': { agentId: 7 },
+        'agent-connected': { agentId: 7, epoch: 3 },
         'token-revoked': { tokenId: 'tok-1' },
       };
       for (const [type, e] of Object.entries(events)) bus.publish(type as 'log', e as BusEvents['log']);
@@ -182,6 +184,7 @@ for (const kind of ['local', 'postgres'] as const) {
       a.publish('rollout', { workspaceId: ids.workspaceId, rolloutId: ids.rolloutId });
       a.publish('token-revoked', { tokenId: 'tok-9' });
       a.publish('agent-online', { agentId: ids.agentId });
+      a.publish('agent-connected', { agentId: ids.agentId, epoch: 4 });
       await eventually(() => recB.of('deployment').length === 1, 'the deployment on B');
       await sleep(300);
       // On B: the row's id only (B looks it up), the deployment read from the database, the
@@ -204,8 +207,17 @@ for (const kind of ['local', 'postgres'] as const) {
       assert.deepEqual(recB.of('rollout'), [{ workspaceId: ids.workspaceId, rolloutId: ids.rolloutId }]);
       assert.deepEqual(recB.of('token-revoked'), [{ tokenId: 'tok-9' }]);
       assert.deepEqual(recB.of('agent-online'), []);
+      assert.deepEqual(recB.of('agent-connected'), [{ agentId: ids.agentId, epoch: 4 }]);
       // A saw each of its own once, and B's bus rang nothing back.
-      for (const t of ['desired', 'deployment', 'log', 'rollout', 'token-revoked', 'agent-online'] as const)
+      for (const t of [
+        'desired',
+        'deployment',
+        'log',
+        'rollout',
+        'token-revoked',
+        'agent-online',
+        'agent-connected',
+      ] as const)
         assert.equal(recA.of(t).length, 1, t);
       assert.equal(recA.of('resync').length, 0);
       assert.equal(recB.of('resync').length, 0);
@@ -267,7 +279,15 @@ for (const kind of ['local', 'postgres'] as const) {
       const raw = new pg.Client({ connectionString: (testDb!.config as { url: string }).url });
       await raw.connect();
       try {
-        for (const junk of ['not json', '{"r":"x","a":["1"]}', '{"a":[1]}', '[1,2]', '{"r":"x","d":[-1]}'])
+        for (const junk of [
+          'not json',
+          '{"r":"x","a":["1"]}',
+          '{"a":[1]}',
+          '[1,2]',
+          '{"r":"x","d":[-1]}',
+          '{"r":"x","c":[[1,"2"]]}',
+          '{"r":"x","c":[1]}',
+        ])
           await raw.query('select pg_notify($1, $2)', [EVENT_CHANNEL, junk]);
         await raw.query('select pg_notify($1, $2)', [EVENT_CHANNEL, '{"r":"x","o":[[1,2]]}']);
         await eventually(() => recB.of('rollout').length === 1, 'the good notification');

@@ -63,10 +63,17 @@ describe('deleteExpiredLogs', () => {
         .insertInto('deployment_logs')
         .values([1, 2, 3].map((seq) => ({ deployment_id: id, seq, t: now - 60 * DAY, text: `line ${seq}` })))
         .execute();
+      await db
+        .insertInto('deployment_log_sources')
+        .values({ deployment_id: id, src: 'agent-1', last_n: 2 })
+        .execute();
     }
     assert.equal(await deleteExpiredLogs(db, { days: 30, now }), 1);
     const left = await db.selectFrom('deployment_logs').select('deployment_id').execute();
     assert.deepEqual([...new Set(left.map((r) => r.deployment_id))].sort(), [recent, running].sort());
+    // The marks that drop lines sent twice go with the lines.
+    const sources = await db.selectFrom('deployment_log_sources').select('deployment_id').execute();
+    assert.deepEqual(sources.map((r) => r.deployment_id).sort(), [recent, running].sort());
     const marked = await db
       .selectFrom('deployments')
       .select(['id', 'logs_expired_at'])

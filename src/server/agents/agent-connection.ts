@@ -53,6 +53,10 @@ export class AgentConnection {
   /** Set by any sign of life, cleared by each heartbeat's ping. */
   alive = true;
   helloDone = false;
+  /** The connection epoch its hello took (see AgentRepository.recordHello); undefined before. */
+  epoch: number | undefined;
+  /** The epoch of the connection this one replaced on this replica, if that one had said hello. */
+  replacedEpoch: number | undefined;
   /** The Nix system the agent reported, which picks its rollback script. */
   system: string;
   readonly #rate = new TokenBucket(MESSAGE_RATE);

@@ -28,6 +28,9 @@ import { toDesired } from './to-desired.ts';
 /** How often each side pings; a peer silent for two intervals is dead (well within 30 s). */
 export const HEARTBEAT_MS = 10_000;
 
+/** The close reason of a connection another connection of the same agent replaced. */
+const REPLACED = 'replaced by a newer connection of the same agent';
+
 /** Agents a server expects to take back per second after a restart: sets the going-away spread. */
 const RECONNECTS_PER_SECOND = 500;
 
@@ -101,6 +104,7 @@ export class AgentHub {
         else void this.#sendDesired(e.agentId);
       }),
       deps.bus.subscribe('token-revoked', ({ tokenId }) => this.#closeToken(tokenId)),
+      deps.bus.subscribe('agent-connected', ({ agentId, epoch }) => this.#closeIfOlder(agentId, epoch)),
       deps.bus.subscribe('resync', () => void this.resync()),
     ];
   }
@@ -143,7 +147,7 @@ export class AgentHub {
   #accept(ws: WebSocket, who: AuthenticatedAgent, requestBase: string, releaseTurn: () => void): void {
     const { agent, principal } = who;
     const old = this.#byAgent.get(agent.id);
-    if (old) old.ws.close(CLOSE_CODES.replaced, 'replaced by a newer connection of the same agent');
+    if (old) old.ws.close(CLOSE_CODES.replaced, REPLACED);
     const conn = new AgentConnection({
       ws,
       agent,
@@ -155,6 +159,7 @@ export class AgentHub {
       onMessage: this.#onMessage,
       onClose: this.#onClose,
     });
+    conn.replacedEpoch = old?.epoch ?? old?.replacedEpoch;
     this.#byAgent.set(agent.id, conn);
     // Per agent at debug: a fleet's restart would otherwise log 10,000 lines at once (and a slow
     // log pipe blocks the server); the heartbeat logs how many came and went instead.
@@ -169,9 +174,13 @@ export class AgentHub {
     if (this.#byAgent.get(agentId) !== conn) return;
     this.#byAgent.delete(agentId);
     if (this.#closing && this.#deps.markOfflineOnClose === false) return;
+    // Only while this connection (or the one it replaced before its hello) is the agent's newest:
+    // a newer one, on another replica maybe, keeps the agent online.
+    const epoch = conn.epoch ?? conn.replacedEpoch;
+    if (epoch === undefined) return;
     const now = this.#deps.now();
     void this.#deps.writes
-      .write((db) => new AgentRepository(db).setOffline(agentId, now))
+      .write((db) => new AgentRepository(db).setOffline(agentId, now, epoch))
       .catch((err) => conn.log.warn({ err }, 'cannot record the agent offline'));
   }
 
@@ -201,14 +210,25 @@ export class AgentHub {
     try {
       const ids = [...this.#byAgent.keys()];
       for (let i = 0; i < ids.length; i += IN_LIST_SIZE) {
+        const part = ids.slice(i, i + IN_LIST_SIZE);
+        // A connection replaced on another replica whose doorbell was lost is closed now.
+        const epochs = await this.#deps.agents.connectionEpochs(part);
+        for (const [id, epoch] of epochs) this.#closeIfOlder(id, epoch);
         // Asked in one turn: the lookup makes them one query.
-        await Promise.all(ids.slice(i, i + IN_LIST_SIZE).map((id) => this.#sendDesired(id)));
+        await Promise.all(part.map((id) => this.#sendDesired(id)));
       }
     } catch (err) {
       this.#deps.log.warn({ err }, 'cannot re-sync the agents; trying again at the next one');
     } finally {
       this.#resyncing = false;
     }
+  }
+
+  /** Closes this replica's connection of the agent if a newer one took `epoch` (maybe elsewhere). */
+  #closeIfOlder(agentId: number, epoch: number): void {
+    const conn = this.#byAgent.get(agentId);
+    // A connection that has not said hello yet will take a newer epoch than this one.
+    if (conn?.epoch !== undefined && conn.epoch < epoch) conn.ws.close(CLOSE_CODES.replaced, REPLACED);
   }
 
   #closeToken(tokenId: string): void {
@@ -261,11 +281,14 @@ export class AgentHub {
     await this.#deps.logs.flush();
     await this.#deps.writes.flush();
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
-    const ids = this.#deps.markOfflineOnClose === false ? [] : [...this.#byAgent.keys()];
+    const held = this.#deps.markOfflineOnClose === false ? [] : [...this.#byAgent.values()];
     this.#byAgent.clear();
     const now = this.#deps.now();
     const offline = async (db: Parameters<Parameters<WriteBatch['write']>[0]>[0]) => {
-      for (const id of ids) await new AgentRepository(db).setOffline(id, now);
+      for (const conn of held) {
+        const epoch = conn.epoch ?? conn.replacedEpoch;
+        if (epoch !== undefined) await new AgentRepository(db).setOffline(conn.agent.id, now, epoch);
+      }
     };
     await this.#deps.writes.write(offline).catch(() => {});
     await this.#deps.writes.flush();

@@ -35,9 +35,12 @@ export async function handleHello(
   const agentId = conn.agent.id;
   const observed = msg.observed;
   const at = ctx.now();
-  const recorded = ctx.writes.write((db) => new AgentRepository(db).recordObserved(agentId, observed, at));
+  const recorded = ctx.writes.write((db) => new AgentRepository(db).recordHello(agentId, observed, at));
   const finished = msg.unreported.map((r) => finishDeployment(conn, r, ctx));
-  await Promise.all([recorded, ...finished]);
+  const [epoch] = await Promise.all([recorded, ...finished]);
+  conn.epoch = epoch;
+  // Committed: a replica still holding an older connection of this agent closes it.
+  ctx.bus.publish('agent-connected', { agentId, epoch });
   const [desired, caches, serverId, workspace] = await Promise.all([
     ctx.desired.of(agentId),
     ctx.caches.of(conn.agent.workspace_id),

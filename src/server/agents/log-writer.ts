@@ -1,6 +1,6 @@
-import type { DeploymentLogsTable } from '../db/database-schema.ts';
-import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { DeploymentLogSourcesTable, DeploymentLogsTable } from '../db/database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from '../db/in-chunks.ts';
+import type { LogHighWater, LogLineRepository } from '../db/log-line-repository.ts';
 import type { LogEvent } from '../events/event-bus.ts';
 
 /** Log lines queued before a flush is started at once. */
@@ -9,6 +9,8 @@ const FLUSH_AT = 2000;
 const HIGH_WATER = 50_000;
 /** How long lines wait to be written together. */
 const FLUSH_MS = 50;
+/** Tries of one batch: another replica writing the same deployment makes a try fail (see #write). */
+const WRITE_TRIES = 3;
 
 /** The deployment some lines belong to, as the hub knows it. */
 export interface LogTarget {
@@ -17,9 +19,12 @@ export interface LogTarget {
   readonly agent: string;
 }
 
+/** A line as the agent sent it: `src` and `n` say where it came from, for dropping it if sent twice. */
+type IncomingLine = { t: number; text: string; src?: string | undefined; n?: number | undefined };
+
 interface Queued {
   readonly target: LogTarget;
-  readonly lines: ReadonlyArray<{ t: number; text: string }>;
+  readonly lines: readonly IncomingLine[];
 }
 
 /**
@@ -28,12 +33,18 @@ interface Queued {
  * one INSERT per thousand lines, instead of queries per message. Lines are announced (`onWritten`)
  * once written, so a reader that replays the database and then follows the announcements misses
  * nothing.
+ *
+ * The numbering and the last line number of each source (which drop lines sent twice) are read
+ * from the database the first time a deployment is written here, then kept in memory. Memory can
+ * fall behind only when the agent's lines went to another replica in between (it reconnected
+ * there, and maybe back): the next line number is then taken already, the primary key refuses
+ * the batch, and it is tried again from what the database holds. So lines are stored once, in
+ * order, without gaps, whichever replicas an agent's connections land on.
  */
 export class LogWriter {
-  readonly #repo: DeploymentRepository;
-  readonly #seq = new Map<number, number>();
-  /** Per deployment, the highest line number seen from each source (see logLineSchema). */
-  readonly #seen = new Map<number, Map<string, number>>();
+  readonly #repo: LogLineRepository;
+  /** Per deployment, its last line and the highest line number stored from each source (see logLineSchema). */
+  readonly #marks = new Map<number, LogHighWater>();
   #buffer: Queued[] = [];
   #buffered = 0;
   /** Lines taken from the buffer whose write has not finished. */
@@ -44,7 +55,7 @@ export class LogWriter {
   readonly #onWritten: (event: LogEvent) => void;
 
   constructor(
-    repo: DeploymentRepository,
+    repo: LogLineRepository,
     onError: (err: unknown) => void,
     onWritten: (event: LogEvent) => void = () => {},
   ) {
@@ -57,23 +68,7 @@ export class LogWriter {
    * Queues lines to be numbered and written. Returns false when more lines are waiting than the
    * writer holds comfortably: the caller should then await {@link flush} before reading more.
    */
-  append(
-    target: LogTarget,
-    incoming: ReadonlyArray<{ t: number; text: string; src?: string | undefined; n?: number | undefined }>,
-  ): boolean {
-    let seen = this.#seen.get(target.deploymentId);
-    const lines: Array<{ t: number; text: string }> = [];
-    for (const l of incoming) {
-      if (l.src !== undefined && l.n !== undefined) {
-        seen ??= new Map();
-        const last = seen.get(l.src);
-        // Sent again: after a dropped connection, or by a restarted agent.
-        if (last !== undefined && l.n <= last) continue;
-        seen.set(l.src, l.n);
-      }
-      lines.push({ t: l.t, text: l.text });
-    }
-    if (seen) this.#seen.set(target.deploymentId, seen);
+  append(target: LogTarget, lines: readonly IncomingLine[]): boolean {
     if (lines.length === 0) return this.backlog < HIGH_WATER;
     this.#buffer.push({ target, lines });
     this.#buffered += lines.length;
@@ -89,8 +84,7 @@ export class LogWriter {
 
   /** Forgets a finished deployment's counter (after its lines were flushed). */
   forget(deploymentId: number): void {
-    this.#seq.delete(deploymentId);
-    this.#seen.delete(deploymentId);
+    this.#marks.delete(deploymentId);
   }
 
   /** Writes everything queued so far; resolves once it is written (or failed and was reported). */
@@ -115,27 +109,57 @@ export class LogWriter {
   }
 
   async #write(batch: readonly Queued[]): Promise<void> {
-    // Deployments first seen here continue after what an earlier connection (or server) wrote.
-    const unknown = [...new Set(batch.map((b) => b.target.deploymentId))].filter((id) => !this.#seq.has(id));
+    for (let tries = 1; ; tries++) {
+      try {
+        await this.#writeOnce(batch);
+        return;
+      } catch (err) {
+        // Most likely another replica wrote lines of one of these deployments since their marks
+        // were read (the agent reconnected there, and maybe back): read them again.
+        for (const { target } of batch) this.#marks.delete(target.deploymentId);
+        if (tries >= WRITE_TRIES) throw err;
+      }
+    }
+  }
+
+  async #writeOnce(batch: readonly Queued[]): Promise<void> {
+    // Deployments first seen here continue after what an earlier connection (or replica) wrote.
+    const unknown = [...new Set(batch.map((b) => b.target.deploymentId))].filter(
+      (id) => !this.#marks.has(id),
+    );
     for (const part of inChunks(unknown, IN_LIST_SIZE)) {
-      const last = await this.#repo.lastLogSeqs(part);
-      for (const id of part) this.#seq.set(id, last.get(id) ?? 0);
+      for (const [id, mark] of await this.#repo.highWater(part)) this.#marks.set(id, mark);
     }
     const rows: DeploymentLogsTable[] = [];
+    const marks = new Map<string, DeploymentLogSourcesTable>();
     const events: LogEvent[] = [];
+    // Worked on copies: a failed try must leave memory as the database is.
+    const work = new Map<number, { seq: number; sources: Map<string, number> }>();
     for (const { target, lines } of batch) {
-      let seq = this.#seq.get(target.deploymentId) ?? 0;
-      const numbered = lines.map((l) => ({ seq: ++seq, t: l.t, text: l.text }));
-      this.#seq.set(target.deploymentId, seq);
-      for (const l of numbered) rows.push({ deployment_id: target.deploymentId, ...l });
-      events.push({
-        rolloutId: target.rolloutId,
-        deploymentId: target.deploymentId,
-        agent: target.agent,
-        lines: numbered,
-      });
+      const id = target.deploymentId;
+      let mark = work.get(id);
+      if (!mark) {
+        const held = this.#marks.get(id) ?? { seq: 0, sources: new Map<string, number>() };
+        mark = { seq: held.seq, sources: new Map(held.sources) };
+        work.set(id, mark);
+      }
+      const numbered: Array<{ seq: number; t: number; text: string }> = [];
+      for (const l of lines) {
+        if (l.src !== undefined && l.n !== undefined) {
+          const last = mark.sources.get(l.src);
+          // Sent again: after a dropped connection (to this replica or another), or by a restarted agent.
+          if (last !== undefined && l.n <= last) continue;
+          mark.sources.set(l.src, l.n);
+          marks.set(`${id}\0${l.src}`, { deployment_id: id, src: l.src, last_n: l.n });
+        }
+        numbered.push({ seq: ++mark.seq, t: l.t, text: l.text });
+      }
+      if (numbered.length === 0) continue;
+      for (const l of numbered) rows.push({ deployment_id: id, ...l });
+      events.push({ rolloutId: target.rolloutId, deploymentId: id, agent: target.agent, lines: numbered });
     }
-    await this.#repo.appendLogs(rows);
+    if (rows.length > 0 || marks.size > 0) await this.#repo.append(rows, [...marks.values()]);
+    for (const [id, mark] of work) this.#marks.set(id, mark);
     for (const e of events) this.#onWritten(e);
   }
 }

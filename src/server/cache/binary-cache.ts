@@ -36,7 +36,13 @@ export class BinaryCache {
   readonly #now: () => number;
   readonly #maxNarBytes: number;
   readonly #resolved = new Map<string, ResolvedCache>();
-  /** Published narinfos by `<cache id>/<hash part>`, oldest first: they never change once published. */
+  /**
+   * Published narinfos by `<cache id>/<hash part>`, oldest first. Safe to share between replicas
+   * without invalidation because a published narinfo is never changed or removed (no path is
+   * deleted, no cache deleted, no key rotated) and a miss is never remembered: a path published
+   * through another replica is read from the database on the next request. Whatever comes to
+   * remove or change one must ring a doorbell so that every replica evicts it.
+   */
   readonly #narinfos = new Map<string, string>();
   #narinfoBytes = 0;
 
@@ -54,7 +60,10 @@ export class BinaryCache {
     this.#maxNarBytes = deps.maxNarBytes;
   }
 
-  /** The cache of that name, or undefined. Caches are never renamed, so a hit is remembered. */
+  /**
+   * The cache of that name, or undefined. Caches are never renamed, deleted or re-keyed, so a hit
+   * is remembered; a miss is not, so a cache created through another replica is found at once.
+   */
   async resolve(name: string): Promise<ResolvedCache | undefined> {
     const hit = this.#resolved.get(name);
     if (hit) return hit;

@@ -73,27 +73,45 @@ export class AgentRepository {
 
   /** Records what the agent reports and marks it online. */
   async recordObserved(id: number, observed: Observed, now: number): Promise<void> {
-    await this.db
-      .updateTable('agents')
-      .set({
-        online: 1,
-        last_seen_at: now,
-        store_path: observed.storePath,
-        generation: observed.generation,
-        kind: observed.kind,
-        system: observed.system,
-        hostname: observed.hostname,
-        agent_version: observed.agentVersion,
-        nix_version: observed.nixVersion,
-        profile: observed.profile,
-      })
-      .where('id', '=', id)
-      .execute();
+    await this.db.updateTable('agents').set(observedColumns(observed, now)).where('id', '=', id).execute();
   }
 
-  /** Marks the agent offline, keeping when it was last seen. */
-  async setOffline(id: number, now: number): Promise<void> {
-    await this.db.updateTable('agents').set({ online: 0, last_seen_at: now }).where('id', '=', id).execute();
+  /**
+   * Records a hello: what the agent reports, online, and the next connection epoch, which makes
+   * this connection the agent's newest on every replica. Returns the epoch.
+   */
+  async recordHello(id: number, observed: Observed, now: number): Promise<number> {
+    const row = await this.db
+      .updateTable('agents')
+      .set((eb) => ({ ...observedColumns(observed, now), connection_epoch: eb('connection_epoch', '+', 1) }))
+      .where('id', '=', id)
+      .returning('connection_epoch')
+      .executeTakeFirst();
+    return row?.connection_epoch ?? 0;
+  }
+
+  /**
+   * Marks the agent offline, keeping when it was last seen. With `epoch`, only while that
+   * connection is still the agent's newest: a newer one (maybe on another replica) keeps it online.
+   */
+  async setOffline(id: number, now: number, epoch?: number): Promise<void> {
+    let q = this.db.updateTable('agents').set({ online: 0, last_seen_at: now }).where('id', '=', id);
+    if (epoch !== undefined) q = q.where('connection_epoch', '=', epoch);
+    await q.execute();
+  }
+
+  /** The connection epoch of each of these agents (one query per 1,000). */
+  async connectionEpochs(ids: readonly number[]): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    for (const part of inChunks(ids, IN_LIST_SIZE)) {
+      const rows = await this.db
+        .selectFrom('agents')
+        .select(['id', 'connection_epoch'])
+        .where('id', 'in', part)
+        .execute();
+      for (const r of rows) out.set(r.id, r.connection_epoch);
+    }
+    return out;
   }
 
   /**
@@ -181,4 +199,19 @@ export class AgentRepository {
       throw err;
     }
   }
+}
+
+function observedColumns(observed: Observed, now: number) {
+  return {
+    online: 1,
+    last_seen_at: now,
+    store_path: observed.storePath,
+    generation: observed.generation,
+    kind: observed.kind,
+    system: observed.system,
+    hostname: observed.hostname,
+    agent_version: observed.agentVersion,
+    nix_version: observed.nixVersion,
+    profile: observed.profile,
+  };
 }

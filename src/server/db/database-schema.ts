@@ -101,6 +101,8 @@ export interface AgentsTable {
   agent_version: string | null;
   nix_version: string | null;
   profile: string | null;
+  /** Taken anew by each hello: the newest connection of the agent holds the highest (migration 11). */
+  connection_epoch: Generated<number>;
 }
 
 /** Rows of `agent_tags`: labels of agents, such as `canary`, that rollout policies select by. */
@@ -192,6 +194,13 @@ export interface DeploymentLogsTable {
   text: string;
 }
 
+/** Rows of `deployment_log_sources`: per deployment, the last line number stored from each source. */
+export interface DeploymentLogSourcesTable {
+  deployment_id: number;
+  src: string;
+  last_n: number;
+}
+
 /** Rows of `closure_paths`: every store path of a reported closure, once. */
 export interface ClosurePathsTable {
   id: Generated<number>;
@@ -264,6 +273,7 @@ export interface Database {
   rollouts: RolloutsTable;
   deployments: DeploymentsTable;
   deployment_logs: DeploymentLogsTable;
+  deployment_log_sources: DeploymentLogSourcesTable;
   closure_paths: ClosurePathsTable;
   closures: ClosuresTable;
   closure_members: ClosureMembersTable;

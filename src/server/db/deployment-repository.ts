@@ -234,13 +234,6 @@ export class DeploymentRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
-  /** Appends log lines (numbered by the caller), a thousand rows per INSERT. */
-  async appendLogs(rows: readonly DeploymentLogsTable[]): Promise<void> {
-    for (const part of inChunks(rows, 1000)) {
-      await this.db.insertInto('deployment_logs').values(part).execute();
-    }
-  }
-
   /**
    * The store path to roll an agent back to: that of the deployment `toId` when given, else of its
    * last succeeded deployment before the newest succeeded one (what it ran before).
@@ -267,18 +260,6 @@ export class DeploymentRepository {
       .execute();
     const current = rows[0];
     return rows.find((r) => r.store_path !== current?.store_path);
-  }
-
-  /** Highest log sequence number of each deployment that has lines (one query). */
-  async lastLogSeqs(deploymentIds: readonly number[]): Promise<Map<number, number>> {
-    if (deploymentIds.length === 0) return new Map();
-    const rows = await this.db
-      .selectFrom('deployment_logs')
-      .select((eb) => ['deployment_id', eb.fn.max('seq').as('seq')])
-      .where('deployment_id', 'in', [...deploymentIds])
-      .groupBy('deployment_id')
-      .execute();
-    return new Map(rows.map((r) => [r.deployment_id, Number(r.seq)]));
   }
 
   /**

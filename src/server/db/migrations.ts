@@ -10,6 +10,8 @@ import { migration006 } from './migration-006-server-identity.ts';
 import { migration007 } from './migration-007-closure-size-index.ts';
 import { migration008 } from './migration-008-agent-tags.ts';
 import { migration009 } from './migration-009-staged-rollouts.ts';
+import { migration010 } from './migration-010-log-sources.ts';
+import { migration011 } from './migration-011-agent-connection-epoch.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -35,6 +37,8 @@ export const migrations: readonly Migration[] = [
   migration007,
   migration008,
   migration009,
+  migration010,
+  migration011,
 ];
 
 /**

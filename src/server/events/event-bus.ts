@@ -40,6 +40,11 @@ export interface BusEvents {
   rollout: { readonly workspaceId: number; readonly rolloutId: number };
   /** An agent connected and said hello: a deferred deployment may now be its due. */
   'agent-online': { readonly agentId: number };
+  /**
+   * A connection of the agent said hello and took connection epoch `epoch`: a replica holding an
+   * older connection of the same agent closes it ("replaced by a newer connection").
+   */
+  'agent-connected': { readonly agentId: number; readonly epoch: number };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
   /**

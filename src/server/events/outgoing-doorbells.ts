@@ -19,10 +19,18 @@ export class OutgoingDoorbells {
   readonly desired = new Set<number>();
   readonly rollouts = new Map<number, number>();
   readonly tokens = new Set<string>();
+  /** Agent id to the epoch of its newest connection. */
+  readonly connected = new Map<number, number>();
 
   get empty(): boolean {
     return (
-      this.deployments.size + this.logs.size + this.desired.size + this.rollouts.size + this.tokens.size === 0
+      this.deployments.size +
+        this.logs.size +
+        this.desired.size +
+        this.rollouts.size +
+        this.tokens.size +
+        this.connected.size ===
+      0
     );
   }
 
@@ -34,7 +42,7 @@ export class OutgoingDoorbells {
     const out: string[] = [];
     let msg: ReplicaDoorbell = { r: replica };
     let size = JSON.stringify(msg).length;
-    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't'>(
+    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c'>(
       key: K,
       item: NonNullable<ReplicaDoorbell[K]>[number],
     ) => {
@@ -59,6 +67,7 @@ export class OutgoingDoorbells {
     for (const [deploymentId, rolloutId] of this.logs) add('l', [rolloutId, deploymentId]);
     for (const [rolloutId, workspaceId] of this.rollouts) add('o', [workspaceId, rolloutId]);
     for (const t of this.tokens) add('t', t);
+    for (const [agentId, epoch] of this.connected) add('c', [agentId, epoch]);
     out.push(JSON.stringify(msg));
     return out;
   }

@@ -90,6 +90,11 @@ export class PostgresEventBus implements EventBus {
       case 'token-revoked':
         this.#out.tokens.add((e as BusEvents['token-revoked']).tokenId);
         break;
+      case 'agent-connected': {
+        const c = e as BusEvents['agent-connected'];
+        this.#out.connected.set(c.agentId, Math.max(c.epoch, this.#out.connected.get(c.agentId) ?? 0));
+        break;
+      }
       default:
         return;
     }
@@ -194,6 +199,7 @@ export class PostgresEventBus implements EventBus {
     for (const agentId of m.a ?? []) local.publish('desired', { agentId });
     for (const [workspaceId, rolloutId] of m.o ?? []) local.publish('rollout', { workspaceId, rolloutId });
     for (const tokenId of m.t ?? []) local.publish('token-revoked', { tokenId });
+    for (const [agentId, epoch] of m.c ?? []) local.publish('agent-connected', { agentId, epoch });
     for (const [rolloutId, deploymentId] of m.l ?? [])
       local.publish('log', { rolloutId, deploymentId, agent: '', lines: [] });
     if (m.d && m.d.length > 0) void this.#deploymentsChanged(m.d);

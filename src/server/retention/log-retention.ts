@@ -31,6 +31,7 @@ export async function deleteExpiredLogs(
     if (ids.length === 0) return total;
     await db.transaction().execute(async (trx) => {
       await trx.deleteFrom('deployment_logs').where('deployment_id', 'in', ids).execute();
+      await trx.deleteFrom('deployment_log_sources').where('deployment_id', 'in', ids).execute();
       await trx
         .updateTable('deployments')
         .set({ logs_expired_at: options.now })
