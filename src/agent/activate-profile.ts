@@ -40,7 +40,7 @@ export async function activationPlan(
   storePath: string,
   kind: ProfileKind,
   agentEnv: NodeJS.ProcessEnv,
-  goal: 'switch' | 'boot' = 'switch',
+  goal: 'switch' | 'boot' | 'test' = 'switch',
 ): Promise<ActivationPlan> {
   // Never the agent's own environment: it holds the agent's token (see child-env.ts).
   const env = childEnv(agentEnv);

@@ -12,6 +12,7 @@ import { type ActivationOutcome, activationPlan, interpretActivation } from './a
 import { childEnv } from './child-env.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
 import { runHealthChecks } from './health-checks.ts';
+import { homeManagerCurrentGeneration } from './home-manager.ts';
 import type { JournalFile } from './journal-file.ts';
 import { dropInFlightRoots, type NixContext, setProfile } from './nix-commands.ts';
 import { preSwitchPolicy } from './pre-switch-policy.ts';
@@ -19,7 +20,7 @@ import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
 import { DeploymentInterrupted, realiseClosure } from './realise-closure.ts';
 import { rebootRequired } from './reboot-required.ts';
-import { checkRunningSystem, runningSystem } from './running-system.ts';
+import { bootedSystemLink, checkRunningSystem, runningSystem } from './running-system.ts';
 import { StepFailure } from './step-failure.ts';
 
 /** What running a deployment needs. */
@@ -47,6 +48,7 @@ export function newJournal(d: DesiredDeployment, owner: JournalOwner): AgentJour
     phase: 'realise',
     previous: null,
     switched: false,
+    running: null,
     activation: null,
     failure: null,
     result: null,
@@ -76,13 +78,15 @@ export async function driveDeployment(
     j = { ...j, ...patch, updatedAt: Date.now() };
     await ctx.journal.write(j);
   };
-  let reboot = false;
+  // Journaled: an agent restarted after the switch still reports it.
+  let reboot = j.rebootRequired ?? false;
   const finish = async (
     state: DeploymentResult['state'],
     step: DeploymentStep | null,
     reason: string | null,
+    rebootRequired = reboot,
   ) => {
-    const result: DeploymentResult = { deploymentId: d.id, state, step, reason, rebootRequired: reboot };
+    const result: DeploymentResult = { deploymentId: d.id, state, step, reason, rebootRequired };
     await save({ phase: 'done', result, activation: null });
     await dropInFlightRoots(ctx).catch(() => {});
     return result;
@@ -98,13 +102,17 @@ export async function driveDeployment(
           const kind = await detectProfileKind(d.storePath);
           say(`kind: ${kind}`);
           let previous = (await readProfileState(ctx.profile)).storePath;
-          // A first deployment to a NixOS profile: going back means going back to what runs.
-          const running = previous === null && kind === 'nixos' ? await runningSystem(ctx.env) : undefined;
-          if (running) {
+          // What runs may not be the profile's generation (booted into an older one, a hand-run
+          // `switch-to-configuration test`): a rollback returns to what ran.
+          const running = await whatRuns(ctx.env, kind);
+          if (previous === null && kind === 'nixos' && running) {
+            // A first deployment to a NixOS profile: going back means going back to what runs.
             previous = running;
             say(`previous: ${previous} (the running system: the profile has no generation yet)`);
           } else say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
-          await save({ phase: 'set-profile', previous });
+          if (running && running !== previous)
+            say(`running: ${running} (not the profile's generation; a rollback returns to it)`);
+          await save({ phase: 'set-profile', previous, running: running ?? null });
           break;
         }
         case 'set-profile': {
@@ -153,11 +161,15 @@ export async function driveDeployment(
             if (!running.ok) throw new StepFailure('activate', running.reason);
             if (running.note) say(`note: ${running.note}`);
           }
-          if (kind === 'nixos' && (await rebootRequired(d.storePath))) {
+          if (kind === 'nixos' && (await rebootRequired(d.storePath, bootedSystemLink(ctx.env)))) {
             reboot = true;
             say('reboot required: the new kernel, initrd or kernel modules differ from the booted ones');
           }
-          await save({ phase: d.rollbackScript ? 'rollback-script' : 'health-check', activation: null });
+          await save({
+            phase: d.rollbackScript ? 'rollback-script' : 'health-check',
+            activation: null,
+            rebootRequired: reboot,
+          });
           break;
         }
         case 'rollback-script': {
@@ -228,8 +240,8 @@ async function activate(
   exit4: 'fail' | 'tolerate',
   j: AgentJournal,
   save: (patch: Partial<AgentJournal>) => Promise<void>,
-  goal: 'switch' | 'boot',
-): Promise<{ outcome: ActivationOutcome; goal: 'switch' | 'boot'; code: number | null }> {
+  goal: 'switch' | 'boot' | 'test',
+): Promise<{ outcome: ActivationOutcome; goal: 'switch' | 'boot' | 'test'; code: number | null }> {
   let record = j.activation?.storePath === storePath ? j.activation : null;
   if (record) {
     ctx.onLine(`re-attaching to the activation of ${storePath} started before the agent restarted`);
@@ -245,7 +257,7 @@ async function activate(
       statusFile: join(base, `${stamp}.status`),
       pid: null,
       // Only when it is not the default, so an older agent can still read the journal.
-      ...(goal === 'boot' ? { goal } : {}),
+      ...(goal === 'switch' ? {} : { goal }),
     };
     await save({ activation: record });
     const pid = await startDetachedActivation(plan, record);
@@ -260,6 +272,27 @@ async function activate(
   };
 }
 
+/**
+ * What runs before a deployment, where it can differ from the profile's generation: NixOS's
+ * running system, Home Manager's current generation; undefined elsewhere or when unknown.
+ */
+async function whatRuns(
+  env: NodeJS.ProcessEnv,
+  kind: Awaited<ReturnType<typeof detectProfileKind>>,
+): Promise<string | undefined> {
+  if (kind === 'nixos') return await runningSystem(env);
+  if (kind === 'home-manager') return await homeManagerCurrentGeneration(env);
+  return undefined;
+}
+
+/**
+ * Returns the machine to what ran before the deployment: the running system (or Home Manager
+ * generation) the journal recorded, else the profile's previous generation. On NixOS, when what
+ * ran was not the profile's generation, the profile (the boot default) goes back to where it
+ * pointed and the running system is re-activated with `switch-to-configuration test`, which
+ * leaves the boot default alone: both end as they were. Whether a reboot is required is computed
+ * again for what runs after the rollback.
+ */
 async function rollBack(
   ctx: RunDeploymentContext,
   j: AgentJournal,
@@ -268,22 +301,41 @@ async function rollBack(
     state: DeploymentResult['state'],
     step: DeploymentStep | null,
     reason: string | null,
+    rebootRequired?: boolean,
   ) => Promise<DeploymentResult>,
 ): Promise<DeploymentResult> {
   const say = ctx.onLine;
   const failure = j.failure ?? { step: 'activate' as const, reason: 'unknown failure' };
   const previous = j.previous;
-  if (previous === null || previous === j.deployment.storePath) {
+  const running = j.running && j.running !== j.deployment.storePath ? j.running : null;
+  const target = running ?? previous;
+  if (target === null || target === j.deployment.storePath) {
     say(
       'ROLLBACK IMPOSSIBLE: the profile had no other generation before; the machine runs the failed configuration',
     );
     return await finish('failed', failure.step, `${failure.reason}; no previous generation to roll back to`);
   }
   ctx.onStep('rollback');
-  say(`rolling back to ${previous} (because ${failure.step} failed: ${failure.reason})`);
+  let kind: Awaited<ReturnType<typeof detectProfileKind>>;
+  try {
+    kind = await detectProfileKind(target);
+  } catch (err) {
+    return await finish(
+      'failed',
+      failure.step,
+      `${failure.reason}; rollback failed: ${(err as Error).message}`,
+    );
+  }
+  const keepBoot = kind === 'nixos' && previous !== null && running !== null && running !== previous;
+  const profileTarget = keepBoot && previous !== null ? previous : target;
+  say(
+    `rolling back to ${target} (because ${failure.step} failed: ${failure.reason})${
+      keepBoot ? `; the running system, with the profile (the boot default) back at ${profileTarget}` : ''
+    }`,
+  );
   const current = (await readProfileState(ctx.profile)).storePath;
-  if (current !== previous) {
-    const set = await setProfile(ctx, ctx.profile, previous);
+  if (current !== profileTarget) {
+    const set = await setProfile(ctx, ctx.profile, profileTarget);
     if (set.code !== 0) {
       say('ROLLBACK FAILED: cannot set the profile back');
       return await finish(
@@ -293,26 +345,27 @@ async function rollBack(
       );
     }
   }
-  let kind: Awaited<ReturnType<typeof detectProfileKind>>;
-  try {
-    kind = await detectProfileKind(previous);
-  } catch (err) {
-    return await finish(
-      'failed',
-      failure.step,
-      `${failure.reason}; rollback failed: ${(err as Error).message}`,
-    );
-  }
   // Re-activating the old generation must not be cut short by the exit-4 policy.
-  const { outcome, code } = await activate(ctx, kind, previous, 'tolerate', j, save, 'switch');
+  const { outcome, code } = await activate(
+    ctx,
+    kind,
+    target,
+    'tolerate',
+    j,
+    save,
+    keepBoot ? 'test' : 'switch',
+  );
   const checked =
     outcome.ok && kind === 'nixos' && code !== null
-      ? await checkRunningSystem(ctx.env, previous, code)
+      ? await checkRunningSystem(ctx.env, target, code)
       : outcome;
   if (!checked.ok) {
     say(`ROLLBACK FAILED: ${checked.reason}`);
     return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${checked.reason}`);
   }
-  say(`rolled back to ${previous}`);
-  return await finish('rolled-back', failure.step, failure.reason);
+  say(`rolled back to ${target}`);
+  // What runs now decides, not what the failed configuration would have needed.
+  const reboot = kind === 'nixos' && (await rebootRequired(target, bootedSystemLink(ctx.env)));
+  if (reboot) say('reboot required: the kernel, initrd or kernel modules differ from the booted ones');
+  return await finish('rolled-back', failure.step, failure.reason, reboot);
 }

@@ -9,6 +9,14 @@ export function currentSystemLink(env: NodeJS.ProcessEnv): string {
   return env.CAIRN_AGENT_CURRENT_SYSTEM || '/run/current-system';
 }
 
+/**
+ * The link to the NixOS system the machine booted: `/run/booted-system`, or the link
+ * `CAIRN_AGENT_BOOTED_SYSTEM` names (tests).
+ */
+export function bootedSystemLink(env: NodeJS.ProcessEnv): string {
+  return env.CAIRN_AGENT_BOOTED_SYSTEM || '/run/booted-system';
+}
+
 /** The store path of the running NixOS system, or undefined where there is none (not NixOS). */
 export async function runningSystem(env: NodeJS.ProcessEnv): Promise<string | undefined> {
   return await realpath(currentSystemLink(env)).catch(() => undefined);

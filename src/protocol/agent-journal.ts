@@ -11,9 +11,11 @@ export const activationRecordSchema = z.strictObject({
   /**
    * NixOS: the switch-to-configuration goal. `boot` only when the agent fell back to installing
    * the configuration for the next boot after the pre-switch checks refused a live switch;
-   * absent means `switch` (and keeps journals readable by agents that predate the field).
+   * `test` when a rollback re-activates a running system that was not the profile's generation
+   * (the boot default stays as it was); absent means `switch` (and keeps journals readable by
+   * agents that predate the field).
    */
-  goal: z.enum(['switch', 'boot']).optional(),
+  goal: z.enum(['switch', 'boot', 'test']).optional(),
 });
 export type ActivationRecord = z.infer<typeof activationRecordSchema>;
 
@@ -57,6 +59,14 @@ export const agentJournalSchema = z.strictObject({
   phase: deploymentStepSchema,
   /** Where the profile pointed before this deployment changed it (null: nothing to go back to). */
   previous: z.string().nullable(),
+  /**
+   * What ran before this deployment, when it differs in kind from `previous`: NixOS's
+   * `/run/current-system`, Home Manager's current generation (its `current-home` GC root). A
+   * rollback returns the machine to this; absent in journals of agents that predate it.
+   */
+  running: z.string().nullable().optional(),
+  /** Whether the result says a reboot is required, as last computed (kept across restarts). */
+  rebootRequired: z.boolean().optional(),
   /** Whether the profile was changed (a rollback is needed on failure). */
   switched: z.boolean(),
   activation: activationRecordSchema.nullable(),

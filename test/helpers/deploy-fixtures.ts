@@ -29,11 +29,21 @@ export function plainPackage(name: string, options: { activateExit?: number } = 
  *   real one prints ("Pre-switch check '<name>' failed", "Pre-switch checks failed") and exits 1
  *   before touching anything; `boot` goes through (exit 0).
  * - `envDump`: a file the switch writes its environment (`env`) to.
+ * - `kernel`: a file `$out/kernel` links to, as a real system's links to its kernel in the store
+ *   (two systems with the same kernel link to the same file).
+ * - `check`: `bin/check` exits with it (a command health check).
  */
 export function nixosPackage(
   name: string,
   record: string,
-  options: { exit?: number; currentSystem?: string; preSwitchCheck?: string; envDump?: string } = {},
+  options: {
+    exit?: number;
+    currentSystem?: string;
+    preSwitchCheck?: string;
+    envDump?: string;
+    kernel?: string;
+    check?: number;
+  } = {},
 ): TestPackage {
   const exit = options.exit ?? 0;
   const body = [
@@ -56,7 +66,11 @@ export function nixosPackage(
       'mkdir -p $out/bin',
       'echo 24.05 > $out/nixos-version',
       writeScript('bin/switch-to-configuration', body),
-    ].join('\n'),
+      options.kernel ? `ln -s ${options.kernel} $out/kernel` : '',
+      options.check === undefined ? '' : writeScript('bin/check', `exit ${options.check}`),
+    ]
+      .filter(Boolean)
+      .join('\n'),
   };
 }
 
