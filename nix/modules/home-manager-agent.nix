@@ -104,6 +104,16 @@ in
       description = "An optional file of `NAME=value` lines added to the agent's environment at start.";
     };
 
+    backupFileExtension = mkOption {
+      type = types.nullOr (types.strMatching "[A-Za-z0-9][A-Za-z0-9._+-]*");
+      default = null;
+      example = "backup";
+      description = ''
+        When set, a file in the way of one Home Manager links is moved to `<file>.<extension>`
+        instead of failing the activation (`HOME_MANAGER_BACKUP_EXT`, as `home-manager switch -b`).
+      '';
+    };
+
     path = mkOption {
       type = types.listOf types.package;
       default = lib.optional (config.nix.package != null) config.nix.package;
@@ -138,7 +148,8 @@ in
           "CAIRN_SERVER=${cfg.serverUrl}"
           "CAIRN_WORKSPACE=${cfg.workspace}"
           "PATH=${searchPath}"
-        ];
+        ]
+        ++ lib.optional (cfg.backupFileExtension != null) "HOME_MANAGER_BACKUP_EXT=${cfg.backupFileExtension}";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
         Restart = "on-failure";
         RestartSec = 5;

@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
 import { childEnv } from './child-env.ts';
+import { homeManagerGenVersion } from './home-manager.ts';
 import { isDeprecatedStub, isExecutable } from './profile-kind.ts';
 
 /** The commands that activate a store path, run in order until one fails, with their environment. */
@@ -33,7 +33,7 @@ export const PRE_SWITCH_CHECKS_FAILED = 'Pre-switch checks failed';
  * What activating a store path of this kind takes (see docs/activation.md):
  * NixOS `bin/switch-to-configuration switch` (or `goal`) with `NIXOS_INSTALL_BOOTLOADER=0`; nix-darwin `activate-user` (unless missing or the
  * deprecation stub) then `activate`, as root with root's HOME; Home Manager `activate` as the
- * user (with `--driver-version 1` where the script knows it); a plain profile its `bin/activate`
+ * user (with `--driver-version 1` for a generation with a `gen-version`); a plain profile its `bin/activate`
  * if it has one, else nothing.
  */
 export async function activationPlan(
@@ -69,8 +69,9 @@ export async function activationPlan(
     case 'home-manager': {
       const me = userInfo();
       const script = join(storePath, 'activate');
-      const text = await readFile(script, 'utf8').catch(() => '');
-      const args = text.includes('--driver-version') ? ['--driver-version', '1'] : [];
+      // As `home-manager switch` does: a generation that declares a gen-version leaves the
+      // profile to its caller (set before) and is told so; an older one manages it itself.
+      const args = (await homeManagerGenVersion(storePath)) >= 1 ? ['--driver-version', '1'] : [];
       return {
         commands: [{ label: 'activate', argv: [script, ...args] }],
         env: { ...env, USER: me.username, HOME: me.homedir },

@@ -29,6 +29,8 @@ const KEEP = new Set([
   'ALL_PROXY',
   'SSL_CERT_FILE',
   'SSL_CERT_DIR',
+  // Home Manager's activation moves a file in its way to <file>.<ext> instead of failing.
+  'HOME_MANAGER_BACKUP_EXT',
 ]);
 const KEEP_PREFIXES = ['LC_', 'NIX_', 'XDG_'];
 

@@ -12,7 +12,11 @@ import { type ActivationOutcome, activationPlan, interpretActivation } from './a
 import { childEnv } from './child-env.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
 import { runHealthChecks } from './health-checks.ts';
-import { homeManagerCurrentGeneration } from './home-manager.ts';
+import {
+  activateSetsProfile,
+  homeManagerCurrentGeneration,
+  profileAfterLegacyActivate,
+} from './home-manager.ts';
 import type { JournalFile } from './journal-file.ts';
 import { dropInFlightRoots, type NixContext, setProfile } from './nix-commands.ts';
 import { preSwitchPolicy } from './pre-switch-policy.ts';
@@ -119,12 +123,17 @@ export async function driveDeployment(
           ctx.onStep('set-profile');
           // Recorded as switched first: a crash during nix-env must still lead to a rollback check.
           await save({ switched: true });
-          const set = await setProfile(ctx, ctx.profile, d.storePath);
-          if (set.code !== 0)
-            throw new StepFailure(
-              'set-profile',
-              `nix-env --set failed: ${set.tail.at(-1) ?? `exit ${set.code}`}`,
-            );
+          if (await activateSetsProfile(d.storePath)) {
+            // A legacy Home Manager activate reads the old generation from the profile, then sets it.
+            say('a Home Manager generation without gen-version: its activate sets the profile');
+          } else {
+            const set = await setProfile(ctx, ctx.profile, d.storePath);
+            if (set.code !== 0)
+              throw new StepFailure(
+                'set-profile',
+                `nix-env --set failed: ${set.tail.at(-1) ?? `exit ${set.code}`}`,
+              );
+          }
           await save({ phase: 'activate', activation: null });
           break;
         }
@@ -148,6 +157,10 @@ export async function driveDeployment(
             return await finish('failed', 'activate', outcome.reason);
           }
           if (!outcome.ok) throw new StepFailure('activate', outcome.reason);
+          if (await activateSetsProfile(d.storePath)) {
+            const failed = await profileAfterLegacyActivate(ctx, ctx.profile, d.storePath);
+            if (failed) throw new StepFailure('set-profile', failed);
+          }
           if (run.goal === 'boot') {
             reboot = true;
             const reason =
@@ -334,7 +347,8 @@ async function rollBack(
     }`,
   );
   const current = (await readProfileState(ctx.profile)).storePath;
-  if (current !== profileTarget) {
+  const legacy = await activateSetsProfile(target);
+  if (current !== profileTarget && !legacy) {
     const set = await setProfile(ctx, ctx.profile, profileTarget);
     if (set.code !== 0) {
       say('ROLLBACK FAILED: cannot set the profile back');
@@ -362,6 +376,11 @@ async function rollBack(
   if (!checked.ok) {
     say(`ROLLBACK FAILED: ${checked.reason}`);
     return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${checked.reason}`);
+  }
+  const unset = legacy ? await profileAfterLegacyActivate(ctx, ctx.profile, target) : null;
+  if (unset) {
+    say(`ROLLBACK FAILED: ${unset}`);
+    return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${unset}`);
   }
   say(`rolled back to ${target}`);
   // What runs now decides, not what the failed configuration would have needed.

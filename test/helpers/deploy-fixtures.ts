@@ -148,24 +148,82 @@ export function darwinPackage(
 /**
  * A Home Manager-kind closure (`hm-version`, `activate`, `home-files`): `activate` appends
  * "<its store path> activate USER=<USER> HOME=<HOME> args=<its arguments>" to `record` and exits
- * with `exit`. `driver` makes the script mention `--driver-version`, as Home Manager 25.11's does.
+ * with `exit` (before changing anything, as a failed check does). `driver` gives it a
+ * `gen-version` of 1, as Home Manager generations since it left the profile to its caller have.
+ *
+ * With `home` (a directory standing for the user's home: the real script uses $HOME, which the
+ * agent sets to the real one) and `profile`, `activate` behaves as Home Manager's own does, with
+ * `files` (name -> content) as its home files:
+ * - the old generation is read from `profile` (no `--driver-version 1`: the legacy script), or
+ *   from the `current-home` GC root under `$XDG_STATE_HOME/home-manager/gcroots` (driver 1);
+ *   "<store path> old=<old generation>" is appended to `record`;
+ * - checkLinkTargets: a file in the way of a home file that is not a link fails activation with
+ *   "Existing file '<path>' would be clobbered", unless `HOME_MANAGER_BACKUP_EXT` is set: then it
+ *   is moved to `<path>.<ext>` (and a backup already there fails it);
+ * - the legacy script sets `profile` to its own generation (`nix-env --set`), when it changed;
+ * - the old generation's links the new one lacks are removed, the new ones linked, and the GC
+ *   root pointed at the new generation.
  */
 export function homeManagerPackage(
   name: string,
   record: string,
-  options: { exit?: number; driver?: boolean } = {},
+  options: {
+    exit?: number;
+    driver?: boolean;
+    home?: string;
+    profile?: string;
+    files?: Record<string, string>;
+  } = {},
 ): TestPackage {
   const body = [
-    options.driver ? '# usage: activate [--driver-version 1]' : '# legacy activation script',
-    `echo "$(dirname "$0") activate USER=$USER HOME=$HOME args=$*" >> ${record}`,
+    'new=$(dirname "$0")',
+    `echo "$new activate USER=$USER HOME=$HOME args=$*" >> ${record}`,
     'echo activating home-manager',
-    `exit ${options.exit ?? 0}`,
-  ].join('\n');
+    `if [ ${options.exit ?? 0} -ne 0 ]; then exit ${options.exit ?? 0}; fi`,
+  ];
+  if (options.home && options.profile) {
+    const home = options.home;
+    body.push(
+      'driver=0; if [ "$1" = --driver-version ]; then driver=$2; fi',
+      'gc="$XDG_STATE_HOME/home-manager/gcroots/current-home"',
+      `if [ "$driver" = 1 ]; then old=$(readlink -e "$gc" || true); else old=$(readlink -e ${options.profile} || true); fi`,
+      `echo "$new old=$old" >> ${record}`,
+      'errors=0',
+      'for f in $(ls -A "$new/home-files"); do',
+      `  t="${home}/$f"`,
+      '  if [ -e "$t" ] && [ ! -L "$t" ]; then',
+      `    if [ -z "$HOME_MANAGER_BACKUP_EXT" ]; then echo "Existing file '$t' would be clobbered" >&2; errors=1`,
+      `    elif [ -e "$t.$HOME_MANAGER_BACKUP_EXT" ]; then echo "Existing file '$t.$HOME_MANAGER_BACKUP_EXT' would be clobbered by backing up '$t'" >&2; errors=1`,
+      `    else echo "Existing file '$t' is in the way of '$new/home-files/$f', will be moved to '$t.$HOME_MANAGER_BACKUP_EXT'"; fi`,
+      '  fi',
+      'done',
+      'if [ $errors -ne 0 ]; then exit 1; fi',
+      `if [ "$driver" != 1 ] && [ "$old" != "$new" ]; then nix-env --profile ${options.profile} --set "$new" >/dev/null || exit 1; fi`,
+      'if [ -n "$old" ] && [ "$old" != "$new" ]; then',
+      `  for f in $(ls -A "$old/home-files"); do [ -e "$new/home-files/$f" ] || rm -f "${home}/$f"; done`,
+      'fi',
+      'for f in $(ls -A "$new/home-files"); do',
+      `  t="${home}/$f"`,
+      '  if [ -e "$t" ] && [ ! -L "$t" ]; then mv "$t" "$t.$HOME_MANAGER_BACKUP_EXT"; fi',
+      '  ln -sfn "$new/home-files/$f" "$t"',
+      'done',
+      'mkdir -p "$(dirname "$gc")"; ln -sfn "$new" "$gc"',
+    );
+  }
+  const files = Object.entries(options.files ?? {}).map(
+    ([file, content]) => `printf '%s' '${content}' > "$out/home-files/${file}"`,
+  );
   return {
     name,
-    script: ['mkdir -p $out/home-files', 'echo 25.05 > $out/hm-version', writeScript('activate', body)].join(
-      '\n',
-    ),
+    script: [
+      'mkdir -p $out/home-files',
+      'echo 25.05 > $out/hm-version',
+      options.driver ? 'echo 1 > $out/gen-version' : '',
+      ...files,
+      writeScript('activate', body.join('\n')),
+    ]
+      .filter(Boolean)
+      .join('\n'),
   };
 }
 

@@ -100,7 +100,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
     assert.equal(await profileTarget(join(bed.world.profiles, 'mac3')), path);
   });
 
-  it('activates Home Manager as the user with its USER and HOME, passes --driver-version 1 only to scripts that take it, and rolls back', async () => {
+  it('activates Home Manager as the user with its USER and HOME, passes --driver-version 1 only to generations with a gen-version, and rolls back', async () => {
     const record = join(bed.world.profiles, 'hm-record');
     const paths = await bed.world.publish([
       homeManagerPackage(`hm-legacy-${RUN_TAG}`, record),
