@@ -104,6 +104,17 @@ in
       default = "/var/log/cairn-agent.log";
       description = "Where launchd writes the agent's output.";
     };
+
+    primaryUser = mkOption {
+      type = types.nullOr types.str;
+      default = config.system.primaryUser or null;
+      defaultText = literalExpression "config.system.primaryUser or null";
+      description = ''
+        The user a legacy `activate-user` (nix-darwin before 25.05) runs as, with
+        `sudo --user`, as darwin-rebuild runs it (`CAIRN_AGENT_PRIMARY_USER`). Without it the
+        agent refuses a closure with such a script.
+      '';
+    };
   };
 
   config = mkIf cfg.enable {
@@ -140,7 +151,8 @@ in
         # Activation runs as root with root's HOME.
         HOME = "/var/root";
         PATH = "${nixBin}/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-      };
+      }
+      // lib.optionalAttrs (cfg.primaryUser != null) { CAIRN_AGENT_PRIMARY_USER = cfg.primaryUser; };
     };
   };
 }

@@ -2,8 +2,9 @@ import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
 import { childEnv } from './child-env.ts';
+import { activateUserCommand } from './darwin.ts';
 import { homeManagerGenVersion } from './home-manager.ts';
-import { isDeprecatedStub, isExecutable } from './profile-kind.ts';
+import { isExecutable } from './profile-kind.ts';
 
 /** The commands that activate a store path, run in order until one fails, with their environment. */
 export interface ActivationPlan {
@@ -58,9 +59,14 @@ export async function activationPlan(
       };
     case 'nix-darwin': {
       const commands: Array<{ label: string; argv: string[] }> = [];
-      const user = join(storePath, 'activate-user');
-      if ((await isExecutable(user)) && !(await isDeprecatedStub(user)))
-        commands.push({ label: 'activate-user', argv: [user] });
+      const user = await activateUserCommand(storePath, agentEnv);
+      // Checked before the profile changed; here for a rollback to such a closure.
+      if (user && 'refusal' in user)
+        commands.push({
+          label: 'activate-user',
+          argv: ['/bin/sh', '-c', 'echo "$1" >&2; exit 1', 'sh', user.refusal],
+        });
+      else if (user) commands.push({ label: 'activate-user', argv: user.argv });
       commands.push({ label: 'activate', argv: [join(storePath, 'activate')] });
       // Root's home from the user database, not an inherited $HOME (sudo keeps the caller's),
       // as darwin-rebuild runs activation with HOME set to the owner of the process.

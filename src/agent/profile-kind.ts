@@ -1,4 +1,4 @@
-import { access, constants, readFile, stat } from 'node:fs/promises';
+import { access, constants, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
 import type { ProfileKind } from '../protocol/agent-protocol.ts';
@@ -50,14 +50,4 @@ export async function detectProfileKind(storePath: string): Promise<ProfileKind>
     return 'nix-darwin';
   if ((await has('hm-version')) && (await has('activate'))) return 'home-manager';
   return 'plain';
-}
-
-/** True when a nix-darwin `activate-user` is the stub newer nix-darwin leaves, which must not run. */
-export async function isDeprecatedStub(path: string): Promise<boolean> {
-  try {
-    const text = await readFile(path, 'utf8');
-    return text.length < 2048 && /deprecat|no longer/i.test(text);
-  } catch {
-    return false;
-  }
 }

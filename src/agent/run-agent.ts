@@ -1,4 +1,5 @@
 import { AgentDaemon, type AgentOptions } from './agent-daemon.ts';
+import { darwinPrimaryUser } from './darwin.ts';
 import { homeManagerBackupExt } from './home-manager.ts';
 import { preSwitchPolicy } from './pre-switch-policy.ts';
 import { lockProfile } from './profile-lock.ts';
@@ -13,6 +14,7 @@ import { resolveProfilePath } from './profile-state.ts';
 export async function runAgent(options: AgentOptions, signal: AbortSignal): Promise<void> {
   preSwitchPolicy(options.env);
   homeManagerBackupExt(options.env);
+  darwinPrimaryUser(options.env);
   const profile = resolveProfilePath(options.profile);
   const unlock = await lockProfile(profile);
   try {

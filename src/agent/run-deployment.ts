@@ -10,6 +10,7 @@ import type {
 } from '../protocol/agent-protocol.ts';
 import { type ActivationOutcome, activationPlan, interpretActivation } from './activate-profile.ts';
 import { childEnv } from './child-env.ts';
+import { activateUserCommand } from './darwin.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
 import { runHealthChecks } from './health-checks.ts';
 import {
@@ -105,6 +106,9 @@ export async function driveDeployment(
           await ctx.onRealised?.(d.storePath);
           const kind = await detectProfileKind(d.storePath);
           say(`kind: ${kind}`);
+          // A legacy nix-darwin activate-user that cannot run as its user: refused before any change.
+          const user = kind === 'nix-darwin' ? await activateUserCommand(d.storePath, ctx.env) : null;
+          if (user && 'refusal' in user) throw new StepFailure('activate', user.refusal);
           let previous = (await readProfileState(ctx.profile)).storePath;
           // What runs may not be the profile's generation (booted into an older one, a hand-run
           // `switch-to-configuration test`): a rollback returns to what ran.

@@ -121,8 +121,11 @@ export function writeScript(rel: string, body: string): string {
 
 /**
  * A nix-darwin-kind closure (`darwin-version`, `activate`, `activate-user`): each script appends
- * "<its store path> <script> HOME=<HOME>" to `record`; `activate` then exits with `exit`.
- * `userStub` makes `activate-user` the deprecation stub newer nix-darwin leaves, which must not run.
+ * "<its store path> <script> HOME=<HOME>" to `record` (`activate-user` also "user=<who runs
+ * it>"); `activate` then exits with `exit`. The legacy `activate-user` (nix-darwin before 25.05)
+ * prints a deprecation warning, as real ones did for some options, so only the marker line tells
+ * it from the stub. `userStub` makes `activate-user` the stub nix-darwin 25.05 and later ship: it
+ * has the line `# nix-darwin: deprecated` and fails when run.
  */
 export function darwinPackage(
   name: string,
@@ -131,8 +134,8 @@ export function darwinPackage(
 ): TestPackage {
   const line = (script: string) => `echo "$(dirname "$0") ${script} HOME=$HOME" >> ${record}`;
   const user = options.userStub
-    ? `echo "activate-user is deprecated and no longer does anything"\n${line('activate-user')}\nexit 1`
-    : line('activate-user');
+    ? `# nix-darwin: deprecated\necho "activate-user: this script is deprecated" >&2\n${line('activate-user')}\nexit 1`
+    : `# user activation\necho "warning: system.defaults.foo is deprecated and no longer used"\necho "$(dirname "$0") activate-user user=$(id -un) HOME=$HOME" >> ${record}`;
   return {
     name,
     script: [

@@ -22,10 +22,14 @@ describe('activation of nix-darwin and Home Manager closures', () => {
   before(async () => {
     foreignHome = await mkdtemp(join(tmpdir(), 'cairn-foreign-home-'));
   });
-  // `env` execs the agent, so signals still reach it.
-  const agent = (name: string) =>
-    bed.agent(name, { wrap: ['env', `HOME=${foreignHome}`, 'USER=somebody-else'] });
   const me = userInfo();
+  // `env` execs the agent, so signals still reach it. The primary user a legacy nix-darwin
+  // activate-user runs as is the one the tests run as (root here).
+  const agent = (name: string) =>
+    bed.agent(name, {
+      wrap: ['env', `HOME=${foreignHome}`, 'USER=somebody-else'],
+      env: { CAIRN_AGENT_PRIMARY_USER: me.username },
+    });
 
   it('activates nix-darwin with activate-user then activate, and rolls back a failing one by re-running both', async () => {
     const record = join(bed.world.profiles, 'darwin-record');
@@ -78,7 +82,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const ran = (await readFile(record, 'utf8')).trim().split('\n');
     assert.deepEqual(ran, [
-      `${path} activate-user HOME=${me.homedir}`,
+      `${path} activate-user user=${me.username} HOME=${me.homedir}`,
       `${path} activate HOME=${me.homedir}`,
     ]);
   });
