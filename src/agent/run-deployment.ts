@@ -381,6 +381,19 @@ async function rollBack(
     say(`ROLLBACK FAILED: ${checked.reason}`);
     return await finish('failed', failure.step, `${failure.reason}; rollback failed: ${checked.reason}`);
   }
+  if (keepBoot) {
+    // The failed switch may have made itself the bootloader's default: make it the profile's
+    // generation again, as it was before.
+    const boot = await activate(ctx, kind, profileTarget, 'tolerate', j, save, 'boot');
+    if (!boot.outcome.ok) {
+      say(`ROLLBACK FAILED: ${boot.outcome.reason}`);
+      return await finish(
+        'failed',
+        failure.step,
+        `${failure.reason}; rollback failed: the running system is back, but switch-to-configuration boot of ${profileTarget} failed: ${boot.outcome.reason}`,
+      );
+    }
+  }
   const unset = legacy ? await profileAfterLegacyActivate(ctx, ctx.profile, target) : null;
   if (unset) {
     say(`ROLLBACK FAILED: ${unset}`);

@@ -64,9 +64,10 @@ describe('rollback to the running system', () => {
     const last = (JSON.parse(list.stdout) as Array<{ state: string; rebootRequired: boolean }>)[0]!;
     // Z needed a reboot; after the rollback the machine runs Y, on the booted kernel: it does not.
     assert.deepEqual([last.state, last.rebootRequired], ['rolled-back', false]);
-    // As before the deployment: Y runs (re-activated with `test`), the boot default is X.
+    // As before the deployment: Y runs (re-activated with `test`), the boot default is X (the
+    // profile, and the bootloader by `boot`, which Z's switch had made its own).
     assert.equal(await realpath(link), y);
     assert.equal(await profileTarget(join(bed.world.profiles, 'running')), x);
-    assert.equal(await readFile(record, 'utf8'), `${x} switch\n${z} switch\n${y} test\n`);
+    assert.equal(await readFile(record, 'utf8'), `${x} switch\n${z} switch\n${y} test\n${x} boot\n`);
   });
 });
