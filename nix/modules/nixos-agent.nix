@@ -115,6 +115,17 @@ in
       '';
     };
 
+    specialisation = mkOption {
+      type = types.nullOr (types.strMatching "[A-Za-z0-9_][A-Za-z0-9_.+-]*");
+      default = null;
+      example = "work";
+      description = ''
+        The specialisation every deployment switches to (`CAIRN_AGENT_SPECIALISATION`), as
+        `nixos-rebuild switch --specialisation`; a system without it is refused. When null, the
+        agent keeps the machine on the specialisation it runs, if the new system has it.
+      '';
+    };
+
     path = mkOption {
       type = types.listOf types.package;
       default = [ ];
@@ -153,6 +164,9 @@ in
         CAIRN_SERVER = cfg.serverUrl;
         CAIRN_AGENT_PRE_SWITCH_CHECKS = cfg.preSwitchChecks;
         CAIRN_WORKSPACE = cfg.workspace;
+      }
+      // lib.optionalAttrs (cfg.specialisation != null) {
+        CAIRN_AGENT_SPECIALISATION = cfg.specialisation;
       };
 
       # The agent may itself be running the switch-to-configuration that would restart or stop

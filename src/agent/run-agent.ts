@@ -4,6 +4,7 @@ import { homeManagerBackupExt } from './home-manager.ts';
 import { preSwitchPolicy } from './pre-switch-policy.ts';
 import { lockProfile } from './profile-lock.ts';
 import { resolveProfilePath } from './profile-state.ts';
+import { forcedSpecialisation } from './specialisation.ts';
 
 /**
  * Runs the agent until `signal` aborts: resolves `options.profile` (a name under
@@ -15,6 +16,7 @@ export async function runAgent(options: AgentOptions, signal: AbortSignal): Prom
   preSwitchPolicy(options.env);
   homeManagerBackupExt(options.env);
   darwinPrimaryUser(options.env);
+  forcedSpecialisation(options.env);
   const profile = resolveProfilePath(options.profile);
   const unlock = await lockProfile(profile);
   try {

@@ -26,6 +26,12 @@ import { readProfileState } from './profile-state.ts';
 import { DeploymentInterrupted, realiseClosure } from './realise-closure.ts';
 import { rebootRequired } from './reboot-required.ts';
 import { bootedSystemLink, checkRunningSystem, runningSystem } from './running-system.ts';
+import {
+  chooseSpecialisation,
+  forcedSpecialisation,
+  runningSpecialisation,
+  specialisationPath,
+} from './specialisation.ts';
 import { StepFailure } from './step-failure.ts';
 
 /** What running a deployment needs. */
@@ -109,7 +115,8 @@ export async function driveDeployment(
           // A legacy nix-darwin activate-user that cannot run as its user: refused before any change.
           const user = kind === 'nix-darwin' ? await activateUserCommand(d.storePath, ctx.env) : null;
           if (user && 'refusal' in user) throw new StepFailure('activate', user.refusal);
-          let previous = (await readProfileState(ctx.profile)).storePath;
+          const generation = (await readProfileState(ctx.profile)).storePath;
+          let previous = generation;
           // What runs may not be the profile's generation (booted into an older one, a hand-run
           // `switch-to-configuration test`): a rollback returns to what ran.
           const running = await whatRuns(ctx.env, kind);
@@ -120,7 +127,18 @@ export async function driveDeployment(
           } else say(`previous: ${previous ?? '(none: first deployment to this profile)'}`);
           if (running && running !== previous)
             say(`running: ${running} (not the profile's generation; a rollback returns to it)`);
-          await save({ phase: 'set-profile', previous, running: running ?? null });
+          // NixOS: stay on the specialisation the machine runs, or the one the agent is told.
+          let specialisation: string | null = null;
+          if (kind === 'nixos') {
+            const choice = await chooseSpecialisation(d.storePath, {
+              forced: forcedSpecialisation(ctx.env),
+              running: await runningSpecialisation(generation, running),
+            });
+            if ('refusal' in choice) throw new StepFailure('activate', choice.refusal);
+            specialisation = choice.name;
+            if (choice.note) say(choice.note);
+          }
+          await save({ phase: 'set-profile', previous, running: running ?? null, specialisation });
           break;
         }
         case 'set-profile': {
@@ -144,13 +162,15 @@ export async function driveDeployment(
         case 'activate': {
           ctx.onStep('activate');
           const kind = await detectProfileKind(d.storePath);
-          let run = await activate(ctx, kind, d.storePath, d.exit4, j, save, 'switch');
+          // The profile holds the whole system; a specialisation's own switch-to-configuration runs.
+          const system = await specialisationPath(d.storePath, j.specialisation);
+          let run = await activate(ctx, kind, system, d.exit4, j, save, 'switch');
           if (!run.outcome.ok && run.outcome.preSwitchChecks && preSwitchPolicy(ctx.env) === 'boot') {
             say(
               `${run.outcome.reason}; installing it for the next boot instead (switch-to-configuration boot)`,
             );
             j = { ...j, activation: null };
-            run = await activate(ctx, kind, d.storePath, d.exit4, j, save, 'boot');
+            run = await activate(ctx, kind, system, d.exit4, j, save, 'boot');
           }
           const { outcome } = run;
           if (!outcome.ok && outcome.nextBoot) {
@@ -174,11 +194,11 @@ export async function driveDeployment(
           }
           if (outcome.note) say(`note: ${outcome.note}`);
           if (kind === 'nixos' && run.code !== null) {
-            const running = await checkRunningSystem(ctx.env, d.storePath, run.code);
+            const running = await checkRunningSystem(ctx.env, system, run.code);
             if (!running.ok) throw new StepFailure('activate', running.reason);
             if (running.note) say(`note: ${running.note}`);
           }
-          if (kind === 'nixos' && (await rebootRequired(d.storePath, bootedSystemLink(ctx.env)))) {
+          if (kind === 'nixos' && (await rebootRequired(system, bootedSystemLink(ctx.env)))) {
             reboot = true;
             say('reboot required: the new kernel, initrd or kernel modules differ from the booted ones');
           }

@@ -65,6 +65,11 @@ export const agentJournalSchema = z.strictObject({
    * rollback returns the machine to this; absent in journals of agents that predate it.
    */
   running: z.string().nullable().optional(),
+  /**
+   * NixOS: the specialisation of the deployment's system the agent switches to (forced by the
+   * agent's setting, or the one the machine ran); null or absent: the base configuration.
+   */
+  specialisation: z.string().nullable().optional(),
   /** Whether the result says a reboot is required, as last computed (kept across restarts). */
   rebootRequired: z.boolean().optional(),
   /** Whether the profile was changed (a rollback is needed on failure). */

@@ -32,6 +32,9 @@ export function plainPackage(name: string, options: { activateExit?: number } = 
  * - `kernel`: a file `$out/kernel` links to, as a real system's links to its kernel in the store
  *   (two systems with the same kernel link to the same file).
  * - `check`: `bin/check` exits with it (a command health check).
+ * - `specialisations`: names of specialisations, each a system under `specialisation/<name>`
+ *   with the same switch-to-configuration (a directory in the closure here; a real one links to
+ *   a store path of its own, which the agent resolves the same way).
  */
 export function nixosPackage(
   name: string,
@@ -43,6 +46,7 @@ export function nixosPackage(
     envDump?: string;
     kernel?: string;
     check?: number;
+    specialisations?: readonly string[];
   } = {},
 ): TestPackage {
   const exit = options.exit ?? 0;
@@ -68,6 +72,10 @@ export function nixosPackage(
       writeScript('bin/switch-to-configuration', body),
       options.kernel ? `ln -s ${options.kernel} $out/kernel` : '',
       options.check === undefined ? '' : writeScript('bin/check', `exit ${options.check}`),
+      ...(options.specialisations ?? []).flatMap((spec) => [
+        `mkdir -p $out/specialisation/${spec}; echo 24.05 > $out/specialisation/${spec}/nixos-version`,
+        writeScript(`specialisation/${spec}/bin/switch-to-configuration`, body),
+      ]),
     ]
       .filter(Boolean)
       .join('\n'),
