@@ -59,7 +59,6 @@ export function newJournal(d: DesiredDeployment, owner: JournalOwner): AgentJour
     phase: 'realise',
     previous: null,
     switched: false,
-    running: null,
     activation: null,
     failure: null,
     result: null,
@@ -138,7 +137,13 @@ export async function driveDeployment(
             specialisation = choice.name;
             if (choice.note) say(choice.note);
           }
-          await save({ phase: 'set-profile', previous, running: running ?? null, specialisation });
+          // The new fields only when set, so an agent that predates them can still read the journal.
+          await save({
+            phase: 'set-profile',
+            previous,
+            ...(running ? { running } : {}),
+            ...(specialisation ? { specialisation } : {}),
+          });
           break;
         }
         case 'set-profile': {
@@ -205,7 +210,7 @@ export async function driveDeployment(
           await save({
             phase: d.rollbackScript ? 'rollback-script' : 'health-check',
             activation: null,
-            rebootRequired: reboot,
+            ...(reboot ? { rebootRequired: true } : {}),
           });
           break;
         }
