@@ -62,6 +62,10 @@ export async function startAgent(options: {
     CAIRN_AGENT_TOKEN: options.token,
     CAIRN_AGENT_LOCK_DIR: AGENT_LOCK_DIR,
     XDG_CACHE_HOME: join(stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-cache-'))), 'xdg-cache'),
+    // Never the system the machine running the tests runs: a rollback returns to the running
+    // NixOS system, which on a developer's NixOS would be their own.
+    CAIRN_AGENT_CURRENT_SYSTEM: join(tmpdir(), 'cairn-tests-no-current-system'),
+    CAIRN_AGENT_BOOTED_SYSTEM: join(tmpdir(), 'cairn-tests-no-booted-system'),
     ...options.env,
   });
   if (stateDir === null) delete env.CAIRN_AGENT_STATE_DIR;

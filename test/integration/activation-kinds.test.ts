@@ -19,8 +19,11 @@ describe('activation of nix-darwin and Home Manager closures', () => {
   const { activate } = bed;
   /** A HOME unlike the user's own, as `sudo` on macOS leaves it: activation must not inherit it. */
   let foreignHome: string;
+  /** Home Manager's state (its current-home GC root): not the real user's, whose generation a rollback would activate. */
+  let stateHome: string;
   before(async () => {
     foreignHome = await mkdtemp(join(tmpdir(), 'cairn-foreign-home-'));
+    stateHome = await mkdtemp(join(tmpdir(), 'cairn-state-home-'));
   });
   const me = userInfo();
   // `env` execs the agent, so signals still reach it. The primary user a legacy nix-darwin
@@ -28,7 +31,7 @@ describe('activation of nix-darwin and Home Manager closures', () => {
   const agent = (name: string) =>
     bed.agent(name, {
       wrap: ['env', `HOME=${foreignHome}`, 'USER=somebody-else'],
-      env: { CAIRN_AGENT_PRIMARY_USER: me.username },
+      env: { CAIRN_AGENT_PRIMARY_USER: me.username, XDG_STATE_HOME: stateHome },
     });
 
   it('activates nix-darwin with activate-user then activate, and rolls back a failing one by re-running both', async () => {
