@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { access, mkdir, mkdtemp, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, readlink, realpath, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startAgent } from '../helpers/agent-process.ts';
 import { homeManagerPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
-import { RUN_TAG } from '../helpers/nix.ts';
+import { buildPackages, RUN_TAG } from '../helpers/nix.ts';
 
 /**
  * Home Manager generations of both formats. Fake: `activate` is a script that does what Home
@@ -95,6 +96,45 @@ describe('Home Manager generations with and without gen-version', () => {
     assert.equal(await readlink(join(home, 'b.conf')), join(b, 'home-files/b.conf'));
     assert.equal(await profileTarget(profile), b);
     assert.equal(await generations('hmnew'), 2);
+  });
+
+  it('rolls back to the generation the user runs (its GC root), not only the profile generation', async () => {
+    const { home, state, record, profile } = await place('hmrun');
+    const pkg = (tag: string, exit = 0) =>
+      homeManagerPackage(`hmrun-${tag}-${RUN_TAG}`, record, {
+        home,
+        profile,
+        files: { [`${tag}.conf`]: tag },
+        driver: true,
+        exit,
+      });
+    const paths = await bed.world.publish([pkg('a'), pkg('b', 1)]);
+    const a = paths.get(`hmrun-a-${RUN_TAG}`)!;
+    const b = paths.get(`hmrun-b-${RUN_TAG}`)!;
+    await bed.agent('hmrun', { env: { XDG_STATE_HOME: state } });
+    assert.equal((await bed.activate({ agents: { hmrun: a } })).code, 0);
+    // The user activated another generation X by hand (its activate, without a new profile generation).
+    const x = (await buildPackages([pkg('x')])).values().next().value!;
+    const hand = spawnSync(join(x, 'activate'), ['--driver-version', '1'], {
+      env: { ...process.env, XDG_STATE_HOME: state },
+    });
+    assert.equal(hand.status, 0, String(hand.stderr));
+
+    const r = await bed.activate({ agents: { hmrun: b } });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /hmrun\s+rolled-back/);
+    assert.equal(await realpath(join(state, 'home-manager/gcroots/current-home')), x);
+    assert.equal(await readlink(join(home, 'x.conf')), join(x, 'home-files/x.conf'));
+    assert.equal(await profileTarget(profile), x);
+    assert.deepEqual(
+      (await ran(record)).filter((l) => l.includes(' activate ')),
+      [
+        `${a} activate args=--driver-version 1`,
+        `${x} activate args=--driver-version 1`,
+        `${b} activate args=--driver-version 1`,
+        `${x} activate args=--driver-version 1`,
+      ],
+    );
   });
 
   it('fails on a file in the way, and with HOME_MANAGER_BACKUP_EXT moves it aside instead', async () => {
