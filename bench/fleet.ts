@@ -130,7 +130,7 @@ const REPLICAS = /^\d+$/.test(values.replicas) ? Number(values.replicas) : Numbe
 if (!(REPLICAS >= 1 && REPLICAS <= 8))
   usageError(`--replicas: expected a whole number from 1 to 8, got ${values.replicas}`);
 const DATABASE = values.database;
-if (DATABASE !== undefined && !/^postgres(ql)?:\/\/[^/]/.test(DATABASE))
+if (DATABASE !== undefined && (!/^postgres(ql)?:\/\/[^/]/.test(DATABASE) || !URL.canParse(DATABASE)))
   usageError(`--database: expected a postgres://USER@HOST:PORT/DB URL, got ${DATABASE}`);
 if (REPLICAS > 1 && DATABASE === undefined)
   usageError(
@@ -488,6 +488,8 @@ interface BenchDatabase {
 
 async function createBenchDatabase(adminUrl: string): Promise<BenchDatabase> {
   const client = new pg.Client({ connectionString: adminUrl });
+  // Its queries fail on their own if it drops; an 'error' event without a listener would end the bench.
+  client.on('error', () => {});
   const where = new URL(adminUrl);
   try {
     await client.connect();
@@ -498,7 +500,12 @@ async function createBenchDatabase(adminUrl: string): Promise<BenchDatabase> {
   }
   // A random, lower-case name needs no quoting.
   const name = `cairn_bench_${randomBytes(6).toString('hex')}`;
-  await client.query(`CREATE DATABASE ${name}`);
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } catch (err) {
+    await client.end();
+    throw new Error(`Cannot create a database on ${where.host}: ${(err as Error).message}`);
+  }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   // /proc shows PostgreSQL's processes only when it runs here.
@@ -540,6 +547,15 @@ function cpuBetween(before: Map<number, number>, after: Map<number, number>): nu
 // ---- the run ------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
+  // First, so that a database that cannot be used stops the bench before anything starts.
+  const db =
+    DATABASE === undefined
+      ? undefined
+      : await createBenchDatabase(DATABASE).catch((err: unknown) => {
+          process.stderr.write(`bench:fleet: ${(err as Error).message}\n`);
+          process.exit(1);
+        });
+  databaseUrl = db?.url;
   const dataDir = await mkdtemp(join(tmpdir(), 'cairn-fleet-'));
   const replicas: Replica[] = [];
   for (let index = 0; index < REPLICAS; index++) {
@@ -569,8 +585,6 @@ async function main(): Promise<void> {
       ? `server data and log: ${dataDir}`
       : `replicas' data dirs and logs: ${dataDir} (replica-N/, replica-N.log)`,
   );
-  const db = DATABASE === undefined ? undefined : await createBenchDatabase(DATABASE);
-  databaseUrl = db?.url;
   if (db) say(`database: PostgreSQL, a fresh database ${db.name} on ${new URL(db.url).host}`);
   if (REPLICAS > 1)
     say(
