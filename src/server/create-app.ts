@@ -47,6 +47,8 @@ export interface AppDeps {
   readonly bus?: EventBus;
   /** Agents that were online when the server before this one stopped (they are reconnecting). */
   readonly reconnecting?: readonly number[];
+  /** This replica's id, recorded with each agent's hello (replicas sharing PostgreSQL). */
+  readonly replicaId?: string;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -117,6 +119,7 @@ export function createApp(deps: AppDeps): App {
     // One process owns an SQLite database: its next start marks every agent offline and counts
     // those that were online as reconnecting (the staged-rollout engine waits for them).
     markOfflineOnClose: deps.database.dialect !== 'sqlite',
+    replicaId: deps.replicaId,
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
 

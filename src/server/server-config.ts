@@ -30,6 +30,11 @@ export interface ServerConfig {
    * replicas was lost (`CAIRN_EVENTS_BACKSTOP_SECONDS`, 30 by default).
    */
   readonly eventsBackstopMs: number;
+  /**
+   * With PostgreSQL: how long a replica's lease lasts without renewal, after which the other
+   * replicas mark its agents offline (`CAIRN_REPLICA_LEASE_SECONDS`, 20 by default).
+   */
+  readonly replicaLeaseMs: number;
   /** Agent connections set up at once, and waiting; the hub's defaults unless set (tests). */
   readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
 }
@@ -122,6 +127,13 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use CAIRN_EVENTS_BACKSTOP_SECONDS: expected a number of seconds from 0.1 to 3600 (${backstopText})`,
     );
   }
+  const leaseText = env.CAIRN_REPLICA_LEASE_SECONDS ?? '20';
+  const lease = Number(leaseText);
+  if (!(/^\d+(\.\d+)?$/.test(leaseText) && lease >= 1 && lease <= 3600)) {
+    problems.push(
+      `Cannot use CAIRN_REPLICA_LEASE_SECONDS: expected a number of seconds from 1 to 3600 (${leaseText})`,
+    );
+  }
   if (problems.length > 0) {
     throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -139,6 +151,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     keepAliveTimeoutMs: 65_000,
     failedAuthBurst: flags.failedAuthBurst ?? 30,
     eventsBackstopMs: Math.round(backstop * 1000),
+    replicaLeaseMs: Math.round(lease * 1000),
     agentConnectLimits: flags.agentConnectLimits,
   });
 }
