@@ -133,6 +133,8 @@ export async function startServer(
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
     now: Date.now,
+    // Claimed per batch on PostgreSQL, so that replicas never delete the same logs at once.
+    dialect: database.dialect,
     onError: (err) => log.error({ err }, 'cannot delete expired deployment logs'),
     onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
   });
