@@ -82,6 +82,7 @@ export async function startServer(
     publicUrl: config.publicUrl,
     maxNarBytes: config.maxNarBytes,
     failedAuthBurst: config.failedAuthBurst,
+    trustedProxies: config.trustedProxies,
     agentConnectLimits: config.agentConnectLimits,
     isReady: () => ready,
     reconnecting,
