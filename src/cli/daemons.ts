@@ -7,6 +7,7 @@ export interface ServerCommandFlags {
   publicUrl?: string;
   logLevel?: string;
   logRetentionDays?: string;
+  trustedProxy?: string;
 }
 
 /** What `cairn deploy agent` hands the agent once it has checked the name and the token. */
