@@ -21,6 +21,7 @@ import { DeploymentInterrupted, realiseClosure } from './realise-closure.ts';
 import { rebootRequired } from './reboot-required.ts';
 import { checkRunningSystem, runningSystem } from './running-system.ts';
 import { StepFailure } from './step-failure.ts';
+import { activationUnitName, currentBootId, systemdUsable } from './transient-unit.ts';
 
 /** What running a deployment needs. */
 export interface RunDeploymentContext extends NixContext {
@@ -232,7 +233,11 @@ async function activate(
 ): Promise<{ outcome: ActivationOutcome; goal: 'switch' | 'boot'; code: number | null }> {
   let record = j.activation?.storePath === storePath ? j.activation : null;
   if (record) {
-    ctx.onLine(`re-attaching to the activation of ${storePath} started before the agent restarted`);
+    ctx.onLine(
+      `re-attaching to the activation of ${storePath} started before the agent restarted${
+        record.unit ? `, by its unit ${record.unit.name}` : ''
+      }`,
+    );
   } else {
     const plan = await activationPlan(storePath, kind, ctx.env, goal);
     if (plan.commands.length === 0) return { outcome: { ok: true, note: null }, goal, code: null };
@@ -246,13 +251,26 @@ async function activate(
       pid: null,
       // Only when it is not the default, so an older agent can still read the journal.
       ...(goal === 'boot' ? { goal } : {}),
+      // The NixOS switch runs in a transient unit where systemd can start one, as nixos-rebuild's.
+      ...(kind === 'nixos' && (await systemdUsable(ctx.env))
+        ? {
+            unit: {
+              name: activationUnitName(j.deployment.id, stamp),
+              bootId: (await currentBootId()) ?? null,
+            },
+          }
+        : {}),
     };
+    // Journaled before it starts: a restarted agent looks the unit up by this name.
     await save({ activation: record });
+    if (record.unit) ctx.onLine(`starting the activation in the transient unit ${record.unit.name}`);
     const pid = await startDetachedActivation(plan, record);
-    record = { ...record, pid };
-    await save({ activation: record });
+    if (pid !== null) {
+      record = { ...record, pid };
+      await save({ activation: record });
+    }
   }
-  const status = await waitForDetachedActivation(record, ctx.onLine);
+  const status = await waitForDetachedActivation(record, ctx.onLine, { env: ctx.env });
   return {
     outcome: interpretActivation(kind, status, exit4),
     goal: record.goal ?? 'switch',
