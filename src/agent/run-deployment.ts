@@ -11,6 +11,7 @@ import type {
 import { type ActivationOutcome, activationPlan, interpretActivation } from './activate-profile.ts';
 import { childEnv } from './child-env.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
+import { handRunSwitches } from './hand-run-switch.ts';
 import { runHealthChecks } from './health-checks.ts';
 import type { JournalFile } from './journal-file.ts';
 import { dropInFlightRoots, type NixContext, setProfile } from './nix-commands.ts';
@@ -110,6 +111,7 @@ export async function driveDeployment(
         }
         case 'set-profile': {
           ctx.onStep('set-profile');
+          await refuseDuringHandRunSwitch(ctx, d.storePath);
           // Recorded as switched first: a crash during nix-env must still lead to a rollback check.
           await save({ switched: true });
           const set = await setProfile(ctx, ctx.profile, d.storePath);
@@ -278,6 +280,26 @@ async function activate(
   };
 }
 
+/**
+ * Fails the deployment before the profile changes while a `nixos-rebuild` switch unit runs on
+ * the machine (NixOS with systemd only): two switches at once would race over the profile and
+ * the running system. The agent does not wait for it: the deployment can be run again.
+ */
+async function refuseDuringHandRunSwitch(ctx: RunDeploymentContext, storePath: string): Promise<void> {
+  if ((await detectProfileKind(storePath)) !== 'nixos' || !(await systemdUsable(ctx.env))) return;
+  let units: string[];
+  try {
+    units = await handRunSwitches(ctx.env);
+  } catch (err) {
+    throw new StepFailure('set-profile', `${(err as Error).message}; nothing was changed`);
+  }
+  if (units.length > 0)
+    throw new StepFailure(
+      'set-profile',
+      `nixos-rebuild is switching this machine (unit ${units.join(', ')} is active); nothing was changed: deploy again once it has finished`,
+    );
+}
+
 async function rollBack(
   ctx: RunDeploymentContext,
   j: AgentJournal,
@@ -300,6 +322,19 @@ async function rollBack(
   ctx.onStep('rollback');
   say(`rolling back to ${previous} (because ${failure.step} failed: ${failure.reason})`);
   const current = (await readProfileState(ctx.profile)).storePath;
+  if (current !== previous && current !== j.deployment.storePath) {
+    // Someone switched the profile since the agent set it (a hand-run nixos-rebuild): theirs wins.
+    say(
+      `NOT ROLLING BACK: the profile ${ctx.profile} now points to ${current ?? '(nothing)'}, not where the agent set it`,
+    );
+    return await finish(
+      'failed',
+      failure.step,
+      `${failure.reason}; not rolled back: the profile ${ctx.profile} now points to ${
+        current ?? '(nothing)'
+      }, not to ${j.deployment.storePath} where the agent set it (someone switched this machine meanwhile, such as with nixos-rebuild); left it as it is`,
+    );
+  }
   if (current !== previous) {
     const set = await setProfile(ctx, ctx.profile, previous);
     if (set.code !== 0) {
