@@ -60,6 +60,8 @@ export class AgentDaemon {
   /** Aborted, with the reason kept, when the agent stops to be restarted as its new version. */
   readonly #restart = new AbortController();
   #restartReason: string | undefined;
+  /** Deployments being run now: the agent never stops for an upgrade in the middle of one. */
+  #deploying = 0;
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -108,7 +110,8 @@ export class AgentDaemon {
    * to be restarted as the new version (its unit restarts on {@link RESTART_EXIT_CODE}).
    */
   async #checkSelf(): Promise<void> {
-    if (this.#restart.signal.aborted) return;
+    // A deployment started meanwhile is finished first; its own result brings the next check.
+    if (this.#restart.signal.aborted || this.#deploying > 0) return;
     const why = await selfChanged(this.#self, this.#o.env).catch(() => undefined);
     if (why === undefined) return;
     this.#o.log(`restarting to run the new agent: ${why} (exit code ${RESTART_EXIT_CODE})`);
@@ -172,6 +175,7 @@ export class AgentDaemon {
       start = newJournal(d, ctx.owner);
       await this.#journal.write(start);
     }
+    this.#deploying++;
     const result = await driveDeployment(
       {
         profile: this.#o.profile,
@@ -187,18 +191,22 @@ export class AgentDaemon {
         ...(ctx.signal ? { signal: ctx.signal } : {}),
       },
       start,
-    ).catch((err: unknown): DeploymentResult | null => {
-      if (err instanceof DeploymentInterrupted) return null;
-      // The journal could not be written: the machine's state is unknown to the agent; say so.
-      this.#o.log(`deployment ${d.id}: ${(err as Error).message}`);
-      return {
-        deploymentId: d.id,
-        state: 'failed',
-        step: null,
-        reason: `agent error: ${(err as Error).message}`,
-        rebootRequired: false,
-      };
-    });
+    )
+      .catch((err: unknown): DeploymentResult | null => {
+        if (err instanceof DeploymentInterrupted) return null;
+        // The journal could not be written: the machine's state is unknown to the agent; say so.
+        this.#o.log(`deployment ${d.id}: ${(err as Error).message}`);
+        return {
+          deploymentId: d.id,
+          state: 'failed',
+          step: null,
+          reason: `agent error: ${(err as Error).message}`,
+          rebootRequired: false,
+        };
+      })
+      .finally(() => {
+        this.#deploying--;
+      });
     if (result && this.#asideWhenDone === d.id) {
       this.#asideWhenDone = undefined;
       const movedTo = await this.#journal.setAside().catch((err: Error) => `nowhere (${err.message})`);
