@@ -11,6 +11,7 @@ import type {
 import { type ActivationOutcome, activationPlan, interpretActivation } from './activate-profile.ts';
 import { childEnv } from './child-env.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
+import { handRunSwitches } from './hand-run-switch.ts';
 import { runHealthChecks } from './health-checks.ts';
 import type { JournalFile } from './journal-file.ts';
 import { dropInFlightRoots, type NixContext, setProfile } from './nix-commands.ts';
@@ -21,6 +22,7 @@ import { DeploymentInterrupted, realiseClosure } from './realise-closure.ts';
 import { rebootRequired } from './reboot-required.ts';
 import { checkRunningSystem, runningSystem } from './running-system.ts';
 import { StepFailure } from './step-failure.ts';
+import { activationUnitName, currentBootId, systemdUsable } from './transient-unit.ts';
 
 /** What running a deployment needs. */
 export interface RunDeploymentContext extends NixContext {
@@ -109,6 +111,7 @@ export async function driveDeployment(
         }
         case 'set-profile': {
           ctx.onStep('set-profile');
+          await refuseDuringHandRunSwitch(ctx, d.storePath);
           // Recorded as switched first: a crash during nix-env must still lead to a rollback check.
           await save({ switched: true });
           const set = await setProfile(ctx, ctx.profile, d.storePath);
@@ -232,7 +235,11 @@ async function activate(
 ): Promise<{ outcome: ActivationOutcome; goal: 'switch' | 'boot'; code: number | null }> {
   let record = j.activation?.storePath === storePath ? j.activation : null;
   if (record) {
-    ctx.onLine(`re-attaching to the activation of ${storePath} started before the agent restarted`);
+    ctx.onLine(
+      `re-attaching to the activation of ${storePath} started before the agent restarted${
+        record.unit ? `, by its unit ${record.unit.name}` : ''
+      }`,
+    );
   } else {
     const plan = await activationPlan(storePath, kind, ctx.env, goal);
     if (plan.commands.length === 0) return { outcome: { ok: true, note: null }, goal, code: null };
@@ -246,18 +253,51 @@ async function activate(
       pid: null,
       // Only when it is not the default, so an older agent can still read the journal.
       ...(goal === 'boot' ? { goal } : {}),
+      // The NixOS switch runs in a transient unit where systemd can start one, as nixos-rebuild's.
+      ...(kind === 'nixos' && (await systemdUsable(ctx.env))
+        ? {
+            unit: {
+              name: activationUnitName(j.deployment.id, stamp),
+              bootId: (await currentBootId()) ?? null,
+            },
+          }
+        : {}),
     };
+    // Journaled before it starts: a restarted agent looks the unit up by this name.
     await save({ activation: record });
+    if (record.unit) ctx.onLine(`starting the activation in the transient unit ${record.unit.name}`);
     const pid = await startDetachedActivation(plan, record);
-    record = { ...record, pid };
-    await save({ activation: record });
+    if (pid !== null) {
+      record = { ...record, pid };
+      await save({ activation: record });
+    }
   }
-  const status = await waitForDetachedActivation(record, ctx.onLine);
+  const status = await waitForDetachedActivation(record, ctx.onLine, { env: ctx.env });
   return {
     outcome: interpretActivation(kind, status, exit4),
     goal: record.goal ?? 'switch',
     code: status.unknown ? null : status.code,
   };
+}
+
+/**
+ * Fails the deployment before the profile changes while a `nixos-rebuild` switch unit runs on
+ * the machine (NixOS with systemd only): two switches at once would race over the profile and
+ * the running system. The agent does not wait for it: the deployment can be run again.
+ */
+async function refuseDuringHandRunSwitch(ctx: RunDeploymentContext, storePath: string): Promise<void> {
+  if ((await detectProfileKind(storePath)) !== 'nixos' || !(await systemdUsable(ctx.env))) return;
+  let units: string[];
+  try {
+    units = await handRunSwitches(ctx.env);
+  } catch (err) {
+    throw new StepFailure('set-profile', `${(err as Error).message}; nothing was changed`);
+  }
+  if (units.length > 0)
+    throw new StepFailure(
+      'set-profile',
+      `nixos-rebuild is switching this machine (unit ${units.join(', ')} is active); nothing was changed: deploy again once it has finished`,
+    );
 }
 
 async function rollBack(
@@ -282,6 +322,19 @@ async function rollBack(
   ctx.onStep('rollback');
   say(`rolling back to ${previous} (because ${failure.step} failed: ${failure.reason})`);
   const current = (await readProfileState(ctx.profile)).storePath;
+  if (current !== previous && current !== j.deployment.storePath) {
+    // Someone switched the profile since the agent set it (a hand-run nixos-rebuild): theirs wins.
+    say(
+      `NOT ROLLING BACK: the profile ${ctx.profile} now points to ${current ?? '(nothing)'}, not where the agent set it`,
+    );
+    return await finish(
+      'failed',
+      failure.step,
+      `${failure.reason}; not rolled back: the profile ${ctx.profile} now points to ${
+        current ?? '(nothing)'
+      }, not to ${j.deployment.storePath} where the agent set it (someone switched this machine meanwhile, such as with nixos-rebuild); left it as it is`,
+    );
+  }
   if (current !== previous) {
     const set = await setProfile(ctx, ctx.profile, previous);
     if (set.code !== 0) {
