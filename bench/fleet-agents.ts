@@ -24,8 +24,8 @@ import {
 export type WorkerCommand =
   | {
       cmd: 'start';
-      server: string;
-      agents: Array<{ name: string; token: string }>;
+      /** Each agent, and the URL of the server (replica) it connects to. */
+      agents: Array<{ name: string; token: string; server: string }>;
       /** Source address of this worker's sockets: one per worker keeps ephemeral ports plentiful. */
       localAddress: string;
       /** How long a simulated deployment's download (realise) takes, in ms. */
@@ -185,10 +185,10 @@ function onClose(m: SimMachine, outcome: SocketOutcome): void {
   stats.failureReasons[why] = (stats.failureReasons[why] ?? 0) + 1;
 }
 
-function startAgent(name: string, token: string): void {
+function startAgent(name: string, token: string, server: string): void {
   const m = new SimMachine(name);
   const session = new AgentSession({
-    server: config.server,
+    server,
     name,
     token,
     log: () => {},
@@ -242,10 +242,10 @@ function startAgent(name: string, token: string): void {
 function start(): void {
   // No pacing but the start times: each agent connects when its machine "boots", and from then
   // on reconnects as the real agent does (backoff, Retry-After, going-away).
-  for (const { name, token } of config.agents) {
+  for (const { name, token, server } of config.agents) {
     const at = Math.round(Math.random() * config.startWithinMs);
     setTimeout(() => {
-      if (!stopped) startAgent(name, token);
+      if (!stopped) startAgent(name, token, server);
     }, at);
   }
 }

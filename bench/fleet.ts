@@ -22,11 +22,15 @@
  * posted to the API as `cairn deploy activate` posts deploy.json; for each batch transition, the
  * delay from the last result of a batch to the first `desired` of the next (see stagedRuns).
  *
- * The last line of output is one JSON object with the figures.
- * Usage: npm run bench:fleet -- [--agents N] [--workers N] [--deploy-ms MS] [--start-within S]
- *        [--staged SIZES [--rollouts N]]
+ * With `--replicas N --database postgres://…` the server is N `cairn server` replicas sharing a
+ * fresh PostgreSQL database, the agents spread over them round-robin, each connecting straight to
+ * its replica's URL (no load balancer); the rollouts are posted through replica 0 and reach the
+ * agents of the others through PostgreSQL's LISTEN/NOTIFY. The storm stops and starts all of them.
+ *
+ * The last line of output is one JSON object with the figures. `--help` lists the options.
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -35,39 +39,105 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { narinfoText, syntheticPath } from '../test/helpers/binary-cache.ts';
 import { freePort } from '../test/helpers/server-process.ts';
 import type { WorkerCommand, WorkerStats } from './fleet-agents.ts';
 
-const { values } = parseArgs({
-  options: {
-    agents: { type: 'string', default: '10000' },
-    workers: { type: 'string' },
-    'deploy-ms': { type: 'string', default: '1000' },
-    'start-within': { type: 'string', default: '10' },
-    'keep-data': { type: 'boolean', default: false },
-    staged: { type: 'string' },
-    rollouts: { type: 'string', default: '5' },
-  },
-});
+const USAGE = `Usage: npm run bench:fleet -- [options]
+
+Starts cairn server and simulated agents, and measures connect, fan-out, reconnect storm and a
+minimal ws peer (or staged rollouts); see docs/performance.md, "Fleet scale". The last line of
+output is one JSON object with the figures.
+
+Options:
+  --agents N           simulated agents (default 10000)
+  --workers N          worker processes holding them (default: one per 2,500 agents, at most 4)
+  --deploy-ms MS       how long each simulated download takes (default 1000)
+  --start-within S     agents start at random moments within S seconds (default 10)
+  --replicas N         cairn server replicas, 1 to 8 (default 1); more than 1 needs --database.
+                       The replicas share one fresh PostgreSQL database; the agents are spread
+                       over them round-robin, each connecting straight to its replica's URL (no
+                       load balancer); rollouts are posted through replica 0; the reconnect
+                       storm stops and starts every replica
+  --database URL       postgres://USER[:PASSWORD]@HOST:PORT/DB: the bench creates a fresh
+                       database on that server (cairn_bench_...), and drops it at the end unless
+                       --keep-data (default: SQLite in the server's data dir; --replicas 1 only)
+  --staged SIZES       staged rollouts instead of fan-out, storm and peer: batch sizes such as
+                       1%,10%,50%,100%
+  --rollouts N         with --staged, how many rollouts one after the other (default 5)
+  --keep-data          keep the data dirs (and the PostgreSQL database)
+  -h, --help           this text
+
+Environment: FLEET_NO_PIN=1 runs without taskset; FLEET_SERVER_FLAGS='--cpu-prof ...' adds node
+flags to the server processes.
+`;
+
+/** Ends the bench on a bad option: the problem, a pointer to --help, exit 2. */
+function usageError(message: string): never {
+  process.stderr.write(`bench:fleet: ${message} (see --help)\n`);
+  process.exit(2);
+}
+
+let parsed: ReturnType<typeof parseOptions>;
+function parseOptions() {
+  return parseArgs({
+    options: {
+      agents: { type: 'string', default: '10000' },
+      workers: { type: 'string' },
+      'deploy-ms': { type: 'string', default: '1000' },
+      'start-within': { type: 'string', default: '10' },
+      'keep-data': { type: 'boolean', default: false },
+      staged: { type: 'string' },
+      rollouts: { type: 'string', default: '5' },
+      replicas: { type: 'string', default: '1' },
+      database: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+}
+try {
+  parsed = parseOptions();
+} catch (err) {
+  usageError((err as Error).message);
+}
+const { values } = parsed;
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 const AGENTS = Number(values.agents);
 const WORKERS = Number(values.workers ?? Math.max(1, Math.min(4, Math.ceil(AGENTS / 2500))));
 const DEPLOY_MS = Number(values['deploy-ms']);
 const START_WITHIN_S = Number(values['start-within']);
 if (!Number.isInteger(AGENTS) || AGENTS < 1)
-  throw new Error(`--agents: expected a positive integer, got ${values.agents}`);
-if (!Number.isInteger(WORKERS) || WORKERS < 1) throw new Error(`--workers: expected a positive integer`);
+  usageError(`--agents: expected a positive integer, got ${values.agents}`);
+if (!Number.isInteger(WORKERS) || WORKERS < 1)
+  usageError(`--workers: expected a positive integer, got ${values.workers}`);
 if (!Number.isInteger(DEPLOY_MS) || DEPLOY_MS < 0)
-  throw new Error(`--deploy-ms: expected a whole number of ms`);
+  usageError(`--deploy-ms: expected a whole number of ms, got ${values['deploy-ms']}`);
 if (!Number.isFinite(START_WITHIN_S) || START_WITHIN_S < 0)
-  throw new Error(`--start-within: expected a number of seconds, got ${values['start-within']}`);
+  usageError(`--start-within: expected a number of seconds, got ${values['start-within']}`);
 
 const STAGED = values.staged?.split(',').map((b) => b.trim());
 const ROLLOUTS = Number(values.rollouts);
 if (STAGED !== undefined && (STAGED.length < 2 || STAGED.some((b) => !/^\d+(\.\d+)?%$|^\d+$/.test(b))))
-  throw new Error(`--staged: expected two or more batch sizes such as 1%,10%,50%,100%, got ${values.staged}`);
+  usageError(`--staged: expected two or more batch sizes such as 1%,10%,50%,100%, got ${values.staged}`);
 if (!Number.isInteger(ROLLOUTS) || ROLLOUTS < 1)
-  throw new Error(`--rollouts: expected a positive integer, got ${values.rollouts}`);
+  usageError(`--rollouts: expected a positive integer, got ${values.rollouts}`);
+
+const REPLICAS = /^\d+$/.test(values.replicas) ? Number(values.replicas) : Number.NaN;
+if (!(REPLICAS >= 1 && REPLICAS <= 8))
+  usageError(`--replicas: expected a whole number from 1 to 8, got ${values.replicas}`);
+const DATABASE = values.database;
+if (DATABASE !== undefined && (!/^postgres(ql)?:\/\/[^/]/.test(DATABASE) || !URL.canParse(DATABASE)))
+  usageError(`--database: expected a postgres://USER@HOST:PORT/DB URL, got ${DATABASE}`);
+if (REPLICAS > 1 && DATABASE === undefined)
+  usageError(
+    `--replicas ${REPLICAS}: replicas share one PostgreSQL database; add --database postgres://USER@HOST:PORT/DB (the bench creates a fresh database there)`,
+  );
+if (REPLICAS > 1 && AGENTS < REPLICAS)
+  usageError(`--replicas ${REPLICAS}: needs at least as many agents (--agents ${AGENTS})`);
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const WORKER = fileURLToPath(new URL('./fleet-agents.ts', import.meta.url));
@@ -77,10 +147,15 @@ const WS = 'default';
  * Real agents run on machines of their own. Here they share the machine with the server, so the
  * server (and the peer in its turn) gets CPU 0 to itself, and the agents and this process the
  * others: the agents' CPU must not count against the server, nor the server starve the agents.
+ * Replicas get a CPU each (1 to N-1 after replica 0's CPU 0) when the machine has more CPUs than
+ * replicas, and otherwise share CPU 0: then they share what one server had.
  */
 const PIN = cpus().length >= 2 && process.platform === 'linux' && !process.env.FLEET_NO_PIN;
+const OWN_CPUS = cpus().length > REPLICAS;
 const SERVER_CPUS = '0';
-const AGENT_CPUS = `1-${cpus().length - 1}`;
+const REPLICA_CPUS = Array.from({ length: REPLICAS }, (_, i) => (OWN_CPUS ? String(i) : SERVER_CPUS));
+const FIRST_AGENT_CPU = OWN_CPUS ? REPLICAS : 1;
+const AGENT_CPUS = `${FIRST_AGENT_CPU}-${cpus().length - 1}`;
 
 /** Moves a process (all its threads) onto these CPUs. */
 function pin(pid: number, list: string): void {
@@ -103,9 +178,24 @@ interface Server {
   readonly startedAt: number;
 }
 
-async function startServer(port: number, dataDir: string, logFile: string): Promise<Server> {
+/** Where one server (or replica) listens and keeps its files. */
+interface Replica {
+  readonly index: number;
+  readonly port: number;
+  readonly url: string;
+  readonly dataDir: string;
+  readonly logFile: string;
+}
+
+/** How the output names a server: "the server" alone, "replica 1" among several. */
+const serverName = (r: Replica) => (REPLICAS === 1 ? 'the server' : `replica ${r.index}`);
+
+/** The fresh PostgreSQL database the servers share (with --database), set by main(). */
+let databaseUrl: string | undefined;
+
+async function startServer(r: Replica): Promise<Server> {
   const startedAt = Date.now();
-  const log = openSync(logFile, 'a');
+  const log = openSync(r.logFile, 'a');
   const child = spawn(
     process.execPath,
     [
@@ -115,20 +205,21 @@ async function startServer(port: number, dataDir: string, logFile: string): Prom
       MAIN,
       'server',
       '--listen',
-      `127.0.0.1:${port}`,
+      `127.0.0.1:${r.port}`,
       '--data-dir',
-      dataDir,
+      r.dataDir,
+      ...(databaseUrl === undefined ? [] : ['--database', databaseUrl]),
     ],
     // Straight into the file: a pipe through this process would slow the server when this
     // process is busy.
     { stdio: ['ignore', log, log] },
   );
-  pin(child.pid!, SERVER_CPUS);
+  pin(child.pid!, REPLICA_CPUS[r.index]!);
   closeSync(log);
   child.on('exit', (code, signal) => {
     if (stopping.has(child)) return;
-    const tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n');
-    serverDied = `the server exited unasked (${signal ?? `exit ${code}`}); the end of its log:\n${tail}`;
+    const tail = readFileSync(r.logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n');
+    serverDied = `${serverName(r)} exited unasked (${signal ?? `exit ${code}`}); the end of its log:\n${tail}`;
   });
   return { child, pid: child.pid!, startedAt };
 }
@@ -198,7 +289,7 @@ function probe(url: string, keepAlive: boolean): Promise<{ status: number; reuse
 }
 
 /** Probes /healthz every 100 ms until stopped; the longest time without a 200, and what failed. */
-function startProber(keepAlive: boolean, since: number) {
+function startProber(url: string, keepAlive: boolean, since: number) {
   let lastOk = Date.now();
   let longestSilence = 0;
   let longestAt = 0;
@@ -207,7 +298,7 @@ function startProber(keepAlive: boolean, since: number) {
   const running = (async () => {
     while (probing) {
       try {
-        const { status } = await probe(`${base}/healthz`, keepAlive);
+        const { status } = await probe(`${url}/healthz`, keepAlive);
         const now = Date.now();
         if (status === 200) {
           if (now - lastOk > longestSilence) {
@@ -239,12 +330,37 @@ function startProber(keepAlive: boolean, since: number) {
   };
 }
 
+/**
+ * One prober per server: the longest silence of any (the figure), each one's, and what failed,
+ * named by replica when there are several.
+ */
+function startProbers(replicas: readonly Replica[], keepAlive: boolean, since: number) {
+  const probers = replicas.map((r) => startProber(r.url, keepAlive, since));
+  return {
+    async stop() {
+      const each = await Promise.all(probers.map((p) => p.stop()));
+      return {
+        longestSilence: Math.max(...each.map((e) => e.longestSilence)),
+        perReplica: each.map((e) => e.longestSilence),
+        summary:
+          each.length === 1
+            ? each[0]!.summary
+            : each.map((e, i) => `replica ${i}: ${e.longestSilence} ms, ${e.summary}`).join('; '),
+      };
+    },
+  };
+}
+
 // ---- the API ------------------------------------------------------------------------------
 
 let base = '';
 let admin = '';
-/** The server's pid, for the staged runs' CPU figures. */
-let serverPid = 0;
+/** The servers' pids, for the staged runs' CPU figures. */
+let serverPids: number[] = [];
+/** CPU time all servers used so far, in ms. */
+async function serversCpuMs(): Promise<number> {
+  return (await Promise.all(serverPids.map(cpuMs))).reduce((a, b) => a + b, 0);
+}
 
 async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const res = await fetch(`${base}/api/v1/workspaces/${WS}${path}`, {
@@ -358,33 +474,145 @@ function spread(times: number[], t0: number) {
   return { p50: percentile(d, 50), p99: percentile(d, 99), max: d[d.length - 1] ?? Number.NaN };
 }
 
+// ---- PostgreSQL ---------------------------------------------------------------------------
+
+/** The bench's own database on the PostgreSQL server of --database, and a connection to watch it. */
+interface BenchDatabase {
+  readonly name: string;
+  readonly url: string;
+  /** CPU time (ms) of each PostgreSQL backend serving the bench's database now, by pid; empty when PostgreSQL runs on another machine. */
+  backendsCpu(): Promise<Map<number, number>>;
+  /** Closes the connection, and drops the database unless it is kept. */
+  close(keep: boolean): Promise<void>;
+}
+
+async function createBenchDatabase(adminUrl: string): Promise<BenchDatabase> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  // Its queries fail on their own if it drops; an 'error' event without a listener would end the bench.
+  client.on('error', () => {});
+  const where = new URL(adminUrl);
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new Error(
+      `Cannot connect to the PostgreSQL server of --database (${where.host}): ${(err as Error).message}`,
+    );
+  }
+  // A random, lower-case name needs no quoting.
+  const name = `cairn_bench_${randomBytes(6).toString('hex')}`;
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } catch (err) {
+    await client.end();
+    throw new Error(`Cannot create a database on ${where.host}: ${(err as Error).message}`);
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  // /proc shows PostgreSQL's processes only when it runs here.
+  const local = ['127.0.0.1', 'localhost', '[::1]', ''].includes(where.hostname);
+  return {
+    name,
+    url: url.toString(),
+    async backendsCpu() {
+      const out = new Map<number, number>();
+      if (!local) return out;
+      const { rows } = await client.query<{ pid: number }>(
+        'select pid from pg_stat_activity where datname = $1',
+        [name],
+      );
+      for (const { pid } of rows) {
+        try {
+          out.set(pid, await cpuMs(pid));
+        } catch {} // ended meanwhile
+      }
+      return out;
+    },
+    async close(keep) {
+      try {
+        if (!keep) await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
+
+/** CPU the backends used between two {@link BenchDatabase.backendsCpu} readings (those that ended meanwhile are missed). */
+function cpuBetween(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, ms] of after) total += ms - (before.get(pid) ?? 0);
+  return total;
+}
+
 // ---- the run ------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
+  // First, so that a database that cannot be used stops the bench before anything starts.
+  const db =
+    DATABASE === undefined
+      ? undefined
+      : await createBenchDatabase(DATABASE).catch((err: unknown) => {
+          process.stderr.write(`bench:fleet: ${(err as Error).message}\n`);
+          process.exit(1);
+        });
+  databaseUrl = db?.url;
   const dataDir = await mkdtemp(join(tmpdir(), 'cairn-fleet-'));
-  const logFile = join(dataDir, 'server.log');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
+  const replicas: Replica[] = [];
+  for (let index = 0; index < REPLICAS; index++) {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    replicas.push(
+      REPLICAS === 1
+        ? { index, port, url, dataDir, logFile: join(dataDir, 'server.log') }
+        : {
+            index,
+            port,
+            url,
+            dataDir: join(dataDir, `replica-${index}`),
+            logFile: join(dataDir, `replica-${index}.log`),
+          },
+    );
+  }
+  base = replicas[0]!.url;
   say(
     `fleet: ${AGENTS} agents in ${WORKERS} worker processes, starting within ${START_WITHIN_S} s; downloads take ${DEPLOY_MS} ms`,
   );
   say(
     `machine: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
   );
-  say(`server data and log: ${dataDir}`);
+  say(
+    REPLICAS === 1
+      ? `server data and log: ${dataDir}`
+      : `replicas' data dirs and logs: ${dataDir} (replica-N/, replica-N.log)`,
+  );
+  if (db) say(`database: PostgreSQL, a fresh database ${db.name} on ${new URL(db.url).host}`);
+  if (REPLICAS > 1)
+    say(
+      `replicas: ${REPLICAS} cairn server processes sharing that database (${replicas.map((r) => r.url).join(', ')}), each with the cache's files in its own data dir (the simulated agents download nothing); agent i connects straight to replica i mod ${REPLICAS} (no load balancer); rollouts are posted through replica 0, and reach the other replicas' agents through PostgreSQL LISTEN/NOTIFY`,
+    );
   pin(process.pid, AGENT_CPUS);
-  say(PIN ? `CPUs: server ${SERVER_CPUS}, agents and this process ${AGENT_CPUS}` : 'CPUs: not pinned');
-  let server = await startServer(port, dataDir, logFile);
+  say(
+    !PIN
+      ? 'CPUs: not pinned'
+      : REPLICAS === 1
+        ? `CPUs: server ${SERVER_CPUS}, agents and this process ${AGENT_CPUS}`
+        : `CPUs: replicas ${REPLICA_CPUS.join(', ')}${OWN_CPUS ? '' : ' (sharing one CPU: the machine has too few for one each)'}, agents and this process ${AGENT_CPUS}${db ? '; PostgreSQL not pinned' : ''}`,
+  );
+  const servers: Server[] = [];
   const workers: Worker[] = [];
   try {
+    // Replica 0 first: it creates the workspace and the admin token, which the others find.
+    servers.push(await startServer(replicas[0]!));
     await waitHealthy(base);
-    admin = (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim();
+    for (const r of replicas.slice(1)) servers.push(await startServer(r));
+    await Promise.all(replicas.slice(1).map((r) => waitHealthy(r.url)));
+    admin = (await readFile(join(replicas[0]!.dataDir, 'admin-token'), 'utf8')).trim();
 
     // Set-up: a cache holding one store path, and N agents with their tokens.
     await api('POST', '/caches', { name: 'main' });
     const path = await uploadPath(`fleet ${Date.now()}`);
     const setupStart = Date.now();
-    const agents: Array<{ name: string; token: string }> = new Array(AGENTS);
+    const agents: Array<{ name: string; token: string; server: string }> = new Array(AGENTS);
     let created = 0;
     await Promise.all(
       Array.from({ length: 8 }, async () => {
@@ -392,21 +620,23 @@ async function main(): Promise<void> {
           const i = created++;
           const name = `host-${String(i).padStart(5, '0')}`;
           const r = await api<{ token: string }>('POST', '/agents', { name });
-          agents[i] = { name, token: r.token };
+          agents[i] = { name, token: r.token, server: replicas[i % REPLICAS]!.url };
         }
       }),
     );
+    /** The replica each agent connects to, by name. */
+    const replicaOf = new Map(agents.map((a, i) => [a.name, i % REPLICAS]));
     say(`set-up: ${AGENTS} agents created in ${((Date.now() - setupStart) / 1000).toFixed(1)} s`);
 
     // 1. Connect.
     await sleep(500);
-    const rssBefore = await rss(server.pid);
+    const rssBeforeEach = await Promise.all(servers.map((s) => rss(s.pid)));
+    const rssBefore = rssBeforeEach.reduce((a, b) => a + b, 0);
     for (let w = 0; w < WORKERS; w++) workers.push(startWorker());
     const connectStart = Date.now();
     workers.forEach((w, i) => {
       w.send({
         cmd: 'start',
-        server: base,
         agents: agents.filter((_, j) => j % WORKERS === i),
         localAddress: `127.0.0.${i + 2}`,
         deployMs: DEPLOY_MS,
@@ -426,19 +656,22 @@ async function main(): Promise<void> {
     const online = listed.agents.filter((a) => a.online).length;
     if (online !== AGENTS) throw new Error(`connect: the API shows ${online} of ${AGENTS} agents online`);
     await sleep(1000);
-    const rssConnected = await rss(server.pid);
+    const rssConnectedEach = await Promise.all(servers.map((s) => rss(s.pid)));
+    const rssConnected = rssConnectedEach.reduce((a, b) => a + b, 0);
     const rssPerAgent = Math.round((rssConnected - rssBefore) / AGENTS);
     say(
-      `connect: ${AGENTS} online in ${connectS.toFixed(1)} s (starting within ${START_WITHIN_S} s); ${failed(connected)}; server RSS ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
+      `connect: ${AGENTS} online in ${connectS.toFixed(1)} s (starting within ${START_WITHIN_S} s); ${failed(connected)}; ${REPLICAS === 1 ? 'server RSS' : `replicas' RSS (together; each ${rssBeforeEach.map(mib).join(' + ')} before, ${rssConnectedEach.map(mib).join(' + ')} after)`} ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
     );
 
     if (STAGED) {
-      serverPid = server.pid;
+      serverPids = servers.map((s) => s.pid);
       const staged = await stagedRuns(workers, agents);
       say(
         JSON.stringify({
           agents: AGENTS,
           workers: WORKERS,
+          ...(REPLICAS > 1 ? { replicas: REPLICAS } : {}),
+          ...(db ? { database: 'postgres' } : {}),
           connect_s: round(connectS, 2),
           deploy_ms: DEPLOY_MS,
           start_within_s: START_WITHIN_S,
@@ -451,11 +684,12 @@ async function main(): Promise<void> {
 
     // 2. Fan-out: one rollout to every agent.
     const before = await allStats(workers, true);
-    const serverCpuBefore = await cpuMs(server.pid);
+    const serverCpuBefore = await Promise.all(servers.map((s) => cpuMs(s.pid)));
+    const postgresCpuBefore = await db?.backendsCpu();
     const deployJson = { agents: Object.fromEntries(agents.map((a) => [a.name, path.storePath])) };
     const fanoutStart = Date.now();
     // How responsive the server stays meanwhile (the longest /healthz silence on a kept-alive connection).
-    const fanoutProber = startProber(true, fanoutStart);
+    const fanoutProber = startProbers(replicas, true, fanoutStart);
     const rollout = await api<{ id: number; deployments: Deployment[] }>('POST', '/rollouts', deployJson);
     const createdMs = Date.now() - fanoutStart;
     // Complete is when the server says so: the rollout's event stream (what `cairn deploy
@@ -491,6 +725,19 @@ async function main(): Promise<void> {
       received.flatMap((s) => s.received),
       fanoutStart,
     );
+    // The same, for the agents of each replica (replica 0's were told by the replica posted to).
+    const replicaOfDeployment = new Map(
+      rollout.deployments.map((d) => [String(d.id), replicaOf.get(d.agent)]),
+    );
+    const fanoutEach = replicas.map((r) =>
+      spread(
+        received
+          .flatMap((s) => s.receivedById)
+          .filter(([id]) => replicaOfDeployment.get(id) === r.index)
+          .map(([, at]) => at),
+        fanoutStart,
+      ),
+    );
     const rolloutCompleteMs = await Promise.race([
       complete,
       sleep(300_000).then(async () => {
@@ -522,63 +769,86 @@ async function main(): Promise<void> {
     );
     const fanoutWallMs = Date.now() - fanoutStart;
     const fanoutHealth = await fanoutProber.stop();
-    const serverCpu = (await cpuMs(server.pid)) - serverCpuBefore;
+    const serverCpuEach = await Promise.all(
+      servers.map(async (s, i) => (await cpuMs(s.pid)) - serverCpuBefore[i]!),
+    );
+    const serverCpu = serverCpuEach.reduce((a, b) => a + b, 0);
+    const postgresCpu = db ? cpuBetween(postgresCpuBefore!, await db.backendsCpu()) : 0;
     const agentsCpu = sum(finished, (x) => x.cpuMs) - sum(before, (x) => x.cpuMs);
     const confirmDrop = spread(
       finished.flatMap((s) => s.confirmDropMs),
       0,
     );
+    const byReplica =
+      REPLICAS === 1
+        ? ''
+        : `; received by the agents of ${fanoutEach.map((f, i) => `replica ${i}${i === 0 ? ' (posted to)' : ''} p50 ${f.p50} ms, p99 ${f.p99} ms, max ${f.max} ms`).join('; ')}`;
     say(
-      `fan-out: rollout of ${AGENTS} created in ${createdMs} ms; received p50 ${fanout.p50} ms, p99 ${fanout.p99} ms, max ${fanout.max} ms; confirmation (activated to \`confirmed\` over a new connection) p50 ${confirm.p50} ms, p99 ${confirm.p99} ms, max ${confirm.max} ms, of which until the old socket was dropped p50 ${confirmDrop.p50} ms, p99 ${confirmDrop.p99} ms; complete (every deployment succeeded, as the server records it) in ${rolloutCompleteMs} ms (each agent's download takes ${DEPLOY_MS} ms); ${failed(finished)}`,
+      `fan-out: rollout of ${AGENTS} created in ${createdMs} ms; received p50 ${fanout.p50} ms, p99 ${fanout.p99} ms, max ${fanout.max} ms; confirmation (activated to \`confirmed\` over a new connection) p50 ${confirm.p50} ms, p99 ${confirm.p99} ms, max ${confirm.max} ms, of which until the old socket was dropped p50 ${confirmDrop.p50} ms, p99 ${confirmDrop.p99} ms; complete (every deployment succeeded, as the server records it) in ${rolloutCompleteMs} ms (each agent's download takes ${DEPLOY_MS} ms); ${failed(finished)}${byReplica}`,
     );
+    const cpuWho =
+      REPLICAS === 1
+        ? `server ${(serverCpu / 1000).toFixed(1)} s`
+        : `replicas ${(serverCpu / 1000).toFixed(1)} s (${serverCpuEach.map((c) => `${(c / 1000).toFixed(1)}`).join(' + ')})`;
     say(
-      `fan-out CPU: server ${(serverCpu / 1000).toFixed(1)} s, agents ${(agentsCpu / 1000).toFixed(1)} s, in ${(fanoutWallMs / 1000).toFixed(1)} s; longest /healthz silence ${fanoutHealth.longestSilence} ms; agents' event loop delay p99 ${Math.max(...finished.map((s) => s.loopDelayP99Ms))} ms, max ${Math.max(...finished.map((s) => s.loopDelayMaxMs))} ms`,
+      `fan-out CPU: ${cpuWho}, ${db ? `PostgreSQL ${(postgresCpu / 1000).toFixed(1)} s, ` : ''}agents ${(agentsCpu / 1000).toFixed(1)} s, in ${(fanoutWallMs / 1000).toFixed(1)} s; longest /healthz silence ${fanoutHealth.longestSilence} ms${REPLICAS === 1 ? '' : ` (each ${fanoutHealth.perReplica.join(', ')} ms)`}; agents' event loop delay p99 ${Math.max(...finished.map((s) => s.loopDelayP99Ms))} ms, max ${Math.max(...finished.map((s) => s.loopDelayMaxMs))} ms`,
     );
 
-    // 3. Reconnect storm: stop the server, start it again on the same data.
+    // 3. Reconnect storm: stop the server (every replica at once), start it again on the same data.
     await allStats(workers, true);
     const stormStart = Date.now();
-    const stopExit = await stopServer(server);
+    const stopped = await Promise.all(
+      servers.map(async (s) => ({ exit: await stopServer(s), ms: Date.now() - stormStart })),
+    );
     const stoppedMs = Date.now() - stormStart;
+    const stopExit = stopped.every((s) => s.exit === 'exit 0') ? 'exit 0' : 'not clean';
     // A server that crashed while stopping also "stops": say so, with the end of its log.
-    const stopCrash =
-      stopExit === 'exit 0'
-        ? ''
-        : ` (it did not stop cleanly: ${stopExit}; the end of its log:\n${readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n')}\n)`;
-    server = await startServer(port, dataDir, logFile);
-    let peakRss = 0;
-    let peakCpu = 0;
-    let lastCpu = 0;
-    let lastCpuAt = Date.now();
+    const stopCrash = stopped
+      .map(({ exit }, i) =>
+        exit === 'exit 0'
+          ? ''
+          : ` (${REPLICAS === 1 ? 'it' : `replica ${i}`} did not stop cleanly: ${exit}; the end of its log:\n${readFileSync(replicas[i]!.logFile, 'utf8').trimEnd().split('\n').slice(-12).join('\n')}\n)`,
+      )
+      .join('');
+    for (const r of replicas) servers[r.index] = await startServer(r);
+    const peakRss = servers.map(() => 0);
+    const peakCpu = servers.map(() => 0);
     let sampling = true;
-    const sampler = (async () => {
+    const samplers = servers.map(async (server, i) => {
+      let lastCpu = 0;
+      let lastCpuAt = Date.now();
       while (sampling) {
         try {
-          peakRss = Math.max(peakRss, await rss(server.pid));
+          peakRss[i] = Math.max(peakRss[i]!, await rss(server.pid));
           const c = await cpuMs(server.pid);
           const now = Date.now();
-          if (lastCpu > 0) peakCpu = Math.max(peakCpu, ((c - lastCpu) / (now - lastCpuAt)) * 100);
+          if (lastCpu > 0) peakCpu[i] = Math.max(peakCpu[i]!, ((c - lastCpu) / (now - lastCpuAt)) * 100);
           lastCpu = c;
           lastCpuAt = now;
         } catch {}
         await sleep(500);
       }
-    })();
+    });
     // Up when /healthz answers on the probe's kept-alive connection, which the probe then keeps.
-    for (;;) {
-      const ok = await probe(`${base}/healthz`, true).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) break;
-      await sleep(50);
-    }
-    const upMs = Date.now() - stormStart;
+    const upEach = await Promise.all(
+      replicas.map(async (r) => {
+        for (;;) {
+          const ok = await probe(`${r.url}/healthz`, true).then(
+            (x) => x.status === 200,
+            () => false,
+          );
+          if (ok) return Date.now() - stormStart;
+          checkServer();
+          await sleep(50);
+        }
+      }),
+    );
+    const upMs = Math.max(...upEach);
     // /healthz from now on, as a load balancer would check it, ten times a second: on one kept-
     // alive connection (the acceptance figure), and on a new connection each time (new
     // connections first wait in the kernel's accept queue behind the agents').
-    const kept = startProber(true, stormStart);
-    const fresh = startProber(false, stormStart);
+    const kept = startProbers(replicas, true, stormStart);
+    const fresh = startProbers(replicas, false, stormStart);
     const back = await until(
       workers,
       'reconnect storm',
@@ -590,7 +860,7 @@ async function main(): Promise<void> {
     await sleep(2000);
     sampling = false;
     const [keptFigures, freshFigures] = await Promise.all([kept.stop(), fresh.stop()]);
-    await sampler;
+    await Promise.all(samplers);
     const after = await api<{ deployments: Deployment[] }>('GET', `/rollouts/${rollout.id}`);
     const newest = await api<{ deployments: Array<Deployment & { rolloutId: number }> }>(
       'GET',
@@ -603,15 +873,19 @@ async function main(): Promise<void> {
     const extra =
       newest.deployments.filter((d) => d.rolloutId !== rollout.id).length +
       (after.deployments.length - AGENTS);
+    const peakRssAll = peakRss.reduce((a, b) => a + b, 0);
+    const peakCpuMax = Math.max(...peakCpu);
     say(
-      `reconnect storm: ${stoppedMs} ms from SIGTERM to exit${stopCrash}, outage (SIGTERM to the new server's first /healthz 200) ${upMs} ms; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.toFixed(0)}%, peak RSS ${mib(peakRss)}; ${failed(back)}; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
+      REPLICAS === 1
+        ? `reconnect storm: ${stoppedMs} ms from SIGTERM to exit${stopCrash}, outage (SIGTERM to the new server's first /healthz 200) ${upMs} ms; all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on a kept-alive connection (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpuMax.toFixed(0)}%, peak RSS ${mib(peakRssAll)}; ${failed(back)}; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`
+        : `reconnect storm (all ${REPLICAS} replicas stopped with SIGTERM at once and started again): ${stoppedMs} ms from SIGTERM until all exited (each ${stopped.map((s) => s.ms).join(', ')} ms)${stopCrash}, outage (SIGTERM to the last new replica's first /healthz 200) ${upMs} ms (each ${upEach.join(', ')} ms); all ${AGENTS} back in ${reconnectS.toFixed(1)} s; longest /healthz silence once up ${keptFigures.longestSilence} ms on kept-alive connections (${keptFigures.summary}), ${freshFigures.longestSilence} ms on new connections (${freshFigures.summary}); peak CPU ${peakCpu.map((c) => `${c.toFixed(0)}%`).join(', ')}, peak RSS ${peakRss.map(mib).join(', ')}; ${failed(back)}; deployments lost ${lost}, sent again ${duplicates}, extra ${extra}`,
     );
     if (lost !== 0 || duplicates !== 0 || extra !== 0)
       throw new Error('reconnect storm: deployment state was lost or duplicated');
 
     // 4. The peer: the same fan-out from a minimal ws server, after Cairn is stopped.
     for (const w of workers) w.send({ cmd: 'stop' });
-    await stopServer(server);
+    await Promise.all(servers.map((s) => stopServer(s)));
     const peer = fork(PEER, [], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -697,17 +971,45 @@ async function main(): Promise<void> {
       restart_outage_ms: upMs,
       reconnect_healthz_max_silence_ms: keptFigures.longestSilence,
       reconnect_healthz_new_connection_max_silence_ms: freshFigures.longestSilence,
-      reconnect_peak_cpu_percent: Math.round(peakCpu),
-      reconnect_peak_rss_bytes: peakRss,
+      reconnect_peak_cpu_percent: Math.round(peakCpuMax),
+      reconnect_peak_rss_bytes: peakRssAll,
       deployments_lost: lost,
       deployments_duplicated: duplicates + extra,
+      ...(db ? { database: 'postgres', fanout_postgres_cpu_ms: Math.round(postgresCpu) } : {}),
+      // Several replicas: the figures above are totals over them (RSS, CPU time) or the worst of
+      // them (silences, outage, peak CPU); these are each one's, in replica order.
+      ...(REPLICAS === 1
+        ? {}
+        : {
+            replicas: REPLICAS,
+            replica_cpus: REPLICA_CPUS,
+            replica_agents: replicas.map((r) => agents.filter((_, i) => i % REPLICAS === r.index).length),
+            replica_rss_before_bytes: rssBeforeEach,
+            replica_rss_connected_bytes: rssConnectedEach,
+            replica_fanout_p50_ms: fanoutEach.map((f) => f.p50),
+            replica_fanout_p99_ms: fanoutEach.map((f) => f.p99),
+            replica_fanout_max_ms: fanoutEach.map((f) => f.max),
+            replica_fanout_cpu_ms: serverCpuEach.map(Math.round),
+            replica_fanout_healthz_max_silence_ms: fanoutHealth.perReplica,
+            replica_restart_stop_ms: stopped.map((x) => x.ms),
+            replica_restart_outage_ms: upEach,
+            replica_reconnect_healthz_max_silence_ms: keptFigures.perReplica,
+            replica_reconnect_peak_cpu_percent: peakCpu.map(Math.round),
+            replica_reconnect_peak_rss_bytes: peakRss,
+          }),
       bench_s: Math.round((Date.now() - BENCH_START) / 1000),
     };
     say(JSON.stringify(figures));
   } finally {
     for (const w of workers) w.child.kill();
-    await stopServer(server).catch(() => {});
+    await Promise.all(servers.map((s) => stopServer(s).catch(() => {})));
     if (!values['keep-data']) await rm(dataDir, { recursive: true, force: true });
+    await db?.close(values['keep-data']).catch((err: unknown) => {
+      process.stderr.write(
+        `bench:fleet: could not drop the database ${db.name}: ${(err as Error).message}\n`,
+      );
+    });
+    if (db && values['keep-data']) say(`kept the database ${db.name}`);
   }
 }
 
@@ -778,7 +1080,7 @@ async function stagedRuns(
   for (let n = 1; n <= ROLLOUTS; n++) {
     const path = await uploadPath(`fleet staged ${n} ${Date.now()}`);
     await allStats(workers, true);
-    const cpuBefore = await cpuMs(serverPid);
+    const cpuBefore = await serversCpuMs();
     const t0 = Date.now();
     const deployJson = {
       agents: Object.fromEntries(agents.map((a) => [a.name, path.storePath])),
@@ -796,7 +1098,7 @@ async function stagedRuns(
     ]);
     const totalMs = endAt - t0;
     totals.push(totalMs);
-    serverCpu.push((await cpuMs(serverPid)) - cpuBefore);
+    serverCpu.push((await serversCpuMs()) - cpuBefore);
     const final = await api<{
       deployments: Array<Deployment & { batch: number | null; finishedAt: string | null }>;
       staged: StagedInfo;

@@ -14,7 +14,7 @@ const daemons: Daemons = {
   },
   async runAgent(options, signal) {
     const { runAgent } = await import('./agent/run-agent.ts');
-    await runAgent(options, signal);
+    return await runAgent(options, signal);
   },
 };
 

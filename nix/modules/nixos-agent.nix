@@ -170,7 +170,9 @@ in
       };
 
       # The agent may itself be running the switch-to-configuration that would restart or stop
-      # it: the switch leaves it alone, and a changed agent takes over at its next restart.
+      # it: the switch leaves it alone. Once the server has the deployment's result, an agent
+      # whose unit (`systemctl cat`) or program changed exits with 75 to be restarted as the new
+      # version (RestartForceExitStatus below; docs/activation.md).
       restartIfChanged = false;
       unitConfig."X-StopOnRemoval" = false;
 
@@ -181,6 +183,9 @@ in
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
         Restart = "on-failure";
         RestartSec = "5s";
+        # 75: the agent stops to run its new version; not a failure, and always restarted.
+        SuccessExitStatus = [ 75 ];
+        RestartForceExitStatus = [ 75 ];
         # Stopping the agent must not kill an activation it started: only the main process goes.
         KillMode = "process";
         StateDirectory = mkIf stateUnderVarLib (lib.removePrefix "/var/lib/" cfg.stateDir);

@@ -21,6 +21,39 @@ let
   databaseUrl = if cfg.database.createLocally then localDatabaseUrl else cfg.database.url;
   stateUnderVarLib = lib.hasPrefix "/var/lib/" cfg.dataDir;
   host = if lib.hasInfix ":" cfg.host then "[${cfg.host}]" else cfg.host;
+  outsideStore = file: lib.hasPrefix "/" file && !lib.hasPrefix builtins.storeDir file;
+
+  serverArgs =
+    [
+      "--listen"
+      "${host}:${toString cfg.port}"
+      "--data-dir"
+      cfg.dataDir
+      "--log-level"
+      cfg.logLevel
+    ]
+    ++ lib.optionals (cfg.publicUrl != null) [
+      "--public-url"
+      cfg.publicUrl
+    ]
+    ++ lib.optionals (cfg.blobStore != null) [
+      "--blob-store"
+      cfg.blobStore
+    ]
+    ++ lib.optionals (cfg.trustedProxies != [ ]) [
+      "--trusted-proxy"
+      (lib.concatStringsSep "," cfg.trustedProxies)
+    ];
+
+  # A database URL with a password is read where systemd put it (LoadCredential) when the
+  # service starts: never in the Nix store, the unit file or the command line.
+  start = pkgs.writeShellScript "cairn-server-start" ''
+    set -eu
+    ${lib.optionalString (cfg.database.urlFile != null) ''
+      CAIRN_DATABASE_URL="$(< "$CREDENTIALS_DIRECTORY/database-url")"
+      export CAIRN_DATABASE_URL
+    ''}exec ${cfg.package}/bin/cairn server ${lib.escapeShellArgs serverArgs}
+  '';
 in
 {
   options.services.cairn-server = {
@@ -83,6 +116,18 @@ in
         '';
       };
 
+      urlFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/cairn-database-url";
+        description = ''
+          Absolute path of a file holding the database URL alone, such as
+          `postgres://cairn:PASSWORD@db.example.com/cairn`, read when the service starts
+          (`LoadCredential`); it is never copied into the Nix store. Give a string, not a Nix
+          path. Replicas sharing one PostgreSQL database each point at the same URL.
+        '';
+      };
+
       createLocally = mkOption {
         type = types.bool;
         default = false;
@@ -93,13 +138,36 @@ in
       };
     };
 
+    blobStore = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "s3://cairn-nars?endpoint=https://s3.example.com&region=eu-west-1&path-style=true";
+      description = ''
+        Where NAR files live (`--blob-store`): an `s3://BUCKET[/PREFIX]?...` URL, without
+        credentials (put `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` in `environmentFile`);
+        null keeps them under `dataDir`. Replicas must share one bucket.
+      '';
+    };
+
+    trustedProxies = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "10.0.0.2" ];
+      description = ''
+        Load balancers or reverse proxies (addresses, or networks such as `10.0.0.0/24`) whose
+        `X-Forwarded-For` names the client (`--trusted-proxy`), so that failed authentications
+        are limited per client rather than per proxy.
+      '';
+    };
+
     environmentFile = mkOption {
       type = types.nullOr types.str;
       default = null;
       example = "/run/secrets/cairn-server.env";
       description = ''
         An optional file of `NAME=value` lines added to the server's environment when it starts
-        (systemd `EnvironmentFile`), for secrets such as `CAIRN_DATABASE_URL` with a password.
+        (systemd `EnvironmentFile`), for secrets such as `CAIRN_DATABASE_URL` with a password
+        and the S3 credentials `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
       '';
     };
 
@@ -133,8 +201,19 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = !(cfg.database.createLocally && cfg.database.url != null);
-        message = "services.cairn-server: set database.url or database.createLocally, not both.";
+        assertion =
+          lib.length (
+            lib.filter (x: x) [
+              cfg.database.createLocally
+              (cfg.database.url != null)
+              (cfg.database.urlFile != null)
+            ]
+          ) <= 1;
+        message = "services.cairn-server: set at most one of database.url, database.urlFile and database.createLocally.";
+      }
+      {
+        assertion = cfg.database.urlFile == null || outsideStore cfg.database.urlFile;
+        message = "services.cairn-server.database.urlFile must be an absolute path outside the Nix store, such as a secret from agenix or sops-nix.";
       }
     ];
 
@@ -176,22 +255,8 @@ in
       environment = lib.optionalAttrs (databaseUrl != null) { CAIRN_DATABASE_URL = databaseUrl; };
 
       serviceConfig = {
-        ExecStart = lib.escapeShellArgs (
-          [
-            "${cfg.package}/bin/cairn"
-            "server"
-            "--listen"
-            "${host}:${toString cfg.port}"
-            "--data-dir"
-            cfg.dataDir
-            "--log-level"
-            cfg.logLevel
-          ]
-          ++ lib.optionals (cfg.publicUrl != null) [
-            "--public-url"
-            cfg.publicUrl
-          ]
-        );
+        ExecStart = start;
+        LoadCredential = lib.optional (cfg.database.urlFile != null) "database-url:${cfg.database.urlFile}";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
         User = cfg.user;
         Group = cfg.group;

@@ -21,6 +21,7 @@ import { closureParts, readClosure } from './read-closure.ts';
 import { DeploymentInterrupted } from './realise-closure.ts';
 import { recoverJournal } from './recover-journal.ts';
 import { driveDeployment, newJournal } from './run-deployment.ts';
+import { RESTART_EXIT_CODE, recordSelf, type SelfIdentity, selfChanged } from './self-upgrade.ts';
 import { warnOfSharedState } from './warn-of-shared-state.ts';
 
 /** Everything the agent runs with, parsed once. */
@@ -34,6 +35,8 @@ export interface AgentOptions {
   /** The agent's own log (its stderr). */
   readonly log: (line: string) => void;
   readonly heartbeatMs?: number;
+  /** The program path the agent was started as (its script), watched for a new version. */
+  readonly program?: string | undefined;
   readonly backoff?: { initialMs: number; maxMs: number };
 }
 
@@ -52,6 +55,13 @@ export class AgentDaemon {
   #settingAside: Promise<void> = Promise.resolve();
   /** A deployment of another server's being finished locally: its journal is set aside once it ends. */
   #asideWhenDone: string | undefined;
+  /** What the agent was started as; compared after each reported result. */
+  #self: SelfIdentity = {};
+  /** Aborted, with the reason kept, when the agent stops to be restarted as its new version. */
+  readonly #restart = new AbortController();
+  #restartReason: string | undefined;
+  /** Deployments being run now: the agent never stops for an upgrade in the middle of one. */
+  #deploying = 0;
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -65,25 +75,48 @@ export class AgentDaemon {
       ...(options.backoff ? { backoff: options.backoff } : {}),
       observe: () => this.#observed(),
       deploy: (d, ctx, resume) => this.#deploy(d, ctx, resume),
-      onAcknowledged: (ids, owner) => this.#markReported(ids, owner),
+      onAcknowledged: (ids, owner) => void this.#markReported(ids, owner).then(() => this.#checkSelf()),
       onForeignJournal: (journal, server, running) => this.#foreignJournal(journal, server, running),
     });
   }
 
   /**
-   * Runs until the signal aborts: connects, reconnects, and runs deployments. First takes the
-   * locks that make it the only agent of its name here and the only user of its state dir.
+   * Runs until the signal aborts, or until a reported result finds the agent's own unit or
+   * program changed (resolving with why: the caller exits to be restarted as the new version):
+   * connects, reconnects, and runs deployments. First takes the locks that make it the only
+   * agent of its name here and the only user of its state dir.
    * @throws CairnError ALREADY_EXISTS when another live agent holds either lock.
    */
-  async run(signal: AbortSignal): Promise<void> {
+  async run(signal: AbortSignal): Promise<string | undefined> {
     const unlock = await lockAgent(this.#o.name, { stateDir: this.#o.stateDir, env: this.#o.env });
     try {
       await warnOfSharedState(this.#o.stateDir, this.#o.name, this.#o.log);
       this.#nixVersion = await nixVersion(this.#o.env);
-      await this.#session.run(signal, await recoverJournal(this.#journal, this.#o.name, this.#o.log));
+      this.#self = await recordSelf(this.#o.env, {
+        program: this.#o.program,
+        stateDir: this.#o.stateDir,
+        log: this.#o.log,
+      });
+      const stop = AbortSignal.any([signal, this.#restart.signal]);
+      await this.#session.run(stop, await recoverJournal(this.#journal, this.#o.name, this.#o.log));
+      return signal.aborted ? undefined : this.#restartReason;
     } finally {
       await unlock();
     }
+  }
+
+  /**
+   * After the server has a result: an agent whose unit or program a deployment changed stops,
+   * to be restarted as the new version (its unit restarts on {@link RESTART_EXIT_CODE}).
+   */
+  async #checkSelf(): Promise<void> {
+    // A deployment started meanwhile is finished first; its own result brings the next check.
+    if (this.#restart.signal.aborted || this.#deploying > 0) return;
+    const why = await selfChanged(this.#self, this.#o.env).catch(() => undefined);
+    if (why === undefined) return;
+    this.#o.log(`restarting to run the new agent: ${why} (exit code ${RESTART_EXIT_CODE})`);
+    this.#restartReason = why;
+    this.#restart.abort();
   }
 
   /**
@@ -142,6 +175,7 @@ export class AgentDaemon {
       start = newJournal(d, ctx.owner);
       await this.#journal.write(start);
     }
+    this.#deploying++;
     const result = await driveDeployment(
       {
         profile: this.#o.profile,
@@ -157,18 +191,22 @@ export class AgentDaemon {
         ...(ctx.signal ? { signal: ctx.signal } : {}),
       },
       start,
-    ).catch((err: unknown): DeploymentResult | null => {
-      if (err instanceof DeploymentInterrupted) return null;
-      // The journal could not be written: the machine's state is unknown to the agent; say so.
-      this.#o.log(`deployment ${d.id}: ${(err as Error).message}`);
-      return {
-        deploymentId: d.id,
-        state: 'failed',
-        step: null,
-        reason: `agent error: ${(err as Error).message}`,
-        rebootRequired: false,
-      };
-    });
+    )
+      .catch((err: unknown): DeploymentResult | null => {
+        if (err instanceof DeploymentInterrupted) return null;
+        // The journal could not be written: the machine's state is unknown to the agent; say so.
+        this.#o.log(`deployment ${d.id}: ${(err as Error).message}`);
+        return {
+          deploymentId: d.id,
+          state: 'failed',
+          step: null,
+          reason: `agent error: ${(err as Error).message}`,
+          rebootRequired: false,
+        };
+      })
+      .finally(() => {
+        this.#deploying--;
+      });
     if (result && this.#asideWhenDone === d.id) {
       this.#asideWhenDone = undefined;
       const movedTo = await this.#journal.setAside().catch((err: Error) => `nowhere (${err.message})`);
@@ -193,8 +231,8 @@ export class AgentDaemon {
   }
 
   /** The server of `owner` has these results: the journal's finished deployment need not be reported again. */
-  #markReported(ids: ReadonlySet<string>, owner: JournalOwner): void {
-    void this.#journal
+  #markReported(ids: ReadonlySet<string>, owner: JournalOwner): Promise<void> {
+    return this.#journal
       .read()
       .then(async (read) => {
         if (

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { sleep } from '../lib/backoff.ts';
 import { processAlive } from '../lib/process-alive.ts';
 import type { ActivationRecord } from '../protocol/agent-journal.ts';
 import type { ActivationPlan } from './activate-profile.ts';
+import { currentBootId, startTransientUnit, unitRunning, unitState } from './transient-unit.ts';
 
 /**
  * How a detached activation ended: the exit code and which command gave it, with the last lines
@@ -26,15 +27,16 @@ const PID_FILE_WAIT_MS = 10_000;
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /**
- * Starts the activation in its own session, with its output going to a file and its exit status
- * written to another (via a temporary file and a rename) when it ends. The agent can die, or be
- * restarted by the very switch it runs, and a new agent process finds the outcome in the file.
- * Returns the process id.
+ * Starts the activation in the transient systemd unit `record.unit` names, or else in its own
+ * session, with its output going to a file and its exit status written to another (via a
+ * temporary file and a rename) when it ends. The agent can die, or be restarted by the very
+ * switch it runs, and a new agent process finds the outcome in the file. Returns the process id
+ * of a detached process, null for a unit (which is followed by its name).
  */
 export async function startDetachedActivation(
   plan: ActivationPlan,
   record: ActivationRecord,
-): Promise<number> {
+): Promise<number | null> {
   // The log and status paths are positional parameters ($1, $2), not variables, so nothing of
   // the agent's reaches the activation's environment. The status is written to a temporary
   // file, flushed to disk, and renamed into place: a crash leaves no status or a whole one.
@@ -47,6 +49,14 @@ export async function startDetachedActivation(
     lines.push(`rc=$?; if [ $rc -ne 0 ]; then ${status('"$rc"', c.label)}; exit $rc; fi`);
   }
   lines.push(status('0', '-'));
+  if (record.unit) {
+    await startTransientUnit(
+      record.unit.name,
+      ['/bin/sh', '-c', lines.join('\n'), 'cairn-activation', record.logFile, record.statusFile],
+      { env: plan.env, description: `Cairn activation of ${record.storePath}` },
+    );
+    return null;
+  }
   const child = spawn(
     '/bin/sh',
     ['-c', lines.join('\n'), 'cairn-activation', record.logFile, record.statusFile],
@@ -78,6 +88,7 @@ async function running(pid: number): Promise<boolean> {
 export async function waitForDetachedActivation(
   record: ActivationRecord,
   onLine: (line: string, from: { src: string; n: number }) => void,
+  options: { env?: NodeJS.ProcessEnv } = {},
 ): Promise<DetachedStatus> {
   let offset = 0;
   let partial = '';
@@ -130,6 +141,11 @@ export async function waitForDetachedActivation(
   });
   let pid = record.pid;
   const waitingSince = Date.now();
+  let systemctlFailures = 0;
+  const incomplete = (text: string) =>
+    `the activation's outcome is unknown: its status file ${record.statusFile} is ${
+      text === '' ? 'empty' : 'incomplete'
+    } (the machine may have lost power while writing it)`;
   for (;;) {
     await drain();
     const status = await readFile(record.statusFile, 'utf8').catch(() => undefined);
@@ -137,6 +153,22 @@ export async function waitForDetachedActivation(
     if (m) {
       await finish();
       return { code: Number(m[1]), label: m[2]!, lastLine: last, tail };
+    }
+    if (record.unit) {
+      const why = await unitGone(record.unit, options.env ?? { PATH: process.env.PATH }, {
+        started: (await stat(`${record.statusFile}.pid`).catch(() => undefined)) !== undefined,
+        waitedMs: Date.now() - waitingSince,
+        failures: () => ++systemctlFailures,
+      });
+      if (why === undefined) {
+        await sleep(100);
+        continue;
+      }
+      const again = await readFile(record.statusFile, 'utf8').catch(() => undefined);
+      if (again !== undefined && STATUS_LINE.test(again)) continue;
+      await finish();
+      if (again !== undefined) return ended(incomplete(again));
+      return ended(why);
     }
     if (pid === null) {
       const text = await readFile(`${record.statusFile}.pid`, 'utf8').catch(() => '');
@@ -151,12 +183,7 @@ export async function waitForDetachedActivation(
       const again = await readFile(record.statusFile, 'utf8').catch(() => undefined);
       if (again !== undefined && STATUS_LINE.test(again)) continue;
       await finish();
-      if (again !== undefined)
-        return ended(
-          `the activation's outcome is unknown: its status file ${record.statusFile} is ${
-            again === '' ? 'empty' : 'incomplete'
-          } (the machine may have lost power while writing it)`,
-        );
+      if (again !== undefined) return ended(incomplete(again));
       return ended(
         pid === null
           ? "the activation's outcome is unknown: it left no process id and no exit status (the agent stopped as it started it)"
@@ -165,4 +192,39 @@ export async function waitForDetachedActivation(
     }
     await sleep(100);
   }
+}
+
+/** How many failed `systemctl show` (100 ms apart) end the wait for a unit. */
+const SYSTEMCTL_FAILURES = 50;
+
+/**
+ * Why the activation's unit can no longer write a status, or undefined while it may. Checked
+ * only while there is no complete status: a boot id other than the one recorded means the
+ * machine rebooted during the activation; a unit that systemd no longer knows (collected) or
+ * that stopped means it ended without writing one. A unit not found before its script wrote its
+ * pid file may still be starting (the agent stopped as systemd-run ran): that is waited for up
+ * to 10 s, as for a detached process.
+ */
+async function unitGone(
+  unit: { name: string; bootId: string | null },
+  env: NodeJS.ProcessEnv,
+  seen: { started: boolean; waitedMs: number; failures: () => number },
+): Promise<string | undefined> {
+  const boot = await currentBootId();
+  if (unit.bootId !== null && boot !== undefined && boot !== unit.bootId)
+    return `the machine rebooted during the activation: it left no exit status, and its unit ${unit.name} ended with the boot it ran in (boot id ${unit.bootId}, now ${boot})`;
+  let state: Awaited<ReturnType<typeof unitState>>;
+  try {
+    state = await unitState(unit.name, env);
+  } catch (err) {
+    if (seen.failures() < SYSTEMCTL_FAILURES) return undefined;
+    return `the activation's outcome is unknown: cannot read the state of its unit ${unit.name} (${(err as Error).message})`;
+  }
+  if (unitRunning(state)) return undefined;
+  if (!seen.started && seen.waitedMs < PID_FILE_WAIT_MS) return undefined;
+  if (!state.loaded)
+    return seen.started
+      ? `the activation's unit ${unit.name} is gone and left no exit status (it was stopped or killed)`
+      : `the activation's unit ${unit.name} does not exist and its script never ran (the agent stopped as it started it)`;
+  return `the activation's unit ${unit.name} ended (${state.activeState}, result ${state.result}, exit status ${state.execMainStatus}) without writing an exit status`;
 }

@@ -12,6 +12,7 @@ import { type ActivationOutcome, activationPlan, interpretActivation } from './a
 import { childEnv } from './child-env.ts';
 import { activateUserCommand } from './darwin.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
+import { handRunSwitches } from './hand-run-switch.ts';
 import { runHealthChecks } from './health-checks.ts';
 import {
   activateSetsProfile,
@@ -33,6 +34,7 @@ import {
   specialisationPath,
 } from './specialisation.ts';
 import { StepFailure } from './step-failure.ts';
+import { activationUnitName, currentBootId, systemdUsable } from './transient-unit.ts';
 
 /** What running a deployment needs. */
 export interface RunDeploymentContext extends NixContext {
@@ -148,6 +150,7 @@ export async function driveDeployment(
         }
         case 'set-profile': {
           ctx.onStep('set-profile');
+          await refuseDuringHandRunSwitch(ctx, d.storePath);
           // Recorded as switched first: a crash during nix-env must still lead to a rollback check.
           await save({ switched: true });
           if (await activateSetsProfile(d.storePath)) {
@@ -286,7 +289,11 @@ async function activate(
 ): Promise<{ outcome: ActivationOutcome; goal: 'switch' | 'boot' | 'test'; code: number | null }> {
   let record = j.activation?.storePath === storePath ? j.activation : null;
   if (record) {
-    ctx.onLine(`re-attaching to the activation of ${storePath} started before the agent restarted`);
+    ctx.onLine(
+      `re-attaching to the activation of ${storePath} started before the agent restarted${
+        record.unit ? `, by its unit ${record.unit.name}` : ''
+      }`,
+    );
   } else {
     const plan = await activationPlan(storePath, kind, ctx.env, goal);
     if (plan.commands.length === 0) return { outcome: { ok: true, note: null }, goal, code: null };
@@ -300,13 +307,26 @@ async function activate(
       pid: null,
       // Only when it is not the default, so an older agent can still read the journal.
       ...(goal === 'switch' ? {} : { goal }),
+      // The NixOS switch runs in a transient unit where systemd can start one, as nixos-rebuild's.
+      ...(kind === 'nixos' && (await systemdUsable(ctx.env))
+        ? {
+            unit: {
+              name: activationUnitName(j.deployment.id, stamp),
+              bootId: (await currentBootId()) ?? null,
+            },
+          }
+        : {}),
     };
+    // Journaled before it starts: a restarted agent looks the unit up by this name.
     await save({ activation: record });
+    if (record.unit) ctx.onLine(`starting the activation in the transient unit ${record.unit.name}`);
     const pid = await startDetachedActivation(plan, record);
-    record = { ...record, pid };
-    await save({ activation: record });
+    if (pid !== null) {
+      record = { ...record, pid };
+      await save({ activation: record });
+    }
   }
-  const status = await waitForDetachedActivation(record, ctx.onLine);
+  const status = await waitForDetachedActivation(record, ctx.onLine, { env: ctx.env });
   return {
     outcome: interpretActivation(kind, status, exit4),
     goal: record.goal ?? 'switch',
@@ -325,6 +345,26 @@ async function whatRuns(
   if (kind === 'nixos') return await runningSystem(env);
   if (kind === 'home-manager') return await homeManagerCurrentGeneration(env);
   return undefined;
+}
+
+/**
+ * Fails the deployment before the profile changes while a `nixos-rebuild` switch unit runs on
+ * the machine (NixOS with systemd only): two switches at once would race over the profile and
+ * the running system. The agent does not wait for it: the deployment can be run again.
+ */
+async function refuseDuringHandRunSwitch(ctx: RunDeploymentContext, storePath: string): Promise<void> {
+  if ((await detectProfileKind(storePath)) !== 'nixos' || !(await systemdUsable(ctx.env))) return;
+  let units: string[];
+  try {
+    units = await handRunSwitches(ctx.env);
+  } catch (err) {
+    throw new StepFailure('set-profile', `${(err as Error).message}; nothing was changed`);
+  }
+  if (units.length > 0)
+    throw new StepFailure(
+      'set-profile',
+      `nixos-rebuild is switching this machine (unit ${units.join(', ')} is active); nothing was changed: deploy again once it has finished`,
+    );
 }
 
 /**
@@ -376,6 +416,19 @@ async function rollBack(
     }`,
   );
   const current = (await readProfileState(ctx.profile)).storePath;
+  if (current !== previous && current !== j.deployment.storePath) {
+    // Someone switched the profile since the agent set it (a hand-run nixos-rebuild): theirs wins.
+    say(
+      `NOT ROLLING BACK: the profile ${ctx.profile} now points to ${current ?? '(nothing)'}, not where the agent set it`,
+    );
+    return await finish(
+      'failed',
+      failure.step,
+      `${failure.reason}; not rolled back: the profile ${ctx.profile} now points to ${
+        current ?? '(nothing)'
+      }, not to ${j.deployment.storePath} where the agent set it (someone switched this machine meanwhile, such as with nixos-rebuild); left it as it is`,
+    );
+  }
   const legacy = await activateSetsProfile(target);
   if (current !== profileTarget && !legacy) {
     const set = await setProfile(ctx, ctx.profile, profileTarget);

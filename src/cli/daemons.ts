@@ -7,6 +7,7 @@ export interface ServerCommandFlags {
   publicUrl?: string;
   logLevel?: string;
   logRetentionDays?: string;
+  trustedProxy?: string;
 }
 
 /** What `cairn deploy agent` hands the agent once it has checked the name and the token. */
@@ -30,6 +31,10 @@ export interface AgentCommandOptions {
 export interface Daemons {
   /** Starts the server from its flags and the environment; resolves once it listens. */
   startServer(flags: ServerCommandFlags, env: NodeJS.ProcessEnv): Promise<{ close(): Promise<void> }>;
-  /** Runs the agent, holding its profile's lock, until `signal` aborts. */
-  runAgent(options: AgentCommandOptions, signal: AbortSignal): Promise<void>;
+  /**
+   * Runs the agent, holding its profile's lock, until `signal` aborts or it stops to be
+   * restarted as its new version; resolves with the exit code the process ends with (0, or the
+   * agent's restart code).
+   */
+  runAgent(options: AgentCommandOptions, signal: AbortSignal): Promise<number>;
 }

@@ -136,7 +136,7 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
         ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);
         stop.abort();
       });
-      await ctx.io.daemons.runAgent(
+      const code = await ctx.io.daemons.runAgent(
         {
           name,
           server: client.server,
@@ -148,5 +148,6 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
         },
         stop.signal,
       );
+      ctx.setExitCode(code);
     });
 }

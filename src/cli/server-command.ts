@@ -26,6 +26,10 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
       '--log-retention-days <days>',
       'delete deployment logs this many days after the deployment ended (env: CAIRN_LOG_RETENTION_DAYS; default: 30)',
     )
+    .option(
+      '--trusted-proxy <addr,...>',
+      'proxies (addresses or ADDR/PREFIX networks) whose X-Forwarded-For names the client, for the failed-authentication limit and the audit log (env: CAIRN_TRUSTED_PROXY)',
+    )
     .action(async (flags: ServerCommandFlags) => {
       if (!ctx.io.daemons) throw new Error('cairn server: this CLI was built without the server');
       const server = await ctx.io.daemons.startServer(flags, ctx.env);

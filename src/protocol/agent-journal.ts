@@ -16,6 +16,12 @@ export const activationRecordSchema = z.strictObject({
    * agents that predate the field).
    */
   goal: z.enum(['switch', 'boot', 'test']).optional(),
+  /**
+   * The transient systemd unit the activation runs in, and the boot it was started in (from
+   * /proc/sys/kernel/random/boot_id): an agent that restarts re-attaches by unit name within the
+   * same boot, never by a pid. Absent where the activation runs as a detached process instead.
+   */
+  unit: z.strictObject({ name: z.string().min(1), bootId: z.string().nullable() }).optional(),
 });
 export type ActivationRecord = z.infer<typeof activationRecordSchema>;
 

@@ -26,7 +26,9 @@ import { TokenRepository } from './db/token-repository.ts';
 import { WorkspaceRepository } from './db/workspace-repository.ts';
 import { WriteBatch } from './db/write-batch.ts';
 import { type EventBus, LocalEventBus } from './events/event-bus.ts';
+import { setClientAddress } from './http/client-address.ts';
 import { errorResponse } from './http/error-response.ts';
+import { TrustedProxies } from './http/trusted-proxies.ts';
 import { RolloutEngine } from './rollouts/rollout-engine.ts';
 
 /** What the app is built from; nothing here binds a port. */
@@ -43,10 +45,14 @@ export interface AppDeps {
   readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
   /** False until the server is ready to serve; `/healthz` answers 503 meanwhile. */
   readonly isReady: () => boolean;
+  /** Proxies whose X-Forwarded-For is believed (`--trusted-proxy`); none by default. */
+  readonly trustedProxies?: readonly string[];
   /** The event bus; in-memory unless replicas share one. */
   readonly bus?: EventBus;
   /** Agents that were online when the server before this one stopped (they are reconnecting). */
   readonly reconnecting?: readonly number[];
+  /** This replica's id, recorded with each agent's hello (replicas sharing PostgreSQL). */
+  readonly replicaId?: string;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -117,6 +123,7 @@ export function createApp(deps: AppDeps): App {
     // One process owns an SQLite database: its next start marks every agent offline and counts
     // those that were online as reconnecting (the staged-rollout engine waits for them).
     markOfflineOnClose: deps.database.dialect !== 'sqlite',
+    replicaId: deps.replicaId,
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
 
@@ -178,7 +185,9 @@ export function createApp(deps: AppDeps): App {
   });
   const honoListener = getRequestListener(app.fetch);
 
+  const proxies = new TrustedProxies(deps.trustedProxies ?? []);
   const dispatch = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean) => {
+    setClientAddress(req, proxies.clientOf(req));
     if (req.url?.startsWith('/cache/')) {
       void cacheHandler.handle(req, res, expectContinue);
       return;
@@ -190,6 +199,7 @@ export function createApp(deps: AppDeps): App {
     onRequest: (req, res) => dispatch(req, res, false),
     onCheckContinue: (req, res) => dispatch(req, res, true),
     onUpgrade: (req, socket, head) => {
+      setClientAddress(req, proxies.clientOf(req));
       if (req.url?.split('?')[0] === AGENT_WS_PATH) {
         void hub.handleUpgrade(req, socket, head);
         return;

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
 import { type BlobStoreConfig, parseBlobStoreUrl } from './blob/blob-store-config.ts';
 import type { DatabaseConfig } from './db/open-database.ts';
+import { parseTrustedProxies } from './http/trusted-proxies.ts';
 
 /** Everything `cairn server` is configured with, parsed once and frozen. */
 export interface ServerConfig {
@@ -23,6 +24,11 @@ export interface ServerConfig {
   readonly headersTimeoutMs: number;
   /** An idle keep-alive connection is closed after this. */
   readonly keepAliveTimeoutMs: number;
+  /**
+   * Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`): addresses or networks;
+   * empty, the default, believes no header.
+   */
+  readonly trustedProxies: readonly string[];
   /** Failed authentications one address may make in a burst before it gets 429s (1 more per second). */
   readonly failedAuthBurst: number;
   /**
@@ -30,6 +36,11 @@ export interface ServerConfig {
    * replicas was lost (`CAIRN_EVENTS_BACKSTOP_SECONDS`, 30 by default).
    */
   readonly eventsBackstopMs: number;
+  /**
+   * With PostgreSQL: how long a replica's lease lasts without renewal, after which the other
+   * replicas mark its agents offline (`CAIRN_REPLICA_LEASE_SECONDS`, 20 by default).
+   */
+  readonly replicaLeaseMs: number;
   /** Agent connections set up at once, and waiting; the hub's defaults unless set (tests). */
   readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
 }
@@ -43,6 +54,7 @@ export interface ServerFlags {
   publicUrl?: string;
   logLevel?: string;
   logRetentionDays?: string;
+  trustedProxy?: string;
   /** Not a command-line flag: tests shorten it. */
   headersTimeoutMs?: number;
   /** Not a command-line flag: failed authentications an address may make in a burst. */
@@ -69,7 +81,7 @@ export function parseListen(text: string): { host: string; port: number } {
 
 /**
  * Builds the server configuration from flags, falling back to `CAIRN_LISTEN`, `CAIRN_DATA_DIR`,
- * `CAIRN_DATABASE_URL`, `CAIRN_BLOB_STORE`, `CAIRN_PUBLIC_URL` and `CAIRN_LOG_LEVEL` (and S3
+ * `CAIRN_DATABASE_URL`, `CAIRN_BLOB_STORE`, `CAIRN_PUBLIC_URL`, `CAIRN_TRUSTED_PROXY` and `CAIRN_LOG_LEVEL` (and S3
  * credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). All
  * problems are reported together.
  */
@@ -122,6 +134,20 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use CAIRN_EVENTS_BACKSTOP_SECONDS: expected a number of seconds from 0.1 to 3600 (${backstopText})`,
     );
   }
+  const proxiesText = flags.trustedProxy ?? env.CAIRN_TRUSTED_PROXY;
+  let trustedProxies: string[] = [];
+  if (proxiesText !== undefined) {
+    const parsed = parseTrustedProxies(proxiesText);
+    if ('problems' in parsed) problems.push(...parsed.problems);
+    else trustedProxies = parsed.entries;
+  }
+  const leaseText = env.CAIRN_REPLICA_LEASE_SECONDS ?? '20';
+  const lease = Number(leaseText);
+  if (!(/^\d+(\.\d+)?$/.test(leaseText) && lease >= 1 && lease <= 3600)) {
+    problems.push(
+      `Cannot use CAIRN_REPLICA_LEASE_SECONDS: expected a number of seconds from 1 to 3600 (${leaseText})`,
+    );
+  }
   if (problems.length > 0) {
     throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -137,8 +163,10 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     maxNarBytes: 64 * 1024 ** 3,
     headersTimeoutMs: flags.headersTimeoutMs ?? 20_000,
     keepAliveTimeoutMs: 65_000,
+    trustedProxies: Object.freeze(trustedProxies),
     failedAuthBurst: flags.failedAuthBurst ?? 30,
     eventsBackstopMs: Math.round(backstop * 1000),
+    replicaLeaseMs: Math.round(lease * 1000),
     agentConnectLimits: flags.agentConnectLimits,
   });
 }

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
+import { ReplicaLease } from './agents/replica-lease.ts';
 import { openBlobStore } from './blob/open-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
 import { createApp } from './create-app.ts';
@@ -81,10 +82,33 @@ export async function startServer(
     publicUrl: config.publicUrl,
     maxNarBytes: config.maxNarBytes,
     failedAuthBurst: config.failedAuthBurst,
+    trustedProxies: config.trustedProxies,
     agentConnectLimits: config.agentConnectLimits,
     isReady: () => ready,
     reconnecting,
+    ...(bus ? { replicaId: bus.replicaId } : {}),
   });
+  // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
+  // its machine lost) are marked offline by the others. SQLite's single process needs none.
+  const lease = bus
+    ? new ReplicaLease({
+        db: database.db,
+        replicaId: bus.replicaId,
+        log,
+        now: Date.now,
+        leaseMs: config.replicaLeaseMs,
+        onLapsed: () => app.hub.reconnectAll(),
+        dialect: database.dialect,
+      })
+    : undefined;
+  try {
+    await lease?.start();
+  } catch (err) {
+    await app.close();
+    await bus?.close();
+    await database.db.destroy();
+    throw new Error(`Cannot take this replica's lease on PostgreSQL: ${(err as Error).message}`);
+  }
   // Request bodies (NAR uploads) may take long, so no overall request timeout; but the headers
   // must come quickly, checked every second, so slow-header clients cannot hold sockets.
   const server: Server = createServer({
@@ -110,6 +134,8 @@ export async function startServer(
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
     now: Date.now,
+    // Claimed per batch on PostgreSQL, so that replicas never delete the same logs at once.
+    dialect: database.dialect,
     onError: (err) => log.error({ err }, 'cannot delete expired deployment logs'),
     onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
   });
@@ -130,6 +156,8 @@ export async function startServer(
         // still listening would take them back (and then wait for those connections to end).
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         await app.close();
+        // After the hub marked its agents offline: no one needs to sweep them.
+        await lease?.close();
         await retention.stop();
         await bus?.close();
         server.closeIdleConnections();

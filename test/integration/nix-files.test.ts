@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -83,6 +84,87 @@ function sections(markdown: string): Map<string, string> {
   return out;
 }
 
+/**
+ * What the server module makes of `settings` (a Nix attrset expression of
+ * `services.cairn-server` values; the options' own defaults fill the rest): its start script,
+ * credentials, environment and failed assertions. The module is called with a stand-in `lib`
+ * and `pkgs` (no nixpkgs here) whose `escapeShellArgs` is `builtins.toJSON`, so that the test
+ * reads the server's argument vector exactly, and whose `writeShellScript` is the script's text.
+ */
+async function serverUnit(settings: string): Promise<{
+  script: string;
+  args: string[];
+  loadCredential: string[];
+  environment: Record<string, string>;
+  environmentFile: string[];
+  failedAssertions: string[];
+}> {
+  const expr = `{ file, settings }:
+    let
+      hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+      lib = {
+        mkOption = o: o;
+        mkEnableOption = _: { default = false; };
+        literalExpression = x: x;
+        types = { };
+        mkIf = c: v: if c then v else { };
+        inherit hasPrefix;
+        hasInfix = i: s: builtins.length (builtins.split i s) > 1;
+        removePrefix = p: s: if hasPrefix p s then builtins.substring (builtins.stringLength p) (-1) s else s;
+        optional = c: x: if c then [ x ] else [ ];
+        optionals = c: xs: if c then xs else [ ];
+        optionalAttrs = c: a: if c then a else { };
+        optionalString = c: s: if c then s else "";
+        escapeShellArgs = builtins.toJSON;
+        inherit (builtins) concatStringsSep length filter;
+      };
+      pkgs = {
+        writeShellScript = _name: text: text;
+        callPackage = _: _: "/nix/store/cairn";
+        xz = "xz";
+        zstd = "zstd";
+      };
+      given = (import (/. + settings)).services.cairn-server;
+      call = cfg: import (/. + file) { config.services.cairn-server = cfg; inherit lib pkgs; };
+      defaults = builtins.mapAttrs (_: o: o.default) (builtins.removeAttrs (call { }).options.services.cairn-server [ "database" ]);
+      dbDefaults = builtins.mapAttrs (_: o: o.default) (call { }).options.services.cairn-server.database;
+      cfg = defaults // given // { database = dbDefaults // (given.database or { }); };
+      module = call (cfg // { enable = true; });
+      unit = module.config.systemd.services.cairn-server;
+    in {
+      script = unit.serviceConfig.ExecStart;
+      loadCredential = unit.serviceConfig.LoadCredential;
+      environment = unit.environment;
+      environmentFile = unit.serviceConfig.EnvironmentFile;
+      failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) module.config.assertions);
+    }`;
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-nix-settings-'));
+  try {
+    const file = join(dir, 'settings.nix');
+    await writeFile(file, settings);
+    const r = await attempt('nix-instantiate', [
+      '--eval',
+      '--strict',
+      '--json',
+      '--argstr',
+      'file',
+      join(ROOT, 'nix/modules/nixos-server.nix'),
+      '--argstr',
+      'settings',
+      file,
+      '-E',
+      expr,
+    ]);
+    assert.equal(r.code, 0, `cannot evaluate the server module: ${r.stderr}`);
+    const unit = JSON.parse(r.stdout) as Omit<Awaited<ReturnType<typeof serverUnit>>, 'args'>;
+    const exec = /^exec \/nix\/store\/cairn\/bin\/cairn server (\[.*\])$/m.exec(unit.script);
+    assert.ok(exec, `no exec line in the start script:\n${unit.script}`);
+    return { ...unit, args: JSON.parse(exec[1]!) as string[] };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('nix/', () => {
   it('has the flake, the package and the four modules', async () => {
     const files = await filesUnder('nix', '.nix');
@@ -128,6 +210,71 @@ describe('nix/', () => {
       const stale = [...documented].filter((o) => !options.includes(o));
       assert.deepEqual(stale, [], `docs/nixos.md (${heading}) documents options ${file} does not have`);
     }
+  });
+
+  it('runs the server with its defaults: SQLite in dataDir, no credentials', async () => {
+    const unit = await serverUnit('{ services.cairn-server = { }; }');
+    assert.deepEqual(unit.args, [
+      '--listen',
+      '127.0.0.1:8080',
+      '--data-dir',
+      '/var/lib/cairn',
+      '--log-level',
+      'info',
+    ]);
+    assert.deepEqual(unit.loadCredential, []);
+    assert.doesNotMatch(unit.script, /CREDENTIALS_DIRECTORY/);
+    assert.deepEqual(unit.environment, {});
+    assert.deepEqual(unit.failedAssertions, []);
+  });
+
+  it('turns the replica settings of docs/scale-out.md into the command line, secrets read at start', async () => {
+    const doc = await readFile(join(ROOT, 'docs/scale-out.md'), 'utf8');
+    const section = doc.slice(doc.indexOf('\n## NixOS module settings for two replicas\n'));
+    const example = /```nix\n([\s\S]*?)```/.exec(section)?.[1];
+    assert.ok(section.startsWith('\n## NixOS module') && example, 'no nix block in the section');
+    const unit = await serverUnit(example);
+    assert.deepEqual(unit.args, [
+      '--listen',
+      '0.0.0.0:8080',
+      '--data-dir',
+      '/var/lib/cairn',
+      '--log-level',
+      'info',
+      '--public-url',
+      'https://cairn.example.com',
+      '--blob-store',
+      's3://cairn-nars?endpoint=https://s3.example.com&region=eu-west-1&path-style=true',
+      '--trusted-proxy',
+      '10.0.0.2',
+    ]);
+    // The database URL: a credential systemd hands the start script, never in the unit.
+    assert.deepEqual(unit.loadCredential, ['database-url:/run/secrets/cairn-database-url']);
+    assert.match(
+      unit.script,
+      /CAIRN_DATABASE_URL="\$\(< "\$CREDENTIALS_DIRECTORY\/database-url"\)"\n\s*export CAIRN_DATABASE_URL\n/,
+    );
+    assert.deepEqual(unit.environment, {});
+    assert.deepEqual(unit.environmentFile, ['/run/secrets/cairn-s3.env']);
+    assert.deepEqual(unit.failedAssertions, []);
+  });
+
+  it('joins several trusted proxies with commas', async () => {
+    const unit = await serverUnit('{ services.cairn-server.trustedProxies = [ "10.0.0.2" "10.0.1.0/24" ]; }');
+    assert.deepEqual(unit.args.slice(-2), ['--trusted-proxy', '10.0.0.2,10.0.1.0/24']);
+  });
+
+  it('refuses a database URL file in the store, or given with another database setting', async () => {
+    const inStore = await serverUnit('{ services.cairn-server.database.urlFile = "/nix/store/abc-url"; }');
+    assert.deepEqual(inStore.failedAssertions, [
+      'services.cairn-server.database.urlFile must be an absolute path outside the Nix store, such as a secret from agenix or sops-nix.',
+    ]);
+    const both = await serverUnit(
+      '{ services.cairn-server.database = { urlFile = "/run/secrets/url"; url = "postgres:///cairn"; }; }',
+    );
+    assert.deepEqual(both.failedAssertions, [
+      'services.cairn-server: set at most one of database.url, database.urlFile and database.createLocally.',
+    ]);
   });
 });
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startDetachedActivation, waitForDetachedActivation } from '../../src/agent/detached-activation.ts';
+import { activationUnitName } from '../../src/agent/transient-unit.ts';
 
 /** The pid of a process that has ended (and was reaped). */
 async function deadPid(): Promise<number> {
@@ -73,5 +74,53 @@ describe('waitForDetachedActivation: only a complete status line is an outcome',
     const s = await waitForDetachedActivation(r, (l) => lines.push(l));
     assert.deepEqual([s.code, s.label, s.lastLine], [3, 'activate', 'hello']);
     assert.ok(lines.includes('hello'));
+  });
+});
+
+describe('waitForDetachedActivation: an activation in a transient unit', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cairn-unit-wait-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('fails, saying the machine rebooted, when the boot id is not the one the unit was started in', async () => {
+    const r = {
+      storePath: '/nix/store/x',
+      logFile: join(dir, 'reboot.log'),
+      statusFile: join(dir, 'reboot.status'),
+      pid: null,
+      unit: { name: 'cairn-activation-7-1.service', bootId: 'a-boot-that-is-not-this-one' },
+    };
+    await writeFile(r.logFile, 'switching\n');
+    await writeFile(`${r.statusFile}.pid`, '1\n');
+    // No systemctl is needed: the boot id alone says the unit cannot still run.
+    const s = await waitForDetachedActivation(r, () => {}, { env: { PATH: '/nonexistent' } });
+    assert.equal(s.code, -1);
+    assert.match(
+      s.unknown!,
+      /^the machine rebooted during the activation: it left no exit status, and its unit cairn-activation-7-1\.service ended with the boot it ran in \(boot id a-boot-that-is-not-this-one, now \S+\)$/,
+    );
+  });
+
+  it('still takes a complete status written before the reboot', async () => {
+    const r = {
+      storePath: '/nix/store/x',
+      logFile: join(dir, 'done.log'),
+      statusFile: join(dir, 'done.status'),
+      pid: null,
+      unit: { name: 'cairn-activation-7-2.service', bootId: 'a-boot-that-is-not-this-one' },
+    };
+    await writeFile(r.logFile, 'switching\n');
+    await writeFile(r.statusFile, '0 -\n');
+    const s = await waitForDetachedActivation(r, () => {}, { env: { PATH: '/nonexistent' } });
+    assert.deepEqual([s.code, s.unknown], [0, undefined]);
+  });
+});
+
+describe('activationUnitName', () => {
+  it('derives a valid unit name from any deployment id', () => {
+    assert.equal(activationUnitName('42', '1700000000000-7'), 'cairn-activation-42-1700000000000-7.service');
+    assert.equal(activationUnitName('a/b c$', 'x'), 'cairn-activation-a_b_c_-x.service');
   });
 });

@@ -25,3 +25,43 @@ describe('JournalFile.read', () => {
     await assert.rejects(access(journal.path), { code: 'ENOENT' });
   });
 });
+
+describe('JournalFile.read: the activation unit', () => {
+  it('moves aside a journal whose activation unit has no name', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-journal-unit-'));
+    const journal = new JournalFile(dir);
+    await writeFile(
+      journal.path,
+      JSON.stringify({
+        version: 2,
+        owner: { serverId: null, workspace: null, agent: 'a' },
+        deployment: {
+          id: '1',
+          storePath: '/nix/store/00000000000000000000000000000000-x',
+          rollbackScript: null,
+          healthChecks: [],
+          confirmTimeoutSeconds: 60,
+          exit4: 'fail',
+        },
+        phase: 'activate',
+        previous: null,
+        switched: true,
+        activation: {
+          storePath: '/nix/store/x',
+          logFile: '/l',
+          statusFile: '/s',
+          pid: null,
+          unit: { name: '', bootId: null },
+        },
+        failure: null,
+        result: null,
+        reported: false,
+        updatedAt: 0,
+      }),
+    );
+    const read = await journal.read();
+    assert.equal(read.kind, 'corrupt', JSON.stringify(read));
+    if (read.kind === 'corrupt') assert.match(read.reason, /activation\.unit\.name/);
+    await rm(dir, { recursive: true, force: true });
+  });
+});

@@ -19,3 +19,21 @@ describe('the events backstop setting', () => {
       );
   });
 });
+
+describe('the replica lease setting', () => {
+  it('defaults to 20 s and takes seconds from CAIRN_REPLICA_LEASE_SECONDS', () => {
+    assert.equal(parseServerConfig({}, {}).replicaLeaseMs, 20_000);
+    assert.equal(parseServerConfig({}, { CAIRN_REPLICA_LEASE_SECONDS: '2.5' }).replicaLeaseMs, 2500);
+  });
+
+  it('refuses what is not a number of seconds from 1 to 3600, saying which', () => {
+    for (const bad of ['', 'abc', '-1', '0', '0.5', '3601', '1e3', '20s'])
+      assert.throws(
+        () => parseServerConfig({}, { CAIRN_REPLICA_LEASE_SECONDS: bad }),
+        (err: Error) =>
+          err.message.includes('Cannot use CAIRN_REPLICA_LEASE_SECONDS: expected a number of seconds') &&
+          err.message.includes(`(${bad})`),
+        bad,
+      );
+  });
+});

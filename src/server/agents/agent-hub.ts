@@ -60,6 +60,8 @@ export interface AgentHubDeps {
   readonly identity: ServerIdentity;
   /** False: leave online flags as they are on close (SQLite's next start reads them; see create-app). */
   readonly markOfflineOnClose?: boolean;
+  /** This replica's id, recorded in the row of each agent that says hello here (see replica-lease.ts). */
+  readonly replicaId?: string | undefined;
 }
 
 /**
@@ -264,6 +266,16 @@ export class AgentHub {
       if (from + PINGS_PER_TURN < conns.length) setImmediate(pingSome, from + PINGS_PER_TURN);
     };
     pingSome(0);
+  }
+
+  /**
+   * Closes every agent connection and keeps serving: this replica lost its lease, and another one
+   * marked its agents offline, so they reconnect (here or elsewhere) and are recorded online again.
+   */
+  reconnectAll(): void {
+    for (const conn of this.#byAgent.values()) {
+      conn.ws.close(CLOSE_CODES.shuttingDown, 'replica lease lost');
+    }
   }
 
   /** Closes every agent connection (they will reconnect elsewhere or after a restart). */

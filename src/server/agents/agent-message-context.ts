@@ -25,6 +25,8 @@ export interface AgentMessageContext {
   readonly caches: AgentCaches;
   /** The server's id and the workspaces' names, told to agents in `welcome`. */
   readonly identity: ServerIdentity;
+  /** This replica's id, recorded with each hello (replicas sharing PostgreSQL; see replica-lease.ts). */
+  readonly replicaId?: string | undefined;
   /** Tells the agent's current connection, if it has said hello, what it should run now. */
   readonly sendDesired: (agentId: number) => Promise<void>;
 }

@@ -3,6 +3,7 @@ import { CairnError } from '../../lib/cairn-error.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { AgentRepository, AgentRow } from '../db/agent-repository.ts';
+import { requestClientAddress } from '../http/client-address.ts';
 
 /** An agent whose upgrade request was authenticated, and the token it used. */
 export interface AuthenticatedAgent {
@@ -20,7 +21,7 @@ export async function authenticateUpgrade(
   req: IncomingMessage,
   deps: { readonly auth: Authenticator; readonly agents: Pick<AgentRepository, 'byName'> },
 ): Promise<AuthenticatedAgent> {
-  const principal = await deps.auth.authenticate(req.headers.authorization, req.socket.remoteAddress);
+  const principal = await deps.auth.authenticate(req.headers.authorization, requestClientAddress(req));
   if (!principal)
     throw new CairnError('UNAUTHENTICATED', 'Cannot connect the agent: no token (set CAIRN_AGENT_TOKEN)');
   const scope = principal.scopes.find((s) => s.kind === 'agent');

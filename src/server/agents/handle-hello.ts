@@ -35,7 +35,9 @@ export async function handleHello(
   const agentId = conn.agent.id;
   const observed = msg.observed;
   const at = ctx.now();
-  const recorded = ctx.writes.write((db) => new AgentRepository(db).recordHello(agentId, observed, at));
+  const recorded = ctx.writes.write((db) =>
+    new AgentRepository(db).recordHello(agentId, observed, at, ctx.replicaId),
+  );
   const finished = msg.unreported.map((r) => finishDeployment(conn, r, ctx));
   const [epoch] = await Promise.all([recorded, ...finished]);
   conn.epoch = epoch;

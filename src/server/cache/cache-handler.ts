@@ -5,6 +5,7 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import { canPull, canPush } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
+import { requestClientAddress } from '../http/client-address.ts';
 import { type ErrorLogger, errorResponse } from '../http/error-response.ts';
 import { type BinaryCache, OPAQUE_FOLDERS, type ResolvedCache } from './binary-cache.ts';
 import { parseRange } from './parse-range.ts';
@@ -88,7 +89,7 @@ export class CacheHandler {
     if (authorization === undefined) {
       if (!cache.public) return false;
     } else {
-      const principal = this.#auth.authenticateFromMemory(authorization, req.socket.remoteAddress);
+      const principal = this.#auth.authenticateFromMemory(authorization, requestClientAddress(req));
       if (!principal) return false;
       if (!cache.public && !(canPull(principal, cache.name) && principal.workspaceId === cache.workspace_id))
         return false;
@@ -141,7 +142,7 @@ export class CacheHandler {
               tokenName: principal.tokenName,
               action: 'cache.push',
               target: storePath,
-              address: req.socket.remoteAddress ?? null,
+              address: requestClientAddress(req),
               detail: { cache: cache.name },
             },
             Date.now(),
@@ -190,7 +191,7 @@ export class CacheHandler {
     cache: ResolvedCache,
     write: boolean,
   ): Promise<Principal | undefined> {
-    const principal = await this.#auth.authenticate(req.headers.authorization, req.socket.remoteAddress);
+    const principal = await this.#auth.authenticate(req.headers.authorization, requestClientAddress(req));
     if (write || !cache.public) {
       if (!principal) {
         throw new CairnError(

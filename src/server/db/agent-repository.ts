@@ -78,12 +78,17 @@ export class AgentRepository {
 
   /**
    * Records a hello: what the agent reports, online, and the next connection epoch, which makes
-   * this connection the agent's newest on every replica. Returns the epoch.
+   * this connection the agent's newest on every replica, and the replica holding it (replicas
+   * sharing PostgreSQL; see replica-lease.ts). Returns the epoch.
    */
-  async recordHello(id: number, observed: Observed, now: number): Promise<number> {
+  async recordHello(id: number, observed: Observed, now: number, replicaId?: string): Promise<number> {
     const row = await this.db
       .updateTable('agents')
-      .set((eb) => ({ ...observedColumns(observed, now), connection_epoch: eb('connection_epoch', '+', 1) }))
+      .set((eb) => ({
+        ...observedColumns(observed, now),
+        connection_epoch: eb('connection_epoch', '+', 1),
+        ...(replicaId === undefined ? {} : { replica_id: replicaId }),
+      }))
       .where('id', '=', id)
       .returning('connection_epoch')
       .executeTakeFirst();

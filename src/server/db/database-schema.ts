@@ -103,6 +103,15 @@ export interface AgentsTable {
   profile: string | null;
   /** Taken anew by each hello: the newest connection of the agent holds the highest (migration 11). */
   connection_epoch: Generated<number>;
+  /** The replica holding the agent's newest connection (PostgreSQL replicas; migration 12). */
+  replica_id: string | null;
+}
+
+/** Rows of `replica_leases`: each live replica's lease, renewed every few seconds (migration 12). */
+export interface ReplicaLeasesTable {
+  replica_id: string;
+  started_at: number;
+  expires_at: number;
 }
 
 /** Rows of `agent_tags`: labels of agents, such as `canary`, that rollout policies select by. */
@@ -280,4 +289,5 @@ export interface Database {
   dashboard_sessions: DashboardSessionsTable;
   audit_log: AuditLogTable;
   server_identity: ServerIdentityTable;
+  replica_leases: ReplicaLeasesTable;
 }

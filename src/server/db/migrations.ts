@@ -12,6 +12,7 @@ import { migration008 } from './migration-008-agent-tags.ts';
 import { migration009 } from './migration-009-staged-rollouts.ts';
 import { migration010 } from './migration-010-log-sources.ts';
 import { migration011 } from './migration-011-agent-connection-epoch.ts';
+import { migration012 } from './migration-012-replica-leases.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -39,6 +40,7 @@ export const migrations: readonly Migration[] = [
   migration009,
   migration010,
   migration011,
+  migration012,
 ];
 
 /**
