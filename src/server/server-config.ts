@@ -38,7 +38,7 @@ export interface ServerConfig {
   readonly eventsBackstopMs: number;
   /**
    * With PostgreSQL: how long a replica's lease lasts without renewal, after which the other
-   * replicas mark its agents offline (`CAIRN_REPLICA_LEASE_SECONDS`, 20 by default).
+   * replicas mark its agents offline (`CAIRN_REPLICA_LEASE_SECONDS`, 60 by default).
    */
   readonly replicaLeaseMs: number;
   /** Agent connections set up at once, and waiting; the hub's defaults unless set (tests). */
@@ -141,7 +141,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     if ('problems' in parsed) problems.push(...parsed.problems);
     else trustedProxies = parsed.entries;
   }
-  const leaseText = env.CAIRN_REPLICA_LEASE_SECONDS ?? '20';
+  const leaseText = env.CAIRN_REPLICA_LEASE_SECONDS ?? '60';
   const lease = Number(leaseText);
   if (!(/^\d+(\.\d+)?$/.test(leaseText) && lease >= 1 && lease <= 3600)) {
     problems.push(

@@ -97,7 +97,10 @@ export async function startServer(
         log,
         now: Date.now,
         leaseMs: config.replicaLeaseMs,
-        onLapsed: () => app.hub.reconnectAll(),
+        held: () => app.hub.heldAgents(),
+        onReclaimed: (ids) => {
+          for (const agentId of ids) bus.publish('agent-online', { agentId });
+        },
         dialect: database.dialect,
       })
     : undefined;

@@ -37,19 +37,27 @@ describe('replica leases', () => {
     await testDb?.drop();
   });
 
-  const lease = (replicaId: string) => {
+  /** A replica's lease; `holds` names the agents it has connections of (their rows' names). */
+  const lease = (replicaId: string, holds: () => string[] = () => []) => {
     const lapses: number[] = [];
+    const reclaimed: number[][] = [];
     const l = new ReplicaLease({
       db: database.db,
       replicaId,
       log: pino({ level: 'silent' }),
       now: () => clock,
       leaseMs: LEASE_MS,
-      onLapsed: () => lapses.push(clock),
+      held: () => holds().map((name) => ids.get(name) ?? -1),
+      onReclaimed: (agentIds) => {
+        lapses.push(clock);
+        reclaimed.push([...agentIds]);
+      },
       dialect: database.dialect,
     });
-    return Object.assign(l, { lapses });
+    return Object.assign(l, { lapses, reclaimed });
   };
+  /** Agent ids by name, as agentsOn created them. */
+  const ids = new Map<string, number>();
 
   /** Agents named `prefix-0`… online, held by `replicaId`. */
   async function agentsOn(replicaId: string, prefix: string, count: number): Promise<void> {
@@ -65,7 +73,11 @@ describe('replica leases', () => {
           replica_id: replicaId,
         })),
       )
-      .execute();
+      .returning(['id', 'name'])
+      .execute()
+      .then((rows) => {
+        for (const r of rows) ids.set(r.name, r.id);
+      });
   }
 
   async function online(prefix: string): Promise<number> {
@@ -79,7 +91,9 @@ describe('replica leases', () => {
 
   it('marks offline the agents of a replica that stopped renewing, once its lease expired, and no others', async () => {
     const alive = lease('alive');
-    const dead = lease('dead');
+    // "dead" still has connections of orphan-0 and orphan-1 when it wakes up; orphan-1 has
+    // said hello to "alive" meanwhile (below), so only orphan-0 is dead's again.
+    const dead = lease('dead', () => ['orphan-0', 'orphan-1']);
     await alive.start();
     await dead.start();
     await agentsOn('alive', 'kept', 3);
@@ -102,15 +116,53 @@ describe('replica leases', () => {
     );
     assert.deepEqual(alive.lapses, []);
 
-    // "dead" was only stalled: its next round finds its lease gone, takes a new one and asks
-    // for its agents to reconnect.
+    await database.db
+      .updateTable('agents')
+      .set({ online: 1, replica_id: 'alive' })
+      .where('name', '=', 'orphan-1')
+      .execute();
+
+    // "dead" was only stalled: its next round finds its lease gone, takes a new one and records
+    // online again the agents it still holds, keeping their connections open (no reconnect storm).
     await dead.renewAndSweep();
     assert.deepEqual(dead.lapses, [clock]);
+    assert.deepEqual(dead.reclaimed, [[ids.get('orphan-0')]]);
+    assert.equal(await online('orphan'), 2);
+    const holder = await database.db
+      .selectFrom('agents')
+      .select(['name', 'replica_id'])
+      .where('name', 'like', 'orphan-%')
+      .orderBy('name')
+      .execute();
+    assert.deepEqual(holder, [
+      { name: 'orphan-0', replica_id: 'dead' },
+      { name: 'orphan-1', replica_id: 'alive' },
+    ]);
     assert.equal(await online('kept'), 3);
     await dead.renewAndSweep();
     assert.deepEqual(dead.lapses, [clock], 'a lease renewed in time is not lapsed again');
     await dead.close();
     await alive.close();
+  });
+
+  it('never sweeps its own agents, however late its own renewal came', async () => {
+    const late = lease('late', () => ['mine-0', 'mine-1']);
+    await late.start();
+    await agentsOn('late', 'mine', 2);
+    // Its timer did not run for longer than the lease (a stalled event loop): its own round
+    // renews, and its sweep leaves its own agents online even if the renewal had not landed.
+    clock += LEASE_MS * 3;
+    const repo = new ReplicaLeaseRepository(database.db);
+    const swept = await repo.sweepExpired(clock, {
+      lockRows: database.dialect === 'postgres',
+      except: 'late',
+    });
+    assert.deepEqual(swept.replicas, []);
+    assert.equal(await online('mine'), 2);
+    await late.renewAndSweep();
+    assert.equal(await online('mine'), 2);
+    assert.deepEqual(late.lapses, []);
+    await late.close();
   });
 
   it('two replicas sweeping at once mark each dead replica’s agents offline once', async () => {

@@ -21,8 +21,8 @@ describe('the events backstop setting', () => {
 });
 
 describe('the replica lease setting', () => {
-  it('defaults to 20 s and takes seconds from CAIRN_REPLICA_LEASE_SECONDS', () => {
-    assert.equal(parseServerConfig({}, {}).replicaLeaseMs, 20_000);
+  it('defaults to 60 s and takes seconds from CAIRN_REPLICA_LEASE_SECONDS', () => {
+    assert.equal(parseServerConfig({}, {}).replicaLeaseMs, 60_000);
     assert.equal(parseServerConfig({}, { CAIRN_REPLICA_LEASE_SECONDS: '2.5' }).replicaLeaseMs, 2500);
   });
 

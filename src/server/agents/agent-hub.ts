@@ -268,14 +268,9 @@ export class AgentHub {
     pingSome(0);
   }
 
-  /**
-   * Closes every agent connection and keeps serving: this replica lost its lease, and another one
-   * marked its agents offline, so they reconnect (here or elsewhere) and are recorded online again.
-   */
-  reconnectAll(): void {
-    for (const conn of this.#byAgent.values()) {
-      conn.ws.close(CLOSE_CODES.shuttingDown, 'replica lease lost');
-    }
+  /** The agents holding a connection to this replica (said hello, not replaced or closed since). */
+  heldAgents(): number[] {
+    return [...this.#byAgent.values()].filter((c) => c.helloDone).map((c) => c.agent.id);
   }
 
   /** Closes every agent connection (they will reconnect elsewhere or after a restart). */

@@ -4,8 +4,12 @@ import type { Database } from '../db/database-schema.ts';
 import type { SqlDialect } from '../db/migrations.ts';
 import { ReplicaLeaseRepository } from '../db/replica-lease-repository.ts';
 
-/** How long a replica's lease lasts without renewal: after it, its agents are marked offline. */
-export const REPLICA_LEASE_MS = 20_000;
+/**
+ * How long a replica's lease lasts without renewal: after it, its agents are marked offline. A
+ * minute, not less: a replica busy with a fleet's reconnect storm on a small machine was seen to
+ * go more than 20 s between two renewals (bench:fleet --replicas 2, 10,000 agents on two cores).
+ */
+export const REPLICA_LEASE_MS = 60_000;
 
 /** What {@link ReplicaLease} needs. */
 export interface ReplicaLeaseOptions {
@@ -16,12 +20,16 @@ export interface ReplicaLeaseOptions {
   readonly now: () => number;
   /** The lease's length; it is renewed (and others' swept) four times per length. */
   readonly leaseMs?: number;
+  /** The agents this replica holds a connection of (said hello here and not gone since). */
+  readonly held: () => readonly number[];
   /**
-   * Called when this replica finds its lease was taken away (it stalled longer than the lease,
-   * and another replica marked its agents offline): it should close its agent connections, so
-   * that the agents reconnect and are recorded online again.
+   * Called when this replica found its lease taken away (it stalled longer than the lease, and
+   * another replica marked its agents offline) and recorded online again those of its agents
+   * that no other replica holds meanwhile: their ids, so that what waits for them to be online
+   * (the rollout engine's deferred dispatch) hears it. The connections stay open: closing them
+   * would turn one replica's stall into a reconnect storm of all its agents.
    */
-  readonly onLapsed: () => void;
+  readonly onReclaimed: (agentIds: readonly number[]) => void;
   /** On PostgreSQL, dead replicas' rows are claimed `FOR UPDATE SKIP LOCKED`; SQLite has one writer. */
   readonly dialect: SqlDialect;
 }
@@ -71,11 +79,12 @@ export class ReplicaLease {
       const now = this.#o.now();
       if (!(await this.#leases.renew(replicaId, now + this.#leaseMs))) {
         await this.#leases.take(replicaId, now, now + this.#leaseMs);
+        const reclaimed = await this.#leases.reclaim(replicaId, this.#o.held());
         log.warn(
-          { replica: replicaId },
-          'this replica lost its lease (it stalled longer than the lease); its agents reconnect',
+          { replica: replicaId, agents: reclaimed.length },
+          'this replica lost its lease (it stalled longer than the lease); its agents are recorded online again',
         );
-        this.#o.onLapsed();
+        this.#o.onReclaimed(reclaimed);
       }
     } catch (err) {
       log.warn({ err }, 'cannot renew this replica’s lease; trying again');
@@ -83,6 +92,8 @@ export class ReplicaLease {
     try {
       const swept = await this.#leases.sweepExpired(this.#o.now(), {
         lockRows: this.#o.dialect === 'postgres',
+        // A replica running its sweep is alive, whatever its clock says of its own lease.
+        except: replicaId,
       });
       if (swept.replicas.length > 0) {
         log.info(

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from './database-schema.ts';
+import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 
 /** What a sweep found: the dead replicas whose leases it removed, and the agents it marked offline. */
 export interface SweepResult {
@@ -48,9 +49,10 @@ export class ReplicaLeaseRepository {
    * {@link renew}). An agent that said hello to a live replica meanwhile holds that replica's id
    * and is left alone.
    */
-  async sweepExpired(now: number, options: { lockRows: boolean }): Promise<SweepResult> {
+  async sweepExpired(now: number, options: { lockRows: boolean; except?: string }): Promise<SweepResult> {
     return await this.db.transaction().execute(async (trx) => {
       let q = trx.selectFrom('replica_leases').select('replica_id').where('expires_at', '<', now);
+      if (options.except !== undefined) q = q.where('replica_id', '<>', options.except);
       if (options.lockRows) q = q.forUpdate().skipLocked();
       const replicas = (await q.execute()).map((r) => r.replica_id);
       if (replicas.length === 0) return { replicas, agents: [] };
@@ -64,5 +66,25 @@ export class ReplicaLeaseRepository {
       await trx.deleteFrom('replica_leases').where('replica_id', 'in', replicas).execute();
       return { replicas, agents: agents.map((a) => a.id) };
     });
+  }
+
+  /**
+   * Marks online again the agents of `agentIds` whose row still names this replica (after a
+   * sweep took its lease): an agent that said hello to another replica meanwhile is that
+   * replica's, and is left alone. Returns the ids marked (one statement per 1,000).
+   */
+  async reclaim(replicaId: string, agentIds: readonly number[]): Promise<number[]> {
+    const out: number[] = [];
+    for (const part of inChunks(agentIds, IN_LIST_SIZE)) {
+      const rows = await this.db
+        .updateTable('agents')
+        .set({ online: 1 })
+        .where('replica_id', '=', replicaId)
+        .where('id', 'in', part)
+        .returning('id')
+        .execute();
+      out.push(...rows.map((r) => r.id));
+    }
+    return out;
   }
 }
