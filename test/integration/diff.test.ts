@@ -174,4 +174,26 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /Cannot find deployment '99999'/);
   });
+
+  it('records the size on every deployment of a fleet reporting a known closure at once', async () => {
+    // Three more machines take sys-2 in one rollout: their reports of a closure the server
+    // already holds arrive together and are answered from what it remembers, one size update
+    // for all of them.
+    const fleet = ['m1', 'm2', 'm3'];
+    for (const name of fleet) await bed.agent(name);
+    const r = await bed.activate({ agents: Object.fromEntries(fleet.map((n) => [n, paths.get('sys-2')!])) });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const rows = await bed.server.query<{ name: string; closure_nar_size: number | null }>(
+      sql`select a.name, d.closure_nar_size from deployments d join agents a on a.id = d.agent_id
+          where a.name in ('m1', 'm2', 'm3') order by a.name`,
+    );
+    const second = await bed.server.query<{ closure_nar_size: number }>(
+      sql`select closure_nar_size from deployments where id = ${ids.second}`,
+    );
+    assert.deepEqual(
+      rows.map((x) => [x.name, Number(x.closure_nar_size)]),
+      fleet.map((n) => [n, Number(second[0]!.closure_nar_size)]),
+    );
+    assert.ok(Number(second[0]!.closure_nar_size) > 64 * 1024);
+  });
 });

@@ -6,6 +6,8 @@ import type { Database } from '../db/database-schema.ts';
 
 /** How many values go into one `IN (...)` list; SQLite allows 32766 bound parameters. */
 const IN_CHUNK = 500;
+/** Complete closures whose size {@link ClosureRepository} remembers. */
+const KNOWN_MAX = 1000;
 
 /** Path count and total NAR size of one closure. */
 export interface ClosureSize {
@@ -28,6 +30,20 @@ function chunks<T>(items: readonly T[]): T[][] {
  * path (a redeploy, a rollback, a fleet of identical machines) share one closure.
  */
 export class ClosureRepository {
+  /**
+   * The NAR size of closures known complete, by workspace and root (at most {@link KNOWN_MAX}):
+   * a fleet of identical machines reports the same closure thousands of times, and each report
+   * of a known one needs only the size set on the new deployments, which {@link #sizeWrites}
+   * coalesces into one statement per root for the reports arriving meanwhile. A complete
+   * closure never changes, so what is remembered here cannot go stale.
+   */
+  readonly #known = new Map<string, number>();
+  /** Per root: the size update waiting to start (joined by later reports), and the one running. */
+  readonly #sizeWrites = new Map<
+    string,
+    { next?: Promise<void> | undefined; running?: Promise<void> | undefined }
+  >();
+
   constructor(private readonly db: Kysely<Database>) {}
 
   /**
@@ -43,7 +59,13 @@ export class ClosureRepository {
     final: boolean;
     now: number;
   }): Promise<ClosureSize | undefined> {
-    return await this.db.transaction().execute(async (trx) => {
+    const key = `${input.workspaceId}\0${input.root}`;
+    const knownSize = this.#known.get(key);
+    if (knownSize !== undefined) {
+      await this.#recordSizeSoon(key, input.workspaceId, input.root, knownSize);
+      return undefined;
+    }
+    const size = await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('closures')
         .values({ workspace_id: input.workspaceId, root: input.root, created_at: input.now })
@@ -58,6 +80,7 @@ export class ClosureRepository {
       if (closure.complete === 1) {
         // Known already (a redeploy, a rollback, another machine): only the new deployment needs its size.
         await this.#recordSize(trx, input.workspaceId, input.root, Number(closure.nar_size));
+        this.#remember(key, Number(closure.nar_size));
         return undefined;
       }
       for (const part of chunks(input.paths)) {
@@ -114,6 +137,45 @@ export class ClosureRepository {
       await this.#recordSize(trx, input.workspaceId, input.root, size.narSize);
       return size;
     });
+    if (size) this.#remember(key, size.narSize);
+    return size;
+  }
+
+  #remember(key: string, narSize: number): void {
+    if (this.#known.size >= KNOWN_MAX) {
+      const oldest = this.#known.keys().next();
+      if (!oldest.done) this.#known.delete(oldest.value);
+    }
+    this.#known.set(key, narSize);
+  }
+
+  /**
+   * Sets the size on the deployments to a known-complete root that lack it, in one statement for
+   * all the reports that arrive before it starts: a report joins the update not yet started, or
+   * queues one after the running update (which may have read the rows before its deployment's).
+   */
+  #recordSizeSoon(key: string, workspaceId: number, root: string, narSize: number): Promise<void> {
+    let slot = this.#sizeWrites.get(key);
+    if (!slot) {
+      slot = {};
+      this.#sizeWrites.set(key, slot);
+    }
+    const entry = slot;
+    if (entry.next) return entry.next;
+    const after = entry.running ?? Promise.resolve();
+    const next: Promise<void> = after
+      .catch(() => {})
+      .then(() => {
+        entry.next = undefined;
+        entry.running = next;
+        return this.#recordSize(this.db, workspaceId, root, narSize);
+      })
+      .finally(() => {
+        if (entry.running === next) entry.running = undefined;
+        if (!entry.running && !entry.next) this.#sizeWrites.delete(key);
+      });
+    entry.next = next;
+    return next;
   }
 
   /** Sets the closure size of the deployments to `root` that lack it. */
