@@ -90,25 +90,40 @@ export async function startServer(
   });
   // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
   // its machine lost) are marked offline by the others. SQLite's single process needs none.
-  const lease = bus
-    ? new ReplicaLease({
-        db: database.db,
-        replicaId: bus.replicaId,
-        log,
-        now: Date.now,
-        leaseMs: config.replicaLeaseMs,
-        held: () => app.hub.heldAgents(),
-        onReclaimed: (ids) => {
-          for (const agentId of ids) bus.publish('agent-online', { agentId });
-        },
-        dialect: database.dialect,
-      })
-    : undefined;
+  // Its own connection: a renewal waiting behind the fleet's queries in the shared pool came
+  // more than 20 s late under 10,000 agents' reconnects (bench:fleet), which is how a live
+  // replica loses its lease.
+  const leaseDatabase =
+    bus && config.database.kind === 'postgres'
+      ? openDatabase(
+          { ...config.database, maxConnections: 1 },
+          {
+            onIdleConnectionError: (err) =>
+              log.warn({ err }, 'the lease’s idle database connection failed; it will be reopened'),
+          },
+        )
+      : undefined;
+  const lease =
+    bus && leaseDatabase
+      ? new ReplicaLease({
+          db: leaseDatabase.db,
+          replicaId: bus.replicaId,
+          log,
+          now: Date.now,
+          leaseMs: config.replicaLeaseMs,
+          held: () => app.hub.heldAgents(),
+          onReclaimed: (ids) => {
+            for (const agentId of ids) bus.publish('agent-online', { agentId });
+          },
+          dialect: database.dialect,
+        })
+      : undefined;
   try {
     await lease?.start();
   } catch (err) {
     await app.close();
     await bus?.close();
+    await leaseDatabase?.db.destroy();
     await database.db.destroy();
     throw new Error(`Cannot take this replica's lease on PostgreSQL: ${(err as Error).message}`);
   }
@@ -161,6 +176,7 @@ export async function startServer(
         await app.close();
         // After the hub marked its agents offline: no one needs to sweep them.
         await lease?.close();
+        await leaseDatabase?.db.destroy();
         await retention.stop();
         await bus?.close();
         server.closeIdleConnections();
