@@ -59,6 +59,9 @@ export class RolloutEngine {
   readonly #nextStepAt = new Map<number, number>();
   readonly #spaced = new Map<number, NodeJS.Timeout>();
   #soonTimer: NodeJS.Immediate | undefined;
+  /** Agents that came online since the last look for their deferred deployments. */
+  readonly #online = new Set<number>();
+  #onlineTimer: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
   #ticking = false;
   #closed = false;
@@ -78,7 +81,7 @@ export class RolloutEngine {
         if (e.state !== 'running' && e.state !== 'pending' && this.#active.has(e.rolloutId))
           this.kick(e.rolloutId);
       }),
-      deps.bus.subscribe('agent-online', ({ agentId }) => void this.#agentOnline(agentId)),
+      deps.bus.subscribe('agent-online', ({ agentId }) => this.#agentOnline(agentId)),
     ];
   }
 
@@ -211,13 +214,25 @@ export class RolloutEngine {
     throw new Error(`rollout ${id} kept changing while it was being ${o.op}d`);
   }
 
-  async #agentOnline(agentId: number): Promise<void> {
+  #agentOnline(agentId: number): void {
+    // Agents coming online in the same turn (a fleet reconnecting) are looked up together: one
+    // statement for all of them rather than a commit each.
+    this.#online.add(agentId);
+    this.#onlineTimer ??= setImmediate(() => {
+      this.#onlineTimer = undefined;
+      const ids = [...this.#online];
+      this.#online.clear();
+      void this.#dispatchReturning(ids);
+    });
+  }
+
+  async #dispatchReturning(agentIds: readonly number[]): Promise<void> {
     try {
-      const rows = await this.store.dispatchReturning(agentId, this.#deps.now());
+      const rows = await this.store.dispatchReturning(agentIds, this.#deps.now());
       await this.#tell(rows);
       for (const r of rows) this.kick(r.rollout_id);
     } catch (err) {
-      this.#deps.log.error({ err, agentId }, 'cannot dispatch deferred deployments');
+      this.#deps.log.error({ err, agents: agentIds.length }, 'cannot dispatch deferred deployments');
     }
   }
 
@@ -267,6 +282,7 @@ export class RolloutEngine {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#soonTimer) clearImmediate(this.#soonTimer);
+    if (this.#onlineTimer) clearImmediate(this.#onlineTimer);
     for (const t of this.#spaced.values()) clearTimeout(t);
     for (const u of this.#unsubscribe) u();
   }

@@ -246,22 +246,31 @@ export class RolloutStore {
   }
 
   /**
-   * Deferred deployments of this agent whose rollout would now let it have them (running or
+   * Deferred deployments of these agents whose rollout would now let it have them (running or
    * succeeded): dispatched outside the quota. Returns the rows dispatched.
    */
-  async dispatchReturning(agentId: number, now: number): Promise<Array<Selectable<DeploymentsTable>>> {
-    return await this.db
-      .updateTable('deployments')
-      .set({ dispatched_at: now, counted: 0 })
-      .where('agent_id', '=', agentId)
-      .where('state', '=', 'pending')
-      .where('dispatched_at', 'is', null)
-      .where('deferred_at', 'is not', null)
-      .where('rollout_id', 'in', (eb) =>
-        eb.selectFrom('rollouts').select('id').where('state', 'in', ['running', 'succeeded']),
-      )
-      .returningAll()
-      .execute();
+  async dispatchReturning(
+    agentIds: readonly number[],
+    now: number,
+  ): Promise<Array<Selectable<DeploymentsTable>>> {
+    const out: Array<Selectable<DeploymentsTable>> = [];
+    for (const part of inChunks(agentIds, IN_LIST_SIZE)) {
+      out.push(
+        ...(await this.db
+          .updateTable('deployments')
+          .set({ dispatched_at: now, counted: 0 })
+          .where('agent_id', 'in', part)
+          .where('state', '=', 'pending')
+          .where('dispatched_at', 'is', null)
+          .where('deferred_at', 'is not', null)
+          .where('rollout_id', 'in', (eb) =>
+            eb.selectFrom('rollouts').select('id').where('state', 'in', ['running', 'succeeded']),
+          )
+          .returningAll()
+          .execute()),
+      );
+    }
+    return out;
   }
 }
 
