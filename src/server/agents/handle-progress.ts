@@ -1,6 +1,6 @@
 import type { AgentMessage } from '../../protocol/agent-protocol.ts';
 import { isOpenState } from '../../protocol/deployment-state.ts';
-import { DeploymentRepository } from '../db/deployment-repository.ts';
+import { STEP_WRITES } from '../db/deployment-repository.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
@@ -21,7 +21,7 @@ export async function handleProgress(
   // Not awaited: the write is committed with others within milliseconds, in order, and the
   // step is announced once it is.
   void ctx.writes
-    .write((db) => new DeploymentRepository(db).start(d.id, agentId, step, at))
+    .writeGrouped(STEP_WRITES, { id: d.id, agentId, step, at })
     .then((started) => {
       if (!started) {
         d.state = 'cancelled';

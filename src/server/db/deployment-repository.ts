@@ -1,7 +1,8 @@
-import type { Kysely, Selectable } from 'kysely';
+import { type Kysely, type Selectable, sql } from 'kysely';
 import { type FinalState, OPEN_STATES, SUPERSEDED_REASON } from '../../protocol/deployment-state.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
+import type { WriteGroup } from './write-batch.ts';
 
 /** A deployment row with its agent's name. */
 export type DeploymentRow = Selectable<DeploymentsTable> & { agent_name: string };
@@ -211,6 +212,42 @@ export class DeploymentRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  /**
+   * {@link start} for many steps in one statement (an `UPDATE … FROM (VALUES …)`, which SQLite
+   * and PostgreSQL both take): true for each step whose deployment was open and the agent's.
+   * Of two steps of one deployment, the later one is recorded, started at the earlier one.
+   */
+  async startMany(
+    steps: ReadonlyArray<{ id: number; agentId: number; step: string; at: number }>,
+  ): Promise<boolean[]> {
+    if (steps.length === 1) {
+      const s = steps[0]!;
+      return [await this.start(s.id, s.agentId, s.step, s.at)];
+    }
+    // One row per deployment: its last step, started at its first step's time.
+    const last = new Map<number, (typeof steps)[number]>();
+    for (const s of steps) {
+      const before = last.get(s.id);
+      last.set(s.id, before ? { ...s, at: Math.min(before.at, s.at) } : s);
+    }
+    const values = sql.join(
+      [...last.values()].map(
+        (s) =>
+          sql`(cast(${s.id} as integer), cast(${s.agentId} as integer), cast(${s.step} as text), cast(${s.at} as bigint))`,
+      ),
+    );
+    const open = sql.join([...OPEN_STATES]);
+    const { rows } = await sql<{ id: number }>`
+      update deployments set state = 'running', step = v.column3,
+        started_at = coalesce(deployments.started_at, v.column4)
+      from (values ${values}) as v
+      where deployments.id = v.column1 and deployments.agent_id = v.column2
+        and deployments.state in (${open})
+      returning deployments.id`.execute(this.db);
+    const started = new Set(rows.map((r) => Number(r.id)));
+    return steps.map((s) => started.has(s.id));
+  }
+
   /** Records a final state once; false when the deployment was already final or is not the agent's. */
   async finish(
     id: number,
@@ -299,3 +336,8 @@ export class DeploymentRepository {
       .execute();
   }
 }
+
+/** Steps of deployments, written together when several are queued in a row (handle-progress). */
+export const STEP_WRITES: WriteGroup<{ id: number; agentId: number; step: string; at: number }, boolean> = {
+  runMany: (db, items) => new DeploymentRepository(db).startMany(items),
+};

@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { STEP_WRITES } from '../../src/server/db/deployment-repository.ts';
+import { migrate } from '../../src/server/db/migrations.ts';
+import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
+import { WriteBatch } from '../../src/server/db/write-batch.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/server.ts';
+
+/**
+ * The write batch's grouped steps on the test's database (SQLite, or PostgreSQL with
+ * CAIRN_TEST_DATABASE_URL): steps queued in a row are written in one statement, with the same
+ * outcome as one statement each.
+ */
+describe('steps written together by the write batch', () => {
+  let testDb: TestDatabase;
+  let database: OpenDatabase;
+  const ids: number[] = [];
+  let agentId = 0;
+  let otherAgent = 0;
+  before(async () => {
+    testDb = await createTestDatabase();
+    database = openDatabase(testDb.config);
+    await migrate(database.db as never, database.dialect);
+    const db = database.db;
+    const ws = (
+      await db
+        .insertInto('workspaces')
+        .values({ name: 'w', created_at: 1 })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+    ).id;
+    const agent = (name: string) =>
+      db
+        .insertInto('agents')
+        .values({ workspace_id: ws, name, token_id: name, created_at: 1, online: 1 })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+    agentId = (await agent('a')).id;
+    otherAgent = (await agent('b')).id;
+    const rollout = (
+      await db
+        .insertInto('rollouts')
+        .values({
+          workspace_id: ws,
+          created_at: 1,
+          created_by: 't',
+          policy: null,
+          state: null,
+          reason: null,
+          waiting: null,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+    ).id;
+    for (const state of ['pending', 'running', 'cancelled', 'pending']) {
+      const row = await db
+        .insertInto('deployments')
+        .values({
+          rollout_id: rollout,
+          workspace_id: ws,
+          agent_id: agentId,
+          store_path: '/nix/store/00000000000000000000000000000000-x',
+          rollback_script: null,
+          exit4: 'fail',
+          health_checks: null,
+          state,
+          step: null,
+          reason: null,
+          created_at: 1,
+          started_at: state === 'running' ? 5 : null,
+          finished_at: null,
+          closure_nar_size: null,
+          logs_expired_at: null,
+          batch: null,
+          dispatched_at: 1,
+          deferred_at: null,
+          outcome: null,
+          previous_path: null,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      ids.push(row.id);
+    }
+  });
+  after(async () => {
+    await database?.db.destroy();
+    await testDb?.drop();
+  });
+
+  it('records open deployments’ steps, the later of two for one deployment (started at the first), and refuses the rest', async () => {
+    const batch = new WriteBatch(database.db);
+    const [d0, d1, d2, d3] = ids as [number, number, number, number];
+    const results = await Promise.all([
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 100 }),
+      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'activating', at: 100 }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 101 }),
+      // Cancelled meanwhile: stays cancelled.
+      batch.writeGrouped(STEP_WRITES, { id: d2, agentId, step: 'downloading', at: 100 }),
+      // Not this agent's deployment.
+      batch.writeGrouped(STEP_WRITES, { id: d3, agentId: otherAgent, step: 'downloading', at: 100 }),
+    ]);
+    assert.deepEqual(results, [true, true, true, false, false]);
+    const rows = await database.db
+      .selectFrom('deployments')
+      .select(['id', 'state', 'step', 'started_at'])
+      .where('id', 'in', ids)
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      rows.map((r) => [r.state, r.step, r.started_at === null ? null : Number(r.started_at)]),
+      [
+        ['running', 'activating', 100],
+        // Started before: keeps when it started.
+        ['running', 'activating', 5],
+        ['cancelled', null, null],
+        ['pending', null, null],
+      ],
+    );
+  });
+});
