@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { OBSERVED_WRITES, OFFLINE_WRITES } from '../../src/server/db/agent-repository.ts';
 import { STEP_WRITES } from '../../src/server/db/deployment-repository.ts';
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
@@ -11,7 +12,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/server.ts';
  * CAIRN_TEST_DATABASE_URL): steps queued in a row are written in one statement, with the same
  * outcome as one statement each.
  */
-describe('steps written together by the write batch', () => {
+describe('writes grouped by the write batch', () => {
   let testDb: TestDatabase;
   let database: OpenDatabase;
   const ids: number[] = [];
@@ -114,6 +115,44 @@ describe('steps written together by the write batch', () => {
         ['running', 'activating', 5],
         ['cancelled', null, null],
         ['pending', null, null],
+      ],
+    );
+  });
+
+  it('records agents’ reports, the later of two for one agent, and marks offline only the newest connection', async () => {
+    const batch = new WriteBatch(database.db);
+    const observed = (storePath: string | null, generation: number | null) => ({
+      storePath,
+      generation,
+      kind: 'nixos' as const,
+      system: 'x86_64-linux',
+      hostname: 'h',
+      agentVersion: '1',
+      nixVersion: '2.8',
+      profile: '/nix/var/nix/profiles/system',
+    });
+    const p1 = '/nix/store/11111111111111111111111111111111-one';
+    const p2 = '/nix/store/22222222222222222222222222222222-two';
+    await database.db.updateTable('agents').set({ connection_epoch: 7, online: 1 }).execute();
+    await Promise.all([
+      batch.writeGrouped(OBSERVED_WRITES, { id: agentId, observed: observed(p1, 1), at: 200 }),
+      batch.writeGrouped(OBSERVED_WRITES, { id: otherAgent, observed: observed(null, null), at: 200 }),
+      batch.writeGrouped(OBSERVED_WRITES, { id: agentId, observed: observed(p2, 2), at: 201 }),
+      // An older connection of agent a closing late: a stays online.
+      batch.writeGrouped(OFFLINE_WRITES, { id: agentId, epoch: 6, at: 300 }),
+      batch.writeGrouped(OFFLINE_WRITES, { id: otherAgent, epoch: 7, at: 300 }),
+    ]);
+    const rows = await database.db
+      .selectFrom('agents')
+      .select(['id', 'online', 'store_path', 'generation', 'kind', 'last_seen_at'])
+      .where('id', 'in', [agentId, otherAgent])
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      rows.map((r) => [r.online, r.store_path, r.generation, r.kind, Number(r.last_seen_at)]),
+      [
+        [1, p2, 2, 'nixos', 201],
+        [0, null, null, 'nixos', 300],
       ],
     );
   });

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, MAX_AGENT_MESSAGE_BYTES } from '../../protocol/agent-protocol.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { AgentRepository } from '../db/agent-repository.ts';
+import { AgentRepository, OFFLINE_WRITES } from '../db/agent-repository.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
 import type { DeploymentsTable } from '../db/database-schema.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
@@ -182,7 +182,7 @@ export class AgentHub {
     if (epoch === undefined) return;
     const now = this.#deps.now();
     void this.#deps.writes
-      .write((db) => new AgentRepository(db).setOffline(agentId, now, epoch))
+      .writeGrouped(OFFLINE_WRITES, { id: agentId, epoch, at: now })
       .catch((err) => conn.log.warn({ err }, 'cannot record the agent offline'));
   }
 

@@ -1,5 +1,5 @@
 import type { AgentMessage } from '../../protocol/agent-protocol.ts';
-import { AgentRepository } from '../db/agent-repository.ts';
+import { OBSERVED_WRITES } from '../db/agent-repository.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
@@ -12,5 +12,5 @@ export async function handleObserved(
   const agentId = conn.agent.id;
   const observed = msg.observed;
   const at = ctx.now();
-  await ctx.writes.write((db) => new AgentRepository(db).recordObserved(agentId, observed, at));
+  await ctx.writes.writeGrouped(OBSERVED_WRITES, { id: agentId, observed, at });
 }

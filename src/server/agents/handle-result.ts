@@ -1,5 +1,5 @@
 import type { AgentMessage } from '../../protocol/agent-protocol.ts';
-import { AgentRepository } from '../db/agent-repository.ts';
+import { OBSERVED_WRITES } from '../db/agent-repository.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 import { finishDeployment } from './finish-deployment.ts';
@@ -17,7 +17,7 @@ export async function handleResult(
   const observed = msg.observed;
   const at = ctx.now();
   void ctx.writes
-    .write((db) => new AgentRepository(db).recordObserved(agentId, observed, at))
+    .writeGrouped(OBSERVED_WRITES, { id: agentId, observed, at })
     .catch((err) => ctx.log.error({ err, agent: conn.agent.name }, 'cannot record observed state'));
   await finishDeployment(conn, msg.result, ctx);
   await ctx.sendDesired(agentId);

@@ -1,7 +1,8 @@
-import type { Kysely, Selectable } from 'kysely';
+import { type Kysely, type RawBuilder, type Selectable, sql } from 'kysely';
 import type { Observed } from '../../protocol/agent-protocol.ts';
 import type { AgentsTable, Database } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
+import type { WriteGroup } from './write-batch.ts';
 
 /** An agent row. */
 export type AgentRow = Selectable<AgentsTable>;
@@ -74,6 +75,43 @@ export class AgentRepository {
   /** Records what the agent reports and marks it online. */
   async recordObserved(id: number, observed: Observed, now: number): Promise<void> {
     await this.db.updateTable('agents').set(observedColumns(observed, now)).where('id', '=', id).execute();
+  }
+
+  /**
+   * {@link recordObserved} for many agents in one statement (`UPDATE … FROM (VALUES …)`, which
+   * SQLite and PostgreSQL both take); of two reports of one agent, the later one is recorded.
+   */
+  async recordObservedMany(items: ReadonlyArray<ObservedWrite>): Promise<void> {
+    if (items.length === 1) {
+      const o = items[0]!;
+      return await this.recordObserved(o.id, o.observed, o.at);
+    }
+    const last = new Map<number, ObservedWrite>();
+    for (const o of items) last.set(o.id, o);
+    await sql`
+      update agents set online = 1, last_seen_at = v.column2, store_path = v.column3,
+        generation = v.column4, kind = v.column5, system = v.column6, hostname = v.column7,
+        agent_version = v.column8, nix_version = v.column9, profile = v.column10
+      from (values ${sql.join([...last.values()].map(observedValues))}) as v
+      where agents.id = v.column1`.execute(this.db);
+  }
+
+  /**
+   * {@link setOffline} with an epoch for many agents in one statement: each only while that
+   * connection is still its newest.
+   */
+  async setOfflineMany(items: ReadonlyArray<OfflineWrite>): Promise<void> {
+    if (items.length === 1) {
+      const o = items[0]!;
+      return await this.setOffline(o.id, o.at, o.epoch);
+    }
+    const values = sql.join(
+      items.map((o) => sql`(cast(${o.id} as integer), cast(${o.epoch} as integer), cast(${o.at} as bigint))`),
+    );
+    await sql`
+      update agents set online = 0, last_seen_at = v.column3
+      from (values ${values}) as v
+      where agents.id = v.column1 and agents.connection_epoch = v.column2`.execute(this.db);
   }
 
   /**
@@ -220,3 +258,41 @@ function observedColumns(observed: Observed, now: number) {
     profile: observed.profile,
   };
 }
+
+/** An agent's report of what it runs, as the write batch queues it. */
+export interface ObservedWrite {
+  readonly id: number;
+  readonly observed: Observed;
+  readonly at: number;
+}
+
+/** A connection of an agent that closed, as the write batch queues it. */
+export interface OfflineWrite {
+  readonly id: number;
+  readonly epoch: number;
+  readonly at: number;
+}
+
+function observedValues(o: ObservedWrite): RawBuilder<unknown> {
+  const b = o.observed;
+  return sql`(cast(${o.id} as integer), cast(${o.at} as bigint), cast(${b.storePath} as text),
+    cast(${b.generation} as integer), cast(${b.kind} as text), cast(${b.system} as text),
+    cast(${b.hostname} as text), cast(${b.agentVersion} as text), cast(${b.nixVersion} as text),
+    cast(${b.profile} as text))`;
+}
+
+/** Reports of agents, written together when several are queued in a row. */
+export const OBSERVED_WRITES: WriteGroup<ObservedWrite, void> = {
+  runMany: async (db, items) => {
+    await new AgentRepository(db).recordObservedMany(items);
+    return items.map(() => undefined);
+  },
+};
+
+/** Agents' closed connections, written together when several are queued in a row. */
+export const OFFLINE_WRITES: WriteGroup<OfflineWrite, void> = {
+  runMany: async (db, items) => {
+    await new AgentRepository(db).setOfflineMany(items);
+    return items.map(() => undefined);
+  },
+};
