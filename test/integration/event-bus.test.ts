@@ -236,6 +236,8 @@ for (const kind of ['local', 'postgres'] as const) {
         for (let id = 1; id <= 10_000; id++) a.publish('desired', { agentId: id, deployment: null });
         await a.flush();
         await eventually(() => recB.of('resync').length === 1, 'the fan-out resync on B');
+        // The spy is another listener: PostgreSQL tells it on its own connection, maybe later.
+        await eventually(() => payloads.length > 0, 'the fan-out notification at the spy');
         assert.equal(payloads.length, 1);
         assert.ok(payloads[0]!.length < 100, payloads[0]);
         assert.deepEqual(recB.of('resync'), [{ reason: 'fan-out' }]);
@@ -245,6 +247,7 @@ for (const kind of ['local', 'postgres'] as const) {
         for (let id = 1; id <= DESIRED_LIST_MAX; id++) a.publish('desired', { agentId: id });
         await a.flush();
         await eventually(() => recB.of('desired').length === DESIRED_LIST_MAX, 'the named agents on B');
+        await eventually(() => payloads.length > 0, 'the named agents’ notification at the spy');
         assert.equal(payloads.length, 1);
         // Thousands of deployments changing at once: a few notifications, each under the limit.
         payloads.length = 0;
