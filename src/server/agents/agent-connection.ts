@@ -53,6 +53,12 @@ export class AgentConnection {
   /** Set by any sign of life, cleared by each heartbeat's ping. */
   alive = true;
   helloDone = false;
+  /**
+   * The deployment this connection was last told to run (null: nothing; undefined before its
+   * welcome): telling it the same again is never needed on one connection, and a re-sync that
+   * looked it up as its result arrived would tell it to run a finished one.
+   */
+  toldDesired: number | null | undefined;
   /** The connection epoch its hello took (see AgentRepository.recordHello); undefined before. */
   epoch: number | undefined;
   /** The epoch of the connection this one replaced on this replica, if that one had said hello. */

@@ -4,6 +4,7 @@ import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, MAX_AGENT_MESSAGE_BYTES } from '../../protocol/agent-protocol.ts';
+import { isFinalState } from '../../protocol/deployment-state.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { AgentRepository, OFFLINE_WRITES } from '../db/agent-repository.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
@@ -68,12 +69,17 @@ export interface AgentHubDeps {
  * Holds every agent's WebSocket: admits and authenticates the upgrade, hands each message to its
  * handler, and tells each agent its desired deployment on connect and whenever it changes.
  */
+/** Finished deployments the hub remembers, for {@link AgentHub}'s desired-state sends. */
+const FINISHED_REMEMBERED = 100_000;
+
 export class AgentHub {
   readonly #deps: AgentHubDeps;
   readonly #wss: WebSocketServer;
   readonly #gate: ConnectGate;
   readonly #desired: DesiredLookup;
   readonly #byAgent = new Map<number, AgentConnection>();
+  /** Deployments over lately, oldest first: see {@link #markFinished}. */
+  readonly #finished = new Set<number>();
   readonly #heartbeat: NodeJS.Timeout;
   readonly #unsubscribe: Array<() => void>;
   #closing = false;
@@ -96,6 +102,7 @@ export class AgentHub {
       desired: this.#desired,
       caches: new AgentCaches(deps.caches),
       sendDesired: (agentId) => this.#sendDesired(agentId),
+      finishing: (deploymentId) => this.#markFinished(deploymentId),
     };
     this.#onMessage = (conn, msg) => handleAgentMessage(conn, msg, ctx);
     this.#heartbeat = setInterval(() => this.#beat(), deps.heartbeatMs ?? HEARTBEAT_MS);
@@ -108,7 +115,23 @@ export class AgentHub {
       deps.bus.subscribe('token-revoked', ({ tokenId }) => this.#closeToken(tokenId)),
       deps.bus.subscribe('agent-connected', ({ agentId, epoch }) => this.#closeIfOlder(agentId, epoch)),
       deps.bus.subscribe('resync', () => void this.resync()),
+      deps.bus.subscribe('deployment', (e) => {
+        if (isFinalState(e.state)) this.#markFinished(e.deploymentId);
+      }),
     ];
+  }
+
+  /**
+   * Remembers a deployment that is over (or whose result is being recorded), so that a desired
+   * state looked up just before (a re-sync running while results arrive) does not tell the
+   * agent to run it again.
+   */
+  #markFinished(deploymentId: number): void {
+    if (this.#finished.size >= FINISHED_REMEMBERED) {
+      const oldest = this.#finished.values().next();
+      if (!oldest.done) this.#finished.delete(oldest.value);
+    }
+    this.#finished.add(deploymentId);
   }
 
   /** Number of agents connected to this server. */
@@ -197,6 +220,11 @@ export class AgentHub {
   #sendDesiredRow(agentId: number, desired: Selectable<DeploymentsTable> | null): void {
     const conn = this.#byAgent.get(agentId);
     if (!conn?.helloDone) return;
+    // Looked up before it finished: the agent knows it is over, and anything newer is told on its own.
+    if (desired && this.#finished.has(desired.id)) return;
+    const id = desired?.id ?? null;
+    if (conn.toldDesired === id) return;
+    conn.toldDesired = id;
     if (desired) conn.known.remember(desired);
     conn.send({ type: 'desired', desired: desired ? toDesired(desired, conn.system) : null });
   }

@@ -29,4 +29,6 @@ export interface AgentMessageContext {
   readonly replicaId?: string | undefined;
   /** Tells the agent's current connection, if it has said hello, what it should run now. */
   readonly sendDesired: (agentId: number) => Promise<void>;
+  /** Says a deployment's result is being recorded: a desired state looked up before is not sent. */
+  readonly finishing: (deploymentId: number) => void;
 }

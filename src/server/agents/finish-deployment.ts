@@ -17,6 +17,7 @@ export async function finishDeployment(
   if (!d) return;
   const agentId = conn.agent.id;
   const at = ctx.now();
+  ctx.finishing(d.id);
   // The batch writes the log lines that came before the result first.
   const changed = await ctx.writes.write((db) =>
     new DeploymentRepository(db).finish(d.id, agentId, result, at),

@@ -51,6 +51,7 @@ export async function handleHello(
   ]);
   const base = ctx.baseUrl(conn.requestBase);
   if (desired) conn.known.remember(desired);
+  conn.toldDesired = desired?.id ?? null;
   conn.send({
     type: 'welcome',
     protocol: AGENT_PROTOCOL_VERSION,
