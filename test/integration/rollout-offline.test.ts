@@ -122,6 +122,8 @@ describe('a staged rollout with an agent offline when its batch opens (offline: 
       return d.state === 'succeeded' ? again : undefined;
     });
     assert.equal(await profileTarget(join(bed.world.profiles, away)), v2);
+    // Outside the bake, it shows as succeeded, not as baking for good.
+    assert.equal(mine.deployments.find((x) => x.agent === away)!.rolloutState, 'succeeded');
     // The rollout stays succeeded; the returning agent is outside its threshold counts.
     assert.equal(mine.staged!.state, 'succeeded');
     assert.equal(mine.staged!.failed, 0);

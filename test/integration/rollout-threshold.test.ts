@@ -84,11 +84,26 @@ async function thresholdRollout(bed: DeployTestbed, prefix: string, onFailure: '
   return { names, b1, b2, b3, failing, record, v1, v2, r, rolloutId, rollout };
 }
 
+/** Polls `check` until it gives a value, failing after `ms`. */
+async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    assert.ok(Date.now() < deadline, `${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 describe('a staged rollout whose failure threshold is met (onFailure: halt)', () => {
   const bed = useDeployTestbed();
 
   it('halts in the second batch once 2 of at least 4 decided agents failed; the third batch is never dispatched, exit 1', async () => {
-    const { b1, b2, b3, failing, record, v1, v2, r, rollout } = await thresholdRollout(bed, 'th', 'halt');
+    const { b1, b2, b3, failing, record, v1, v2, r, rollout, rolloutId } = await thresholdRollout(
+      bed,
+      'th',
+      'halt',
+    );
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const staged = rollout.staged!;
     assert.equal(staged.state, 'failed');
@@ -122,7 +137,13 @@ describe('a staged rollout whose failure threshold is met (onFailure: halt)', ()
     }
     // The good agent of the second batch was dispatched with its batch: it ran v2 to the end.
     const good = b2.find((n) => !failing.includes(n))!;
-    assert.equal(by.get(good)!.state, 'succeeded');
+    // The rollout halted as the second failure was decided, maybe while it still activated.
+    const goodEnd = await until(`${good} finished`, async () => {
+      const again = (await adminApi(bed.server, 'GET', `/rollouts/${rolloutId}`)) as unknown as Rollout;
+      const d = again.deployments.find((x) => x.agent === good)!;
+      return d.state === 'running' || d.state === 'pending' ? undefined : d;
+    });
+    assert.equal(goodEnd.state, 'succeeded');
     assert.equal(await profileTarget(join(bed.world.profiles, good)), v2(good));
     // The third batch: cancelled without ever seeing v2.
     for (const n of b3) {

@@ -28,6 +28,7 @@ export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
             outcome: d.outcome,
             dispatchedAt: d.dispatched_at,
             deferredAt: d.deferred_at,
+            counted: d.counted === 1,
           }),
   };
 }

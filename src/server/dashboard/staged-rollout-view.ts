@@ -89,6 +89,7 @@ ${sorted.map((d) => {
     outcome: d.outcome,
     dispatchedAt: d.dispatched_at,
     deferredAt: d.deferred_at,
+    counted: d.counted === 1,
   });
   return html`<tr data-deployment="${d.id}" data-agent="${d.agent_name}">
 <td><a href="/agents/${d.agent_name}">${d.agent_name}</a></td>

@@ -52,13 +52,15 @@ export interface AgentSnapshot {
 
 /** Where one agent stands in its rollout, for people and the API. */
 export function agentRolloutState(
-  a: Pick<AgentSnapshot, 'outcome' | 'state' | 'dispatchedAt' | 'deferredAt'>,
+  a: Pick<AgentSnapshot, 'outcome' | 'state' | 'dispatchedAt' | 'deferredAt' | 'counted'>,
 ): string {
   if (a.outcome !== null) return a.outcome;
   if (a.state === 'cancelled') return 'cancelled';
   if (a.dispatchedAt === null) return a.deferredAt === null ? 'pending' : 'deferred';
   if (a.state === 'pending') return 'dispatched';
   if (a.state === 'running') return 'activating';
-  if (a.state === 'succeeded') return 'baking';
+  // Back from being offline, outside the quota and the threshold: no bake decides it, and it
+  // may finish after its rollout ended, which would otherwise leave it 'baking' for good.
+  if (a.state === 'succeeded') return a.counted ? 'baking' : 'succeeded';
   return 'failed';
 }
