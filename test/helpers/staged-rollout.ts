@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { adminApi } from './server.ts';
 
 /** What a test reads of `GET .../rollouts/:id` for a staged rollout. */
@@ -84,3 +85,14 @@ export function slowNixosPackage(name: string, record: string, seconds: number) 
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `check` every 200 ms until it gives a value; fails naming `what` after `ms`. */
+export async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    assert.ok(Date.now() < deadline, `${what}: not within ${ms} ms`);
+    await sleep(200);
+  }
+}

@@ -7,6 +7,7 @@ import { nixosPackage, profileTarget, writeDeployJson } from '../helpers/deploy-
 import { type DeployTestbed, useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { adminApi, cli } from '../helpers/server.ts';
+import { until } from '../helpers/staged-rollout.ts';
 
 interface Deployment {
   id: number;
@@ -22,17 +23,6 @@ interface Rollout {
 }
 
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
-
-/** Polls `check` every 200 ms until it returns a value, failing with `what` after `ms`. */
-async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    assert.ok(Date.now() < deadline, `${what}: not within ${ms} ms`);
-    await sleep(200);
-  }
-}
 
 /**
  * Six agents on v1 (deployed at once); one of them, `away`, is then stopped and the test waits

@@ -7,6 +7,7 @@ import { nixosPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
 import { type DeployTestbed, useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { adminApi } from '../helpers/server.ts';
+import { until } from '../helpers/staged-rollout.ts';
 
 interface Deployment {
   id: number;
@@ -82,17 +83,6 @@ async function thresholdRollout(bed: DeployTestbed, prefix: string, onFailure: '
   const rolloutId = list.deployments[0]!.rolloutId;
   const rollout = (await adminApi(bed.server, 'GET', `/rollouts/${rolloutId}`)) as unknown as Rollout;
   return { names, b1, b2, b3, failing, record, v1, v2, r, rolloutId, rollout };
-}
-
-/** Polls `check` until it gives a value, failing after `ms`. */
-async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    assert.ok(Date.now() < deadline, `${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 describe('a staged rollout whose failure threshold is met (onFailure: halt)', () => {
