@@ -23,6 +23,7 @@ import { LogLineRepository } from './db/log-line-repository.ts';
 import type { OpenDatabase } from './db/open-database.ts';
 import { PathIndex } from './db/path-index.ts';
 import { TokenRepository } from './db/token-repository.ts';
+import { WebhookRepository } from './db/webhook-repository.ts';
 import { WorkspaceRepository } from './db/workspace-repository.ts';
 import { WriteBatch } from './db/write-batch.ts';
 import { type EventBus, LocalEventBus } from './events/event-bus.ts';
@@ -30,6 +31,7 @@ import { setClientAddress } from './http/client-address.ts';
 import { errorResponse } from './http/error-response.ts';
 import { TrustedProxies } from './http/trusted-proxies.ts';
 import { RolloutEngine } from './rollouts/rollout-engine.ts';
+import { WebhookDispatcher, type WebhookSettings } from './webhooks/webhook-dispatcher.ts';
 
 /** What the app is built from; nothing here binds a port. */
 export interface AppDeps {
@@ -53,6 +55,10 @@ export interface AppDeps {
   readonly reconnecting?: readonly number[];
   /** This replica's id, recorded with each agent's hello (replicas sharing PostgreSQL). */
   readonly replicaId?: string;
+  /** Webhook delivery settings. */
+  readonly webhooks: WebhookSettings;
+  /** The URL the server listens at, once it does: dashboard links in webhooks use it without --public-url. */
+  readonly listenUrl: () => string;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -65,6 +71,8 @@ export interface App {
   readonly onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** The agent connections. */
   readonly hub: AgentHub;
+  /** Sends webhooks from the outbox; started once the server listens. */
+  readonly webhooks: WebhookDispatcher;
   /** Closes agent connections and flushes buffered writes. */
   close(): Promise<void>;
   /** Every route of the JSON API and dashboard, for the authorization table test. */
@@ -139,6 +147,18 @@ export function createApp(deps: AppDeps): App {
   });
   rollouts.start();
 
+  // Webhooks: the outbox rows written with each state change, sent on a claimed tick.
+  const webhookRepo = new WebhookRepository(db);
+  const webhooks = new WebhookDispatcher({
+    db,
+    dialect: deps.database.dialect,
+    bus,
+    log: deps.log,
+    now: deps.now,
+    settings: deps.webhooks,
+    baseUrl: () => deps.publicUrl ?? deps.listenUrl(),
+  });
+
   const app = new Hono();
   registerDashboard(app, {
     rollouts,
@@ -172,6 +192,9 @@ export function createApp(deps: AppDeps): App {
       agents,
       deployments,
       rollouts,
+      webhooks: webhookRepo,
+      webhookSettings: deps.webhooks,
+      wakeWebhooks: () => webhooks.wake(),
       now: deps.now,
       baseUrl: (requestUrl) => deps.publicUrl ?? new URL(requestUrl).origin,
     }),
@@ -207,10 +230,12 @@ export function createApp(deps: AppDeps): App {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
     },
     hub,
-    close: () => {
+    webhooks,
+    close: async () => {
       unsubscribeRevoked();
       rollouts.close();
-      return hub.close();
+      await webhooks.close();
+      await hub.close();
     },
     routes: app.routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, path: r.path })),
   };

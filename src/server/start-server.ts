@@ -73,7 +73,10 @@ export async function startServer(
     throw new Error(`Cannot listen for the other replicas' events on PostgreSQL: ${(err as Error).message}`);
   }
   let ready = false;
+  let listenUrl = '';
   const app = createApp({
+    webhooks: config.webhooks,
+    listenUrl: () => listenUrl,
     ...(bus ? { bus } : {}),
     database,
     blobs,
@@ -148,7 +151,13 @@ export async function startServer(
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  listenUrl = url;
   ready = true;
+  try {
+    await app.webhooks.start();
+  } catch (err) {
+    log.error({ err }, 'cannot start sending webhooks; they stay in the outbox');
+  }
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
     now: Date.now,

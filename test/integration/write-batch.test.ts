@@ -91,14 +91,22 @@ describe('writes grouped by the write batch', () => {
   it('records open deployments’ steps, the later of two for one deployment (started at the first), and refuses the rest', async () => {
     const batch = new WriteBatch(database.db);
     const [d0, d1, d2, d3] = ids as [number, number, number, number];
+    // What a deployment.started webhook would say (no endpoint here: none is written).
+    const about = { workspaceId: 1, rolloutId: 1, agent: 'a' };
     const results = await Promise.all([
-      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 100 }),
-      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'activating', at: 100 }),
-      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 101 }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 100, ...about }),
+      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'activating', at: 100, ...about }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 101, ...about }),
       // Cancelled meanwhile: stays cancelled.
-      batch.writeGrouped(STEP_WRITES, { id: d2, agentId, step: 'downloading', at: 100 }),
+      batch.writeGrouped(STEP_WRITES, { id: d2, agentId, step: 'downloading', at: 100, ...about }),
       // Not this agent's deployment.
-      batch.writeGrouped(STEP_WRITES, { id: d3, agentId: otherAgent, step: 'downloading', at: 100 }),
+      batch.writeGrouped(STEP_WRITES, {
+        id: d3,
+        agentId: otherAgent,
+        step: 'downloading',
+        at: 100,
+        ...about,
+      }),
     ]);
     assert.deepEqual(results, [true, true, true, false, false]);
     const rows = await database.db

@@ -1,5 +1,6 @@
 import { type Kysely, type Selectable, sql } from 'kysely';
 import { type FinalState, OPEN_STATES, SUPERSEDED_REASON } from '../../protocol/deployment-state.ts';
+import { enqueueWebhooks, inTransaction, type WebhookMessage } from '../webhooks/enqueue-webhooks.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 import type { WriteGroup } from './write-batch.ts';
@@ -337,7 +338,63 @@ export class DeploymentRepository {
   }
 }
 
-/** Steps of deployments, written together when several are queued in a row (handle-progress). */
-export const STEP_WRITES: WriteGroup<{ id: number; agentId: number; step: string; at: number }, boolean> = {
-  runMany: (db, items) => new DeploymentRepository(db).startMany(items),
+/** A step of a deployment, with what a `deployment.started` webhook says about it. */
+export interface StepWrite {
+  readonly id: number;
+  readonly agentId: number;
+  readonly step: string;
+  readonly at: number;
+  readonly workspaceId: number;
+  readonly rolloutId: number;
+  readonly agent: string;
+}
+
+/**
+ * Steps of deployments, written together when several are queued in a row (handle-progress).
+ * The first step of a pending deployment starts it: its `deployment.started` webhooks are
+ * written in the same transaction (the write batch's).
+ */
+export const STEP_WRITES: WriteGroup<StepWrite, boolean> = {
+  runMany: (db, items) =>
+    inTransaction(db, async (trx) => {
+      const pending = new Set<number>();
+      for (const part of inChunks([...new Set(items.map((i) => i.id))], IN_LIST_SIZE)) {
+        const rows = await trx
+          .selectFrom('deployments')
+          .select('id')
+          .where('id', 'in', part)
+          .where('state', '=', 'pending')
+          .execute();
+        for (const r of rows) pending.add(r.id);
+      }
+      const started = await new DeploymentRepository(trx).startMany(items);
+      const messages: WebhookMessage[] = [];
+      for (const [i, item] of items.entries()) {
+        if (!started[i] || !pending.delete(item.id)) continue;
+        messages.push({
+          workspaceId: item.workspaceId,
+          event: 'deployment.started',
+          at: item.at,
+          data: deploymentWebhookData(item, 'running', null),
+        });
+      }
+      if (messages.length > 0) await enqueueWebhooks(trx, messages);
+      return started;
+    }),
 };
+
+/** The `data` of a deployment's webhooks. */
+export function deploymentWebhookData(
+  d: { id: number; rolloutId: number; agent: string },
+  state: string,
+  reason: string | null,
+): WebhookMessage['data'] {
+  return {
+    deploymentId: d.id,
+    rolloutId: d.rolloutId,
+    agent: d.agent,
+    state,
+    reason,
+    path: `/deployments/${d.id}`,
+  };
+}
