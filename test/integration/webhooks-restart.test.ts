@@ -46,7 +46,12 @@ describe('webhooks across a server killed with SIGKILL', () => {
     assert.equal(created.code, 0, created.stderr);
     receiver.secret = (JSON.parse(created.stdout) as { secret: string }).secret;
     const token = (await cli(['agent', 'create', 'k1'], env)).stdout.trim();
-    const agent = await startAgent({ name: 'k1', token, server: server.url, profile: join(dataDir, 'profile-k1') });
+    const agent = await startAgent({
+      name: 'k1',
+      token,
+      server: server.url,
+      profile: join(dataDir, 'profile-k1'),
+    });
     cleanup.push(() => agent.stop());
     await agent.waitFor(/connected to/);
     const paths = await buildPackages([plainPackage(`wh-kill-${RUN_TAG}`)]);

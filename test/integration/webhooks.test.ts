@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { nixosPackage, plainPackage } from '../helpers/deploy-fixtures.ts';
+import { nixosPackage, plainPackage, writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { operate, waitRollout } from '../helpers/staged-rollout.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.ts';
 
 /** Webhooks go to the receiver on 127.0.0.1: these servers allow private addresses, quick retries. */
@@ -265,5 +266,102 @@ describe('webhooks to private addresses', () => {
     assert.equal(d?.state, 'failed');
     assert.match(d!.lastError!, /refused: localhost resolves to (127\.0\.0\.1|::1), a loopback address/);
     assert.equal(receiver.received.length, 0);
+  });
+});
+
+describe('webhooks of staged rollouts and agents', () => {
+  // Agents count as offline after 1 s here (5 minutes by default), looked for every 0.5 s.
+  const bed = useDeployTestbed({
+    env: { ...ALLOW, CAIRN_AGENT_OFFLINE_GRACE_SECONDS: '1', CAIRN_WEBHOOK_POLL_SECONDS: '0.5' },
+  });
+  let receiver: WebhookReceiver;
+  before(async () => {
+    receiver = await startWebhookReceiver();
+    await createWebhook(
+      bed.server,
+      receiver,
+      'rollout.paused,rollout.succeeded,rollout.failed,agent.offline,agent.reboot-required,deployment.failed',
+    );
+  });
+  after(() => receiver?.close());
+  const ofType = (type: string) => (w: { payload?: { type: string } | undefined }) =>
+    w.payload?.type === type;
+  const activateAsync = async (body: object): Promise<number> => {
+    const file = await writeDeployJson(bed.world.profiles, body);
+    const r = await cli(['deploy', 'activate', file, '--async'], bed.world.env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return Number(r.stdout.trim());
+  };
+
+  it('tells of a paused rollout, and of it succeeding once resumed', async () => {
+    const record = `${bed.world.profiles}/rollout-record`;
+    const paths = await bed.world.publish([nixosPackage(`wh-roll-${RUN_TAG}`, record)]);
+    const v1 = paths.get(`wh-roll-${RUN_TAG}`)!;
+    await bed.agent('s1');
+    await bed.agent('s2');
+    const id = await activateAsync({
+      agents: { s1: v1, s2: v1 },
+      rollout: { canary: ['s1'], batches: ['100%'], bake: '0' },
+    });
+    assert.equal((await operate(bed.server, id, 'pause')).status, 200);
+    const [paused] = await receiver.waitFor(1, ofType('rollout.paused'));
+    assert.equal(paused!.verifyError, undefined);
+    assert.equal(paused!.payload!.data.rolloutId, id);
+    assert.equal(paused!.payload!.data.url, `${bed.server.url}/rollouts/${id}`);
+    assert.equal((await operate(bed.server, id, 'resume')).status, 200);
+    await waitRollout(bed.server, id, (r) => r.staged.state === 'succeeded');
+    const [succeeded] = await receiver.waitFor(1, ofType('rollout.succeeded'));
+    assert.equal(succeeded!.verifyError, undefined);
+    assert.equal(succeeded!.payload!.data.rolloutId, id);
+  });
+
+  it('tells of a failed rollout', async () => {
+    const record = `${bed.world.profiles}/rollout-record-2`;
+    const paths = await bed.world.publish([nixosPackage(`wh-roll-bad-${RUN_TAG}`, record, { exit: 1 })]);
+    const bad = paths.get(`wh-roll-bad-${RUN_TAG}`)!;
+    const id = await activateAsync({
+      agents: { s1: bad, s2: bad },
+      rollout: { canary: ['s1'], batches: ['100%'], bake: '0' },
+    });
+    await waitRollout(bed.server, id, (r) => r.staged.state === 'failed');
+    const [failed] = await receiver.waitFor(1, ofType('rollout.failed'));
+    assert.equal(failed!.verifyError, undefined);
+    assert.equal(failed!.payload!.data.rolloutId, id);
+    assert.equal(failed!.payload!.data.state, 'failed');
+  });
+
+  it('tells that a deployment needs a reboot', async () => {
+    const record = `${bed.world.profiles}/reboot-record`;
+    const link = `${bed.world.profiles}/reboot-current-system`;
+    const paths = await bed.world.publish([
+      nixosPackage(`wh-base-${RUN_TAG}`, record, { currentSystem: link }),
+      nixosPackage(`wh-100-${RUN_TAG}`, record, { exit: 100, currentSystem: link }),
+    ]);
+    await bed.agent('rb1', { env: { CAIRN_AGENT_CURRENT_SYSTEM: link } });
+    assert.equal((await bed.activate({ agents: { rb1: paths.get(`wh-base-${RUN_TAG}`)! } })).code, 0);
+    assert.equal((await bed.activate({ agents: { rb1: paths.get(`wh-100-${RUN_TAG}`)! } })).code, 1);
+    const [reboot] = await receiver.waitFor(1, ofType('agent.reboot-required'));
+    const [failed] = await receiver.waitFor(1, ofType('deployment.failed'));
+    assert.equal(reboot!.verifyError, undefined);
+    assert.equal(reboot!.payload!.data.agent, 'rb1');
+    assert.equal(reboot!.payload!.data.deploymentId, failed!.payload!.data.deploymentId);
+  });
+
+  it('tells once that an agent went offline, after the grace period', async () => {
+    const agent = await bed.agent('off1');
+    const stoppedAt = Date.now();
+    await agent.stop();
+    const [offline] = await receiver.waitFor(
+      1,
+      (w) => ofType('agent.offline')(w) && w.payload?.data.agent === 'off1',
+    );
+    assert.ok(Date.now() - stoppedAt >= 1000, 'announced before the grace period ended');
+    assert.equal(offline!.verifyError, undefined);
+    assert.equal(offline!.payload!.data.url, `${bed.server.url}/agents/off1`);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal(
+      receiver.received.filter((w) => ofType('agent.offline')(w) && w.payload?.data.agent === 'off1').length,
+      1,
+    );
   });
 });

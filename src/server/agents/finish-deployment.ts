@@ -1,6 +1,6 @@
 import type { DeploymentResult } from '../../protocol/agent-protocol.ts';
 import { DeploymentRepository, deploymentWebhookData } from '../db/deployment-repository.ts';
-import { enqueueWebhooks, inTransaction, type WebhookMessage } from '../webhooks/enqueue-webhooks.ts';
+import { enqueueWebhooks, inTransaction, type WebhookMessage } from '../db/webhook-outbox.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 

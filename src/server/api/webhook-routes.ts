@@ -11,8 +11,8 @@ import {
 } from '../../protocol/webhook-schemas.ts';
 import { assertAdmin } from '../auth/permissions.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
+import { enqueueWebhooks } from '../db/webhook-outbox.ts';
 import type { WebhookDeliveryRow, WebhookEndpointRow, WebhookRepository } from '../db/webhook-repository.ts';
-import { enqueueWebhooks } from '../webhooks/enqueue-webhooks.ts';
 import { ipLiteral, privateRange } from '../webhooks/outbound-address.ts';
 import { generateWebhookSecret } from '../webhooks/sign-webhook.ts';
 import type { WebhookSettings } from '../webhooks/webhook-dispatcher.ts';

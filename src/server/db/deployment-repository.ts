@@ -1,8 +1,8 @@
 import { type Kysely, type Selectable, sql } from 'kysely';
 import { type FinalState, OPEN_STATES, SUPERSEDED_REASON } from '../../protocol/deployment-state.ts';
-import { enqueueWebhooks, inTransaction, type WebhookMessage } from '../webhooks/enqueue-webhooks.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
+import { enqueueWebhooks, inTransaction, type WebhookMessage } from './webhook-outbox.ts';
 import type { WriteGroup } from './write-batch.ts';
 
 /** A deployment row with its agent's name. */

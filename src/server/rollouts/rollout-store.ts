@@ -2,7 +2,7 @@ import type { Kysely, Selectable } from 'kysely';
 import type { RolloutState } from '../../protocol/rollout-policy.ts';
 import type { Database, DeploymentsTable, RolloutsTable } from '../db/database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from '../db/in-chunks.ts';
-import { enqueueWebhooks } from '../webhooks/enqueue-webhooks.ts';
+import { enqueueWebhooks } from '../db/webhook-outbox.ts';
 import type { Decision } from './decide-rollout.ts';
 import type { AgentSnapshot, RolloutSnapshot, StoredPolicy } from './rollout-snapshot.ts';
 

@@ -2,9 +2,9 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Database } from '../db/database-schema.ts';
 import type { SqlDialect } from '../db/sql-types.ts';
+import { enqueueWebhooks } from '../db/webhook-outbox.ts';
 import { failPending, type WebhookDeliveryRow } from '../db/webhook-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
-import { enqueueWebhooks } from './enqueue-webhooks.ts';
 import { type SendOutcome, sendWebhook } from './send-webhook.ts';
 import { signWebhook } from './sign-webhook.ts';
 

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import type { WEBHOOK_TEST_EVENT, WebhookEvent } from '../../protocol/webhook-schemas.ts';
-import type { Database } from '../db/database-schema.ts';
-import { inChunks } from '../db/in-chunks.ts';
+import type { Database } from './database-schema.ts';
+import { inChunks } from './in-chunks.ts';
 
 /** One event to tell the endpoints of a workspace that subscribed to it. */
 export interface WebhookMessage {
