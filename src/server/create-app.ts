@@ -162,6 +162,7 @@ export function createApp(deps: AppDeps): App {
   const app = new Hono();
   registerDashboard(app, {
     rollouts,
+    webhooks: webhookRepo,
     db,
     auth,
     bus,
