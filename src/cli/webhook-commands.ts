@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { CairnError } from '../lib/cairn-error.ts';
+import { durationMs } from '../protocol/duration.ts';
 import { parseOrThrow } from '../protocol/parse-or-throw.ts';
 import {
   createdWebhookSchema,
@@ -89,6 +90,28 @@ export function registerWebhookCommands(program: Command, ctx: CommandContext): 
     .action(async (id: string) => {
       const w = await ctx.client().request('POST', `webhooks/${webhookId(id)}/enable`, webhookInfoSchema, {});
       ctx.io.stderr.write(`enabled webhook ${w.id} (${w.url})\n`);
+    });
+  webhook
+    .command('rotate')
+    .description(
+      "replace an endpoint's signing secret; prints the new one once. Deliveries carry a signature with the old one too for --keep",
+    )
+    .argument('<id>', 'webhook id')
+    .option('--keep <duration>', 'how long the old secret still signs: 0 to 7d', '1d')
+    .action(async (id: string, opts: { keep: string }) => {
+      const ms = durationMs(opts.keep);
+      if (ms === undefined || ms > 7 * 86_400_000)
+        throw new CairnError(
+          'INVALID_ARGUMENT',
+          `Cannot use --keep: expected a duration from 0 to 7d, such as 12h (${opts.keep})`,
+        );
+      const w = await ctx.client().request('POST', `webhooks/${webhookId(id)}/rotate`, createdWebhookSchema, {
+        keepSeconds: Math.round(ms / 1000),
+      });
+      ctx.io.stdout.write(`${w.secret}\n`);
+      ctx.io.stderr.write(
+        `rotated the secret of webhook ${w.id}; it is shown only this once. The old secret signs too until ${w.previousSecretUntil}\n`,
+      );
     });
   webhook
     .command('test')

@@ -50,6 +50,16 @@ export const createWebhookBodySchema = z.strictObject({
     .transform((events) => [...new Set(events)]),
 });
 
+/** `POST /api/v1/workspaces/:ws/webhooks/:id/rotate`: how long the old secret still signs (default 1 day, at most 7). */
+export const rotateWebhookBodySchema = z.strictObject({
+  keepSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 86_400)
+    .optional(),
+});
+
 /** A webhook endpoint as listed: never its secret. */
 export const webhookInfoSchema = z.object({
   id: z.number(),
@@ -62,6 +72,8 @@ export const webhookInfoSchema = z.object({
   disabledAt: z.string().nullable(),
   disabledReason: z.string().nullable(),
   lastSuccessAt: z.string().nullable(),
+  /** After a rotation: until when deliveries are signed with the previous secret too. */
+  previousSecretUntil: z.string().nullable(),
 });
 export type WebhookInfo = z.infer<typeof webhookInfoSchema>;
 

@@ -5,6 +5,8 @@ import { Webhook } from 'standardwebhooks';
 
 /** One request the receiver got, and whether `standardwebhooks` verified its signature. */
 export interface ReceivedWebhook {
+  /** The request's path. */
+  readonly path: string;
   readonly id: string;
   readonly timestamp: string;
   readonly signature: string;
@@ -20,7 +22,7 @@ export interface ReceivedWebhook {
  * A real HTTP server on 127.0.0.1:0 that receives webhooks and verifies every one with the
  * `standardwebhooks` package (the receiver side of the convention), given the endpoint's secret.
  * It answers with the statuses queued by {@link WebhookReceiver.answer} (then 200), or holds a
- * request unanswered when `'hold'` is queued.
+ * request unanswered when `'hold'` is queued. A 3xx answer redirects to `/redirected`.
  */
 export interface WebhookReceiver {
   readonly url: string;
@@ -66,6 +68,7 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
       }
       const next = queue.shift() ?? 200;
       received.push({
+        path: req.url ?? '',
         id: headers['webhook-id'],
         timestamp: headers['webhook-timestamp'],
         signature: headers['webhook-signature'],
@@ -75,7 +78,8 @@ export async function startWebhookReceiver(port = 0): Promise<WebhookReceiver> {
         status: next === 'hold' ? undefined : next,
       });
       if (next === 'hold') held.push(res);
-      else res.writeHead(next).end();
+      // A redirect points elsewhere on this receiver: a sender that followed it would show up there.
+      else res.writeHead(next, next >= 300 && next < 400 ? { Location: '/redirected' } : {}).end();
     });
   });
   server.listen(port, '127.0.0.1');

@@ -325,6 +325,12 @@ describe('authorization: every route, every kind of token', () => {
     },
     {
       method: 'POST',
+      path: '/api/v1/workspaces/:ws/webhooks/:id/rotate',
+      make: async () => ({ url: api(`webhooks/${await freshWebhook()}/rotate`), body: {} }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'POST',
       path: '/api/v1/workspaces/:ws/webhooks/:id/test',
       make: async () => ({ url: api(`webhooks/${await freshWebhook()}/test`), body: {} }),
       expect: { admin: 202 },

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Webhook } from 'standardwebhooks';
 import { nixosPackage, plainPackage, writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
@@ -11,7 +12,7 @@ import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-r
 const ALLOW = {
   CAIRN_WEBHOOK_ALLOW_PRIVATE: '1',
   CAIRN_WEBHOOK_RETRY_SCHEDULE: '300ms,300ms',
-  CAIRN_WEBHOOK_TIMEOUT_SECONDS: '5',
+  CAIRN_WEBHOOK_TIMEOUT_SECONDS: '1',
 };
 
 const envOf = (server: TestServer) => ({ CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken });
@@ -126,6 +127,100 @@ describe('webhook delivery: retries, 410, endpoints that keep failing', () => {
       assert.equal(d!.state, 'succeeded');
       assert.equal(d!.attempts, 3);
       assert.equal(d!.lastStatus, 200);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('gives up on an attempt without an answer after the timeout, and retries it', async () => {
+    const receiver = await startWebhookReceiver();
+    try {
+      const id = await createWebhook(server, receiver, 'deployment.failed');
+      receiver.answer('hold');
+      const started = Date.now();
+      const messageId = await testWebhook(server, id);
+      const got = await receiver.waitFor(2);
+      assert.ok(Date.now() - started >= 1000, 'retried before the 1 s timeout');
+      assert.deepEqual(
+        got.map((w) => [w.id, w.status]),
+        [
+          [messageId, undefined],
+          [messageId, 200],
+        ],
+      );
+      const list = await cli(['webhook', 'deliveries', id, '--json'], envOf(server));
+      assert.deepEqual(
+        (JSON.parse(list.stdout) as Array<{ state: string; attempts: number }>).map((d) => [
+          d.state,
+          d.attempts,
+        ]),
+        [['succeeded', 2]],
+      );
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('counts a redirect as a failed attempt and does not follow it', async () => {
+    const receiver = await startWebhookReceiver();
+    try {
+      const id = await createWebhook(server, receiver, 'deployment.failed');
+      receiver.answer(302);
+      await testWebhook(server, id);
+      const got = await receiver.waitFor(2);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(receiver.received.length, 2);
+      assert.deepEqual(
+        got.map((w) => [w.status, w.path]),
+        [
+          [302, '/hook'],
+          [200, '/hook'],
+        ],
+      );
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('signs with the old and the new secret while a rotated secret is kept', async () => {
+    const receiver = await startWebhookReceiver();
+    try {
+      const id = await createWebhook(server, receiver, 'deployment.failed');
+      const old = receiver.secret;
+      const rotated = await cli(['webhook', 'rotate', id, '--keep', '1h'], envOf(server));
+      assert.equal(rotated.code, 0, rotated.stderr);
+      const fresh = rotated.stdout.trim();
+      assert.match(fresh, /^whsec_/);
+      assert.notEqual(fresh, old);
+      // The receiver still verifies with the old secret...
+      await testWebhook(server, id);
+      const [w] = await receiver.waitFor(1);
+      assert.equal(w!.verifyError, undefined);
+      assert.equal(w!.signature.split(' ').length, 2);
+      // ...and a receiver that switched verifies the same delivery with the new one.
+      const headers = {
+        'webhook-id': w!.id,
+        'webhook-timestamp': w!.timestamp,
+        'webhook-signature': w!.signature,
+      };
+      assert.doesNotThrow(() => new Webhook(fresh).verify(w!.body, headers));
+      // Rotated again without keeping the old one: only the newest secret signs.
+      const again = await cli(['webhook', 'rotate', id, '--keep', '0'], envOf(server));
+      assert.equal(again.code, 0, again.stderr);
+      receiver.secret = again.stdout.trim();
+      await testWebhook(server, id);
+      const [, w2] = await receiver.waitFor(2);
+      assert.equal(w2!.verifyError, undefined);
+      assert.equal(w2!.signature.split(' ').length, 1);
+      const h2 = {
+        'webhook-id': w2!.id,
+        'webhook-timestamp': w2!.timestamp,
+        'webhook-signature': w2!.signature,
+      };
+      assert.throws(() => new Webhook(fresh).verify(w2!.body, h2));
+      const bad = await cli(['webhook', 'rotate', id, '--keep', '30d'], envOf(server));
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /--keep: expected a duration from 0 to 7d/);
     } finally {
       await receiver.close();
     }

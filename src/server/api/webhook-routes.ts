@@ -5,6 +5,7 @@ import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idPathSchema, limitParamSchema } from '../../protocol/request-params.ts';
 import {
   createWebhookBodySchema,
+  rotateWebhookBodySchema,
   WEBHOOK_TEST_EVENT,
   type WebhookDeliveryInfo,
   type WebhookInfo,
@@ -97,6 +98,22 @@ export function registerWebhookRoutes(api: Hono<ApiEnv>, deps: WebhookRouteDeps)
     return c.json(toWebhookInfo(after ?? row));
   });
 
+  api.post('/workspaces/:ws/webhooks/:id/rotate', async (c) => {
+    const action = 'rotate a webhook secret';
+    const row = await endpointOr404(c, action);
+    const body = await parseJsonBody(c, rotateWebhookBodySchema, action);
+    const secret = generateWebhookSecret();
+    const keepUntil = deps.now() + (body.keepSeconds ?? 86_400) * 1000;
+    await deps.webhooks.rotate(c.var.workspaceId, row.id, secret, keepUntil);
+    await recordAudit(deps, c, {
+      action: 'webhook.rotate',
+      target: String(row.id),
+      detail: { keepSeconds: body.keepSeconds ?? 86_400 },
+    });
+    const after = await deps.webhooks.byId(c.var.workspaceId, row.id);
+    return c.json({ ...toWebhookInfo(after ?? row), secret });
+  });
+
   api.post('/workspaces/:ws/webhooks/:id/test', async (c) => {
     const row = await endpointOr404(c, 'test a webhook');
     if (row.disabled_at !== null)
@@ -140,6 +157,7 @@ export function toWebhookInfo(row: WebhookEndpointRow): WebhookInfo {
     disabledAt: iso(row.disabled_at),
     disabledReason: row.disabled_reason,
     lastSuccessAt: iso(row.last_success_at),
+    previousSecretUntil: iso(row.previous_secret_until),
   };
 }
 

@@ -281,6 +281,9 @@ export interface WebhookEndpointsTable {
   events: string;
   /** `whsec_<base64>`. */
   secret: string;
+  /** After a rotation, the old secret, also signed with until `previous_secret_until`. */
+  previous_secret: string | null;
+  previous_secret_until: number | null;
   created_at: number;
   created_by: string;
   disabled_at: number | null;

@@ -22,6 +22,9 @@ export const migration013: Migration = {
       .addColumn('events', 'text', (c) => c.notNull())
       // `whsec_<base64>`: kept as is, since signing needs it (as a Nix cache's secret key is).
       .addColumn('secret', 'text', (c) => c.notNull())
+      // After a rotation, the secret before it: deliveries carry a signature with each until then.
+      .addColumn('previous_secret', 'text')
+      .addColumn('previous_secret_until', 'bigint')
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .addColumn('created_by', 'text', (c) => c.notNull())
       .addColumn('disabled_at', 'bigint')

@@ -89,6 +89,21 @@ export class WebhookRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  /**
+   * Replaces an endpoint's secret with `secret`; deliveries are signed with the old one too
+   * until `keepUntil`, so receivers can switch without missing one. False when there is no such endpoint.
+   */
+  async rotate(workspaceId: number, id: number, secret: string, keepUntil: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('webhook_endpoints')
+      .set((eb) => ({ previous_secret: eb.ref('secret'), previous_secret_until: keepUntil, secret }))
+      .where('workspace_id', '=', workspaceId)
+      .where('id', '=', id)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   /** The newest deliveries of the workspace, or of one endpoint, newest first. */
   async deliveries(
     workspaceId: number,

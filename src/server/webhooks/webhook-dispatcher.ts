@@ -235,7 +235,12 @@ export class WebhookDispatcher {
             });
             return;
           }
-          const outcome = await this.#send(row, endpoint.url, endpoint.secret);
+          // While a rotation's old secret is kept, every delivery is signed with both.
+          const secrets =
+            endpoint.previous_secret !== null && (endpoint.previous_secret_until ?? 0) > this.#d.now()
+              ? [endpoint.secret, endpoint.previous_secret]
+              : [endpoint.secret];
+          const outcome = await this.#send(row, endpoint.url, secrets);
           await this.#record(row, outcome);
         } catch (err) {
           this.#d.log.error({ err, delivery: row.id }, 'cannot record a webhook delivery');
@@ -245,7 +250,7 @@ export class WebhookDispatcher {
     return claimed.length;
   }
 
-  async #send(row: WebhookDeliveryRow, url: string, secret: string): Promise<SendOutcome> {
+  async #send(row: WebhookDeliveryRow, url: string, secrets: readonly string[]): Promise<SendOutcome> {
     const data = JSON.parse(row.data) as Record<string, unknown>;
     const { path, ...rest } = data;
     const body = JSON.stringify({
@@ -260,7 +265,7 @@ export class WebhookDispatcher {
         headers: {
           'webhook-id': row.message_id,
           'webhook-timestamp': String(timestamp),
-          'webhook-signature': signWebhook([secret], { id: row.message_id, timestamp, body }),
+          'webhook-signature': signWebhook(secrets, { id: row.message_id, timestamp, body }),
         },
         body,
       },
