@@ -55,7 +55,7 @@ export async function startServer(
   // One process owns an SQLite database: no agent is connected to it before it starts. Those
   // that were connected to the server before are reconnecting; staged rollouts count on them.
   const reconnecting =
-    database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline() : [];
+    database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline(Date.now()) : [];
   // Replicas sharing PostgreSQL ring each other through LISTEN/NOTIFY; SQLite has one process.
   const bus =
     config.database.kind === 'postgres'

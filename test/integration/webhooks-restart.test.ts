@@ -84,3 +84,62 @@ describe('webhooks across a server killed with SIGKILL', () => {
     assert.equal(d!.messageId, first!.id);
   });
 });
+
+describe('agent.offline across a server restart', () => {
+  const cleanup: Array<() => Promise<unknown>> = [];
+  after(async () => {
+    for (const c of cleanup.reverse()) await c().catch(() => {});
+  });
+
+  it('is not sent for agents that reconnect within the grace period, and is sent for one that goes away', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'cairn-wh-offline-'));
+    cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
+    const port = await freePort();
+    const db = await createTestDatabase();
+    cleanup.push(() => db.drop());
+    const database = db.config.kind === 'sqlite' ? `sqlite:${db.config.file}` : db.config.url;
+    const settings = {
+      CAIRN_WEBHOOK_ALLOW_PRIVATE: '1',
+      CAIRN_AGENT_OFFLINE_GRACE_SECONDS: '8',
+      CAIRN_WEBHOOK_POLL_SECONDS: '0.2',
+    };
+    let server: ServerProcess = await spawnServer({ port, dataDir, database, env: settings });
+    cleanup.push(() => server.kill('SIGKILL'));
+    const receiver = await startWebhookReceiver();
+    cleanup.push(() => receiver.close());
+    const env = {
+      CAIRN_SERVER: server.url,
+      CAIRN_TOKEN: (await readFile(join(dataDir, 'admin-token'), 'utf8')).trim(),
+    };
+    const created = await cli(['webhook', 'create', receiver.url, '--event', 'agent.offline', '--json'], env);
+    assert.equal(created.code, 0, created.stderr);
+    receiver.secret = (JSON.parse(created.stdout) as { secret: string }).secret;
+    const token = (await cli(['agent', 'create', 'stay'], env)).stdout.trim();
+    const agent = await startAgent({ name: 'stay', token, server: server.url, profile: join(dataDir, 'p') });
+    cleanup.push(() => agent.stop());
+    await agent.waitFor(/connected to/);
+    // Connected for longer than the grace period: it was last seen (said hello) that long ago.
+    await new Promise((r) => setTimeout(r, 8500));
+    // The restart takes a few seconds (and on PostgreSQL the old server marks its agents offline
+    // as it stops), well under the grace period.
+    const stoppedAt = Date.now();
+    await server.kill('SIGTERM');
+    server = await spawnServer({ port, dataDir, database, env: settings });
+    const deadline = Date.now() + 30_000;
+    while (agent.lines.filter((l) => /connected to/.test(l)).length < 2) {
+      assert.ok(Date.now() < deadline, `agent did not reconnect:\n${agent.lines.join('\n')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Well past the grace period after the restart: it was back in time, nothing is sent.
+    await new Promise((r) => setTimeout(r, stoppedAt + 10_000 - Date.now()));
+    assert.deepEqual(
+      receiver.received.map((w) => w.payload?.type),
+      [],
+    );
+    await agent.stop();
+    const [offline] = await receiver.waitFor(1, () => true, 20_000);
+    assert.equal(offline!.verifyError, undefined);
+    assert.equal(offline!.payload!.type, 'agent.offline');
+    assert.equal(offline!.payload!.data.agent, 'stay');
+  });
+});

@@ -105,6 +105,8 @@ export interface AgentsTable {
   connection_epoch: Generated<number>;
   /** The replica holding the agent's newest connection (PostgreSQL replicas; migration 12). */
   replica_id: string | null;
+  /** When the agent last went offline (null while it has never been offline since migration 013). */
+  offline_since: number | null;
   /** When the agent's being offline was last announced (agent.offline webhooks). */
   offline_notified_at: number | null;
 }

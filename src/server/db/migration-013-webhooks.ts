@@ -6,8 +6,9 @@ import { serialId } from './sql-types.ts';
  * Webhooks: the endpoints a workspace tells about deployments, rollouts and agents, and the
  * outbox of deliveries. A delivery row is written in the same transaction as the state change it
  * tells about, so a crash between the two loses nothing; a tick claims due rows and sends them.
- * `agents.offline_notified_at` records when an agent's being offline was last announced, so
- * that each time it goes offline is announced once.
+ * `agents.offline_since` records when an agent went offline (by its connection closing, the
+ * server restarting or its replica dying), and `agents.offline_notified_at` when that was
+ * announced, so that each time it goes offline is announced once, after the grace period.
  */
 export const migration013: Migration = {
   version: 13,
@@ -70,8 +71,10 @@ export const migration013: Migration = {
       .on('webhook_deliveries')
       .columns(['endpoint_id', 'id'])
       .execute();
+    await db.schema.alterTable('agents').addColumn('offline_since', 'bigint').execute();
     await db.schema.alterTable('agents').addColumn('offline_notified_at', 'bigint').execute();
     // Agents offline before webhooks existed are not announced all at once on upgrade.
-    await sql`update agents set offline_notified_at = last_seen_at where online = 0`.execute(db);
+    await sql`update agents set offline_since = last_seen_at, offline_notified_at = last_seen_at
+      where online = 0`.execute(db);
   },
 };

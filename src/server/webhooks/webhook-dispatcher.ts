@@ -136,7 +136,7 @@ export class WebhookDispatcher {
 
   /**
    * Writes `agent.offline` for agents offline longer than the grace period and not announced
-   * since they were last seen; the mark and the outbox rows in one transaction (on PostgreSQL
+   * since they went offline; the mark and the outbox rows in one transaction (on PostgreSQL
    * the agents are claimed `FOR UPDATE SKIP LOCKED`). Returns how many were announced.
    */
   async announceOffline(): Promise<number> {
@@ -147,12 +147,12 @@ export class WebhookDispatcher {
         .selectFrom('agents')
         .select(['id', 'workspace_id', 'name', 'last_seen_at'])
         .where('online', '=', 0)
-        .where('last_seen_at', 'is not', null)
-        .where('last_seen_at', '<=', cutoff)
+        .where('offline_since', 'is not', null)
+        .where('offline_since', '<=', cutoff)
         .where((eb) =>
           eb.or([
             eb('offline_notified_at', 'is', null),
-            eb('offline_notified_at', '<', eb.ref('last_seen_at')),
+            eb('offline_notified_at', '<', eb.ref('offline_since')),
           ]),
         )
         .orderBy('id')
