@@ -32,6 +32,8 @@ export const DEFAULT_RETRY_SCHEDULE_MS: readonly number[] = [
 const CLAIM_BATCH = 50;
 /** A claim outlives the attempt's timeout by this much before another replica may take the row. */
 const CLAIM_MARGIN_MS = 5_000;
+/** The least time between two rounds. */
+const MIN_ROUND_SPACING_MS = 50;
 /** Agents announced offline per round. */
 const OFFLINE_BATCH = 500;
 
@@ -59,7 +61,8 @@ export interface WebhookDispatcherDeps {
 export class WebhookDispatcher {
   readonly #d: WebhookDispatcherDeps;
   #timer: NodeJS.Timeout | undefined;
-  #soon: NodeJS.Immediate | undefined;
+  #soon: NodeJS.Timeout | undefined;
+  #lastRoundEnd = Number.NEGATIVE_INFINITY;
   #running: Promise<void> | undefined;
   #again = false;
   #closed = false;
@@ -92,17 +95,26 @@ export class WebhookDispatcher {
     this.wake();
   }
 
-  /** Runs a round soon; wakes in the same turn are one round. */
+  /**
+   * Runs a round soon; wakes in the same turn are one round, and rounds are at least
+   * {@link MIN_ROUND_SPACING_MS} apart: every step of every deployment wakes the dispatcher, and
+   * ten thousand agents must not turn that into a query loop.
+   */
   wake(): void {
     if (this.#closed) return;
     if (this.#running) {
       this.#again = true;
       return;
     }
-    this.#soon ??= setImmediate(() => {
-      this.#soon = undefined;
-      void this.#round();
-    });
+    if (this.#soon) return;
+    const wait = this.#lastRoundEnd + MIN_ROUND_SPACING_MS - performance.now();
+    this.#soon = setTimeout(
+      () => {
+        this.#soon = undefined;
+        void this.#round();
+      },
+      Math.max(0, wait),
+    );
   }
 
   async #round(): Promise<void> {
@@ -125,6 +137,7 @@ export class WebhookDispatcher {
     })();
     await this.#running;
     this.#running = undefined;
+    this.#lastRoundEnd = performance.now();
     if (this.#closed) return;
     if (this.#again) {
       this.#again = false;
@@ -401,7 +414,7 @@ export class WebhookDispatcher {
     this.#closed = true;
     for (const u of this.#unsubscribe) u();
     if (this.#timer) clearTimeout(this.#timer);
-    if (this.#soon) clearImmediate(this.#soon);
+    if (this.#soon) clearTimeout(this.#soon);
     await this.#running;
   }
 }
