@@ -93,9 +93,7 @@ export function registerWebhookCommands(program: Command, ctx: CommandContext): 
     });
   webhook
     .command('rotate')
-    .description(
-      "replace an endpoint's signing secret; prints the new one once. Deliveries carry a signature with the old one too for --keep",
-    )
+    .description("replace an endpoint's signing secret, printed once; the old one also signs for --keep")
     .argument('<id>', 'webhook id')
     .option('--keep <duration>', 'how long the old secret still signs: 0 to 7d', '1d')
     .action(async (id: string, opts: { keep: string }) => {
