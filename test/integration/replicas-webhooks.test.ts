@@ -45,11 +45,16 @@ describe('webhooks sent by two replicas on one PostgreSQL database', {
       Array.from({ length: 200 }, (_, i) => api(i % 2 === 0 ? a.url : b.url, `webhooks/${id}/test`, {})),
     );
     assert.deepEqual([...new Set(answers.map((r) => r.status))], [202]);
+    const queued = await Promise.all(
+      answers.map(async (r) => ((await r.json()) as { messageId: string }).messageId),
+    );
+    assert.equal(new Set(queued).size, 200);
     await receiver.waitFor(200, () => true, 60_000);
     await new Promise((r) => setTimeout(r, 2000));
     const ids = receiver.received.map((w) => w.id);
     assert.equal(new Set(ids).size, 200);
     assert.equal(ids.length, 200, 'a delivery was sent more than once');
+    assert.deepEqual([...ids].sort(), [...queued].sort());
     for (const w of receiver.received) assert.equal(w.verifyError, undefined);
   });
 });

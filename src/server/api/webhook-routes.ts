@@ -121,7 +121,7 @@ export function registerWebhookRoutes(api: Hono<ApiEnv>, deps: WebhookRouteDeps)
         'CONFLICT',
         `Cannot test a webhook: webhook ${row.id} is disabled (${row.disabled_reason ?? 'no reason recorded'}); enable it first`,
       );
-    await enqueueWebhooks(deps.webhooks.database, [
+    const [deliveryId] = await enqueueWebhooks(deps.webhooks.database, [
       {
         workspaceId: c.var.workspaceId,
         event: WEBHOOK_TEST_EVENT,
@@ -131,8 +131,15 @@ export function registerWebhookRoutes(api: Hono<ApiEnv>, deps: WebhookRouteDeps)
       },
     ]);
     deps.wakeWebhooks();
-    const [delivery] = await deps.webhooks.deliveries(c.var.workspaceId, { endpointId: row.id, limit: 1 });
-    return c.json(toDeliveryInfo(delivery!), 202);
+    const delivery =
+      deliveryId === undefined ? undefined : await deps.webhooks.delivery(c.var.workspaceId, deliveryId);
+    // Deleted or disabled by another request in between.
+    if (!delivery)
+      throw new CairnError(
+        'CONFLICT',
+        `Cannot test a webhook: webhook ${row.id} was deleted or disabled meanwhile`,
+      );
+    return c.json(toDeliveryInfo(delivery), 202);
   });
 
   api.get('/workspaces/:ws/webhooks/:id/deliveries', async (c) => {

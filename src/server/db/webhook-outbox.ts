@@ -24,13 +24,13 @@ export function newMessageId(): string {
  * Writes the outbox rows for `messages`: one pending delivery per live endpoint that subscribed
  * to the event, in one statement per 200 messages, with no row at all when no endpoint wants it.
  * Call it with the transaction that makes the state change the messages tell about, so that both
- * or neither are written. Returns how many deliveries were written.
+ * or neither are written. Returns the ids of the deliveries written.
  */
 export async function enqueueWebhooks(
   db: Kysely<Database>,
   messages: readonly WebhookMessage[],
-): Promise<number> {
-  let written = 0;
+): Promise<number[]> {
+  const written: number[] = [];
   for (const part of inChunks(messages, 200)) {
     const values = sql.join(
       part.map(
@@ -47,7 +47,7 @@ export async function enqueueWebhooks(
       where e.deleted_at is null and e.disabled_at is null
         and ((v.column6 is null and e.events like ('%"' || v.column3 || '"%')) or e.id = v.column6)
       returning id`.execute(db);
-    written += rows.length;
+    written.push(...rows.map((r) => Number(r.id)));
   }
   return written;
 }

@@ -104,6 +104,15 @@ export class WebhookRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  async delivery(workspaceId: number, id: number): Promise<WebhookDeliveryRow | undefined> {
+    return await this.db
+      .selectFrom('webhook_deliveries')
+      .selectAll()
+      .where('workspace_id', '=', workspaceId)
+      .where('id', '=', id)
+      .executeTakeFirst();
+  }
+
   /** The newest deliveries of the workspace, or of one endpoint, newest first. */
   async deliveries(
     workspaceId: number,
