@@ -31,13 +31,24 @@ for (const [net, prefix] of [
 ] as const)
   PRIVATE.addSubnet(net, prefix, 'ipv6');
 
-/** The kind of range `address` is in, such as "loopback"; undefined for a public address. */
+/**
+ * The kind of range `address` is in, such as "loopback"; undefined for a public address. An IPv4
+ * address carried in an IPv6 one (IPv4-mapped `::ffff:127.0.0.1`, which URLs write as
+ * `::ffff:7f00:1`; NAT64 `64:ff9b::/96`; 6to4 `2002::/16`) is judged as that IPv4 address, and
+ * the deprecated IPv4-compatible `::/96` is refused as a whole.
+ */
 export function privateRange(address: string): string | undefined {
   const family = isIP(address);
   if (family === 0) return 'not an IP address';
-  // An IPv4 address written as IPv6 (::ffff:127.0.0.1) is the IPv4 address.
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return privateRange(mapped[1]!);
+  if (family === 6) {
+    const g = ipv6Groups(address);
+    const v4 = (hi: number, lo: number) => `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+    const zeros = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+    if (zeros(0, 5) && g[5] === 0xffff) return privateRange(v4(g[6]!, g[7]!));
+    if (g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6)) return privateRange(v4(g[6]!, g[7]!));
+    if (g[0] === 0x2002) return privateRange(v4(g[1]!, g[2]!));
+    if (zeros(0, 6)) return zeros(6, 7) && g[7] === 1 ? 'loopback' : 'private or reserved';
+  }
   if (family === 4) {
     if (!PRIVATE.check(address, 'ipv4')) return undefined;
     if (address.startsWith('127.')) return 'loopback';
@@ -84,4 +95,20 @@ export function checkedLookup(allowPrivate: boolean) {
       callback(null, first.address, first.family);
     });
   };
+}
+
+/** The eight 16-bit groups of an IPv6 address (with `::` expanded and a dotted IPv4 tail read). */
+function ipv6Groups(address: string): number[] {
+  let text = address.toLowerCase();
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const part = (t: string | undefined) => (t ? t.split(':').map((x) => Number.parseInt(x, 16)) : []);
+  const left = part(head);
+  const right = part(tail);
+  if (tail === undefined) return left;
+  return [...left, ...new Array(8 - left.length - right.length).fill(0), ...right];
 }
