@@ -22,7 +22,7 @@ const MAX_ANSWER_BYTES = 64 * 1024;
  * address is refused before any connection is made.
  */
 export async function sendWebhook(
-  target: { url: string; allowPrivate: boolean; timeoutMs: number },
+  target: { url: string; allowPrivate: boolean; timeoutMs: number; signal?: AbortSignal },
   message: { headers: Record<string, string>; body: string },
 ): Promise<SendOutcome> {
   let url: URL;
@@ -47,6 +47,7 @@ export async function sendWebhook(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      target.signal?.removeEventListener('abort', stop);
       resolve(o);
     };
     const req = request(
@@ -83,6 +84,12 @@ export async function sendWebhook(
       req.destroy();
       done({ kind: 'error', error: `no answer within ${target.timeoutMs} ms` });
     }, target.timeoutMs);
+    const stop = () => {
+      req.destroy();
+      done({ kind: 'error', error: 'cut off: the server was stopping' });
+    };
+    if (target.signal?.aborted) stop();
+    target.signal?.addEventListener('abort', stop, { once: true });
     req.on('error', (err) => {
       const refused = /CAIRN_WEBHOOK_ALLOW_PRIVATE/.test(err.message);
       done({ kind: refused ? 'refused' : 'error', error: err.message });

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Database } from '../db/database-schema.ts';
 import type { SqlDialect } from '../db/sql-types.ts';
 import { enqueueWebhooks } from '../db/webhook-outbox.ts';
-import { failPending, type WebhookDeliveryRow } from '../db/webhook-repository.ts';
+import { failPending, type WebhookDeliveryRow, type WebhookEndpointRow } from '../db/webhook-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { type SendOutcome, sendWebhook } from './send-webhook.ts';
 import { signWebhook } from './sign-webhook.ts';
@@ -28,8 +28,8 @@ export const DEFAULT_RETRY_SCHEDULE_MS: readonly number[] = [
   28_800_000,
 ];
 
-/** Deliveries claimed per round. */
-const CLAIM_BATCH = 50;
+/** Deliveries being sent at once, at most (by this replica). */
+const MAX_IN_FLIGHT = 50;
 /** A claim outlives the attempt's timeout by this much before another replica may take the row. */
 const CLAIM_MARGIN_MS = 5_000;
 /** The least time between two rounds. */
@@ -68,6 +68,9 @@ export class WebhookDispatcher {
   #closed = false;
   #unsubscribe: Array<() => void> = [];
   #lastOfflineScan = 0;
+  readonly #inflight = new Set<Promise<void>>();
+  /** Aborts the requests in flight when the server stops. */
+  readonly #stopping = new AbortController();
 
   constructor(deps: WebhookDispatcherDeps) {
     this.#d = deps;
@@ -130,7 +133,7 @@ export class WebhookDispatcher {
           this.#lastOfflineScan = now;
           await this.announceOffline();
         }
-        while (!this.#closed && (await this.deliverDue()) === CLAIM_BATCH) {}
+        if (!this.#closed) await this.deliverDue();
       } catch (err) {
         this.#d.log.error({ err }, 'webhook round failed');
       }
@@ -199,8 +202,14 @@ export class WebhookDispatcher {
     });
   }
 
-  /** Claims up to a batch of due deliveries and sends them; returns how many were claimed. */
+  /**
+   * Claims due deliveries, as many as there is room for in flight, and starts sending them; each
+   * one's end wakes the dispatcher for the next. Returns how many were claimed. A slow receiver
+   * holds one place in flight for up to the timeout, never the others' deliveries.
+   */
   async deliverDue(): Promise<number> {
+    const room = MAX_IN_FLIGHT - this.#inflight.size;
+    if (room <= 0) return 0;
     const now = this.#d.now();
     const claimed = await this.#d.db.transaction().execute(async (trx) => {
       let q = trx
@@ -211,7 +220,7 @@ export class WebhookDispatcher {
         .where((eb) => eb.or([eb('claimed_until', 'is', null), eb('claimed_until', '<', now)]))
         .orderBy('next_attempt_at')
         .orderBy('id')
-        .limit(CLAIM_BATCH);
+        .limit(room);
       if (this.#d.dialect === 'postgres') q = q.forUpdate().skipLocked();
       const rows = await q.execute();
       if (rows.length === 0) return rows;
@@ -236,31 +245,36 @@ export class WebhookDispatcher {
           .execute()
       ).map((e) => [e.id, e]),
     );
-    await Promise.all(
-      claimed.map(async (row) => {
-        const endpoint = endpoints.get(row.endpoint_id);
-        try {
-          if (!endpoint || endpoint.deleted_at !== null || endpoint.disabled_at !== null) {
-            await this.#finish(row, {
-              state: 'failed',
-              error: 'the endpoint was deleted or disabled',
-              attempted: false,
-            });
-            return;
-          }
-          // While a rotation's old secret is kept, every delivery is signed with both.
-          const secrets =
-            endpoint.previous_secret !== null && (endpoint.previous_secret_until ?? 0) > this.#d.now()
-              ? [endpoint.secret, endpoint.previous_secret]
-              : [endpoint.secret];
-          const outcome = await this.#send(row, endpoint.url, secrets);
-          await this.#record(row, outcome);
-        } catch (err) {
-          this.#d.log.error({ err, delivery: row.id }, 'cannot record a webhook delivery');
-        }
-      }),
-    );
+    for (const row of claimed) {
+      const sending: Promise<void> = this.#deliver(row, endpoints.get(row.endpoint_id)).finally(() => {
+        this.#inflight.delete(sending);
+        this.wake();
+      });
+      this.#inflight.add(sending);
+    }
     return claimed.length;
+  }
+
+  async #deliver(row: WebhookDeliveryRow, endpoint: WebhookEndpointRow | undefined): Promise<void> {
+    try {
+      if (!endpoint || endpoint.deleted_at !== null || endpoint.disabled_at !== null) {
+        await this.#finish(row, {
+          state: 'failed',
+          error: 'the endpoint was deleted or disabled',
+          attempted: false,
+        });
+        return;
+      }
+      // While a rotation's old secret is kept, every delivery is signed with both.
+      const secrets =
+        endpoint.previous_secret !== null && (endpoint.previous_secret_until ?? 0) > this.#d.now()
+          ? [endpoint.secret, endpoint.previous_secret]
+          : [endpoint.secret];
+      const outcome = await this.#send(row, endpoint.url, secrets);
+      await this.#record(row, outcome);
+    } catch (err) {
+      this.#d.log.error({ err, delivery: row.id }, 'cannot record a webhook delivery');
+    }
   }
 
   async #send(row: WebhookDeliveryRow, url: string, secrets: readonly string[]): Promise<SendOutcome> {
@@ -273,7 +287,12 @@ export class WebhookDispatcher {
     });
     const timestamp = Math.floor(this.#d.now() / 1000);
     return await sendWebhook(
-      { url, allowPrivate: this.#d.settings.allowPrivate, timeoutMs: this.#d.settings.timeoutMs },
+      {
+        url,
+        allowPrivate: this.#d.settings.allowPrivate,
+        timeoutMs: this.#d.settings.timeoutMs,
+        signal: this.#stopping.signal,
+      },
       {
         headers: {
           'webhook-id': row.message_id,
@@ -409,12 +428,16 @@ export class WebhookDispatcher {
     setTimeout(() => this.wake(), ms + 5).unref();
   }
 
-  /** Stops waking and waits for the round in progress (an attempt lasts at most the timeout). */
+  /** Stops waking, waits for the round in progress, and cuts the requests in flight. */
   async close(): Promise<void> {
     this.#closed = true;
     for (const u of this.#unsubscribe) u();
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#soon) clearTimeout(this.#soon);
     await this.#running;
+    // Requests in flight are cut and recorded as failed attempts: they are retried, by this
+    // server's next start or another replica.
+    this.#stopping.abort();
+    await Promise.all([...this.#inflight]);
   }
 }
