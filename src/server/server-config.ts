@@ -152,7 +152,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use CAIRN_REPLICA_LEASE_SECONDS: expected a number of seconds from 1 to 3600 (${leaseText})`,
     );
   }
-  const webhooks = parseWebhookSettings(env, problems);
+  const webhooks = parseWebhookSettings(env, problems, logRetentionDays * 86_400_000);
   if (problems.length > 0) {
     throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -182,7 +182,11 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
  * (delays such as `5s,30s,2m`), `CAIRN_WEBHOOK_TIMEOUT_SECONDS` (15), `CAIRN_WEBHOOK_POLL_SECONDS` (5)
  * and `CAIRN_AGENT_OFFLINE_GRACE_SECONDS` (300); problems are added to `problems`.
  */
-function parseWebhookSettings(env: NodeJS.ProcessEnv, problems: string[]): WebhookSettings {
+function parseWebhookSettings(
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+  retentionMs: number,
+): WebhookSettings {
   const allowText = env.CAIRN_WEBHOOK_ALLOW_PRIVATE ?? '0';
   if (!['0', '1', 'true', 'false'].includes(allowText))
     problems.push(`Cannot use CAIRN_WEBHOOK_ALLOW_PRIVATE: expected 0 or 1 (${allowText})`);
@@ -211,5 +215,7 @@ function parseWebhookSettings(env: NodeJS.ProcessEnv, problems: string[]): Webho
     timeoutMs: seconds('CAIRN_WEBHOOK_TIMEOUT_SECONDS', '15', 0.1, 60),
     pollMs: seconds('CAIRN_WEBHOOK_POLL_SECONDS', '5', 0.1, 3600),
     agentOfflineGraceMs: seconds('CAIRN_AGENT_OFFLINE_GRACE_SECONDS', '300', 0.1, 86_400),
+    // Kept as long as deployment logs.
+    retentionMs,
   });
 }

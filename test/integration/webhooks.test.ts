@@ -460,3 +460,36 @@ describe('webhooks of staged rollouts and agents', () => {
     );
   });
 });
+
+describe('webhook delivery retention', () => {
+  let server: TestServer;
+  before(async () => {
+    // Deliveries (and deployment logs) are kept 2 seconds here: 30 days by default.
+    server = await startTestServer({
+      env: { ...ALLOW, CAIRN_LOG_RETENTION_DAYS: String(2 / 86_400), CAIRN_WEBHOOK_POLL_SECONDS: '0.2' },
+    });
+  });
+  after(() => server?.stop());
+
+  it('deletes finished deliveries after the log retention period, and keeps the endpoint', async () => {
+    const receiver = await startWebhookReceiver();
+    try {
+      const id = await createWebhook(server, receiver, 'deployment.failed');
+      await testWebhook(server, id);
+      await receiver.waitFor(1);
+      const listed = async () =>
+        (JSON.parse((await cli(['webhook', 'deliveries', id, '--json'], envOf(server))).stdout) as unknown[])
+          .length;
+      assert.equal(await listed(), 1);
+      const deadline = Date.now() + 15_000;
+      while ((await listed()) > 0) {
+        assert.ok(Date.now() < deadline, 'the delivery was not deleted after the retention period');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const list = await cli(['webhook', 'list', '--json'], envOf(server));
+      assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
+    } finally {
+      await receiver.close();
+    }
+  });
+});

@@ -66,6 +66,12 @@ export const migration013: Migration = {
       .on('webhook_deliveries')
       .columns(['state', 'next_attempt_at'])
       .execute();
+    // Finished deliveries are deleted after the retention period.
+    await db.schema
+      .createIndex('webhook_deliveries_finished')
+      .on('webhook_deliveries')
+      .column('finished_at')
+      .execute();
     await db.schema
       .createIndex('webhook_deliveries_endpoint')
       .on('webhook_deliveries')

@@ -20,6 +20,8 @@ export interface WebhookSettings {
   readonly pollMs: number;
   /** An agent offline this long is announced by `agent.offline` (`CAIRN_AGENT_OFFLINE_GRACE_SECONDS`). */
   readonly agentOfflineGraceMs: number;
+  /** Finished deliveries are deleted this long after they finished (`--log-retention-days`). */
+  readonly retentionMs: number;
 }
 
 /** The default schedule: 11 retries over about a day (5 s, 30 s, 2 m, 5 m, 15 m, 30 m, 1 h, 2 h, 4 h, 8 h, 8 h). */
@@ -68,6 +70,7 @@ export class WebhookDispatcher {
   #closed = false;
   #unsubscribe: Array<() => void> = [];
   #lastOfflineScan = 0;
+  #lastPrune = 0;
   readonly #inflight = new Set<Promise<void>>();
   /** Aborts the requests in flight when the server stops. */
   readonly #stopping = new AbortController();
@@ -134,6 +137,11 @@ export class WebhookDispatcher {
           await this.announceOffline();
         }
         if (!this.#closed) await this.deliverDue();
+        // An hour apart (less with a retention shorter than hours, as in tests).
+        if (now - this.#lastPrune >= Math.min(3_600_000, this.#d.settings.retentionMs / 4)) {
+          this.#lastPrune = now;
+          await this.prune();
+        }
       } catch (err) {
         this.#d.log.error({ err }, 'webhook round failed');
       }
@@ -200,6 +208,18 @@ export class WebhookDispatcher {
       );
       return rows.length;
     });
+  }
+
+  /**
+   * Deletes the deliveries that finished longer ago than the retention; replicas doing it at once
+   * delete nothing twice. Returns how many were deleted.
+   */
+  async prune(): Promise<number> {
+    const r = await this.#d.db
+      .deleteFrom('webhook_deliveries')
+      .where('finished_at', '<', this.#d.now() - this.#d.settings.retentionMs)
+      .executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 
   /**
