@@ -153,11 +153,7 @@ export async function startServer(
   const url = `http://${host}:${port}`;
   listenUrl = url;
   ready = true;
-  try {
-    await app.webhooks.start();
-  } catch (err) {
-    log.error({ err }, 'cannot start sending webhooks; they stay in the outbox');
-  }
+  await app.webhooks.start();
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
     now: Date.now,

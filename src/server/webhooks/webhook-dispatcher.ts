@@ -83,13 +83,19 @@ export class WebhookDispatcher {
   async start(): Promise<void> {
     // One process owns an SQLite database: a claim left there was the previous process's, which
     // is gone (killed mid-send). On PostgreSQL another replica may hold it: its claim expires.
-    if (this.#d.dialect === 'sqlite')
-      await this.#d.db
-        .updateTable('webhook_deliveries')
-        .set({ claimed_until: null })
-        .where('state', '=', 'pending')
-        .where('claimed_until', 'is not', null)
-        .execute();
+    if (this.#d.dialect === 'sqlite') {
+      try {
+        await this.#d.db
+          .updateTable('webhook_deliveries')
+          .set({ claimed_until: null })
+          .where('state', '=', 'pending')
+          .where('claimed_until', 'is not', null)
+          .execute();
+      } catch (err) {
+        // Those deliveries wait for their claims to run out instead.
+        this.#d.log.error({ err }, 'cannot free the webhook deliveries the previous server claimed');
+      }
+    }
     const wake = () => this.wake();
     this.#unsubscribe = [
       this.#d.bus.subscribe('deployment', (e) => {
