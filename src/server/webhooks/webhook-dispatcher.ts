@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Database } from '../db/database-schema.ts';
@@ -77,6 +78,8 @@ export class WebhookDispatcher {
 
   constructor(deps: WebhookDispatcherDeps) {
     this.#d = deps;
+    // One listener per request in flight.
+    setMaxListeners(MAX_IN_FLIGHT + 1, this.#stopping.signal);
   }
 
   /** Starts: frees this process's old claims on SQLite, then runs a round at once and on every wake. */
