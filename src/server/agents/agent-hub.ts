@@ -6,10 +6,11 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { CLOSE_CODES, MAX_AGENT_MESSAGE_BYTES } from '../../protocol/agent-protocol.ts';
 import { isFinalState } from '../../protocol/deployment-state.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { AgentRepository, OFFLINE_WRITES } from '../db/agent-repository.ts';
+import { AgentRepository, type AgentRow, OFFLINE_WRITES } from '../db/agent-repository.ts';
+import { BatchedLookup } from '../db/batched-lookup.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
 import type { DeploymentsTable } from '../db/database-schema.ts';
-import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { DeploymentRepository, DeploymentRow } from '../db/deployment-repository.ts';
 import { IN_LIST_SIZE } from '../db/in-chunks.ts';
 import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
@@ -77,6 +78,11 @@ export class AgentHub {
   readonly #wss: WebSocketServer;
   readonly #gate: ConnectGate;
   readonly #desired: DesiredLookup;
+  /** Deployments and agents looked up for many connections at once (a reconnect storm). */
+  readonly #lookups: {
+    readonly deployments: Pick<DeploymentRepository, 'byId'>;
+    readonly agents: Pick<AgentRepository, 'byName'>;
+  };
   readonly #byAgent = new Map<number, AgentConnection>();
   /** Deployments over lately, oldest first: see {@link #markFinished}. */
   readonly #finished = new Set<number>();
@@ -96,8 +102,10 @@ export class AgentHub {
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE_BYTES });
     this.#gate = new ConnectGate({ log: deps.log, limits: deps.connectLimits });
     this.#desired = new DesiredLookup(deps.deployments);
+    this.#lookups = batchedLookups(deps);
     const ctx: AgentMessageContext = {
       ...deps,
+      deployments: this.#lookups.deployments,
       closures: deps.closures,
       desired: this.#desired,
       caches: new AgentCaches(deps.caches),
@@ -156,7 +164,7 @@ export class AgentHub {
     socket.once('close', releaseTurn);
     let who: AuthenticatedAgent;
     try {
-      who = await authenticateUpgrade(req, this.#deps);
+      who = await authenticateUpgrade(req, { auth: this.#deps.auth, agents: this.#lookups.agents });
     } catch (err) {
       releaseTurn();
       refuseUpgrade(socket, err, { log: this.#deps.log });
@@ -180,7 +188,7 @@ export class AgentHub {
       requestBase,
       log: this.#deps.log.child({ agent: agent.name }),
       releaseTurn,
-      deployments: this.#deps.deployments,
+      deployments: this.#lookups.deployments,
       onMessage: this.#onMessage,
       onClose: this.#onClose,
     });
@@ -328,4 +336,39 @@ export class AgentHub {
     await this.#deps.writes.write(offline).catch(() => {});
     await this.#deps.writes.flush();
   }
+}
+
+/**
+ * Deployment and agent lookups by id and by name, each batched: every connection asking in the
+ * same turn of the event loop is answered by one query (a thousand agents reconnecting to
+ * confirm their deployments would otherwise cost a thousand of each).
+ */
+function batchedLookups(deps: Pick<AgentHubDeps, 'agents' | 'deployments'>) {
+  const deploymentsById = new BatchedLookup<number, DeploymentRow>(
+    async (ids) => new Map((await deps.deployments.byIds(ids)).map((d) => [d.id, d])),
+  );
+  // Keyed "workspace/name": the workspace id is digits, so the first slash ends it.
+  const agentsByName = new BatchedLookup<string, AgentRow>(async (keys) => {
+    const byWorkspace = new Map<number, string[]>();
+    for (const key of keys) {
+      const slash = key.indexOf('/');
+      const workspaceId = Number(key.slice(0, slash));
+      const names = byWorkspace.get(workspaceId);
+      if (names) names.push(key.slice(slash + 1));
+      else byWorkspace.set(workspaceId, [key.slice(slash + 1)]);
+    }
+    const out = new Map<string, AgentRow>();
+    for (const [workspaceId, names] of byWorkspace)
+      for (const a of await deps.agents.byNames(workspaceId, names)) out.set(`${workspaceId}/${a.name}`, a);
+    return out;
+  });
+  return {
+    deployments: {
+      byId: async (workspaceId: number, id: number) => {
+        const d = await deploymentsById.get(id);
+        return d?.workspace_id === workspaceId ? d : undefined;
+      },
+    },
+    agents: { byName: (workspaceId: number, name: string) => agentsByName.get(`${workspaceId}/${name}`) },
+  };
 }
