@@ -26,6 +26,7 @@ else
 fi
 has xz || need xz xz-utils
 has zstd || need zstd zstd
+has bzip2 || need bzip2 bzip2
 # The dashboard tests drive Chromium: Debian's, or the one CAIRN_TEST_CHROMIUM names.
 chromium=${CAIRN_TEST_CHROMIUM:-/usr/bin/chromium}
 [ -x "$chromium" ] || need "chromium at $chromium" chromium

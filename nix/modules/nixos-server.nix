@@ -247,10 +247,11 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ] ++ lib.optional cfg.database.createLocally "postgresql.service";
       requires = lib.optional cfg.database.createLocally "postgresql.service";
-      # xz and zstd read inside compressed NAR uploads.
+      # xz, zstd and bzip2 read inside compressed NAR uploads.
       path = [
         pkgs.xz
         pkgs.zstd
+        pkgs.bzip2
       ];
       environment = lib.optionalAttrs (databaseUrl != null) { CAIRN_DATABASE_URL = databaseUrl; };
 
@@ -268,7 +269,7 @@ in
         ReadWritePaths = [ cfg.dataDir ];
         UMask = "0027";
 
-        # Hardening: the server needs its data dir, the network and child processes (xz, zstd).
+        # Hardening: the server needs its data dir, the network and child processes (xz, zstd, bzip2).
         AmbientCapabilities = lib.optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
         CapabilityBoundingSet = lib.optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
         NoNewPrivileges = true;

@@ -26,7 +26,7 @@ function closure(prefix: string) {
   ];
 }
 
-const VARIANTS = ['copy', 'copyzstd', 'zstd', 'xz', 'none'] as const;
+const VARIANTS = ['copy', 'copyzstd', 'copybzip2', 'zstd', 'xz', 'none'] as const;
 
 describe('binary cache round trip with the real Nix', () => {
   let server: TestServer;
@@ -175,6 +175,31 @@ describe('binary cache round trip with the real Nix', () => {
     await deleteClosure('copyzstd');
     await realiseFromCache('copyzstd');
     await assertClosureRestored('copyzstd');
+  });
+
+  it('nix copy --to with compression=bzip2 uploads NARs the cache checks, and Nix substitutes them back', async () => {
+    const producer = await scratchDir('cairn-xdg-');
+    try {
+      await run(
+        'nix',
+        [
+          'copy',
+          '--to',
+          `${cache.url}?compression=bzip2`,
+          app('copybzip2'),
+          '--option',
+          'netrc-file',
+          pushNetrc,
+        ],
+        { env: otherMachineNixEnv(producer.dir) },
+      );
+    } finally {
+      await producer.cleanup();
+    }
+    await assertPublished('copybzip2', 'bzip2');
+    await deleteClosure('copybzip2');
+    await realiseFromCache('copybzip2');
+    await assertClosureRestored('copybzip2');
   });
 
   for (const compression of ['zstd', 'xz', 'none'] as const) {

@@ -217,8 +217,8 @@ describe('binary cache serving: ranges, HEAD, public and private caches', () => 
       assert.ok(Buffer.from(await res.arrayBuffer()).equals(file));
     }
     // A compression the cache does not take is refused by name.
-    const bz = narOfFile(Buffer.from('bz'));
-    const res = await rawRequest(`${priv.url}/nar/${nixSha256(bz).slice(7)}.nar.bz2`, {
+    const bz = narOfFile(Buffer.from('br'));
+    const res = await rawRequest(`${priv.url}/nar/${nixSha256(bz).slice(7)}.nar.br`, {
       method: 'PUT',
       headers: bearer(priv.pushToken),
       body: bz,
