@@ -157,6 +157,27 @@ describe('binary cache uploads: credentials and verification', () => {
     });
   });
 
+  it('refuses uploads with a Content-Encoding it would serve back undecoded (log-compression and the like)', async () => {
+    const { brotliCompressSync } = await import('node:zlib');
+    const log = brotliCompressSync(Buffer.from('a build log\n'));
+    const p = syntheticPath('encoded', 'encoded');
+    await leavesNothing(async () => {
+      for (const [path, body] of [
+        ['log/encoded-1.drv', log],
+        [`${p.hashPart}.narinfo`, brotliCompressSync(narinfoText(p.fields))],
+      ] as const) {
+        const res = await put(path, body, { ...push, 'Content-Encoding': 'br' });
+        assertRejected(res, 400, 'UNSUPPORTED_COMPRESSION', /Content-Encoding br is not accepted/);
+      }
+    });
+    // Uncompressed, the same log is taken (identity is no encoding).
+    const plain = await put('log/encoded-1.drv', 'a build log\n', {
+      ...push,
+      'Content-Encoding': 'identity',
+    });
+    assert.equal(plain.status, 201, plain.body);
+  });
+
   it('refuses a truncated NAR, uncompressed, xz, zstd or bzip2', async () => {
     // Random contents do not compress, so a cut compressed file is cut inside the archive too.
     const nar = narOfFile(randomBytes(100_000));

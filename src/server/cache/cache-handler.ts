@@ -119,6 +119,14 @@ export class CacheHandler {
       throw new CairnError('METHOD_NOT_ALLOWED', `Cannot ${method} in a binary cache: use GET, HEAD or PUT`);
     }
     const principal = await this.#authorize(req, cache, write);
+    const encoding = req.headers['content-encoding']?.trim().toLowerCase();
+    if (write && encoding && encoding !== 'identity') {
+      // Stored as sent, it would be served without its encoding and read as garbage.
+      throw new CairnError(
+        'UNSUPPORTED_COMPRESSION',
+        `Cannot upload ${rest.join('/')}: Content-Encoding ${encoding.slice(0, 40)} is not accepted; send it uncompressed (for Nix, drop log-compression, narinfo-compression and ls-compression from the cache URL)`,
+      );
+    }
     if (expectContinue) res.writeContinue();
 
     const [first = '', second, ...more] = rest;
@@ -173,7 +181,9 @@ export class CacheHandler {
         await this.#cache.putOpaque(cache, first, second, bodyOf(req));
         return send(res, method, 201, '', {});
       }
-      return await this.#sendOpaque(res, method, cache, [first, second], 'application/octet-stream');
+      // Build logs are text (Nix uploads them as such): a browser shows them.
+      const type = first === 'log' ? 'text/plain; charset=utf-8' : 'application/octet-stream';
+      return await this.#sendOpaque(res, method, cache, [first, second], type);
     }
     // `<hash>.ls`: the NAR listing Nix writes with `write-nar-listing = true`.
     if (rest.length === 1 && LISTING.test(first)) {
