@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { ClosureRepository } from '../../src/server/closures/closure-repository.ts';
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
+import { insertAgent, insertDeployment, insertRollout, insertWorkspace } from '../helpers/db-rows.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/server.ts';
 
 /**
@@ -22,61 +23,11 @@ describe('closure reports of many agents at once', () => {
     database = openDatabase(testDb.config);
     await migrate(database.db as never, database.dialect);
     const db = database.db;
-    workspaceId = (
-      await db
-        .insertInto('workspaces')
-        .values({ name: 'w', created_at: 1 })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id;
-    const rollout = (
-      await db
-        .insertInto('rollouts')
-        .values({
-          workspace_id: workspaceId,
-          created_at: 1,
-          created_by: 't',
-          policy: null,
-          state: null,
-          reason: null,
-          waiting: null,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id;
+    workspaceId = await insertWorkspace(db);
+    const rolloutId = await insertRollout(db, workspaceId);
     for (let i = 0; i < agents; i++) {
-      const agentId = (
-        await db
-          .insertInto('agents')
-          .values({ workspace_id: workspaceId, name: `a${i}`, token_id: `t${i}`, created_at: 1, online: 1 })
-          .returning('id')
-          .executeTakeFirstOrThrow()
-      ).id;
-      await db
-        .insertInto('deployments')
-        .values({
-          rollout_id: rollout,
-          workspace_id: workspaceId,
-          agent_id: agentId,
-          store_path: root,
-          rollback_script: null,
-          exit4: 'fail',
-          health_checks: null,
-          state: 'running',
-          step: null,
-          reason: null,
-          created_at: 1,
-          started_at: 1,
-          finished_at: null,
-          closure_nar_size: null,
-          logs_expired_at: null,
-          batch: null,
-          dispatched_at: 1,
-          deferred_at: null,
-          outcome: null,
-          previous_path: null,
-        })
-        .execute();
+      const agentId = await insertAgent(db, workspaceId, `a${i}`);
+      await insertDeployment(db, { rolloutId, workspaceId, agentId, storePath: root, state: 'running' });
     }
   });
   after(async () => {

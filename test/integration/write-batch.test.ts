@@ -5,6 +5,7 @@ import { FINISH_WRITES, STEP_WRITES } from '../../src/server/db/deployment-repos
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
 import { WriteBatch } from '../../src/server/db/write-batch.ts';
+import { insertAgent, insertDeployment, insertRollout, insertWorkspace } from '../helpers/db-rows.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/server.ts';
 
 /**
@@ -23,64 +24,20 @@ describe('writes grouped by the write batch', () => {
     database = openDatabase(testDb.config);
     await migrate(database.db as never, database.dialect);
     const db = database.db;
-    const ws = (
-      await db
-        .insertInto('workspaces')
-        .values({ name: 'w', created_at: 1 })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id;
-    const agent = (name: string) =>
-      db
-        .insertInto('agents')
-        .values({ workspace_id: ws, name, token_id: name, created_at: 1, online: 1 })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-    agentId = (await agent('a')).id;
-    otherAgent = (await agent('b')).id;
-    const rollout = (
-      await db
-        .insertInto('rollouts')
-        .values({
-          workspace_id: ws,
-          created_at: 1,
-          created_by: 't',
-          policy: null,
-          state: null,
-          reason: null,
-          waiting: null,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id;
+    const ws = await insertWorkspace(db);
+    agentId = await insertAgent(db, ws, 'a');
+    otherAgent = await insertAgent(db, ws, 'b');
+    const rolloutId = await insertRollout(db, ws);
     for (const state of ['pending', 'running', 'cancelled', 'pending']) {
-      const row = await db
-        .insertInto('deployments')
-        .values({
-          rollout_id: rollout,
-          workspace_id: ws,
-          agent_id: agentId,
-          store_path: '/nix/store/00000000000000000000000000000000-x',
-          rollback_script: null,
-          exit4: 'fail',
-          health_checks: null,
+      ids.push(
+        await insertDeployment(db, {
+          rolloutId,
+          workspaceId: ws,
+          agentId,
+          storePath: '/nix/store/00000000000000000000000000000000-x',
           state,
-          step: null,
-          reason: null,
-          created_at: 1,
-          started_at: state === 'running' ? 5 : null,
-          finished_at: null,
-          closure_nar_size: null,
-          logs_expired_at: null,
-          batch: null,
-          dispatched_at: 1,
-          deferred_at: null,
-          outcome: null,
-          previous_path: null,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      ids.push(row.id);
+        }),
+      );
     }
   });
   after(async () => {
