@@ -198,7 +198,12 @@ describe('binary cache uploads: credentials and verification', () => {
       const xz = Buffer.concat([spawnSync('xz', ['-c'], { input: nar }).stdout, Buffer.from('garbage!')]);
       assertRejected(await put(`nar/${nixSha256(xz).slice(7)}.nar.xz`, xz), 400, 'INVALID_NAR', /xz/);
       const bz2 = Buffer.concat([spawnSync('bzip2', ['-c'], { input: nar }).stdout, Buffer.from('garbage!')]);
-      assertRejected(await put(`nar/${nixSha256(bz2).slice(7)}.nar.bz2`, bz2), 400, 'INVALID_NAR', /bzip2 stream/);
+      assertRejected(
+        await put(`nar/${nixSha256(bz2).slice(7)}.nar.bz2`, bz2),
+        400,
+        'INVALID_NAR',
+        /bzip2 stream/,
+      );
       const plain = Buffer.concat([nar, Buffer.alloc(8)]);
       assertRejected(
         await put(`nar/${nixSha256(plain).slice(7)}.nar`, plain),

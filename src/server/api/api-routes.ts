@@ -25,6 +25,7 @@ import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
 import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
+import type { RollbackDeps } from '../deployments/rollback-agent.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
@@ -55,6 +56,8 @@ export interface ApiDeps {
   readonly now: () => number;
   /** The server's URL as clients reach it, for cache URLs in answers. */
   readonly baseUrl: (requestUrl: string) => string;
+  /** Counts the rollbacks asked for through the API. */
+  readonly metrics?: RollbackDeps['metrics'];
 }
 
 /** Hono environment of workspace-scoped routes. */
