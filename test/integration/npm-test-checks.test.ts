@@ -88,6 +88,8 @@ describe('npm test', () => {
       'systemd-analyze',
       'curl',
       'ps',
+      'prometheus',
+      'promtool',
     ];
     for (const tool of [...tools, 'bash', 'python3']) await symlink(await which(tool), join(bin, tool));
     const env = baseEnv({ PATH: bin });
