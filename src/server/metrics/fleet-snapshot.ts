@@ -55,12 +55,30 @@ export async function readFleetSnapshot(db: Kysely<Database>): Promise<FleetSnap
 }
 
 /**
- * Reads every agent with its newest deployment's state and whether its machine must reboot: one
- * query, with the newest deployments found through the (agent_id, state) index.
+ * Reads every agent with its newest deployment's state and whether its machine must reboot, in
+ * one query. The newest deployments are found by grouping (one pass over the deployments), not
+ * by a subquery per agent: PostgreSQL, before it has statistics of the table, answers "the newest
+ * deployment of this agent" by walking the whole primary key backwards for each agent, which
+ * took 4 s for 10,000 agents where this takes under 100 ms.
  */
 export async function readAgentSnapshots(db: Kysely<Database>): Promise<AgentSnapshot[]> {
+  const newest = db
+    .selectFrom('deployments')
+    .select(['agent_id', (eb) => eb.fn.max('id').as('id')])
+    .groupBy('agent_id')
+    .as('ld');
+  const newestFinished = db
+    .selectFrom('deployments')
+    .select(['agent_id', (eb) => eb.fn.max('id').as('id')])
+    .where('state', 'in', ['succeeded', 'rolled-back'])
+    .groupBy('agent_id')
+    .as('lf');
   const rows = await db
     .selectFrom('agents as a')
+    .leftJoin(newest, 'ld.agent_id', 'a.id')
+    .leftJoin('deployments as d', 'd.id', 'ld.id')
+    .leftJoin(newestFinished, 'lf.agent_id', 'a.id')
+    .leftJoin('deployments as f', 'f.id', 'lf.id')
     .select([
       'a.name',
       'a.kind',
@@ -68,23 +86,8 @@ export async function readAgentSnapshots(db: Kysely<Database>): Promise<AgentSna
       'a.agent_version',
       'a.online',
       'a.last_seen_at',
-      (eb) =>
-        eb
-          .selectFrom('deployments as d')
-          .select('d.state')
-          .whereRef('d.agent_id', '=', 'a.id')
-          .orderBy('d.id', 'desc')
-          .limit(1)
-          .as('deployment_state'),
-      (eb) =>
-        eb
-          .selectFrom('deployments as f')
-          .select('f.reboot_required')
-          .whereRef('f.agent_id', '=', 'a.id')
-          .where('f.state', 'in', ['succeeded', 'rolled-back'])
-          .orderBy('f.id', 'desc')
-          .limit(1)
-          .as('reboot_required'),
+      'd.state as deployment_state',
+      'f.reboot_required',
     ])
     .orderBy('a.name')
     .execute();

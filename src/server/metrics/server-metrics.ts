@@ -3,6 +3,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import { CAIRN_VERSION } from '../../lib/version.ts';
 import { FINAL_STATES } from '../../protocol/deployment-state.ts';
 import type { Database } from '../db/database-schema.ts';
+import { agentSeriesText } from './agent-series.ts';
 import { readAgentSnapshots, readFleetSnapshot } from './fleet-snapshot.ts';
 
 /** What a cache request asked for: the `kind` label of the cache series. */
@@ -59,11 +60,6 @@ export class ServerMetrics {
   readonly #refused: Counter<'reason'>;
   readonly #agents: Gauge<'state'>;
   readonly #rollouts: Gauge<'state'>;
-  readonly #agentInfo: Gauge<'agent' | 'kind' | 'system' | 'version'> | undefined;
-  readonly #agentConnected: Gauge<'agent'> | undefined;
-  readonly #agentDeployment: Gauge<'agent' | 'state'> | undefined;
-  readonly #agentReboot: Gauge<'agent'> | undefined;
-  readonly #agentLastSeen: Gauge<'agent'> | undefined;
   /** The scrape in progress: scrapes that arrive meanwhile share its database reads. */
   #scrape: Promise<string> | undefined;
 
@@ -162,38 +158,6 @@ export class ServerMetrics {
       labelNames: ['state'],
       registers,
     });
-    if (options.perAgent) {
-      this.#agentInfo = new Gauge({
-        name: 'cairn_agent_info',
-        help: 'Always 1, one series per agent; the labels say what it last reported.',
-        labelNames: ['agent', 'kind', 'system', 'version'],
-        registers,
-      });
-      this.#agentConnected = new Gauge({
-        name: 'cairn_agent_connected',
-        help: '1 while the agent is connected (to any replica), else 0.',
-        labelNames: ['agent'],
-        registers,
-      });
-      this.#agentDeployment = new Gauge({
-        name: 'cairn_agent_deployment_state',
-        help: "Always 1: the state of the agent's newest deployment (agents without one have no series).",
-        labelNames: ['agent', 'state'],
-        registers,
-      });
-      this.#agentReboot = new Gauge({
-        name: 'cairn_agent_reboot_required',
-        help: "1 when the agent's newest finished deployment needs a reboot to run its kernel, else 0.",
-        labelNames: ['agent'],
-        registers,
-      });
-      this.#agentLastSeen = new Gauge({
-        name: 'cairn_agent_last_seen_timestamp_seconds',
-        help: 'When the agent was last heard from, as a Unix time (agents never seen have no series).',
-        labelNames: ['agent'],
-        registers,
-      });
-    }
   }
 
   /** The content type of {@link render}'s text. */
@@ -216,32 +180,14 @@ export class ServerMetrics {
     const { db } = this.#o;
     const [fleet, agents] = await Promise.all([
       readFleetSnapshot(db),
-      this.#agentInfo ? readAgentSnapshots(db) : undefined,
+      this.#o.perAgent ? readAgentSnapshots(db) : undefined,
     ]);
     this.#agents.set({ state: 'online' }, fleet.agents.online);
     this.#agents.set({ state: 'offline' }, fleet.agents.offline);
     this.#rollouts.reset();
     for (const r of fleet.rollouts) this.#rollouts.set({ state: r.state }, r.count);
-    if (agents) this.#setAgents(agents);
-    return await this.registry.metrics();
-  }
-
-  #setAgents(agents: Awaited<ReturnType<typeof readAgentSnapshots>>): void {
-    const info = this.#agentInfo!;
-    const connected = this.#agentConnected!;
-    const deployment = this.#agentDeployment!;
-    const reboot = this.#agentReboot!;
-    const lastSeen = this.#agentLastSeen!;
-    // Agents deleted since the last scrape, and states left, must go: start from nothing.
-    for (const g of [info, connected, deployment, reboot, lastSeen]) g.reset();
-    for (const a of agents) {
-      const agent = a.name;
-      info.set({ agent, kind: a.kind ?? '', system: a.system ?? '', version: a.version ?? '' }, 1);
-      connected.set({ agent }, a.online ? 1 : 0);
-      if (a.deploymentState !== null) deployment.set({ agent, state: a.deploymentState }, 1);
-      reboot.set({ agent }, a.rebootRequired ? 1 : 0);
-      if (a.lastSeenAt !== null) lastSeen.set({ agent }, a.lastSeenAt / 1000);
-    }
+    const text = await this.registry.metrics();
+    return agents ? text + agentSeriesText(agents) : text;
   }
 
   /** Counts a deployment that reached final state `state` on this process. */
