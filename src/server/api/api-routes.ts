@@ -79,6 +79,14 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
         'UNAUTHENTICATED',
         'Cannot use the API: a token is required (Authorization: Bearer <token>)',
       );
+    // A token made for Prometheus reads /metrics and nothing of the API, not even lists that
+    // any other token may read (filtered to what it may see).
+    if (principal.scopes.every((s) => s.kind === 'metrics')) {
+      throw new CairnError(
+        'FORBIDDEN',
+        `Cannot use the API: token '${principal.tokenName}' has only the metrics scope, which reads GET /metrics`,
+      );
+    }
     const workspaceId = await deps.workspaces.idOf(c.req.param('ws') ?? '');
     if (workspaceId === undefined || workspaceId !== principal.workspaceId) {
       throw new CairnError('NOT_FOUND', `Cannot find workspace '${c.req.param('ws')}' for this token`);
