@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -300,6 +301,25 @@ describe('/metrics scraped by a real Prometheus', () => {
     assert.equal(post.status, 405);
   });
 
+  it('documents a scrape configuration that promtool check config accepts, with the alert rules', async () => {
+    const doc = await readFile(
+      fileURLToPath(new URL('../../docs/observability.md', import.meta.url)),
+      'utf8',
+    );
+    const yaml = /```yaml\n(# prometheus\.yml\n[\s\S]*?)```/.exec(doc)?.[1];
+    assert.ok(yaml, 'docs/observability.md has no prometheus.yml example');
+    // Its paths, pointed at files that exist here: the token file and the repository's rules.
+    const config = yaml
+      .replace('/etc/prometheus/cairn-token', join(promDir, 'token'))
+      .replace('/etc/prometheus/cairn-alerts.yml', ALERTS);
+    assert.notEqual(config, yaml);
+    const file = join(promDir, 'documented.yml');
+    await writeFile(file, config);
+    const r = await run('promtool', ['check', 'config', file]);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /SUCCESS: 3 rules found/);
+  });
+
   it('has alert rules that pass promtool check rules and promtool test rules', async () => {
     const check = await run('promtool', ['check', 'rules', ALERTS]);
     assert.equal(check.code, 0, check.out);
@@ -331,5 +351,21 @@ describe('/metrics without per-agent series', () => {
     assert.equal(sample(text, 'cairn_agents{state="offline"}'), 1);
     assert.doesNotMatch(text, /^cairn_agent_(info|connected|deployment_state|reboot_required)\{/m);
     assert.doesNotMatch(text, /quiet/);
+  });
+
+  it('refuses to start when the metrics address is taken, naming it', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const { port } = taken.address() as AddressInfo;
+    try {
+      await assert.rejects(
+        startTestServer({ metricsListen: `127.0.0.1:${port}` }),
+        new RegExp(
+          `^Error: Cannot listen for metrics on 127\\.0\\.0\\.1:${port} \\(--metrics-listen\\): .*EADDRINUSE`,
+        ),
+      );
+    } finally {
+      taken.close();
+    }
   });
 });
