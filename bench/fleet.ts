@@ -30,7 +30,7 @@
  * With `--metrics fleet` or `--metrics per-agent` it measures `/metrics` instead of 3 and 4: each
  * server also serves its metrics on an address of its own (`--metrics-listen`; with
  * `--metrics-per-agent` for `per-agent`), and `--scrapes` scrapes of replica 0's `/metrics`, one
- * after the other as Prometheus makes them, are timed after the connect (every agent online, no
+ * at a time and `--scrape-gap` ms apart, are timed after the connect (every agent online, no
  * deployment yet) and again after the fan-out (a deployment per agent).
  *
  * The last line of output is one JSON object with the figures. `--help` lists the options.
@@ -73,10 +73,12 @@ Options:
                        1%,10%,50%,100%
   --rollouts N         with --staged, how many rollouts one after the other (default 5)
   --metrics MODE       time GET /metrics instead of the reconnect storm and the peer: after the
-                       connect and after the fan-out, --scrapes scrapes one after the other of
+                       connect and after the fan-out, --scrapes scrapes one at a time of
                        replica 0's metrics address (--metrics-listen); MODE is fleet (the
                        default series) or per-agent (with --metrics-per-agent)
   --scrapes N          with --metrics, scrapes timed each time (default 40)
+  --scrape-gap MS      with --metrics, the pause between two scrapes (default 250: 40 scrapes
+                       then span more than one 10-second heartbeat round of the agents)
   --keep-data          keep the data dirs (and the PostgreSQL database)
   -h, --help           this text
 
@@ -103,6 +105,7 @@ function parseOptions() {
       rollouts: { type: 'string', default: '5' },
       metrics: { type: 'string' },
       scrapes: { type: 'string', default: '40' },
+      'scrape-gap': { type: 'string', default: '250' },
       replicas: { type: 'string', default: '1' },
       database: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -147,6 +150,10 @@ if (METRICS !== undefined && STAGED !== undefined)
 const SCRAPES = /^\d+$/.test(values.scrapes) ? Number(values.scrapes) : Number.NaN;
 if (!(SCRAPES >= 1 && SCRAPES <= 10_000))
   usageError(`--scrapes: expected a whole number from 1 to 10000, got ${values.scrapes}`);
+
+const SCRAPE_GAP_MS = /^\d+$/.test(values['scrape-gap']) ? Number(values['scrape-gap']) : Number.NaN;
+if (!(SCRAPE_GAP_MS >= 0 && SCRAPE_GAP_MS <= 60_000))
+  usageError(`--scrape-gap: expected a whole number of ms from 0 to 60000, got ${values['scrape-gap']}`);
 
 const REPLICAS = /^\d+$/.test(values.replicas) ? Number(values.replicas) : Number.NaN;
 if (!(REPLICAS >= 1 && REPLICAS <= 8))
@@ -496,14 +503,17 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /**
- * Times `--scrapes` GETs of /metrics one after the other, as Prometheus scrapes (each from the
- * request to the last byte of the answer), and prints p50, p99 and max with the answer's size.
+ * Times `--scrapes` GETs of /metrics one after the other, `--scrape-gap` ms apart (each from the
+ * request to the last byte of the answer, as Prometheus waits for it), and prints p50, p99 and
+ * max with the answer's size. The gap spreads them over the server's periodic work (heartbeats,
+ * the rollout tick), which a scrape every 15 s meets at random moments.
  */
 async function timeScrapes(url: string, when: string) {
   const ms: number[] = [];
   let bytes = 0;
   let series = 0;
   for (let i = 0; i < SCRAPES; i++) {
+    if (i > 0) await sleep(SCRAPE_GAP_MS);
     checkServer();
     const start = performance.now();
     const res = await fetch(url);
@@ -522,7 +532,7 @@ async function timeScrapes(url: string, when: string) {
     series,
   };
   say(
-    `metrics (${METRICS}) ${when}: ${SCRAPES} scrapes of ${url}, one after the other: p50 ${figures.p50} ms, p99 ${figures.p99} ms, max ${figures.max} ms; ${series} series, ${(bytes / 1024).toFixed(0)} KiB; load average ${loadavg()
+    `metrics (${METRICS}) ${when}: ${SCRAPES} scrapes of ${url}, ${SCRAPE_GAP_MS} ms apart: p50 ${figures.p50} ms, p99 ${figures.p99} ms, max ${figures.max} ms; ${series} series, ${(bytes / 1024).toFixed(0)} KiB; load average ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
   );
@@ -874,6 +884,7 @@ async function main(): Promise<void> {
           fanout_p99_ms: fanout.p99,
           rollout_complete_ms: rolloutCompleteMs,
           scrapes: SCRAPES,
+          scrape_gap_ms: SCRAPE_GAP_MS,
           metrics_idle_p50_ms: scrapedIdle.p50,
           metrics_idle_p99_ms: scrapedIdle.p99,
           metrics_idle_max_ms: scrapedIdle.max,
