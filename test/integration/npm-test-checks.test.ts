@@ -83,6 +83,7 @@ describe('npm test', () => {
       'id',
       'xz',
       'zstd',
+      'bzip2',
       'ip',
       'tc',
       'systemd-analyze',
