@@ -334,11 +334,15 @@ describe('/metrics without per-agent series', () => {
   let server: TestServer;
   before(async () => {
     server = await startTestServer();
-    const created = await cli(['agent', 'create', 'quiet'], {
-      CAIRN_SERVER: server.url,
-      CAIRN_TOKEN: server.adminToken,
-    });
-    assert.equal(created.code, 0, created.stderr);
+    const env = { CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken };
+    for (const args of [
+      ['agent', 'create', 'quiet'],
+      ['agent', 'create', 'retired'],
+      ['agent', 'revoke', 'retired'],
+    ]) {
+      const r = await cli(args, env);
+      assert.equal(r.code, 0, r.stderr);
+    }
   });
   after(() => server.stop());
 
@@ -348,7 +352,10 @@ describe('/metrics without per-agent series', () => {
       headers: { Authorization: `Bearer ${server.adminToken}` },
     });
     const text = await res.text();
+    // A revoked agent is retired, not offline: it does not count towards the offline alert.
     assert.equal(sample(text, 'cairn_agents{state="offline"}'), 1);
+    assert.equal(sample(text, 'cairn_agents{state="revoked"}'), 1);
+    assert.equal(sample(text, 'cairn_agents{state="online"}'), 0);
     assert.doesNotMatch(text, /^cairn_agent_(info|connected|deployment_state|reboot_required)\{/m);
     assert.doesNotMatch(text, /quiet/);
   });

@@ -3,8 +3,11 @@ import type { Database } from '../db/database-schema.ts';
 
 /** The fleet as the database has it at one moment: what the gauges of `/metrics` show. */
 export interface FleetSnapshot {
-  /** Agents online and offline. */
-  readonly agents: { readonly online: number; readonly offline: number };
+  /**
+   * Agents online, offline, and revoked (`cairn agent revoke`: its token no longer works, so it
+   * cannot come back; a retired machine, not an offline one).
+   */
+  readonly agents: { readonly online: number; readonly offline: number; readonly revoked: number };
   /** Staged rollouts by state (a rollout that deploys at once has none). */
   readonly rollouts: ReadonlyArray<{ readonly state: string; readonly count: number }>;
 }
@@ -24,16 +27,21 @@ export interface AgentSnapshot {
 }
 
 /**
- * Reads the fleet's gauges: one grouped query per table (agents, and staged rollouts through
+ * Reads the fleet's gauges: one grouped query per table (agents with their tokens, and staged rollouts through
  * their state index), never a row per agent, and never the deployments table, which grows with
  * history: a scrape costs about the same with 10 agents or 10,000 (bench:fleet `--metrics`).
  */
 export async function readFleetSnapshot(db: Kysely<Database>): Promise<FleetSnapshot> {
   const [agents, rollouts] = await Promise.all([
     db
-      .selectFrom('agents')
-      .select(['online', (eb) => eb.fn.countAll<number | string>().as('n')])
-      .groupBy('online')
+      .selectFrom('agents as a')
+      .innerJoin('tokens as t', 't.id', 'a.token_id')
+      .select([
+        'a.online',
+        (eb) => eb('t.revoked_at', 'is not', null).as('revoked'),
+        (eb) => eb.fn.countAll<number | string>().as('n'),
+      ])
+      .groupBy(['a.online', (eb) => eb('t.revoked_at', 'is not', null)])
       .execute(),
     db
       .selectFrom('rollouts')
@@ -44,12 +52,15 @@ export async function readFleetSnapshot(db: Kysely<Database>): Promise<FleetSnap
   ]);
   let online = 0;
   let offline = 0;
+  let revoked = 0;
   for (const r of agents) {
-    if (Number(r.online) === 1) online += Number(r.n);
+    // A boolean on PostgreSQL, 0 or 1 on SQLite.
+    if (r.revoked === true || Number(r.revoked) === 1) revoked += Number(r.n);
+    else if (Number(r.online) === 1) online += Number(r.n);
     else offline += Number(r.n);
   }
   return {
-    agents: { online, offline },
+    agents: { online, offline, revoked },
     rollouts: rollouts.map((r) => ({ state: r.state ?? '', count: Number(r.n) })),
   };
 }

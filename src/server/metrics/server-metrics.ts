@@ -154,7 +154,7 @@ export class ServerMetrics {
     });
     this.#agents = new Gauge({
       name: 'cairn_agents',
-      help: 'Agents of the whole fleet (from the database: the same on every replica), by state: online or offline.',
+      help: 'Agents of the whole fleet (from the database: the same on every replica), by state: online, offline, or revoked (its token revoked: retired).',
       labelNames: ['state'],
       registers,
     });
@@ -190,6 +190,7 @@ export class ServerMetrics {
     ]);
     this.#agents.set({ state: 'online' }, fleet.agents.online);
     this.#agents.set({ state: 'offline' }, fleet.agents.offline);
+    this.#agents.set({ state: 'revoked' }, fleet.agents.revoked);
     this.#rollouts.reset();
     for (const r of fleet.rollouts) this.#rollouts.set({ state: r.state }, r.count);
     const text = await this.registry.metrics();
