@@ -43,7 +43,12 @@ let
     ++ lib.optionals (cfg.trustedProxies != [ ]) [
       "--trusted-proxy"
       (lib.concatStringsSep "," cfg.trustedProxies)
-    ];
+    ]
+    ++ lib.optionals (cfg.metrics.listen != null) [
+      "--metrics-listen"
+      cfg.metrics.listen
+    ]
+    ++ lib.optional cfg.metrics.perAgent "--metrics-per-agent";
 
   # A database URL with a password is read where systemd put it (LoadCredential) when the
   # service starts: never in the Nix store, the unit file or the command line.
@@ -158,6 +163,29 @@ in
         `X-Forwarded-For` names the client (`--trusted-proxy`), so that failed authentications
         are limited per client rather than per proxy.
       '';
+    };
+
+    metrics = {
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:9464";
+        description = ''
+          A second address (`HOST:PORT`) serving only `GET /metrics`, without a token, for a
+          Prometheus on this machine or a trusted network (`--metrics-listen`). Null: `/metrics`
+          is served on the main port to tokens with the `metrics` scope only. See
+          docs/observability.md.
+        '';
+      };
+
+      perAgent = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether `/metrics` has series per agent (`cairn_agent_info`, `cairn_agent_connected`,
+          ...; `--metrics-per-agent`): five series per agent, so 50,000 for 10,000 agents.
+        '';
+      };
     };
 
     environmentFile = mkOption {

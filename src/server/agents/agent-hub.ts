@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { CairnError } from '../../lib/cairn-error.ts';
 import { CLOSE_CODES, MAX_AGENT_MESSAGE_BYTES } from '../../protocol/agent-protocol.ts';
 import { isFinalState } from '../../protocol/deployment-state.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
@@ -14,6 +15,7 @@ import type { DeploymentRepository, DeploymentRow } from '../db/deployment-repos
 import { IN_LIST_SIZE } from '../db/in-chunks.ts';
 import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import { AgentCaches } from './agent-caches.ts';
 import { AgentConnection, type AgentConnectionOptions } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
@@ -64,6 +66,8 @@ export interface AgentHubDeps {
   readonly markOfflineOnClose?: boolean;
   /** This replica's id, recorded in the row of each agent that says hello here (see replica-lease.ts). */
   readonly replicaId?: string | undefined;
+  /** Counts connections, refusals and deployment durations (`/metrics`). */
+  readonly metrics?: Pick<ServerMetrics, 'agentConnected' | 'agentRefused' | 'deploymentDuration'>;
 }
 
 /**
@@ -100,7 +104,11 @@ export class AgentHub {
   constructor(deps: AgentHubDeps) {
     this.#deps = deps;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE_BYTES });
-    this.#gate = new ConnectGate({ log: deps.log, limits: deps.connectLimits });
+    this.#gate = new ConnectGate({
+      log: deps.log,
+      limits: deps.connectLimits,
+      onRefuse: (code) => deps.metrics?.agentRefused(code),
+    });
     this.#desired = new DesiredLookup(deps.deployments);
     this.#lookups = batchedLookups(deps);
     const ctx: AgentMessageContext = {
@@ -167,6 +175,7 @@ export class AgentHub {
       who = await authenticateUpgrade(req, { auth: this.#deps.auth, agents: this.#lookups.agents });
     } catch (err) {
       releaseTurn();
+      this.#deps.metrics?.agentRefused(err instanceof CairnError ? err.code : 'INTERNAL');
       refuseUpgrade(socket, err, { log: this.#deps.log });
       return;
     }
@@ -198,6 +207,7 @@ export class AgentHub {
     // log pipe blocks the server); the heartbeat logs how many came and went instead.
     conn.log.debug('agent connected');
     this.#joined++;
+    this.#deps.metrics?.agentConnected();
   }
 
   #closed(conn: AgentConnection, code: number, reason: Buffer): void {

@@ -24,6 +24,7 @@ export async function finishDeployment(
   conn.known.forget(d.id);
   d.state = result.state;
   if (!changed) return;
+  if (d.startedAt !== null) ctx.metrics?.deploymentDuration(result.state, (at - d.startedAt) / 1000);
   ctx.bus.publish('deployment', {
     workspaceId: d.workspaceId,
     rolloutId: d.rolloutId,
