@@ -20,10 +20,10 @@ import pino from 'pino';
 import type { Database } from '../src/server/db/database-schema.ts';
 import {
   DeploymentRepository,
+  FINISH_WRITES,
+  type FinishWrite,
   STEP_WRITES,
   type StepWrite,
-  VERDICT_WRITES,
-  type VerdictWrite,
 } from '../src/server/db/deployment-repository.ts';
 import { migrate } from '../src/server/db/migrations.ts';
 import { openDatabase } from '../src/server/db/open-database.ts';
@@ -90,11 +90,11 @@ async function newDeployments(): Promise<{ rolloutId: number; ids: number[] }> {
 }
 
 /**
- * The writes as they were before webhooks: the steps' one grouped UPDATE, and each verdict's
- * UPDATE, with no outbox statement.
+ * The steps as they were before webhooks: one grouped UPDATE, no outbox statement.
  */
 const BASELINE_STEPS: WriteGroup<StepWrite, boolean> = {
   runMany: (w, items) => new DeploymentRepository(w).startMany(items),
+  keysOf: (s) => [`deployment:${s.id}`],
 };
 
 /**
@@ -120,17 +120,15 @@ async function startAndFinish(mode: 'baseline' | 'outbox'): Promise<{ startMs: n
   );
   const startMs = performance.now() - t;
   t = performance.now();
-  const baselineVerdicts: WriteGroup<VerdictWrite, boolean> = {
-    runMany: async (w, items) => {
-      const out: boolean[] = [];
-      for (const v of items)
-        out.push(await new DeploymentRepository(w).finish(v.id, v.agentId, v.result, v.at));
-      return out;
-    },
+  // The verdicts as before webhooks: one grouped UPDATE, no outbox statement.
+  const baselineVerdicts: WriteGroup<FinishWrite, boolean> = {
+    runMany: (w, items) => new DeploymentRepository(w).finishMany(items),
+    keysOf: (f) => [`deployment:${f.id}`],
   };
+
   await Promise.all(
     ids.map((id, i) => {
-      const v: VerdictWrite = {
+      const v: FinishWrite = {
         id,
         agentId: agents[i]!.id,
         result: { state: 'succeeded', step: null, reason: null, rebootRequired: false },
@@ -139,10 +137,7 @@ async function startAndFinish(mode: 'baseline' | 'outbox'): Promise<{ startMs: n
         rolloutId,
         agent: agents[i]!.name,
       };
-      // Before webhooks each verdict was a write of its own; now they are grouped.
-      return mode === 'outbox'
-        ? batch.writeGrouped(VERDICT_WRITES, v)
-        : batch.write((w) => baselineVerdicts.runMany(w, [v]));
+      return batch.writeGrouped(mode === 'outbox' ? FINISH_WRITES : baselineVerdicts, v);
     }),
   );
   return { startMs, finishMs: performance.now() - t };

@@ -1,5 +1,5 @@
 import type { DeploymentResult } from '../../protocol/agent-protocol.ts';
-import { VERDICT_WRITES } from '../db/deployment-repository.ts';
+import { FINISH_WRITES } from '../db/deployment-repository.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
@@ -20,7 +20,7 @@ export async function finishDeployment(
   ctx.finishing(d.id);
   // The batch writes the log lines that came before the result first.
   // A verdict and the webhooks telling of it are written together (the outbox).
-  const changed = await ctx.writes.writeGrouped(VERDICT_WRITES, {
+  const changed = await ctx.writes.writeGrouped(FINISH_WRITES, {
     id: d.id,
     agentId,
     result,
@@ -33,6 +33,7 @@ export async function finishDeployment(
   conn.known.forget(d.id);
   d.state = result.state;
   if (!changed) return;
+  if (d.startedAt !== null) ctx.metrics?.deploymentDuration(result.state, (at - d.startedAt) / 1000);
   ctx.bus.publish('deployment', {
     workspaceId: d.workspaceId,
     rolloutId: d.rolloutId,

@@ -273,6 +273,40 @@ export class DeploymentRepository {
   }
 
   /**
+   * {@link finish} for many results in one statement: of two results for one deployment, the
+   * first queued counts (the deployment is over after it). Returns whether each changed it.
+   */
+  async finishMany(items: ReadonlyArray<FinishWrite>): Promise<boolean[]> {
+    if (items.length === 1) {
+      const f = items[0]!;
+      return [await this.finish(f.id, f.agentId, f.result, f.at)];
+    }
+    const first = new Map<string, FinishWrite>();
+    for (const f of items) {
+      const key = `${f.id}/${f.agentId}`;
+      if (!first.has(key)) first.set(key, f);
+    }
+    const values = sql.join(
+      [...first.values()].map(
+        (f) =>
+          sql`(cast(${f.id} as integer), cast(${f.agentId} as integer), cast(${f.result.state} as text),
+            cast(${f.result.step} as text), cast(${f.result.reason} as text), cast(${f.at} as bigint),
+            cast(${f.result.rebootRequired ? 1 : 0} as integer))`,
+      ),
+    );
+    const open = sql.join([...OPEN_STATES]);
+    const { rows } = await sql<{ id: number; agent_id: number }>`
+      update deployments set state = v.column3, step = v.column4, reason = v.column5,
+        finished_at = v.column6, reboot_required = v.column7
+      from (values ${values}) as v
+      where deployments.id = v.column1 and deployments.agent_id = v.column2
+        and deployments.state in (${open})
+      returning deployments.id, deployments.agent_id`.execute(this.db);
+    const changed = new Set(rows.map((r) => `${r.id}/${r.agent_id}`));
+    return items.map((f) => first.get(`${f.id}/${f.agentId}`) === f && changed.has(`${f.id}/${f.agentId}`));
+  }
+
+  /**
    * The store path to roll an agent back to: that of the deployment `toId` when given, else of its
    * last succeeded deployment before the newest succeeded one (what it ran before).
    */
@@ -381,10 +415,11 @@ export const STEP_WRITES: WriteGroup<StepWrite, boolean> = {
       if (messages.length > 0) await enqueueWebhooks(trx, messages);
       return started;
     }),
+  keysOf: (s) => [`deployment:${s.id}`],
 };
 
-/** A deployment's verdict, with what its webhooks say about it. */
-export interface VerdictWrite {
+/** An agent's result for one of its deployments, as the write batch queues it, with what its webhooks say. */
+export interface FinishWrite {
   readonly id: number;
   readonly agentId: number;
   readonly result: { state: FinalState; step: string | null; reason: string | null; rebootRequired: boolean };
@@ -395,29 +430,24 @@ export interface VerdictWrite {
 }
 
 /**
- * Verdicts of deployments (finish-deployment), written in the same transaction as the webhooks
- * telling of them (the outbox). Verdicts queued in a row are recorded one by one, as before, but
- * their outbox rows in one statement: a round trip each would double what ten thousand verdicts
- * cost on PostgreSQL (bench/webhooks.ts).
+ * Results of deployments (each resolving to whether it changed the deployment), written together,
+ * in the same transaction as the webhooks telling of them (the outbox): the results in one
+ * statement, their outbox rows in one more. A round trip per verdict's outbox row would double
+ * what ten thousand verdicts cost on PostgreSQL (bench/webhooks.ts).
  */
-export const VERDICT_WRITES: WriteGroup<VerdictWrite, boolean> = {
+export const FINISH_WRITES: WriteGroup<FinishWrite, boolean> = {
   runMany: (db, items) =>
     inTransaction(db, async (trx) => {
-      const repo = new DeploymentRepository(trx);
-      const done: boolean[] = [];
-      const messages: WebhookMessage[] = [];
-      for (const v of items) {
-        const changed = await repo.finish(v.id, v.agentId, v.result, v.at);
-        done.push(changed);
-        if (changed) messages.push(...verdictWebhooks(v));
-      }
+      const done = await new DeploymentRepository(trx).finishMany(items);
+      const messages = items.flatMap((v, i) => (done[i] ? verdictWebhooks(v) : []));
       if (messages.length > 0) await enqueueWebhooks(trx, messages);
       return done;
     }),
+  keysOf: (f) => [`deployment:${f.id}`],
 };
 
 /** The webhooks of a verdict: its state (none for a cancellation), and a reboot needed. */
-function verdictWebhooks(v: VerdictWrite): WebhookMessage[] {
+function verdictWebhooks(v: FinishWrite): WebhookMessage[] {
   const data = deploymentWebhookData(v, v.result.state, v.result.reason);
   const out: WebhookMessage[] = [];
   if (v.result.state !== 'cancelled')
