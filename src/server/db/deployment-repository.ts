@@ -2,7 +2,7 @@ import { type Kysely, type Selectable, sql } from 'kysely';
 import { type FinalState, OPEN_STATES, SUPERSEDED_REASON } from '../../protocol/deployment-state.ts';
 import type { Database, DeploymentLogsTable, DeploymentsTable } from './database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
-import { enqueueWebhooks, inTransaction, type WebhookMessage } from './webhook-outbox.ts';
+import { anyEndpoint, enqueueWebhooks, inTransaction, type WebhookMessage } from './webhook-outbox.ts';
 import type { WriteGroup } from './write-batch.ts';
 
 /** A deployment row with its agent's name. */
@@ -391,6 +391,14 @@ export interface StepWrite {
 export const STEP_WRITES: WriteGroup<StepWrite, boolean> = {
   runMany: (db, items) =>
     inTransaction(db, async (trx) => {
+      // Where nobody listens, a step is what it was before webhooks: one UPDATE for the group.
+      if (
+        !(await anyEndpoint(
+          trx,
+          items.map((i) => i.workspaceId),
+        ))
+      )
+        return await new DeploymentRepository(trx).startMany(items);
       const pending = new Set<number>();
       for (const part of inChunks([...new Set(items.map((i) => i.id))], IN_LIST_SIZE)) {
         const rows = await trx
