@@ -11,6 +11,7 @@ import { registerPushCommand } from './push-command.ts';
 import { registerRolloutCommands } from './rollout-commands.ts';
 import { registerServerCommand } from './server-command.ts';
 import { registerTokenCommands } from './token-commands.ts';
+import { registerWebhookCommands } from './webhook-commands.ts';
 
 /** Builds the `cairn` command tree. Commands are thin: parse, call, print. */
 export function createProgram(io: CliIo, setExitCode: (code: number) => void = () => {}): Command {
@@ -62,6 +63,7 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void = (
   registerHistoryCommands(program, ctx);
   registerRolloutCommands(program, ctx);
   registerAuditCommand(program, ctx);
+  registerWebhookCommands(program, ctx);
   // Subcommands inherit output and error handling from the root.
   for (const cmd of program.commands) inherit(cmd, program);
   return program;

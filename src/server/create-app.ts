@@ -23,6 +23,7 @@ import { LogLineRepository } from './db/log-line-repository.ts';
 import type { OpenDatabase } from './db/open-database.ts';
 import { PathIndex } from './db/path-index.ts';
 import { TokenRepository } from './db/token-repository.ts';
+import { WebhookRepository } from './db/webhook-repository.ts';
 import { WorkspaceRepository } from './db/workspace-repository.ts';
 import { WriteBatch } from './db/write-batch.ts';
 import { type EventBus, LocalEventBus } from './events/event-bus.ts';
@@ -33,6 +34,7 @@ import { countingBus } from './metrics/counting-bus.ts';
 import { metricsRoutes } from './metrics/metrics-routes.ts';
 import { ServerMetrics } from './metrics/server-metrics.ts';
 import { RolloutEngine } from './rollouts/rollout-engine.ts';
+import { WebhookDispatcher, type WebhookSettings } from './webhooks/webhook-dispatcher.ts';
 
 /** What the app is built from; nothing here binds a port. */
 export interface AppDeps {
@@ -58,6 +60,10 @@ export interface AppDeps {
   readonly replicaId?: string;
   /** One series per agent in `/metrics` (`--metrics-per-agent`); off by default. */
   readonly metricsPerAgent?: boolean;
+  /** Webhook delivery settings. */
+  readonly webhooks: WebhookSettings;
+  /** The URL the server listens at, once it does: dashboard links in webhooks use it without --public-url. */
+  readonly listenUrl: () => string;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -72,6 +78,8 @@ export interface App {
   readonly hub: AgentHub;
   /** The Prometheus metrics, served at `/metrics` (and by the metrics listener, if any). */
   readonly metrics: ServerMetrics;
+  /** Sends webhooks from the outbox; started once the server listens. */
+  readonly webhooks: WebhookDispatcher;
   /** Closes agent connections and flushes buffered writes. */
   close(): Promise<void>;
   /** Every route of the JSON API and dashboard, for the authorization table test. */
@@ -157,9 +165,22 @@ export function createApp(deps: AppDeps): App {
   });
   rollouts.start();
 
+  // Webhooks: the outbox rows written with each state change, sent on a claimed tick.
+  const webhookRepo = new WebhookRepository(db);
+  const webhooks = new WebhookDispatcher({
+    db,
+    dialect: deps.database.dialect,
+    bus,
+    log: deps.log,
+    now: deps.now,
+    settings: deps.webhooks,
+    baseUrl: () => deps.publicUrl ?? deps.listenUrl(),
+  });
+
   const app = new Hono();
   registerDashboard(app, {
     rollouts,
+    webhooks: webhookRepo,
     db,
     auth,
     bus,
@@ -192,6 +213,9 @@ export function createApp(deps: AppDeps): App {
       agents,
       deployments,
       rollouts,
+      webhooks: webhookRepo,
+      webhookSettings: deps.webhooks,
+      wakeWebhooks: () => webhooks.wake(),
       now: deps.now,
       baseUrl: (requestUrl) => deps.publicUrl ?? new URL(requestUrl).origin,
       metrics,
@@ -229,10 +253,12 @@ export function createApp(deps: AppDeps): App {
     },
     hub,
     metrics,
-    close: () => {
+    webhooks,
+    close: async () => {
       unsubscribeRevoked();
       rollouts.close();
-      return hub.close();
+      await webhooks.close();
+      await hub.close();
     },
     routes: app.routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, path: r.path })),
   };

@@ -1,9 +1,11 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
+import { durationMs } from '../protocol/duration.ts';
 import { type BlobStoreConfig, parseBlobStoreUrl } from './blob/blob-store-config.ts';
 import type { DatabaseConfig } from './db/open-database.ts';
 import { parseTrustedProxies } from './http/trusted-proxies.ts';
+import { DEFAULT_RETRY_SCHEDULE_MS, type WebhookSettings } from './webhooks/webhook-dispatcher.ts';
 
 /** Everything `cairn server` is configured with, parsed once and frozen. */
 export interface ServerConfig {
@@ -41,6 +43,8 @@ export interface ServerConfig {
    * replicas mark its agents offline (`CAIRN_REPLICA_LEASE_SECONDS`, 60 by default).
    */
   readonly replicaLeaseMs: number;
+  /** Webhook delivery: private addresses, retries, timeout, poll, agent offline grace. */
+  readonly webhooks: WebhookSettings;
   /**
    * A second address serving only `GET /metrics`, without a token (`--metrics-listen`,
    * `CAIRN_METRICS_LISTEN`); none by default: `/metrics` on the main address then needs a token.
@@ -158,6 +162,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use CAIRN_REPLICA_LEASE_SECONDS: expected a number of seconds from 1 to 3600 (${leaseText})`,
     );
   }
+  const webhooks = parseWebhookSettings(env, problems, logRetentionDays * 86_400_000);
   const metricsListenText = flags.metricsListen ?? env.CAIRN_METRICS_LISTEN;
   let metricsListen: { host: string; port: number } | undefined;
   if (metricsListenText !== undefined && metricsListenText !== '') {
@@ -193,8 +198,52 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     failedAuthBurst: flags.failedAuthBurst ?? 30,
     eventsBackstopMs: Math.round(backstop * 1000),
     replicaLeaseMs: Math.round(lease * 1000),
+    webhooks,
     metricsListen: metricsListen && Object.freeze(metricsListen),
     metricsPerAgent,
     agentConnectLimits: flags.agentConnectLimits,
+  });
+}
+
+/**
+ * Reads the webhook settings from `CAIRN_WEBHOOK_ALLOW_PRIVATE` (0 or 1), `CAIRN_WEBHOOK_RETRY_SCHEDULE`
+ * (delays such as `5s,30s,2m`), `CAIRN_WEBHOOK_TIMEOUT_SECONDS` (15), `CAIRN_WEBHOOK_POLL_SECONDS` (5)
+ * and `CAIRN_AGENT_OFFLINE_GRACE_SECONDS` (300); problems are added to `problems`.
+ */
+function parseWebhookSettings(
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+  retentionMs: number,
+): WebhookSettings {
+  const allowText = env.CAIRN_WEBHOOK_ALLOW_PRIVATE ?? '0';
+  if (!['0', '1', 'true', 'false'].includes(allowText))
+    problems.push(`Cannot use CAIRN_WEBHOOK_ALLOW_PRIVATE: expected 0 or 1 (${allowText})`);
+  const scheduleText = env.CAIRN_WEBHOOK_RETRY_SCHEDULE;
+  let retryScheduleMs: readonly number[] = DEFAULT_RETRY_SCHEDULE_MS;
+  if (scheduleText !== undefined) {
+    const delays = scheduleText.trim() === '' ? [] : scheduleText.split(',').map((t) => durationMs(t));
+    if (delays.some((d) => d === undefined || d > 86_400_000) || delays.length > 30)
+      problems.push(
+        `Cannot use CAIRN_WEBHOOK_RETRY_SCHEDULE: expected up to 30 comma-separated delays of at most 1d, such as 5s,30s,2m (${scheduleText})`,
+      );
+    else retryScheduleMs = delays as number[];
+  }
+  const seconds = (name: string, fallback: string, min: number, max: number): number => {
+    const text = env[name] ?? fallback;
+    const n = Number(text);
+    if (!(/^\d+(\.\d+)?$/.test(text) && n >= min && n <= max)) {
+      problems.push(`Cannot use ${name}: expected a number of seconds from ${min} to ${max} (${text})`);
+      return Number(fallback) * 1000;
+    }
+    return Math.round(n * 1000);
+  };
+  return Object.freeze({
+    allowPrivate: allowText === '1' || allowText === 'true',
+    retryScheduleMs: Object.freeze([...retryScheduleMs]),
+    timeoutMs: seconds('CAIRN_WEBHOOK_TIMEOUT_SECONDS', '15', 0.1, 60),
+    pollMs: seconds('CAIRN_WEBHOOK_POLL_SECONDS', '5', 0.1, 3600),
+    agentOfflineGraceMs: seconds('CAIRN_AGENT_OFFLINE_GRACE_SECONDS', '300', 0.1, 86_400),
+    // Kept as long as deployment logs.
+    retentionMs,
   });
 }

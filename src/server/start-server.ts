@@ -58,7 +58,7 @@ export async function startServer(
   // One process owns an SQLite database: no agent is connected to it before it starts. Those
   // that were connected to the server before are reconnecting; staged rollouts count on them.
   const reconnecting =
-    database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline() : [];
+    database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline(Date.now()) : [];
   // Replicas sharing PostgreSQL ring each other through LISTEN/NOTIFY; SQLite has one process.
   const bus =
     config.database.kind === 'postgres'
@@ -76,7 +76,10 @@ export async function startServer(
     throw new Error(`Cannot listen for the other replicas' events on PostgreSQL: ${(err as Error).message}`);
   }
   let ready = false;
+  let listenUrl = '';
   const app = createApp({
+    webhooks: config.webhooks,
+    listenUrl: () => listenUrl,
     ...(bus ? { bus } : {}),
     database,
     blobs,
@@ -152,6 +155,7 @@ export async function startServer(
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  listenUrl = url;
   // The metrics alone, without a token, on an address of their own (for a Prometheus on a
   // trusted network); a port that cannot be bound stops the start, as the main one does.
   let metricsServer: Server | undefined;
@@ -184,6 +188,7 @@ export async function startServer(
     metricsUrl = `http://${mhost}:${(metricsServer.address() as AddressInfo).port}/metrics`;
   }
   ready = true;
+  await app.webhooks.start();
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
     now: Date.now,

@@ -31,7 +31,7 @@ export interface DeployTestbed {
  * Registers `before` and `after` hooks in the current `describe` block that start a server with a
  * deploy world, and stop it and every agent {@link DeployTestbed.agent} started, afterwards.
  */
-export function useDeployTestbed(): DeployTestbed {
+export function useDeployTestbed(serverOptions: Parameters<typeof startTestServer>[0] = {}): DeployTestbed {
   let started: { server: TestServer; world: DeployWorld } | undefined;
   const agents: AgentProcess[] = [];
   const ready = () => {
@@ -39,7 +39,7 @@ export function useDeployTestbed(): DeployTestbed {
     return started;
   };
   before(async () => {
-    const server = await startTestServer();
+    const server = await startTestServer(serverOptions);
     started = { server, world: await deployWorld(server) };
   });
   after(async () => {

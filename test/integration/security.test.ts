@@ -107,6 +107,20 @@ describe('authorization: every route, every kind of token', () => {
     await admin(['agent', 'create', name]);
     return name;
   };
+  /** A new webhook endpoint's id, as the admin. */
+  const freshWebhook = async () =>
+    (
+      JSON.parse(
+        await admin([
+          'webhook',
+          'create',
+          'https://hooks.invalid/x',
+          '--event',
+          'deployment.failed',
+          '--json',
+        ]),
+      ) as { id: number }
+    ).id;
   /** A staged rollout to a1 held at a manual gate (paused too, for resume), as the admin. */
   const stagedRollout = async (paused: boolean) => {
     const res = await fetch(api('rollouts'), {
@@ -288,6 +302,52 @@ describe('authorization: every route, every kind of token', () => {
       path: '/api/v1/workspaces/:ws/plan',
       make: async () => ({ url: api('plan'), body: { agents: { a1: storePath } } }),
       expect: { admin: 200, activate: 200 },
+    },
+    // Webhooks: admin only. `.invalid` never resolves: a test event sent there fails quietly.
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/webhooks',
+      make: async () => ({
+        url: api('webhooks'),
+        body: { url: 'https://hooks.invalid/x', events: ['deployment.failed'] },
+      }),
+      expect: { admin: 201 },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/workspaces/:ws/webhooks',
+      make: async () => ({ url: api('webhooks') }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/workspaces/:ws/webhooks/:id',
+      make: async () => ({ url: api(`webhooks/${await freshWebhook()}`) }),
+      expect: { admin: 204 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/webhooks/:id/enable',
+      make: async () => ({ url: api(`webhooks/${await freshWebhook()}/enable`), body: {} }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/webhooks/:id/rotate',
+      make: async () => ({ url: api(`webhooks/${await freshWebhook()}/rotate`), body: {} }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/webhooks/:id/test',
+      make: async () => ({ url: api(`webhooks/${await freshWebhook()}/test`), body: {} }),
+      expect: { admin: 202 },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/workspaces/:ws/webhooks/:id/deliveries',
+      make: async () => ({ url: api(`webhooks/${await freshWebhook()}/deliveries`) }),
+      expect: { admin: 200 },
     },
     {
       method: 'GET',

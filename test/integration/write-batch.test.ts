@@ -48,14 +48,22 @@ describe('writes grouped by the write batch', () => {
   it('records open deployments’ steps, the later of two for one deployment (started at the first), and refuses the rest', async () => {
     const batch = new WriteBatch(database.db);
     const [d0, d1, d2, d3] = ids as [number, number, number, number];
+    // What a deployment.started webhook would say (no endpoint here: none is written).
+    const about = { workspaceId: 1, rolloutId: 1, agent: 'a' };
     const results = await Promise.all([
-      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 100 }),
-      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'activating', at: 100 }),
-      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 101 }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 100, ...about }),
+      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'activating', at: 100, ...about }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 101, ...about }),
       // Cancelled meanwhile: stays cancelled.
-      batch.writeGrouped(STEP_WRITES, { id: d2, agentId, step: 'downloading', at: 100 }),
+      batch.writeGrouped(STEP_WRITES, { id: d2, agentId, step: 'downloading', at: 100, ...about }),
       // Not this agent's deployment.
-      batch.writeGrouped(STEP_WRITES, { id: d3, agentId: otherAgent, step: 'downloading', at: 100 }),
+      batch.writeGrouped(STEP_WRITES, {
+        id: d3,
+        agentId: otherAgent,
+        step: 'downloading',
+        at: 100,
+        ...about,
+      }),
     ]);
     assert.deepEqual(results, [true, true, true, false, false]);
     const rows = await database.db
@@ -134,22 +142,24 @@ describe('writes grouped by the write batch', () => {
       profile: '/nix/var/nix/profiles/system',
     };
     const ok = { state: 'succeeded' as const, step: null, reason: null, rebootRequired: false };
+    // What the webhooks of a step or a result would say (no endpoint here: none is written).
+    const about = { workspaceId: 1, rolloutId: 1, agent: 'a' };
     const failed = { state: 'failed' as const, step: 'activating', reason: 'exit 1', rebootRequired: false };
     const results = await Promise.all([
-      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 400 }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 400, ...about }),
       batch.writeGrouped(HELLO_WRITES, { id: agentId, observed, at: 400, replicaId: 'r1' }),
-      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'downloading', at: 400 }),
-      batch.writeGrouped(FINISH_WRITES, { id: d0, agentId, result: ok, at: 401 }),
+      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'downloading', at: 400, ...about }),
+      batch.writeGrouped(FINISH_WRITES, { id: d0, agentId, result: ok, at: 401, ...about }),
       // A step arriving after the result: the deployment is over, the step changes nothing.
-      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 402 }),
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 402, ...about }),
       batch.writeGrouped(HELLO_WRITES, { id: otherAgent, observed, at: 402, replicaId: 'r1' }),
       batch.committed(),
       // Agent a says hello again (epoch 9), then its first connection (epoch 8) closes: a stays online.
       batch.writeGrouped(HELLO_WRITES, { id: agentId, observed, at: 403, replicaId: 'r2' }),
       batch.writeGrouped(OFFLINE_WRITES, { id: agentId, epoch: 8, at: 404 }),
-      batch.writeGrouped(FINISH_WRITES, { id: d1, agentId, result: failed, at: 405 }),
+      batch.writeGrouped(FINISH_WRITES, { id: d1, agentId, result: failed, at: 405, ...about }),
       // A second result for d1: the first one counts.
-      batch.writeGrouped(FINISH_WRITES, { id: d1, agentId, result: ok, at: 406 }),
+      batch.writeGrouped(FINISH_WRITES, { id: d1, agentId, result: ok, at: 406, ...about }),
       // Agent b's connection (epoch 8) closes: b goes offline.
       batch.writeGrouped(OFFLINE_WRITES, { id: otherAgent, epoch: 8, at: 407 }),
     ]);

@@ -8,6 +8,8 @@ import { createProgram } from '../../src/cli/program.ts';
 import { runCli } from '../../src/cli/run-cli.ts';
 import { errorCodes } from '../../src/lib/error-codes.ts';
 import { ROLLOUT_AGENT_STATES, ROLLOUT_DEFAULTS, ROLLOUT_STATES } from '../../src/protocol/rollout-policy.ts';
+import { WEBHOOK_EVENTS, WEBHOOK_TEST_EVENT } from '../../src/protocol/webhook-schemas.ts';
+import { signWebhook } from '../../src/server/webhooks/sign-webhook.ts';
 
 /**
  * Keeps the user documentation in step with the code: every error code, CLI command, flag
@@ -183,5 +185,59 @@ describe('docs/rollouts.md', () => {
       const documented = [...body.matchAll(/^\| `([a-z-]+)` /gm)].map((m) => m[1]);
       assert.deepEqual(documented, [...list], `docs/rollouts.md: ${heading} differ from the code`);
     }
+  });
+});
+
+describe('docs/webhooks.md', () => {
+  it('documents every event, and no event that does not exist', async () => {
+    const body = sections(await doc('webhooks.md'), 2).get('Events');
+    assert.ok(body !== undefined, 'docs/webhooks.md lacks "## Events"');
+    const documented = [...body.matchAll(/^\| `([a-z.-]+)` /gm)].map((m) => m[1]);
+    assert.deepEqual(documented, [...WEBHOOK_EVENTS, WEBHOOK_TEST_EVENT]);
+  });
+
+  it('documents every webhook setting of the server', async () => {
+    const text = await doc('webhooks.md');
+    const config = await readFile(join(ROOT, 'src', 'server', 'server-config.ts'), 'utf8');
+    const names = new Set(
+      [...config.matchAll(/\b(CAIRN_(?:WEBHOOK|AGENT_OFFLINE)_[A-Z_]+)\b/g)].map((m) => m[1]!),
+    );
+    assert.ok(names.size >= 5);
+    for (const name of names)
+      assert.ok(text.includes(`| \`${name}\``), `docs/webhooks.md lacks a row for ${name}`);
+  });
+
+  it('shows a verification without a library that accepts a real signature and refuses a forged one', async () => {
+    const text = await doc('webhooks.md');
+    const code = /```js\n(import \{ createHmac[\s\S]*?)```/.exec(text)?.[1];
+    assert.ok(code, 'docs/webhooks.md lacks the node:crypto example');
+    const { createHmac, timingSafeEqual } = await import('node:crypto');
+    const source = code.replace(/^import .*$/m, '');
+    const verify = new Function('createHmac', 'timingSafeEqual', `${source}\nreturn verify;`)(
+      createHmac,
+      timingSafeEqual,
+    ) as (secret: string, headers: Record<string, string>, body: string) => boolean;
+    const old = 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw';
+    const fresh = 'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD';
+    const id = 'msg_1';
+    const timestamp = Math.floor(Date.now() / 1000);
+    const body = '{"type":"webhook.test"}';
+    const headers = {
+      'webhook-id': id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signWebhook([fresh, old], { id, timestamp, body }),
+    };
+    assert.equal(verify(old, headers, body), true);
+    assert.equal(verify(fresh, headers, body), true);
+    assert.equal(verify('whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA', headers, body), false);
+    assert.equal(verify(old, headers, body.replace('test', 'tost')), false);
+    // Correctly signed, but ten minutes old: a replay.
+    const stale = timestamp - 600;
+    const replayed = {
+      'webhook-id': id,
+      'webhook-timestamp': String(stale),
+      'webhook-signature': signWebhook([old], { id, timestamp: stale, body }),
+    };
+    assert.equal(verify(old, replayed, body), false);
   });
 });

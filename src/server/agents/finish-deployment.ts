@@ -19,7 +19,16 @@ export async function finishDeployment(
   const at = ctx.now();
   ctx.finishing(d.id);
   // The batch writes the log lines that came before the result first.
-  const changed = await ctx.writes.writeGrouped(FINISH_WRITES, { id: d.id, agentId, result, at });
+  // A verdict and the webhooks telling of it are written together (the outbox).
+  const changed = await ctx.writes.writeGrouped(FINISH_WRITES, {
+    id: d.id,
+    agentId,
+    result,
+    at,
+    workspaceId: d.workspaceId,
+    rolloutId: d.rolloutId,
+    agent: conn.agent.name,
+  });
   ctx.logs.forget(d.id);
   conn.known.forget(d.id);
   d.state = result.state;

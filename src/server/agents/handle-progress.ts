@@ -21,7 +21,15 @@ export async function handleProgress(
   // Not awaited: the write is committed with others within milliseconds, in order, and the
   // step is announced once it is.
   void ctx.writes
-    .writeGrouped(STEP_WRITES, { id: d.id, agentId, step, at })
+    .writeGrouped(STEP_WRITES, {
+      id: d.id,
+      agentId,
+      step,
+      at,
+      workspaceId: d.workspaceId,
+      rolloutId: d.rolloutId,
+      agent: conn.agent.name,
+    })
     .then((started) => {
       if (!started) {
         d.state = 'cancelled';

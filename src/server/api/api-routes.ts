@@ -35,9 +35,10 @@ import { registerDeploymentRoutes } from './deployment-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
 import { recordAudit } from './record-audit.ts';
 import { registerRolloutRoutes } from './rollout-routes.ts';
+import { registerWebhookRoutes, type WebhookRouteDeps } from './webhook-routes.ts';
 
 /** What the API routes need. */
-export interface ApiDeps {
+export interface ApiDeps extends WebhookRouteDeps {
   readonly auth: Authenticator;
   readonly workspaces: WorkspaceRepository;
   readonly tokens: TokenRepository;
@@ -228,6 +229,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   registerClosureRoutes(api, deps);
   registerDeploymentRoutes(api, deps);
   registerRolloutRoutes(api, deps);
+  registerWebhookRoutes(api, deps);
   return api;
 }
 

@@ -5,10 +5,11 @@ import { CairnError, isCairnError } from '../../lib/cairn-error.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema, idPathSchema, seqParamSchema } from '../../protocol/request-params.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { canActivate, canViewFleet } from '../auth/permissions.ts';
+import { assertAdmin, canActivate, canViewFleet } from '../auth/permissions.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
+import type { WebhookRepository } from '../db/webhook-repository.ts';
 import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
@@ -25,6 +26,7 @@ import { secureHeaders, sendPage } from './send-page.ts';
 import type { Session, SessionStore } from './session-store.ts';
 import { checkedForm, registerSignInRoutes, sessionOf } from './sign-in-routes.ts';
 import { APP_CSS, APP_JS } from './static-assets.ts';
+import { webhooksPage } from './webhooks-page.ts';
 
 /** What the dashboard needs. */
 export interface DashboardDeps extends RollbackDeps {
@@ -38,6 +40,8 @@ export interface DashboardDeps extends RollbackDeps {
   readonly log: Logger;
   /** Runs staged rollouts: their status, and the operations the rollout page's buttons ask for. */
   readonly rollouts: RolloutEngine;
+  /** Webhook endpoints and their deliveries, for the webhooks page. */
+  readonly webhooks: WebhookRepository;
 }
 
 const rollbackFormSchema = z.object({ to: idParamSchema.optional() });
@@ -201,6 +205,24 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
   );
 
   registerRolloutPages(app, deps, page);
+
+  app.get(
+    '/webhooks',
+    page(async (c, s, started) => {
+      assertAdmin(s.principal, 'see the webhooks');
+      const { workspaceId } = s.principal;
+      return sendPage(
+        c,
+        webhooksPage({
+          session: s,
+          endpoints: await deps.webhooks.list(workspaceId),
+          deliveries: await deps.webhooks.deliveries(workspaceId, { limit: 100 }),
+          now: deps.now(),
+        }),
+        { started },
+      );
+    }),
+  );
 
   app.get(
     '/diff',

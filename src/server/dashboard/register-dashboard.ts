@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import type { Database } from '../db/database-schema.ts';
+import type { WebhookRepository } from '../db/webhook-repository.ts';
 import type { RollbackDeps } from '../deployments/rollback-agent.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { DashboardQueries } from './dashboard-queries.ts';
@@ -20,6 +21,7 @@ export function registerDashboard(
     log: Logger;
     closures: ClosureRepository;
     rollouts: RolloutEngine;
+    webhooks: WebhookRepository;
   },
 ): void {
   const closures = deps.closures;

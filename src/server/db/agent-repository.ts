@@ -109,7 +109,8 @@ export class AgentRepository {
       items.map((o) => sql`(cast(${o.id} as integer), cast(${o.epoch} as integer), cast(${o.at} as bigint))`),
     );
     await sql`
-      update agents set online = 0, last_seen_at = v.column3
+      update agents set online = 0, last_seen_at = v.column3,
+        offline_since = case when agents.online = 1 then v.column3 else coalesce(agents.offline_since, v.column3) end
       from (values ${values}) as v
       where agents.id = v.column1 and agents.connection_epoch = v.column2`.execute(this.db);
   }
@@ -172,7 +173,10 @@ export class AgentRepository {
    * connection is still the agent's newest: a newer one (maybe on another replica) keeps it online.
    */
   async setOffline(id: number, now: number, epoch?: number): Promise<void> {
-    let q = this.db.updateTable('agents').set({ online: 0, last_seen_at: now }).where('id', '=', id);
+    let q = this.db
+      .updateTable('agents')
+      .set({ online: 0, last_seen_at: now, offline_since: offlineSince(now) })
+      .where('id', '=', id);
     if (epoch !== undefined) q = q.where('connection_epoch', '=', epoch);
     await q.execute();
   }
@@ -195,10 +199,10 @@ export class AgentRepository {
    * Marks every agent offline: at start, no agent is connected to this server yet. Returns the
    * ids of those that were online, connected to the server before this one and reconnecting.
    */
-  async setAllOffline(): Promise<number[]> {
+  async setAllOffline(now: number): Promise<number[]> {
     const rows = await this.db
       .updateTable('agents')
-      .set({ online: 0 })
+      .set({ online: 0, offline_since: now })
       .where('online', '=', 1)
       .returning('id')
       .execute();
@@ -344,3 +348,12 @@ export const OFFLINE_WRITES: WriteGroup<OfflineWrite, void> = {
   },
   keysOf: (o) => [`agent:${o.id}`],
 };
+
+/**
+ * `offline_since` for an agent being marked offline at `now`: `now` if it was online, else when
+ * it went offline before (a second close of the same connection does not restart the grace
+ * period of its `agent.offline` webhook).
+ */
+function offlineSince(now: number) {
+  return sql<number>`case when online = 1 then cast(${now} as bigint) else coalesce(offline_since, cast(${now} as bigint)) end`;
+}

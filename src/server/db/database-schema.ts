@@ -105,6 +105,10 @@ export interface AgentsTable {
   connection_epoch: Generated<number>;
   /** The replica holding the agent's newest connection (PostgreSQL replicas; migration 12). */
   replica_id: string | null;
+  /** When the agent last went offline (null while it has never been offline since migration 013). */
+  offline_since: number | null;
+  /** When the agent's being offline was last announced (agent.offline webhooks). */
+  offline_notified_at: number | null;
 }
 
 /** Rows of `replica_leases`: each live replica's lease, renewed every few seconds (migration 12). */
@@ -270,6 +274,47 @@ export interface ServerIdentityTable {
   created_at: number;
 }
 
+/** An endpoint webhooks are sent to (migration 013). */
+export interface WebhookEndpointsTable {
+  id: Generated<number>;
+  workspace_id: number;
+  url: string;
+  /** JSON array of event types. */
+  events: string;
+  /** `whsec_<base64>`. */
+  secret: string;
+  /** After a rotation, the old secret, also signed with until `previous_secret_until`. */
+  previous_secret: string | null;
+  previous_secret_until: number | null;
+  created_at: number;
+  created_by: string;
+  disabled_at: number | null;
+  disabled_reason: string | null;
+  last_success_at: number | null;
+  deleted_at: number | null;
+}
+
+/** One event to send to one endpoint: the outbox (migration 013). */
+export interface WebhookDeliveriesTable {
+  id: Generated<number>;
+  endpoint_id: number;
+  workspace_id: number;
+  message_id: string;
+  event: string;
+  /** JSON of the event's data. */
+  data: string;
+  created_at: number;
+  /** pending, succeeded or failed. */
+  state: string;
+  attempts: Generated<number>;
+  next_attempt_at: number | null;
+  claimed_until: number | null;
+  last_attempt_at: number | null;
+  last_status: number | null;
+  last_error: string | null;
+  finished_at: number | null;
+}
+
 export interface Database {
   workspaces: WorkspacesTable;
   tokens: TokensTable;
@@ -289,5 +334,7 @@ export interface Database {
   dashboard_sessions: DashboardSessionsTable;
   audit_log: AuditLogTable;
   server_identity: ServerIdentityTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
   replica_leases: ReplicaLeasesTable;
 }

@@ -58,7 +58,7 @@ export class ReplicaLeaseRepository {
       if (replicas.length === 0) return { replicas, agents: [] };
       const agents = await trx
         .updateTable('agents')
-        .set({ online: 0 })
+        .set({ online: 0, offline_since: now })
         .where('online', '=', 1)
         .where('replica_id', 'in', replicas)
         .returning('id')

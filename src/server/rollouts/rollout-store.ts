@@ -2,8 +2,12 @@ import type { Kysely, Selectable } from 'kysely';
 import type { RolloutState } from '../../protocol/rollout-policy.ts';
 import type { Database, DeploymentsTable, RolloutsTable } from '../db/database-schema.ts';
 import { IN_LIST_SIZE, inChunks } from '../db/in-chunks.ts';
+import { enqueueWebhooks } from '../db/webhook-outbox.ts';
 import type { Decision } from './decide-rollout.ts';
 import type { AgentSnapshot, RolloutSnapshot, StoredPolicy } from './rollout-snapshot.ts';
+
+/** The rollout states that have a webhook event. */
+const ROLLOUT_WEBHOOK_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'paused']);
 
 /** The states in which the engine still has work on a rollout. */
 const ACTIVE_STATES: readonly RolloutState[] = ['pending', 'running', 'paused'];
@@ -121,6 +125,22 @@ export class RolloutStore {
           .where('version', '=', r.version)
           .executeTakeFirst();
         if (Number(updated.numUpdatedRows) === 0) throw STALE;
+        // The rollout's new state and the webhooks telling of it are written together (the outbox).
+        if (set.state !== undefined && set.state !== r.state && ROLLOUT_WEBHOOK_STATES.has(set.state)) {
+          await enqueueWebhooks(trx, [
+            {
+              workspaceId: r.workspaceId,
+              event: `rollout.${set.state as 'succeeded' | 'failed' | 'paused'}`,
+              at: now,
+              data: {
+                rolloutId: r.id,
+                state: set.state,
+                reason: set.reason ?? null,
+                path: `/rollouts/${r.id}`,
+              },
+            },
+          ]);
+        }
         const dispatched: Array<Selectable<DeploymentsTable>> = [];
         for (const [ids, counted] of [
           [d.dispatch, 1],
