@@ -66,6 +66,9 @@ export function registerRolloutRoutes(
       target: String(rolloutId),
       detail: {
         agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])),
+        // What will run as root besides the closures' own activation: the audit must show it.
+        ...(deploy.rollbackScript ? { rollbackScript: deploy.rollbackScript } : {}),
+        ...(deploy.healthChecks ? { healthChecks: deploy.healthChecks } : {}),
         ...(deploy.rollout ? { rollout: body.staged?.policy ?? deploy.rollout } : {}),
       },
     });
