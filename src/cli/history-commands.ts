@@ -144,9 +144,11 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ['before', d.from],
         ['after', d.to],
       ] as const) {
-        if (side.source === 'cache') {
+        // A closure the caches hold whole is exact; one they hold in part, with no agent's report
+        // to complete it, is a lower bound.
+        if (side.source === 'cache' && side.missing > 0) {
           ctx.io.stderr.write(
-            `cairn: the ${label} closure was computed from the caches (no agent reported it)${side.missing ? `; ${side.missing} path(s) unknown` : ''}\n`,
+            `cairn: the ${label} closure is incomplete: ${side.missing} path(s) are in no cache and no agent reported them\n`,
           );
         }
       }
@@ -186,10 +188,12 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ctx.io.stdout.write(
           `Download: ${dl.paths} path(s), ${formatBytes(dl.narSize)} unpacked${compressed}\n`,
         );
-        if (a.current.source === 'cache' || a.proposed.missing > 0) {
+        if (a.current.missing > 0 || a.proposed.missing > 0) {
           ctx.io.stdout.write(
             `Note: ${[
-              a.current.source === 'cache' ? 'the current closure was computed from the caches' : '',
+              a.current.missing > 0
+                ? `${a.current.missing} path(s) of the current closure are in no cache`
+                : '',
               a.proposed.missing > 0
                 ? `${a.proposed.missing} path(s) of the new closure are in no cache`
                 : '',
