@@ -50,7 +50,8 @@ export function limitRequestBodies(): MiddlewareHandler {
 }
 
 /**
- * Cuts a request whose body has not fully arrived `timeoutMs` after its headers (a client
+ * Closes the connection after an answer given before the request's body was read, and cuts a
+ * request whose body has not fully arrived `timeoutMs` after its headers (a client
  * sending a byte now and then would otherwise hold its connection forever): answers 408 when
  * nothing was answered yet, and closes the connection. Not for NAR uploads, which may take long
  * and are limited by the binary cache itself.
@@ -59,6 +60,13 @@ export function cutSlowBody(req: IncomingMessage, res: ServerResponse, timeoutMs
   const hasBody =
     req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
   if (!hasBody || req.readableEnded) return;
+  // Answered before its body was read (refused: 401, 403, 413): the connection closes after the
+  // answer instead of waiting for, and reading, a body nobody wants.
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, ...args: Parameters<typeof writeHead>) {
+    if (!req.readableEnded && !this.headersSent) this.setHeader('Connection', 'close');
+    return writeHead.apply(this, args);
+  } as typeof writeHead;
   const timer = setTimeout(() => {
     if (req.readableEnded) return;
     if (!res.headersSent) {
