@@ -28,7 +28,7 @@ export function maxBodyBytes(path: string): number {
  * Limits every body of the API and dashboard while it streams: a declared length over the limit
  * is refused before anything is read, and a chunked body is counted as it arrives and refused
  * (413 TOO_LARGE) as soon as it passes the limit, so no body larger than its route's limit is
- * ever held in memory. The connection is closed after the answer, so the rest is not read.
+ * ever held in memory. The connection is closed soon after the answer (see {@link cutSlowBody}).
  */
 export function limitRequestBodies(): MiddlewareHandler {
   const limits = new Map<number, MiddlewareHandler>();
@@ -38,8 +38,7 @@ export function limitRequestBodies(): MiddlewareHandler {
     if (!limit) {
       limit = bodyLimit({
         maxSize: max,
-        onError: (c) => {
-          c.header('Connection', 'close');
+        onError: () => {
           throw new CairnError('TOO_LARGE', `Cannot read the request: body larger than ${max} bytes`);
         },
       });
@@ -47,6 +46,29 @@ export function limitRequestBodies(): MiddlewareHandler {
     }
     return await limit(c, next);
   };
+}
+
+/** Most of an unwanted body read and dropped after the answer, and for how long. */
+const LINGER_BYTES = 16 * 1024 * 1024;
+const LINGER_MS = 1000;
+
+/** Reads and drops what is left of a body for a moment, then closes the connection. */
+function lingerThenClose(req: IncomingMessage): void {
+  let read = 0;
+  const close = () => {
+    clearTimeout(timer);
+    req.off('data', onData);
+    req.socket.destroy();
+  };
+  const onData = (chunk: Buffer) => {
+    read += chunk.length;
+    if (read > LINGER_BYTES) close();
+  };
+  // Not unref'd: a server shutting down waits for this connection to be closed.
+  const timer = setTimeout(close, LINGER_MS);
+  req.on('data', onData);
+  req.once('end', () => clearTimeout(timer));
+  req.resume();
 }
 
 /**
@@ -60,13 +82,12 @@ export function cutSlowBody(req: IncomingMessage, res: ServerResponse, timeoutMs
   const hasBody =
     req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
   if (!hasBody || req.readableEnded) return;
-  // Answered before its body was read (refused: 401, 403, 413): the connection closes after the
-  // answer instead of waiting for, and reading, a body nobody wants.
-  const writeHead = res.writeHead;
-  res.writeHead = function (this: ServerResponse, ...args: Parameters<typeof writeHead>) {
-    if (!req.readableEnded && !this.headersSent) this.setHeader('Connection', 'close');
-    return writeHead.apply(this, args);
-  } as typeof writeHead;
+  // Answered before its body was read (refused: 401, 403, 413): the rest is read and dropped
+  // for a moment, so that the client reads the answer before the connection closes (closing
+  // with data unread would reset it and could lose the answer), then the connection is closed.
+  res.once('finish', () => {
+    if (!req.readableEnded) lingerThenClose(req);
+  });
   const timer = setTimeout(() => {
     if (req.readableEnded) return;
     if (!res.headersSent) {
