@@ -27,6 +27,12 @@
  * its replica's URL (no load balancer); the rollouts are posted through replica 0 and reach the
  * agents of the others through PostgreSQL's LISTEN/NOTIFY. The storm stops and starts all of them.
  *
+ * With `--metrics fleet` or `--metrics per-agent` it measures `/metrics` instead of 3 and 4: each
+ * server also serves its metrics on an address of its own (`--metrics-listen`; with
+ * `--metrics-per-agent` for `per-agent`), and `--scrapes` scrapes of replica 0's `/metrics`, one
+ * at a time and `--scrape-gap` ms apart, are timed after the connect (every agent online, no
+ * deployment yet) and again after the fan-out (a deployment per agent).
+ *
  * The last line of output is one JSON object with the figures. `--help` lists the options.
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
@@ -35,7 +41,7 @@ import { once } from 'node:events';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent as HttpAgent, get as httpGet } from 'node:http';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -66,6 +72,13 @@ Options:
   --staged SIZES       staged rollouts instead of fan-out, storm and peer: batch sizes such as
                        1%,10%,50%,100%
   --rollouts N         with --staged, how many rollouts one after the other (default 5)
+  --metrics MODE       time GET /metrics instead of the reconnect storm and the peer: after the
+                       connect and after the fan-out, --scrapes scrapes one at a time of
+                       replica 0's metrics address (--metrics-listen); MODE is fleet (the
+                       default series) or per-agent (with --metrics-per-agent)
+  --scrapes N          with --metrics, scrapes timed each time (default 40)
+  --scrape-gap MS      with --metrics, the pause between two scrapes (default 250: 40 scrapes
+                       then span more than one 10-second heartbeat round of the agents)
   --keep-data          keep the data dirs (and the PostgreSQL database)
   -h, --help           this text
 
@@ -90,6 +103,9 @@ function parseOptions() {
       'keep-data': { type: 'boolean', default: false },
       staged: { type: 'string' },
       rollouts: { type: 'string', default: '5' },
+      metrics: { type: 'string' },
+      scrapes: { type: 'string', default: '40' },
+      'scrape-gap': { type: 'string', default: '250' },
       replicas: { type: 'string', default: '1' },
       database: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -125,6 +141,19 @@ if (STAGED !== undefined && (STAGED.length < 2 || STAGED.some((b) => !/^\d+(\.\d
   usageError(`--staged: expected two or more batch sizes such as 1%,10%,50%,100%, got ${values.staged}`);
 if (!Number.isInteger(ROLLOUTS) || ROLLOUTS < 1)
   usageError(`--rollouts: expected a positive integer, got ${values.rollouts}`);
+
+const METRICS = values.metrics;
+if (METRICS !== undefined && METRICS !== 'fleet' && METRICS !== 'per-agent')
+  usageError(`--metrics: expected fleet or per-agent, got ${METRICS}`);
+if (METRICS !== undefined && STAGED !== undefined)
+  usageError('--metrics and --staged: choose one (both replace the reconnect storm)');
+const SCRAPES = /^\d+$/.test(values.scrapes) ? Number(values.scrapes) : Number.NaN;
+if (!(SCRAPES >= 1 && SCRAPES <= 10_000))
+  usageError(`--scrapes: expected a whole number from 1 to 10000, got ${values.scrapes}`);
+
+const SCRAPE_GAP_MS = /^\d+$/.test(values['scrape-gap']) ? Number(values['scrape-gap']) : Number.NaN;
+if (!(SCRAPE_GAP_MS >= 0 && SCRAPE_GAP_MS <= 60_000))
+  usageError(`--scrape-gap: expected a whole number of ms from 0 to 60000, got ${values['scrape-gap']}`);
 
 const REPLICAS = /^\d+$/.test(values.replicas) ? Number(values.replicas) : Number.NaN;
 if (!(REPLICAS >= 1 && REPLICAS <= 8))
@@ -182,6 +211,8 @@ interface Server {
 interface Replica {
   readonly index: number;
   readonly port: number;
+  /** With --metrics: the port of its metrics address. */
+  readonly metricsPort: number | undefined;
   readonly url: string;
   readonly dataDir: string;
   readonly logFile: string;
@@ -209,6 +240,8 @@ async function startServer(r: Replica): Promise<Server> {
       '--data-dir',
       r.dataDir,
       ...(databaseUrl === undefined ? [] : ['--database', databaseUrl]),
+      ...(r.metricsPort === undefined ? [] : ['--metrics-listen', `127.0.0.1:${r.metricsPort}`]),
+      ...(METRICS === 'per-agent' ? ['--metrics-per-agent'] : []),
     ],
     // Straight into the file: a pipe through this process would slow the server when this
     // process is busy.
@@ -469,6 +502,43 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
+/**
+ * Times `--scrapes` GETs of /metrics one after the other, `--scrape-gap` ms apart (each from the
+ * request to the last byte of the answer, as Prometheus waits for it), and prints p50, p99 and
+ * max with the answer's size. The gap spreads them over the server's periodic work (heartbeats,
+ * the rollout tick), which a scrape every 15 s meets at random moments.
+ */
+async function timeScrapes(url: string, when: string) {
+  const ms: number[] = [];
+  let bytes = 0;
+  let series = 0;
+  for (let i = 0; i < SCRAPES; i++) {
+    if (i > 0) await sleep(SCRAPE_GAP_MS);
+    checkServer();
+    const start = performance.now();
+    const res = await fetch(url);
+    const text = await res.text();
+    ms.push(performance.now() - start);
+    if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${text.slice(0, 300)}`);
+    bytes = Buffer.byteLength(text);
+    series = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
+  }
+  ms.sort((a, b) => a - b);
+  const figures = {
+    p50: round(percentile(ms, 50), 1),
+    p99: round(percentile(ms, 99), 1),
+    max: round(ms[ms.length - 1]!, 1),
+    bytes,
+    series,
+  };
+  say(
+    `metrics (${METRICS}) ${when}: ${SCRAPES} scrapes of ${url}, ${SCRAPE_GAP_MS} ms apart: p50 ${figures.p50} ms, p99 ${figures.p99} ms, max ${figures.max} ms; ${series} series, ${(bytes / 1024).toFixed(0)} KiB; load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  return figures;
+}
+
 function spread(times: number[], t0: number) {
   const d = times.map((t) => t - t0).sort((a, b) => a - b);
   return { p50: percentile(d, 50), p99: percentile(d, 99), max: d[d.length - 1] ?? Number.NaN };
@@ -561,12 +631,14 @@ async function main(): Promise<void> {
   for (let index = 0; index < REPLICAS; index++) {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
+    const metricsPort = METRICS === undefined ? undefined : await freePort();
     replicas.push(
       REPLICAS === 1
-        ? { index, port, url, dataDir, logFile: join(dataDir, 'server.log') }
+        ? { index, port, metricsPort, url, dataDir, logFile: join(dataDir, 'server.log') }
         : {
             index,
             port,
+            metricsPort,
             url,
             dataDir: join(dataDir, `replica-${index}`),
             logFile: join(dataDir, `replica-${index}.log`),
@@ -662,6 +734,11 @@ async function main(): Promise<void> {
     say(
       `connect: ${AGENTS} online in ${connectS.toFixed(1)} s (starting within ${START_WITHIN_S} s); ${failed(connected)}; ${REPLICAS === 1 ? 'server RSS' : `replicas' RSS (together; each ${rssBeforeEach.map(mib).join(' + ')} before, ${rssConnectedEach.map(mib).join(' + ')} after)`} ${mib(rssBefore)} before, ${mib(rssConnected)} after (${(rssPerAgent / 1024).toFixed(1)} KiB per agent)`,
     );
+
+    const metricsUrl =
+      METRICS === undefined ? undefined : `http://127.0.0.1:${replicas[0]!.metricsPort}/metrics`;
+    const scrapedIdle =
+      metricsUrl === undefined ? undefined : await timeScrapes(metricsUrl, 'after the connect');
 
     if (STAGED) {
       serverPids = servers.map((s) => s.pid);
@@ -793,6 +870,35 @@ async function main(): Promise<void> {
     say(
       `fan-out CPU: ${cpuWho}, ${db ? `PostgreSQL ${(postgresCpu / 1000).toFixed(1)} s, ` : ''}agents ${(agentsCpu / 1000).toFixed(1)} s, in ${(fanoutWallMs / 1000).toFixed(1)} s; longest /healthz silence ${fanoutHealth.longestSilence} ms${REPLICAS === 1 ? '' : ` (each ${fanoutHealth.perReplica.join(', ')} ms)`}; agents' event loop delay p99 ${Math.max(...finished.map((s) => s.loopDelayP99Ms))} ms, max ${Math.max(...finished.map((s) => s.loopDelayMaxMs))} ms`,
     );
+
+    if (metricsUrl !== undefined && scrapedIdle !== undefined) {
+      const scrapedAfter = await timeScrapes(metricsUrl, `after the fan-out (${AGENTS} deployments)`);
+      say(
+        JSON.stringify({
+          agents: AGENTS,
+          workers: WORKERS,
+          ...(REPLICAS > 1 ? { replicas: REPLICAS } : {}),
+          ...(db ? { database: 'postgres' } : {}),
+          metrics: METRICS,
+          connect_s: round(connectS, 2),
+          fanout_p99_ms: fanout.p99,
+          rollout_complete_ms: rolloutCompleteMs,
+          scrapes: SCRAPES,
+          scrape_gap_ms: SCRAPE_GAP_MS,
+          metrics_idle_p50_ms: scrapedIdle.p50,
+          metrics_idle_p99_ms: scrapedIdle.p99,
+          metrics_idle_max_ms: scrapedIdle.max,
+          metrics_p50_ms: scrapedAfter.p50,
+          metrics_p99_ms: scrapedAfter.p99,
+          metrics_max_ms: scrapedAfter.max,
+          metrics_bytes: scrapedAfter.bytes,
+          metrics_series: scrapedAfter.series,
+          loadavg: loadavg().map((l) => round(l, 2)),
+          bench_s: Math.round((Date.now() - BENCH_START) / 1000),
+        }),
+      );
+      return;
+    }
 
     // 3. Reconnect storm: stop the server (every replica at once), start it again on the same data.
     await allStats(workers, true);

@@ -51,6 +51,7 @@
             pkgs.nix
             pkgs.xz
             pkgs.zstd
+            pkgs.bzip2
           ];
         };
       });

@@ -26,6 +26,7 @@ else
 fi
 has xz || need xz xz-utils
 has zstd || need zstd zstd
+has bzip2 || need bzip2 bzip2
 # The dashboard tests drive Chromium: Debian's, or the one CAIRN_TEST_CHROMIUM names.
 chromium=${CAIRN_TEST_CHROMIUM:-/usr/bin/chromium}
 [ -x "$chromium" ] || need "chromium at $chromium" chromium
@@ -39,6 +40,9 @@ has ps || need ps procps
 # The load balancer in front of two replicas (test/helpers/nginx-process.ts): Debian's nginx.
 [ -x /usr/sbin/nginx ] || need 'nginx at /usr/sbin/nginx' nginx-light
 has bash || need bash bash
+# A real Prometheus scrapes the server, and promtool checks /metrics and the alert rules
+# (test/integration/metrics-prometheus.test.ts); the test runs the binary itself, not the service.
+{ has prometheus && has promtool; } || need 'prometheus and promtool' prometheus
 
 if [ "${1:-}" = --packages ]; then
   [ -n "$packages" ] && echo "$packages"

@@ -43,7 +43,12 @@ let
     ++ lib.optionals (cfg.trustedProxies != [ ]) [
       "--trusted-proxy"
       (lib.concatStringsSep "," cfg.trustedProxies)
-    ];
+    ]
+    ++ lib.optionals (cfg.metrics.listen != null) [
+      "--metrics-listen"
+      cfg.metrics.listen
+    ]
+    ++ lib.optional cfg.metrics.perAgent "--metrics-per-agent";
 
   # A database URL with a password is read where systemd put it (LoadCredential) when the
   # service starts: never in the Nix store, the unit file or the command line.
@@ -160,6 +165,29 @@ in
       '';
     };
 
+    metrics = {
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:9464";
+        description = ''
+          A second address (`HOST:PORT`) serving only `GET /metrics`, without a token, for a
+          Prometheus on this machine or a trusted network (`--metrics-listen`). Null: `/metrics`
+          is served on the main port to tokens with the `metrics` scope only. See
+          docs/observability.md.
+        '';
+      };
+
+      perAgent = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether `/metrics` has series per agent (`cairn_agent_info`, `cairn_agent_connected`,
+          ...; `--metrics-per-agent`): five series per agent, so 50,000 for 10,000 agents.
+        '';
+      };
+    };
+
     environmentFile = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -247,10 +275,11 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ] ++ lib.optional cfg.database.createLocally "postgresql.service";
       requires = lib.optional cfg.database.createLocally "postgresql.service";
-      # xz and zstd read inside compressed NAR uploads.
+      # xz, zstd and bzip2 read inside compressed NAR uploads.
       path = [
         pkgs.xz
         pkgs.zstd
+        pkgs.bzip2
       ];
       environment = lib.optionalAttrs (databaseUrl != null) { CAIRN_DATABASE_URL = databaseUrl; };
 
@@ -268,7 +297,7 @@ in
         ReadWritePaths = [ cfg.dataDir ];
         UMask = "0027";
 
-        # Hardening: the server needs its data dir, the network and child processes (xz, zstd).
+        # Hardening: the server needs its data dir, the network and child processes (xz, zstd, bzip2).
         AmbientCapabilities = lib.optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
         CapabilityBoundingSet = lib.optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
         NoNewPrivileges = true;

@@ -8,6 +8,8 @@ export interface ServerCommandFlags {
   logLevel?: string;
   logRetentionDays?: string;
   trustedProxy?: string;
+  metricsListen?: string;
+  metricsPerAgent?: boolean;
 }
 
 /** What `cairn deploy agent` hands the agent once it has checked the name and the token. */

@@ -30,6 +30,14 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
       '--trusted-proxy <addr,...>',
       'proxies (addresses or ADDR/PREFIX networks) whose X-Forwarded-For names the client, for the failed-authentication limit and the audit log (env: CAIRN_TRUSTED_PROXY)',
     )
+    .option(
+      '--metrics-listen <host:port>',
+      'also serve GET /metrics, without a token, on this address, such as 127.0.0.1:9464 (env: CAIRN_METRICS_LISTEN; default: none, and /metrics on --listen needs a token with the metrics scope)',
+    )
+    .option(
+      '--metrics-per-agent',
+      'add one series per agent to /metrics (env: CAIRN_METRICS_PER_AGENT=1; default: off)',
+    )
     .action(async (flags: ServerCommandFlags) => {
       if (!ctx.io.daemons) throw new Error('cairn server: this CLI was built without the server');
       const server = await ctx.io.daemons.startServer(flags, ctx.env);

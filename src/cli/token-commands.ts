@@ -30,7 +30,7 @@ export function registerTokenCommands(program: Command, ctx: CommandContext): vo
     .description('create a token; prints the secret once, on stdout')
     .requiredOption(
       '--scope <scope...>',
-      'admin, cache:<name>:push, cache:<name>:pull, activate[:<agent>,...] or agent:<name> (repeatable)',
+      'admin, cache:<name>:push, cache:<name>:pull, activate[:<agent>,...], agent:<name> or metrics (repeatable)',
     )
     .option('--name <name>', 'a name to recognise the token by (default: its scopes)')
     .option('--expires <when>', 'expiry: a duration (30d, 12h, 90m) or a date')

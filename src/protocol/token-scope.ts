@@ -14,17 +14,19 @@ export const nameSchema = z
 /**
  * A token's rights, written as strings so they read well on a command line and in a table:
  * `admin`; `cache:<name>:push` (implies pull) and `cache:<name>:pull`; `activate` or
- * `activate:<agent>,<agent>`; `agent:<name>`.
+ * `activate:<agent>,<agent>`; `agent:<name>`; `metrics` (read `/metrics`, nothing else).
  */
 export type TokenScope =
   | { readonly kind: 'admin' }
   | { readonly kind: 'cache'; readonly cache: string; readonly access: 'push' | 'pull' }
   | { readonly kind: 'activate'; readonly agents: readonly string[] | null }
-  | { readonly kind: 'agent'; readonly agent: string };
+  | { readonly kind: 'agent'; readonly agent: string }
+  | { readonly kind: 'metrics' };
 
 /** Parses one scope string; returns an error message instead of throwing. */
 export function parseTokenScope(text: string): TokenScope | { error: string } {
   if (text === 'admin') return { kind: 'admin' };
+  if (text === 'metrics') return { kind: 'metrics' };
   const parts = text.split(':');
   const [kind, a, b] = parts;
   if (kind === 'cache' && parts.length === 3 && a && NAME_PATTERN.test(a) && (b === 'push' || b === 'pull')) {
@@ -37,7 +39,7 @@ export function parseTokenScope(text: string): TokenScope | { error: string } {
   }
   if (kind === 'agent' && parts.length === 2 && a && NAME_PATTERN.test(a)) return { kind: 'agent', agent: a };
   return {
-    error: `unknown scope '${text}'; expected admin, cache:<name>:push, cache:<name>:pull, activate[:<agent>,...] or agent:<name>`,
+    error: `unknown scope '${text}'; expected admin, cache:<name>:push, cache:<name>:pull, activate[:<agent>,...] agent:<name> or metrics`,
   };
 }
 
@@ -52,6 +54,8 @@ export function formatTokenScope(scope: TokenScope): string {
       return scope.agents === null ? 'activate' : `activate:${scope.agents.join(',')}`;
     case 'agent':
       return `agent:${scope.agent}`;
+    case 'metrics':
+      return 'metrics';
   }
 }
 

@@ -30,6 +30,9 @@ import { setClientAddress } from './http/client-address.ts';
 import { errorResponse } from './http/error-response.ts';
 import { cutSlowBody, limitRequestBodies } from './http/request-body-limits.ts';
 import { TrustedProxies } from './http/trusted-proxies.ts';
+import { countingBus } from './metrics/counting-bus.ts';
+import { metricsRoutes } from './metrics/metrics-routes.ts';
+import { ServerMetrics } from './metrics/server-metrics.ts';
 import { RolloutEngine } from './rollouts/rollout-engine.ts';
 
 /** What the app is built from; nothing here binds a port. */
@@ -56,6 +59,8 @@ export interface AppDeps {
   readonly reconnecting?: readonly number[];
   /** This replica's id, recorded with each agent's hello (replicas sharing PostgreSQL). */
   readonly replicaId?: string;
+  /** One series per agent in `/metrics` (`--metrics-per-agent`); off by default. */
+  readonly metricsPerAgent?: boolean;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -68,6 +73,8 @@ export interface App {
   readonly onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** The agent connections. */
   readonly hub: AgentHub;
+  /** The Prometheus metrics, served at `/metrics` (and by the metrics listener, if any). */
+  readonly metrics: ServerMetrics;
   /** Closes agent connections and flushes buffered writes. */
   close(): Promise<void>;
   /** Every route of the JSON API and dashboard, for the authorization table test. */
@@ -80,7 +87,15 @@ export function createApp(deps: AppDeps): App {
   const tokens = new TokenRepository(db);
   const caches = new CacheRepository(db);
   const index = new PathIndex(db);
-  const bus = deps.bus ?? new LocalEventBus();
+  // The hub is made below; until then no agent is connected.
+  let connectedAgents = () => 0;
+  const metrics = new ServerMetrics({
+    db,
+    perAgent: deps.metricsPerAgent ?? false,
+    connectedAgents: () => connectedAgents(),
+  });
+  // Deployments reaching a final state are counted as they are announced.
+  const bus = countingBus(deps.bus ?? new LocalEventBus(), metrics);
   const auth = new Authenticator(tokens, {
     now: deps.now,
     limiter: new FailedAuthLimiter({
@@ -98,7 +113,7 @@ export function createApp(deps: AppDeps): App {
     maxNarBytes: deps.maxNarBytes,
   });
   const audit = new AuditRepository(db);
-  const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit });
+  const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit, metrics });
   const closures = new ClosureRepository(db);
   const agents = new AgentRepository(db);
   const deployments = new DeploymentRepository(db);
@@ -127,8 +142,10 @@ export function createApp(deps: AppDeps): App {
     // those that were online as reconnecting (the staged-rollout engine waits for them).
     markOfflineOnClose: deps.database.dialect !== 'sqlite',
     replicaId: deps.replicaId,
+    metrics,
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
+  connectedAgents = () => hub.connected;
 
   // Staged rollouts: decided on a tick and on agent events, from the database alone.
   const rollouts = new RolloutEngine({
@@ -139,6 +156,7 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     reconnecting: deps.reconnecting ?? [],
     dialect: deps.database.dialect,
+    metrics,
   });
   rollouts.start();
 
@@ -159,8 +177,10 @@ export function createApp(deps: AppDeps): App {
     flushLogs: () => logs.flush(),
     now: deps.now,
     log: deps.log,
+    metrics,
   });
   app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
+  app.route('/', metricsRoutes({ auth, metrics }));
   app.route(
     '/api/v1',
     apiRoutes({
@@ -179,6 +199,7 @@ export function createApp(deps: AppDeps): App {
       rollouts,
       now: deps.now,
       baseUrl: (requestUrl) => deps.publicUrl ?? new URL(requestUrl).origin,
+      metrics,
     }),
   );
   app.notFound((c) =>
@@ -213,6 +234,7 @@ export function createApp(deps: AppDeps): App {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
     },
     hub,
+    metrics,
     close: () => {
       unsubscribeRevoked();
       rollouts.close();

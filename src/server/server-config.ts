@@ -41,6 +41,13 @@ export interface ServerConfig {
    * replicas mark its agents offline (`CAIRN_REPLICA_LEASE_SECONDS`, 60 by default).
    */
   readonly replicaLeaseMs: number;
+  /**
+   * A second address serving only `GET /metrics`, without a token (`--metrics-listen`,
+   * `CAIRN_METRICS_LISTEN`); none by default: `/metrics` on the main address then needs a token.
+   */
+  readonly metricsListen: { readonly host: string; readonly port: number } | undefined;
+  /** One series per agent in `/metrics` (`--metrics-per-agent`, `CAIRN_METRICS_PER_AGENT`); off by default. */
+  readonly metricsPerAgent: boolean;
   /** Agent connections set up at once, and waiting; the hub's defaults unless set (tests). */
   readonly agentConnectLimits?: { readonly concurrent: number; readonly waiting: number } | undefined;
 }
@@ -55,6 +62,8 @@ export interface ServerFlags {
   logLevel?: string;
   logRetentionDays?: string;
   trustedProxy?: string;
+  metricsListen?: string;
+  metricsPerAgent?: boolean;
   /** Not a command-line flag: tests shorten it. */
   headersTimeoutMs?: number;
   /** Not a command-line flag: failed authentications an address may make in a burst. */
@@ -70,18 +79,19 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 }
 
 /** Parses `HOST:PORT`, `[IPv6]:PORT` or `:PORT`. */
-export function parseListen(text: string): { host: string; port: number } {
+export function parseListen(text: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) {
-    throw new CairnError('INVALID_ARGUMENT', `Cannot use --listen: expected HOST:PORT (${text})`);
+    throw new CairnError('INVALID_ARGUMENT', `Cannot use ${flag}: expected HOST:PORT (${text})`);
   }
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
 /**
  * Builds the server configuration from flags, falling back to `CAIRN_LISTEN`, `CAIRN_DATA_DIR`,
- * `CAIRN_DATABASE_URL`, `CAIRN_BLOB_STORE`, `CAIRN_PUBLIC_URL`, `CAIRN_TRUSTED_PROXY` and `CAIRN_LOG_LEVEL` (and S3
+ * `CAIRN_DATABASE_URL`, `CAIRN_BLOB_STORE`, `CAIRN_PUBLIC_URL`, `CAIRN_TRUSTED_PROXY`, `CAIRN_METRICS_LISTEN`,
+ * `CAIRN_METRICS_PER_AGENT` and `CAIRN_LOG_LEVEL` (and S3
  * credentials from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). All
  * problems are reported together.
  */
@@ -148,6 +158,22 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use CAIRN_REPLICA_LEASE_SECONDS: expected a number of seconds from 1 to 3600 (${leaseText})`,
     );
   }
+  const metricsListenText = flags.metricsListen ?? env.CAIRN_METRICS_LISTEN;
+  let metricsListen: { host: string; port: number } | undefined;
+  if (metricsListenText !== undefined && metricsListenText !== '') {
+    try {
+      metricsListen = parseListen(metricsListenText, '--metrics-listen');
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  let metricsPerAgent = flags.metricsPerAgent ?? false;
+  const perAgentText = env.CAIRN_METRICS_PER_AGENT;
+  if (flags.metricsPerAgent === undefined && perAgentText !== undefined && perAgentText !== '') {
+    if (['1', 'true', 'yes'].includes(perAgentText)) metricsPerAgent = true;
+    else if (!['0', 'false', 'no'].includes(perAgentText))
+      problems.push(`Cannot use CAIRN_METRICS_PER_AGENT: expected 1 or 0 (true or false) (${perAgentText})`);
+  }
   if (problems.length > 0) {
     throw new CairnError('INVALID_ARGUMENT', problems.join('\n'));
   }
@@ -167,6 +193,8 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     failedAuthBurst: flags.failedAuthBurst ?? 30,
     eventsBackstopMs: Math.round(backstop * 1000),
     replicaLeaseMs: Math.round(lease * 1000),
+    metricsListen: metricsListen && Object.freeze(metricsListen),
+    metricsPerAgent,
     agentConnectLimits: flags.agentConnectLimits,
   });
 }

@@ -10,6 +10,7 @@ import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
 import { openDatabase } from './db/open-database.ts';
 import { PostgresEventBus } from './events/postgres-event-bus.ts';
+import { metricsListener } from './metrics/metrics-routes.ts';
 import { startLogRetention } from './retention/log-retention.ts';
 import type { ServerConfig } from './server-config.ts';
 
@@ -21,6 +22,8 @@ export interface RunningServer {
   /** The URL it listens at, such as `http://127.0.0.1:43211`. */
   readonly url: string;
   readonly port: number;
+  /** The URL of the metrics listener's `/metrics` (`--metrics-listen`), when there is one. */
+  readonly metricsUrl: string | undefined;
   /** Every route of the JSON API and dashboard (see App.routes). */
   readonly routes: ReadonlyArray<{ method: string; path: string }>;
   /** Stops accepting, finishes requests in flight (up to a grace period) and closes the database. */
@@ -88,6 +91,7 @@ export async function startServer(
     isReady: () => ready,
     reconnecting,
     ...(bus ? { replicaId: bus.replicaId } : {}),
+    metricsPerAgent: config.metricsPerAgent,
   });
   // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
   // its machine lost) are marked offline by the others. SQLite's single process needs none.
@@ -149,6 +153,37 @@ export async function startServer(
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  // The metrics alone, without a token, on an address of their own (for a Prometheus on a
+  // trusted network); a port that cannot be bound stops the start, as the main one does.
+  let metricsServer: Server | undefined;
+  let metricsUrl: string | undefined;
+  if (config.metricsListen) {
+    const listen = config.metricsListen;
+    metricsServer = createServer({
+      keepAliveTimeout: config.keepAliveTimeoutMs,
+      headersTimeout: config.headersTimeoutMs,
+    });
+    metricsServer.on('request', metricsListener(app.metrics, log));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        metricsServer!.once('error', reject);
+        metricsServer!.listen({ port: listen.port, host: listen.host }, () => resolve());
+      });
+    } catch (err) {
+      server.close();
+      await app.close();
+      await lease?.close();
+      await leaseDatabase?.db.destroy();
+      await bus?.close();
+      await database.db.destroy();
+      closeBlobs();
+      throw new Error(
+        `Cannot listen for metrics on ${listen.host}:${listen.port} (--metrics-listen): ${(err as Error).message}`,
+      );
+    }
+    const mhost = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+    metricsUrl = `http://${mhost}:${(metricsServer.address() as AddressInfo).port}/metrics`;
+  }
   ready = true;
   const retention = startLogRetention(database.db, {
     days: config.logRetentionDays,
@@ -159,7 +194,13 @@ export async function startServer(
     onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
   });
   log.info(
-    { url, dataDir: config.dataDir, database: database.dialect, blobStore: config.blobStore.kind },
+    {
+      url,
+      dataDir: config.dataDir,
+      database: database.dialect,
+      blobStore: config.blobStore.kind,
+      ...(metricsUrl ? { metrics: metricsUrl } : {}),
+    },
     'cairn server listening',
   );
 
@@ -167,6 +208,7 @@ export async function startServer(
   return {
     url,
     port,
+    metricsUrl,
     routes: app.routes,
     close: () => {
       closing ??= (async () => {
@@ -174,6 +216,8 @@ export async function startServer(
         // Stop accepting first: agents told to go reconnect within milliseconds, and a server
         // still listening would take them back (and then wait for those connections to end).
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        metricsServer?.close();
+        metricsServer?.closeAllConnections();
         await app.close();
         // After the hub marked its agents offline: no one needs to sweep them.
         await lease?.close();

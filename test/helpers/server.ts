@@ -109,6 +109,10 @@ export async function startTestServer(
     blobStore?: string;
     /** Environment the config is read from (such as AWS_ACCESS_KEY_ID); empty if unset. */
     env?: Record<string, string>;
+    /** `--metrics-listen`: an address serving `/metrics` without a token. */
+    metricsListen?: string;
+    /** `--metrics-per-agent`. */
+    metricsPerAgent?: boolean;
   } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'cairn-server-')));
@@ -125,6 +129,8 @@ export async function startTestServer(
     ...(options.failedAuthBurst === undefined ? {} : { failedAuthBurst: options.failedAuthBurst }),
     ...(options.agentConnectLimits === undefined ? {} : { agentConnectLimits: options.agentConnectLimits }),
     ...(options.blobStore === undefined ? {} : { blobStore: options.blobStore }),
+    ...(options.metricsListen === undefined ? {} : { metricsListen: options.metricsListen }),
+    ...(options.metricsPerAgent === undefined ? {} : { metricsPerAgent: options.metricsPerAgent }),
   };
   const config = parseServerConfig(
     pgDatabase?.config.kind === 'postgres' ? { ...flags, database: pgDatabase.config.url } : flags,

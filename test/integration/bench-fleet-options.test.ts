@@ -99,4 +99,35 @@ describe('bench:fleet options', () => {
     );
     assert.equal(r.stdout, '');
   });
+
+  it('describes --metrics and --scrapes, and refuses a mode other than fleet or per-agent before starting anything', async () => {
+    const help = await fleet(['--help']);
+    assert.match(help.stdout, /--metrics MODE\s+time GET \/metrics/);
+    assert.match(help.stdout, /--scrapes N\s+with --metrics, scrapes timed each time \(default 40\)/);
+    assert.match(
+      help.stdout,
+      /--scrape-gap MS\s+with --metrics, the pause between two scrapes \(default 250/,
+    );
+    const [mode, scrapes, gap, staged] = await Promise.all([
+      fleet(['--agents', '10', '--metrics', 'all']),
+      fleet(['--agents', '10', '--metrics', 'fleet', '--scrapes', '0']),
+      fleet(['--agents', '10', '--metrics', 'fleet', '--scrape-gap', '1s']),
+      fleet(['--agents', '10', '--metrics', 'fleet', '--staged', '50%,100%']),
+    ]);
+    assert.equal(mode.code, 2, mode.stdout + mode.stderr);
+    assert.equal(
+      mode.stderr.trim(),
+      'bench:fleet: --metrics: expected fleet or per-agent, got all (see --help)',
+    );
+    assert.equal(scrapes.code, 2, scrapes.stdout + scrapes.stderr);
+    assert.match(scrapes.stderr, /^bench:fleet: --scrapes: expected a whole number from 1 to 10000, got 0/);
+    assert.equal(gap.code, 2, gap.stdout + gap.stderr);
+    assert.match(
+      gap.stderr,
+      /^bench:fleet: --scrape-gap: expected a whole number of ms from 0 to 60000, got 1s/,
+    );
+    assert.equal(staged.code, 2, staged.stdout + staged.stderr);
+    assert.match(staged.stderr, /^bench:fleet: --metrics and --staged: choose one/);
+    for (const r of [mode, scrapes, gap, staged]) assert.equal(r.stdout, '');
+  });
 });

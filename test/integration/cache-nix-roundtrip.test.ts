@@ -26,7 +26,7 @@ function closure(prefix: string) {
   ];
 }
 
-const VARIANTS = ['copy', 'copyzstd', 'zstd', 'xz', 'none'] as const;
+const VARIANTS = ['copy', 'copyzstd', 'copybzip2', 'zstd', 'xz', 'none'] as const;
 
 describe('binary cache round trip with the real Nix', () => {
   let server: TestServer;
@@ -175,6 +175,67 @@ describe('binary cache round trip with the real Nix', () => {
     await deleteClosure('copyzstd');
     await realiseFromCache('copyzstd');
     await assertClosureRestored('copyzstd');
+  });
+
+  it('nix copy --to with compression=bzip2 uploads NARs the cache checks, and Nix substitutes them back', async () => {
+    const producer = await scratchDir('cairn-xdg-');
+    try {
+      await run(
+        'nix',
+        [
+          'copy',
+          '--to',
+          `${cache.url}?compression=bzip2`,
+          app('copybzip2'),
+          '--option',
+          'netrc-file',
+          pushNetrc,
+        ],
+        { env: otherMachineNixEnv(producer.dir) },
+      );
+    } finally {
+      await producer.cleanup();
+    }
+    await assertPublished('copybzip2', 'bzip2');
+    await deleteClosure('copybzip2');
+    await realiseFromCache('copybzip2');
+    await assertClosureRestored('copybzip2');
+  });
+
+  it('nix store copy-log --to uploads a build log that nix log --store reads back', async () => {
+    const line = `build log of ${RUN_TAG} ${Date.now()}`;
+    const built = await buildPackages([
+      { name: 'rtlog', script: `echo "${line}"; mkdir $out; echo ${RUN_TAG} > $out/tag` },
+    ]);
+    const out = built.get('rtlog')!;
+    const producer = await scratchDir('cairn-xdg-');
+    try {
+      const env = otherMachineNixEnv(producer.dir);
+      // The narinfo names the deriver, by which `nix log` finds the log of an output.
+      await run('nix', ['copy', '--to', cache.url, out, '--option', 'netrc-file', pushNetrc], { env });
+      await run('nix', ['store', 'copy-log', '--to', cache.url, out, '--option', 'netrc-file', pushNetrc], {
+        env,
+      });
+    } finally {
+      await producer.cleanup();
+    }
+    const drv = (await run('nix-store', ['--query', '--deriver', out])).trim();
+    const raw = await rawRequest(`${cache.url}/log/${drv.slice('/nix/store/'.length)}`, {
+      headers: { Authorization: `Bearer ${cache.pullToken}` },
+    });
+    assert.equal(raw.status, 200, raw.body);
+    assert.equal(raw.body, `${line}\n`);
+    // Read through Nix on a machine that never built it, by the output path (Nix finds the
+    // derivation in the output's narinfo; a .drv itself is not in the cache).
+    const reader = await scratchDir('cairn-xdg-');
+    try {
+      const log = await run('nix', ['log', '--store', cache.url, out, '--option', 'netrc-file', pullNetrc], {
+        env: otherMachineNixEnv(reader.dir),
+      });
+      assert.equal(log.trim(), line);
+    } finally {
+      await reader.cleanup();
+    }
   });
 
   for (const compression of ['zstd', 'xz', 'none'] as const) {

@@ -127,6 +127,8 @@ describe('binary cache serving: ranges, HEAD, public and private caches', () => 
       assert.equal(h.headers['content-type'], g.headers['content-type'], file);
     }
     assert.equal((await get(`log/${logName}`)).body, logText);
+    // A browser shows a build log instead of downloading it.
+    assert.equal((await get(`log/${logName}`)).headers['content-type'], 'text/plain; charset=utf-8');
     assert.equal((await get(`log/${emptyLogName}`)).headers['content-length'], '0');
     assert.equal((await get(`realisations/${encodeURIComponent(realisation)}`)).body, realisationText);
     const info = await get(`${path.hashPart}.narinfo`);
@@ -217,8 +219,8 @@ describe('binary cache serving: ranges, HEAD, public and private caches', () => 
       assert.ok(Buffer.from(await res.arrayBuffer()).equals(file));
     }
     // A compression the cache does not take is refused by name.
-    const bz = narOfFile(Buffer.from('bz'));
-    const res = await rawRequest(`${priv.url}/nar/${nixSha256(bz).slice(7)}.nar.bz2`, {
+    const bz = narOfFile(Buffer.from('br'));
+    const res = await rawRequest(`${priv.url}/nar/${nixSha256(bz).slice(7)}.nar.br`, {
       method: 'PUT',
       headers: bearer(priv.pushToken),
       body: bz,

@@ -157,12 +157,34 @@ describe('binary cache uploads: credentials and verification', () => {
     });
   });
 
-  it('refuses a truncated NAR, uncompressed, xz or zstd', async () => {
+  it('refuses uploads with a Content-Encoding it would serve back undecoded (log-compression and the like)', async () => {
+    const { brotliCompressSync } = await import('node:zlib');
+    const log = brotliCompressSync(Buffer.from('a build log\n'));
+    const p = syntheticPath('encoded', 'encoded');
+    await leavesNothing(async () => {
+      for (const [path, body] of [
+        ['log/encoded-1.drv', log],
+        [`${p.hashPart}.narinfo`, brotliCompressSync(narinfoText(p.fields))],
+      ] as const) {
+        const res = await put(path, body, { ...push, 'Content-Encoding': 'br' });
+        assertRejected(res, 400, 'UNSUPPORTED_COMPRESSION', /Content-Encoding br is not accepted/);
+      }
+    });
+    // Uncompressed, the same log is taken (identity is no encoding).
+    const plain = await put('log/encoded-1.drv', 'a build log\n', {
+      ...push,
+      'Content-Encoding': 'identity',
+    });
+    assert.equal(plain.status, 201, plain.body);
+  });
+
+  it('refuses a truncated NAR, uncompressed, xz, zstd or bzip2', async () => {
     // Random contents do not compress, so a cut compressed file is cut inside the archive too.
     const nar = narOfFile(randomBytes(100_000));
     const cut = nar.subarray(0, 50_000);
     const xz = spawnSync('xz', ['-c'], { input: nar }).stdout.subarray(0, 50_000);
     const zst = spawnSync('zstd', ['-c', '-q'], { input: nar }).stdout.subarray(0, 50_000);
+    const bz2 = spawnSync('bzip2', ['-c'], { input: nar }).stdout.subarray(0, 50_000);
     await leavesNothing(async () => {
       // Each file is named by its own hash, so only the archive inside can be at fault.
       const plain = await put(`nar/${nixSha256(cut).slice(7)}.nar`, cut);
@@ -171,6 +193,8 @@ describe('binary cache uploads: credentials and verification', () => {
       assertRejected(xzRes, 400, 'INVALID_NAR', /not valid xz data|Cannot unpack NAR/);
       const zstRes = await put(`nar/${nixSha256(zst).slice(7)}.nar.zst`, zst);
       assertRejected(zstRes, 400, 'INVALID_NAR', /not valid zstd data|Cannot unpack NAR/);
+      const bz2Res = await put(`nar/${nixSha256(bz2).slice(7)}.nar.bz2`, bz2);
+      assertRejected(bz2Res, 400, 'INVALID_NAR', /not valid bzip2 data|Cannot unpack NAR/);
     });
   });
 
@@ -183,6 +207,7 @@ describe('binary cache uploads: credentials and verification', () => {
           ['.nar', /bad magic, not a NAR archive/],
           ['.nar.xz', /not valid xz data|archive is truncated/],
           ['.nar.zst', /not valid zstd data|archive is truncated/],
+          ['.nar.bz2', /not valid bzip2 data|archive is truncated/],
         ] as const) {
           const body = randomBytes(size);
           const res = await put(`nar/${nixSha256(body).slice(7)}${ext}`, body);
@@ -193,6 +218,13 @@ describe('binary cache uploads: credentials and verification', () => {
       const nar = narOfFile(Buffer.from('tail'));
       const xz = Buffer.concat([spawnSync('xz', ['-c'], { input: nar }).stdout, Buffer.from('garbage!')]);
       assertRejected(await put(`nar/${nixSha256(xz).slice(7)}.nar.xz`, xz), 400, 'INVALID_NAR', /xz/);
+      const bz2 = Buffer.concat([spawnSync('bzip2', ['-c'], { input: nar }).stdout, Buffer.from('garbage!')]);
+      assertRejected(
+        await put(`nar/${nixSha256(bz2).slice(7)}.nar.bz2`, bz2),
+        400,
+        'INVALID_NAR',
+        /bzip2 stream/,
+      );
       const plain = Buffer.concat([nar, Buffer.alloc(8)]);
       assertRejected(
         await put(`nar/${nixSha256(plain).slice(7)}.nar`, plain),

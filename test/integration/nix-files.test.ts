@@ -126,9 +126,11 @@ async function serverUnit(settings: string): Promise<{
       };
       given = (import (/. + settings)).services.cairn-server;
       call = cfg: import (/. + file) { config.services.cairn-server = cfg; inherit lib pkgs; };
-      defaults = builtins.mapAttrs (_: o: o.default) (builtins.removeAttrs (call { }).options.services.cairn-server [ "database" ]);
-      dbDefaults = builtins.mapAttrs (_: o: o.default) (call { }).options.services.cairn-server.database;
-      cfg = defaults // given // { database = dbDefaults // (given.database or { }); };
+      groups = [ "database" "metrics" ];
+      options = (call { }).options.services.cairn-server;
+      defaults = builtins.mapAttrs (_: o: o.default) (builtins.removeAttrs options groups);
+      groupDefaults = g: builtins.mapAttrs (_: o: o.default) options.\${g};
+      cfg = defaults // given // builtins.listToAttrs (map (g: { name = g; value = groupDefaults g // (given.\${g} or { }); }) groups);
       module = call (cfg // { enable = true; });
       unit = module.config.systemd.services.cairn-server;
     in {
@@ -262,6 +264,13 @@ describe('nix/', () => {
   it('joins several trusted proxies with commas', async () => {
     const unit = await serverUnit('{ services.cairn-server.trustedProxies = [ "10.0.0.2" "10.0.1.0/24" ]; }');
     assert.deepEqual(unit.args.slice(-2), ['--trusted-proxy', '10.0.0.2,10.0.1.0/24']);
+  });
+
+  it('serves the metrics on a second address, with series per agent, when the metrics options say so', async () => {
+    const unit = await serverUnit(
+      '{ services.cairn-server.metrics = { listen = "127.0.0.1:9464"; perAgent = true; }; }',
+    );
+    assert.deepEqual(unit.args.slice(-3), ['--metrics-listen', '127.0.0.1:9464', '--metrics-per-agent']);
   });
 
   it('refuses a database URL file in the store, or given with another database setting', async () => {

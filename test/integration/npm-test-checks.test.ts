@@ -83,11 +83,14 @@ describe('npm test', () => {
       'id',
       'xz',
       'zstd',
+      'bzip2',
       'ip',
       'tc',
       'systemd-analyze',
       'curl',
       'ps',
+      'prometheus',
+      'promtool',
     ];
     for (const tool of [...tools, 'bash', 'python3']) await symlink(await which(tool), join(bin, tool));
     const env = baseEnv({ PATH: bin });

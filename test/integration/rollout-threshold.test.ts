@@ -191,5 +191,13 @@ describe('a staged rollout whose failure threshold is met (onFailure: revert)', 
     for (const n of names) assert.equal(await profileTarget(join(bed.world.profiles, n)), v1, n);
     for (const n of switched) assert.match(await readOr(record(n)), new RegExp(v2(n)), n);
     for (const n of b3) assert.doesNotMatch(await readOr(record(n)), new RegExp(v2(n)), n);
+    // Prometheus sees the reverts, one per switched agent, apart from the agents' own rollbacks.
+    const metrics = await fetch(`${bed.server.url}/metrics`, {
+      headers: { Authorization: `Bearer ${bed.server.adminToken}` },
+    }).then((res) => res.text());
+    assert.match(
+      metrics,
+      new RegExp(`^cairn_rollbacks_total\\{reason="rollout-revert"\\} ${switched.length}$`, 'm'),
+    );
   });
 });

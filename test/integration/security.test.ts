@@ -21,6 +21,7 @@ const KINDS = [
   'agent',
   'push',
   'pull',
+  'metrics',
 ] as const;
 type Kind = (typeof KINDS)[number];
 /** Credentials that are not valid at all: 401 everywhere a token is needed. */
@@ -96,6 +97,7 @@ describe('authorization: every route, every kind of token', () => {
     tokens.set('agent', a1);
     tokens.set('push', await admin(['token', 'create', '--scope', 'cache:main:push']));
     tokens.set('pull', await admin(['token', 'create', '--scope', 'cache:main:pull']));
+    tokens.set('metrics', await admin(['token', 'create', '--scope', 'metrics']));
   });
   after(() => server.stop());
 
@@ -133,6 +135,12 @@ describe('authorization: every route, every kind of token', () => {
       path: '/healthz',
       make: async () => ({ url: `${server.url}/healthz` }),
       expect: Object.fromEntries(KINDS.map((k) => [k, 200])),
+    },
+    {
+      method: 'GET',
+      path: '/metrics',
+      make: async () => ({ url: `${server.url}/metrics` }),
+      expect: { admin: 200, metrics: 200 },
     },
     {
       method: 'POST',
@@ -365,7 +373,7 @@ describe('authorization: every route, every kind of token', () => {
 });
 
 /** Dashboard pages use a session cookie, not tokens; they have their own tests. */
-const DASHBOARD = /^(GET|POST) \/(?!api\/|healthz)/;
+const DASHBOARD = /^(GET|POST) \/(?!api\/|healthz|metrics)/;
 
 describe('limits against slow, large and abusive clients', () => {
   let server: TestServer;

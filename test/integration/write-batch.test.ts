@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { OBSERVED_WRITES, OFFLINE_WRITES } from '../../src/server/db/agent-repository.ts';
-import { STEP_WRITES } from '../../src/server/db/deployment-repository.ts';
+import { HELLO_WRITES, OBSERVED_WRITES, OFFLINE_WRITES } from '../../src/server/db/agent-repository.ts';
+import { FINISH_WRITES, STEP_WRITES } from '../../src/server/db/deployment-repository.ts';
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
 import { WriteBatch } from '../../src/server/db/write-batch.ts';
+import { insertAgent, insertDeployment, insertRollout, insertWorkspace } from '../helpers/db-rows.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/server.ts';
 
 /**
@@ -23,64 +24,20 @@ describe('writes grouped by the write batch', () => {
     database = openDatabase(testDb.config);
     await migrate(database.db as never, database.dialect);
     const db = database.db;
-    const ws = (
-      await db
-        .insertInto('workspaces')
-        .values({ name: 'w', created_at: 1 })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id;
-    const agent = (name: string) =>
-      db
-        .insertInto('agents')
-        .values({ workspace_id: ws, name, token_id: name, created_at: 1, online: 1 })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-    agentId = (await agent('a')).id;
-    otherAgent = (await agent('b')).id;
-    const rollout = (
-      await db
-        .insertInto('rollouts')
-        .values({
-          workspace_id: ws,
-          created_at: 1,
-          created_by: 't',
-          policy: null,
-          state: null,
-          reason: null,
-          waiting: null,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-    ).id;
+    const ws = await insertWorkspace(db);
+    agentId = await insertAgent(db, ws, 'a');
+    otherAgent = await insertAgent(db, ws, 'b');
+    const rolloutId = await insertRollout(db, ws);
     for (const state of ['pending', 'running', 'cancelled', 'pending']) {
-      const row = await db
-        .insertInto('deployments')
-        .values({
-          rollout_id: rollout,
-          workspace_id: ws,
-          agent_id: agentId,
-          store_path: '/nix/store/00000000000000000000000000000000-x',
-          rollback_script: null,
-          exit4: 'fail',
-          health_checks: null,
+      ids.push(
+        await insertDeployment(db, {
+          rolloutId,
+          workspaceId: ws,
+          agentId,
+          storePath: '/nix/store/00000000000000000000000000000000-x',
           state,
-          step: null,
-          reason: null,
-          created_at: 1,
-          started_at: state === 'running' ? 5 : null,
-          finished_at: null,
-          closure_nar_size: null,
-          logs_expired_at: null,
-          batch: null,
-          dispatched_at: 1,
-          deferred_at: null,
-          outcome: null,
-          previous_path: null,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      ids.push(row.id);
+        }),
+      );
     }
   });
   after(async () => {
@@ -153,6 +110,87 @@ describe('writes grouped by the write batch', () => {
       [
         [1, p2, 2, 'nixos', 201],
         [0, null, null, 'nixos', 300],
+      ],
+    );
+  });
+
+  it('keeps the order of writes to each row when interleaved writes of several agents are grouped', async () => {
+    const batch = new WriteBatch(database.db);
+    const [d0, d1] = ids as [number, number];
+    await database.db.updateTable('agents').set({ connection_epoch: 7, online: 0 }).execute();
+    await database.db
+      .updateTable('deployments')
+      .set({ state: 'pending', step: null, started_at: null, finished_at: null })
+      .where('id', 'in', [d0, d1])
+      .execute();
+    const observed = {
+      storePath: null,
+      generation: null,
+      kind: 'nixos' as const,
+      system: 'x86_64-linux',
+      hostname: 'h',
+      agentVersion: '1',
+      nixVersion: '2.8',
+      profile: '/nix/var/nix/profiles/system',
+    };
+    const ok = { state: 'succeeded' as const, step: null, reason: null, rebootRequired: false };
+    const failed = { state: 'failed' as const, step: 'activating', reason: 'exit 1', rebootRequired: false };
+    const results = await Promise.all([
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'downloading', at: 400 }),
+      batch.writeGrouped(HELLO_WRITES, { id: agentId, observed, at: 400, replicaId: 'r1' }),
+      batch.writeGrouped(STEP_WRITES, { id: d1, agentId, step: 'downloading', at: 400 }),
+      batch.writeGrouped(FINISH_WRITES, { id: d0, agentId, result: ok, at: 401 }),
+      // A step arriving after the result: the deployment is over, the step changes nothing.
+      batch.writeGrouped(STEP_WRITES, { id: d0, agentId, step: 'activating', at: 402 }),
+      batch.writeGrouped(HELLO_WRITES, { id: otherAgent, observed, at: 402, replicaId: 'r1' }),
+      batch.committed(),
+      // Agent a says hello again (epoch 9), then its first connection (epoch 8) closes: a stays online.
+      batch.writeGrouped(HELLO_WRITES, { id: agentId, observed, at: 403, replicaId: 'r2' }),
+      batch.writeGrouped(OFFLINE_WRITES, { id: agentId, epoch: 8, at: 404 }),
+      batch.writeGrouped(FINISH_WRITES, { id: d1, agentId, result: failed, at: 405 }),
+      // A second result for d1: the first one counts.
+      batch.writeGrouped(FINISH_WRITES, { id: d1, agentId, result: ok, at: 406 }),
+      // Agent b's connection (epoch 8) closes: b goes offline.
+      batch.writeGrouped(OFFLINE_WRITES, { id: otherAgent, epoch: 8, at: 407 }),
+    ]);
+    assert.deepEqual(results, [
+      true,
+      8,
+      true,
+      true,
+      false,
+      8,
+      undefined,
+      9,
+      undefined,
+      true,
+      false,
+      undefined,
+    ]);
+    const deployments = await database.db
+      .selectFrom('deployments')
+      .select(['state', 'step', 'reason'])
+      .where('id', 'in', [d0, d1])
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      deployments.map((d) => [d.state, d.step, d.reason]),
+      [
+        ['succeeded', null, null],
+        ['failed', 'activating', 'exit 1'],
+      ],
+    );
+    const agents = await database.db
+      .selectFrom('agents')
+      .select(['online', 'connection_epoch', 'replica_id'])
+      .where('id', 'in', [agentId, otherAgent])
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      agents.map((a) => [a.online, a.connection_epoch, a.replica_id]),
+      [
+        [1, 9, 'r2'],
+        [0, 8, 'r1'],
       ],
     );
   });

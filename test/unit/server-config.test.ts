@@ -37,3 +37,47 @@ describe('the replica lease setting', () => {
       );
   });
 });
+
+describe('the metrics settings', () => {
+  it('have no metrics address and no per-agent series by default', () => {
+    const c = parseServerConfig({}, {});
+    assert.equal(c.metricsListen, undefined);
+    assert.equal(c.metricsPerAgent, false);
+  });
+
+  it('take the metrics address from --metrics-listen, else CAIRN_METRICS_LISTEN', () => {
+    assert.deepEqual(parseServerConfig({ metricsListen: '127.0.0.1:9464' }, {}).metricsListen, {
+      host: '127.0.0.1',
+      port: 9464,
+    });
+    assert.deepEqual(parseServerConfig({}, { CAIRN_METRICS_LISTEN: '[::1]:9464' }).metricsListen, {
+      host: '::1',
+      port: 9464,
+    });
+    assert.deepEqual(
+      parseServerConfig({ metricsListen: ':9000' }, { CAIRN_METRICS_LISTEN: '0.0.0.0:1' }).metricsListen,
+      { host: '127.0.0.1', port: 9000 },
+    );
+  });
+
+  it('refuses a metrics address that is not HOST:PORT, naming the flag', () => {
+    for (const bad of ['9464', 'host:', 'host:99999', 'a:b:c'])
+      assert.throws(
+        () => parseServerConfig({ metricsListen: bad }, {}),
+        (err: Error & { code?: string }) =>
+          err.code === 'INVALID_ARGUMENT' &&
+          err.message === `Cannot use --metrics-listen: expected HOST:PORT (${bad})`,
+        bad,
+      );
+  });
+
+  it('turns per-agent series on with --metrics-per-agent or CAIRN_METRICS_PER_AGENT=1, and refuses other values', () => {
+    assert.equal(parseServerConfig({ metricsPerAgent: true }, {}).metricsPerAgent, true);
+    assert.equal(parseServerConfig({}, { CAIRN_METRICS_PER_AGENT: '1' }).metricsPerAgent, true);
+    assert.equal(parseServerConfig({}, { CAIRN_METRICS_PER_AGENT: 'false' }).metricsPerAgent, false);
+    assert.throws(
+      () => parseServerConfig({}, { CAIRN_METRICS_PER_AGENT: 'sure' }),
+      /Cannot use CAIRN_METRICS_PER_AGENT: expected 1 or 0 \(true or false\) \(sure\)/,
+    );
+  });
+});

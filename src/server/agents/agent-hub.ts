@@ -3,16 +3,19 @@ import type { Duplex } from 'node:stream';
 import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { CairnError } from '../../lib/cairn-error.ts';
 import { CLOSE_CODES, MAX_AGENT_MESSAGE_BYTES } from '../../protocol/agent-protocol.ts';
 import { isFinalState } from '../../protocol/deployment-state.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
-import { AgentRepository, OFFLINE_WRITES } from '../db/agent-repository.ts';
+import { AgentRepository, type AgentRow, OFFLINE_WRITES } from '../db/agent-repository.ts';
+import { BatchedLookup } from '../db/batched-lookup.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
 import type { DeploymentsTable } from '../db/database-schema.ts';
-import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { DeploymentRepository, DeploymentRow } from '../db/deployment-repository.ts';
 import { IN_LIST_SIZE } from '../db/in-chunks.ts';
 import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import { AgentCaches } from './agent-caches.ts';
 import { AgentConnection, type AgentConnectionOptions } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
@@ -63,6 +66,8 @@ export interface AgentHubDeps {
   readonly markOfflineOnClose?: boolean;
   /** This replica's id, recorded in the row of each agent that says hello here (see replica-lease.ts). */
   readonly replicaId?: string | undefined;
+  /** Counts connections, refusals and deployment durations (`/metrics`). */
+  readonly metrics?: Pick<ServerMetrics, 'agentConnected' | 'agentRefused' | 'deploymentDuration'>;
 }
 
 /**
@@ -77,6 +82,11 @@ export class AgentHub {
   readonly #wss: WebSocketServer;
   readonly #gate: ConnectGate;
   readonly #desired: DesiredLookup;
+  /** Deployments and agents looked up for many connections at once (a reconnect storm). */
+  readonly #lookups: {
+    readonly deployments: Pick<DeploymentRepository, 'byId'>;
+    readonly agents: Pick<AgentRepository, 'byName'>;
+  };
   readonly #byAgent = new Map<number, AgentConnection>();
   /** Deployments over lately, oldest first: see {@link #markFinished}. */
   readonly #finished = new Set<number>();
@@ -94,10 +104,16 @@ export class AgentHub {
   constructor(deps: AgentHubDeps) {
     this.#deps = deps;
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE_BYTES });
-    this.#gate = new ConnectGate({ log: deps.log, limits: deps.connectLimits });
+    this.#gate = new ConnectGate({
+      log: deps.log,
+      limits: deps.connectLimits,
+      onRefuse: (code) => deps.metrics?.agentRefused(code),
+    });
     this.#desired = new DesiredLookup(deps.deployments);
+    this.#lookups = batchedLookups(deps);
     const ctx: AgentMessageContext = {
       ...deps,
+      deployments: this.#lookups.deployments,
       closures: deps.closures,
       desired: this.#desired,
       caches: new AgentCaches(deps.caches),
@@ -156,9 +172,10 @@ export class AgentHub {
     socket.once('close', releaseTurn);
     let who: AuthenticatedAgent;
     try {
-      who = await authenticateUpgrade(req, this.#deps);
+      who = await authenticateUpgrade(req, { auth: this.#deps.auth, agents: this.#lookups.agents });
     } catch (err) {
       releaseTurn();
+      this.#deps.metrics?.agentRefused(err instanceof CairnError ? err.code : 'INTERNAL');
       refuseUpgrade(socket, err, { log: this.#deps.log });
       return;
     }
@@ -180,7 +197,7 @@ export class AgentHub {
       requestBase,
       log: this.#deps.log.child({ agent: agent.name }),
       releaseTurn,
-      deployments: this.#deps.deployments,
+      deployments: this.#lookups.deployments,
       onMessage: this.#onMessage,
       onClose: this.#onClose,
     });
@@ -190,6 +207,7 @@ export class AgentHub {
     // log pipe blocks the server); the heartbeat logs how many came and went instead.
     conn.log.debug('agent connected');
     this.#joined++;
+    this.#deps.metrics?.agentConnected();
   }
 
   #closed(conn: AgentConnection, code: number, reason: Buffer): void {
@@ -328,4 +346,39 @@ export class AgentHub {
     await this.#deps.writes.write(offline).catch(() => {});
     await this.#deps.writes.flush();
   }
+}
+
+/**
+ * Deployment and agent lookups by id and by name, each batched: every connection asking in the
+ * same turn of the event loop is answered by one query (a thousand agents reconnecting to
+ * confirm their deployments would otherwise cost a thousand of each).
+ */
+function batchedLookups(deps: Pick<AgentHubDeps, 'agents' | 'deployments'>) {
+  const deploymentsById = new BatchedLookup<number, DeploymentRow>(
+    async (ids) => new Map((await deps.deployments.byIds(ids)).map((d) => [d.id, d])),
+  );
+  // Keyed "workspace/name": the workspace id is digits, so the first slash ends it.
+  const agentsByName = new BatchedLookup<string, AgentRow>(async (keys) => {
+    const byWorkspace = new Map<number, string[]>();
+    for (const key of keys) {
+      const slash = key.indexOf('/');
+      const workspaceId = Number(key.slice(0, slash));
+      const names = byWorkspace.get(workspaceId);
+      if (names) names.push(key.slice(slash + 1));
+      else byWorkspace.set(workspaceId, [key.slice(slash + 1)]);
+    }
+    const out = new Map<string, AgentRow>();
+    for (const [workspaceId, names] of byWorkspace)
+      for (const a of await deps.agents.byNames(workspaceId, names)) out.set(`${workspaceId}/${a.name}`, a);
+    return out;
+  });
+  return {
+    deployments: {
+      byId: async (workspaceId: number, id: number) => {
+        const d = await deploymentsById.get(id);
+        return d?.workspace_id === workspaceId ? d : undefined;
+      },
+    },
+    agents: { byName: (workspaceId: number, name: string) => agentsByName.get(`${workspaceId}/${name}`) },
+  };
 }

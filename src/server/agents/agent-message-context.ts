@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { WriteBatch } from '../db/write-batch.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import type { AgentCaches } from './agent-caches.ts';
 import type { DesiredLookup } from './desired-lookup.ts';
 import type { ClosureSink } from './handle-closure.ts';
@@ -29,6 +30,8 @@ export interface AgentMessageContext {
   readonly replicaId?: string | undefined;
   /** Tells the agent's current connection, if it has said hello, what it should run now. */
   readonly sendDesired: (agentId: number) => Promise<void>;
+  /** Where deployment durations are recorded; none in tests that build a hub alone. */
+  readonly metrics?: Pick<ServerMetrics, 'deploymentDuration'> | undefined;
   /** Says a deployment's result is being recorded: a desired state looked up before is not sent. */
   readonly finishing: (deploymentId: number) => void;
 }

@@ -27,11 +27,18 @@ export class ConnectGate {
   /** Connections between upgrade and welcome, and the ones waiting for a turn. */
   #connecting = 0;
   readonly #waiting: Array<() => void> = [];
+  readonly #onRefuse: ((code: 'UNAVAILABLE') => void) | undefined;
   /** Set by close(): new agents are turned away. */
   #closed = false;
 
-  constructor(options: { readonly log: Logger; readonly limits?: ConnectLimits | undefined }) {
+  constructor(options: {
+    readonly log: Logger;
+    readonly limits?: ConnectLimits | undefined;
+    /** Told the error code of each agent turned away (`/metrics`). */
+    readonly onRefuse?: (code: 'UNAVAILABLE') => void;
+  }) {
     this.#log = options.log;
+    this.#onRefuse = options.onRefuse;
     this.#limits = options.limits ?? CONNECT_LIMITS;
   }
 
@@ -88,6 +95,7 @@ export class ConnectGate {
     const err = new CairnError('UNAVAILABLE', message, {
       headers: { 'Retry-After': String(retryAfterSeconds) },
     });
+    this.#onRefuse?.('UNAVAILABLE');
     refuseUpgrade(socket, err, { log: this.#log });
   }
 }

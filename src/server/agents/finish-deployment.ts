@@ -1,5 +1,5 @@
 import type { DeploymentResult } from '../../protocol/agent-protocol.ts';
-import { DeploymentRepository } from '../db/deployment-repository.ts';
+import { FINISH_WRITES } from '../db/deployment-repository.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
@@ -19,13 +19,12 @@ export async function finishDeployment(
   const at = ctx.now();
   ctx.finishing(d.id);
   // The batch writes the log lines that came before the result first.
-  const changed = await ctx.writes.write((db) =>
-    new DeploymentRepository(db).finish(d.id, agentId, result, at),
-  );
+  const changed = await ctx.writes.writeGrouped(FINISH_WRITES, { id: d.id, agentId, result, at });
   ctx.logs.forget(d.id);
   conn.known.forget(d.id);
   d.state = result.state;
   if (!changed) return;
+  if (d.startedAt !== null) ctx.metrics?.deploymentDuration(result.state, (at - d.startedAt) / 1000);
   ctx.bus.publish('deployment', {
     workspaceId: d.workspaceId,
     rolloutId: d.rolloutId,

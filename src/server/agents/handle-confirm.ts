@@ -15,7 +15,7 @@ export async function handleConfirm(
   // The agent says where its deployment is (`progress`) before it asks: that write, queued
   // ahead of this message, must be committed first, or a deployment whose earlier progress was
   // lost (a server killed before committing it) reads as not running and is never confirmed.
-  await ctx.writes.write(async () => {});
+  await ctx.writes.committed();
   const d = await ctx.deployments.byId(conn.agent.workspace_id, Number(msg.deploymentId));
   if (d && d.agent_id === conn.agent.id && d.state === 'running') {
     conn.known.remember(d);

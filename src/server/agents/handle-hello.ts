@@ -4,7 +4,7 @@ import {
   CLOSE_CODES,
   MIN_AGENT_PROTOCOL_VERSION,
 } from '../../protocol/agent-protocol.ts';
-import { AgentRepository } from '../db/agent-repository.ts';
+import { HELLO_WRITES } from '../db/agent-repository.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 import { finishDeployment } from './finish-deployment.ts';
@@ -35,9 +35,12 @@ export async function handleHello(
   const agentId = conn.agent.id;
   const observed = msg.observed;
   const at = ctx.now();
-  const recorded = ctx.writes.write((db) =>
-    new AgentRepository(db).recordHello(agentId, observed, at, ctx.replicaId),
-  );
+  const recorded = ctx.writes.writeGrouped(HELLO_WRITES, {
+    id: agentId,
+    observed,
+    at,
+    replicaId: ctx.replicaId,
+  });
   const finished = msg.unreported.map((r) => finishDeployment(conn, r, ctx));
   const [epoch] = await Promise.all([recorded, ...finished]);
   conn.epoch = epoch;

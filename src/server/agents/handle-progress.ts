@@ -28,6 +28,7 @@ export async function handleProgress(
         return;
       }
       d.state = 'running';
+      d.startedAt ??= at;
       ctx.bus.publish('deployment', {
         workspaceId: d.workspaceId,
         rolloutId: d.rolloutId,

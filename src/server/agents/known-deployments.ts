@@ -8,6 +8,8 @@ export interface KnownDeployment {
   readonly workspaceId: number;
   readonly storePath: string;
   state: string;
+  /** When the agent began it (its first step): the start of `cairn_deployment_duration_seconds`. */
+  startedAt: number | null;
 }
 
 /** The columns of a deployment row that are remembered. */
@@ -17,6 +19,7 @@ interface DeploymentColumns {
   readonly workspace_id: number;
   readonly store_path: string;
   readonly state: string;
+  readonly started_at?: number | null;
 }
 
 /** Remembered at most per agent: an agent runs one deployment at a time. */
@@ -57,6 +60,7 @@ export class KnownDeployments {
       workspaceId: d.workspace_id,
       storePath: d.store_path,
       state: d.state,
+      startedAt: d.started_at === undefined || d.started_at === null ? null : Number(d.started_at),
     };
     if (isOpenState(d.state)) {
       if (this.#byId.size >= REMEMBERED) this.#byId.delete(this.#byId.keys().next().value!);

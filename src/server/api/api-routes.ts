@@ -25,6 +25,7 @@ import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
 import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
+import type { RollbackDeps } from '../deployments/rollback-agent.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
@@ -55,6 +56,8 @@ export interface ApiDeps {
   readonly now: () => number;
   /** The server's URL as clients reach it, for cache URLs in answers. */
   readonly baseUrl: (requestUrl: string) => string;
+  /** Counts the rollbacks asked for through the API. */
+  readonly metrics?: RollbackDeps['metrics'];
 }
 
 /** Hono environment of workspace-scoped routes. */
@@ -76,6 +79,14 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
         'UNAUTHENTICATED',
         'Cannot use the API: a token is required (Authorization: Bearer <token>)',
       );
+    // A token made for Prometheus reads /metrics and nothing of the API, not even lists that
+    // any other token may read (filtered to what it may see).
+    if (principal.scopes.every((s) => s.kind === 'metrics')) {
+      throw new CairnError(
+        'FORBIDDEN',
+        `Cannot use the API: token '${principal.tokenName}' has only the metrics scope, which reads GET /metrics`,
+      );
+    }
     const workspaceId = await deps.workspaces.idOf(c.req.param('ws') ?? '');
     if (workspaceId === undefined || workspaceId !== principal.workspaceId) {
       throw new CairnError('NOT_FOUND', `Cannot find workspace '${c.req.param('ws')}' for this token`);

@@ -1,6 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { parseTokenScope, type TokenScope } from '../../protocol/token-scope.ts';
+import { BatchedLookup } from '../db/batched-lookup.ts';
+import type { TokensTable } from '../db/database-schema.ts';
 import type { TokenRepository } from '../db/token-repository.ts';
 import { FailedAuthLimiter } from './failed-auth-limiter.ts';
 import type { Principal } from './principal.ts';
@@ -15,17 +17,21 @@ const TOUCH_INTERVAL_MS = 60_000;
  * `Basic` with the token as password (any user name), which is what Nix sends from a netrc file.
  */
 export class Authenticator {
-  readonly #tokens: TokenRepository;
   readonly #now: () => number;
   readonly #touched = new Map<string, number>();
   readonly #limiter: FailedAuthLimiter;
   readonly #known: PrincipalCache;
+  /**
+   * Lookups and last-use writes of the same turn, made together: in an agents' reconnect storm
+   * thousands of tokens are checked at once, each otherwise a query of its own.
+   */
+  readonly #byHash: BatchedLookup<string, TokensTable>;
+  readonly #touches: BatchedLookup<string, true>;
 
   constructor(
     tokens: TokenRepository,
     options: { now: () => number; limiter?: FailedAuthLimiter; cache?: PrincipalCache },
   ) {
-    this.#tokens = tokens;
     this.#now = options.now;
     this.#limiter = options.limiter ?? new FailedAuthLimiter({ now: options.now });
     // Remembering a valid token for seconds saves a query per request (a narinfo lookup is
@@ -33,6 +39,11 @@ export class Authenticator {
     // `token-revoked`); one made on another replica whose event is lost still takes effect when
     // the TTL ends, so a revoked token pulls for at most that long there (docs/security.md).
     this.#known = options.cache ?? new PrincipalCache({ maxEntries: 10_000, ttlMs: 5_000 });
+    this.#byHash = new BatchedLookup((hashes) => tokens.findByHashes(hashes));
+    this.#touches = new BatchedLookup<string, true>(async (ids) => {
+      await tokens.touchMany(ids, this.#now());
+      return new Map<string, true>();
+    });
   }
 
   /** Forgets what is remembered of a token, so its next use is looked up: it was revoked. */
@@ -102,7 +113,7 @@ export class Authenticator {
       return remembered;
     }
     const mark = this.#known.mark();
-    const row = await this.#tokens.findByHash(hash);
+    const row = await this.#byHash.get(hash);
     // The lookup is by hash; compare again in constant time so no timing tells how close a guess was.
     if (!row || !timingSafeEqual(Buffer.from(row.hash), Buffer.from(hash))) {
       throw new CairnError('UNAUTHENTICATED', 'Cannot authenticate: unknown token');
@@ -138,7 +149,7 @@ export class Authenticator {
     const now = this.#now();
     if (!this.#touchDue(tokenId, now)) return;
     this.#touched.set(tokenId, now);
-    await this.#tokens.touch(tokenId, now);
+    await this.#touches.get(tokenId);
   }
 }
 

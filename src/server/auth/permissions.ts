@@ -76,3 +76,8 @@ export function canReadDeployment(p: Principal, agent: string): boolean {
     isAdmin(p) || p.scopes.some((s) => s.kind === 'activate' || (s.kind === 'agent' && s.agent === agent))
   );
 }
+
+/** True when the principal may read `/metrics`: admin, or the `metrics` scope. */
+export function canReadMetrics(p: Principal): boolean {
+  return p.scopes.some((s) => s.kind === 'admin' || s.kind === 'metrics');
+}

@@ -7,6 +7,7 @@ import type { Principal } from '../auth/principal.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import { requestClientAddress } from '../http/client-address.ts';
 import { type ErrorLogger, errorResponse } from '../http/error-response.ts';
+import type { CacheRequestKind, ServerMetrics } from '../metrics/server-metrics.ts';
 import { type BinaryCache, OPAQUE_FOLDERS, type ResolvedCache } from './binary-cache.ts';
 import { parseRange } from './parse-range.ts';
 
@@ -26,12 +27,20 @@ export class CacheHandler {
   readonly #auth: Authenticator;
   readonly #log: ErrorLogger;
   readonly #audit: AuditRepository | undefined;
+  readonly #metrics: Pick<ServerMetrics, 'cacheRequest' | 'uploadRefused'> | undefined;
 
-  constructor(deps: { cache: BinaryCache; auth: Authenticator; log: ErrorLogger; audit?: AuditRepository }) {
+  constructor(deps: {
+    cache: BinaryCache;
+    auth: Authenticator;
+    log: ErrorLogger;
+    audit?: AuditRepository;
+    metrics?: Pick<ServerMetrics, 'cacheRequest' | 'uploadRefused'>;
+  }) {
     this.#cache = deps.cache;
     this.#auth = deps.auth;
     this.#log = deps.log;
     this.#audit = deps.audit;
+    this.#metrics = deps.metrics;
   }
 
   /**
@@ -39,10 +48,13 @@ export class CacheHandler {
    * waits for `100 Continue`, sent only once its credentials were accepted.
    */
   async handle(req: IncomingMessage, res: ServerResponse, expectContinue = false): Promise<void> {
+    if (this.#metrics) this.#count(req, res, this.#metrics);
     if (!expectContinue && this.#answerFromMemory(req, res)) return;
     try {
       await this.#route(req, res, expectContinue);
     } catch (err) {
+      if (req.method === 'PUT' && err instanceof CairnError)
+        this.#metrics?.uploadRefused(cacheRequestKind(req.url ?? ''), err.code);
       // The client went away mid-upload or mid-download: there is no one to answer, and
       // nothing unexpected to log (Nix cuts and resumes downloads as a matter of course).
       if (!req.socket || req.socket.destroyed) {
@@ -66,6 +78,25 @@ export class CacheHandler {
       res.end(req.method === 'HEAD' ? undefined : text);
       if (req.method === 'PUT' && !req.readableEnded) req.resume();
     }
+  }
+
+  /**
+   * Counts the request once its answer is over (sent, or cut short): the bytes its connection
+   * wrote meanwhile (HTTP/1.1 answers a connection's requests one at a time, so the difference
+   * of the socket's counter is this answer, headers included), and the body bytes it uploaded.
+   */
+  #count(req: IncomingMessage, res: ServerResponse, metrics: Pick<ServerMetrics, 'cacheRequest'>): void {
+    const socket = req.socket;
+    const written = socket.bytesWritten;
+    res.once('close', () => {
+      metrics.cacheRequest({
+        kind: cacheRequestKind(req.url ?? ''),
+        method: req.method ?? 'GET',
+        code: res.statusCode,
+        sentBytes: socket.bytesWritten - written,
+        receivedBytes: bodyBytes.get(req) ?? 0,
+      });
+    });
   }
 
   /**
@@ -119,6 +150,14 @@ export class CacheHandler {
       throw new CairnError('METHOD_NOT_ALLOWED', `Cannot ${method} in a binary cache: use GET, HEAD or PUT`);
     }
     const principal = await this.#authorize(req, cache, write);
+    const encoding = req.headers['content-encoding']?.trim().toLowerCase();
+    if (write && encoding && encoding !== 'identity') {
+      // Stored as sent, it would be served without its encoding and read as garbage.
+      throw new CairnError(
+        'UNSUPPORTED_COMPRESSION',
+        `Cannot upload ${rest.join('/')}: Content-Encoding ${encoding.slice(0, 40)} is not accepted; send it uncompressed (for Nix, drop log-compression, narinfo-compression and ls-compression from the cache URL)`,
+      );
+    }
     if (expectContinue) res.writeContinue();
 
     const [first = '', second, ...more] = rest;
@@ -173,7 +212,9 @@ export class CacheHandler {
         await this.#cache.putOpaque(cache, first, second, bodyOf(req));
         return send(res, method, 201, '', {});
       }
-      return await this.#sendOpaque(res, method, cache, [first, second], 'application/octet-stream');
+      // Build logs are text (Nix uploads them as such): a browser shows them.
+      const type = first === 'log' ? 'text/plain; charset=utf-8' : 'application/octet-stream';
+      return await this.#sendOpaque(res, method, cache, [first, second], type);
     }
     // `<hash>.ls`: the NAR listing Nix writes with `write-nar-listing = true`.
     if (rest.length === 1 && LISTING.test(first)) {
@@ -326,8 +367,18 @@ function send(
  * the request, as leaving a `for await` over it would, because that resets the connection
  * before the 4xx that says why reaches the client.
  */
+/** Body bytes read from each request so far, for `cairn_cache_received_bytes_total`. */
+const bodyBytes = new WeakMap<IncomingMessage, number>();
+
 function bodyOf(req: IncomingMessage): AsyncIterable<Uint8Array> {
-  return { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) };
+  return {
+    async *[Symbol.asyncIterator]() {
+      for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>) {
+        bodyBytes.set(req, (bodyBytes.get(req) ?? 0) + chunk.length);
+        yield chunk;
+      }
+    },
+  };
 }
 
 async function readText(req: IncomingMessage, max: number): Promise<string> {
@@ -341,4 +392,18 @@ async function readText(req: IncomingMessage, max: number): Promise<string> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** What a request under `/cache/<name>/` asks for, from its URL alone. */
+export function cacheRequestKind(url: string): CacheRequestKind {
+  const slash = url.indexOf('/', 7);
+  if (slash < 0) return 'other';
+  const rest = url.slice(slash + 1).split('?')[0] ?? '';
+  if (rest === 'nix-cache-info') return 'nix-cache-info';
+  if (rest.endsWith('.narinfo')) return 'narinfo';
+  if (rest.startsWith('nar/')) return 'nar';
+  if (rest.endsWith('.ls')) return 'listing';
+  const folder = rest.slice(0, rest.indexOf('/'));
+  if ((OPAQUE_FOLDERS as readonly string[]).includes(folder)) return 'file';
+  return 'other';
 }

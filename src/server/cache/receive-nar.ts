@@ -143,7 +143,8 @@ export async function receiveNar(
       );
     }
     await parsing;
-    if (stopped === 'sink') {
+    // bzip2 only warns of data after its stream, and exits 0.
+    if (stopped === 'sink' || (code === 0 && /trailing garbage/.test(stderr))) {
       throw new CairnError(
         'INVALID_NAR',
         `Cannot upload NAR: the file has data after the end of its ${options.compression} stream`,

@@ -44,6 +44,14 @@ export class ClosureRepository {
     { next?: Promise<void> | undefined; running?: Promise<void> | undefined }
   >();
 
+  /**
+   * Per root: the report being recorded while the closure is not known complete. Reports of one
+   * root wait for each other until it is: ten thousand identical machines reporting at once
+   * would otherwise each run the transaction that inserts it, and their size updates of the same
+   * ten thousand deployment rows wait for each other's row locks, holding every connection.
+   */
+  readonly #recording = new Map<string, Promise<unknown>>();
+
   constructor(private readonly db: Kysely<Database>) {}
 
   /**
@@ -60,11 +68,30 @@ export class ClosureRepository {
     now: number;
   }): Promise<ClosureSize | undefined> {
     const key = `${input.workspaceId}\0${input.root}`;
-    const knownSize = this.#known.get(key);
-    if (knownSize !== undefined) {
-      await this.#recordSizeSoon(key, input.workspaceId, input.root, knownSize);
-      return undefined;
+    for (;;) {
+      const knownSize = this.#known.get(key);
+      if (knownSize !== undefined) {
+        await this.#recordSizeSoon(key, input.workspaceId, input.root, knownSize);
+        return undefined;
+      }
+      const busy = this.#recording.get(key);
+      if (!busy) break;
+      await busy.catch(() => {});
     }
+    const recording = this.#recordUnknown(key, input);
+    this.#recording.set(key, recording);
+    try {
+      return await recording;
+    } finally {
+      if (this.#recording.get(key) === recording) this.#recording.delete(key);
+    }
+  }
+
+  /** {@link recordPart} of a closure not known complete here. */
+  async #recordUnknown(
+    key: string,
+    input: { workspaceId: number; root: string; paths: readonly ClosurePath[]; final: boolean; now: number },
+  ): Promise<ClosureSize | undefined> {
     // What the caches verified of this closure, when they hold all of it, is what deployments
     // are sized by: an agent's report says what is on its machine, not what others will get.
     const verified = input.final ? await this.#verifiedSize(input.workspaceId, input.root) : undefined;

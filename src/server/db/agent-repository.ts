@@ -92,7 +92,7 @@ export class AgentRepository {
       update agents set online = 1, last_seen_at = v.column2, store_path = v.column3,
         generation = v.column4, kind = v.column5, system = v.column6, hostname = v.column7,
         agent_version = v.column8, nix_version = v.column9, profile = v.column10
-      from (values ${sql.join([...last.values()].map(observedValues))}) as v
+      from (values ${sql.join([...last.values()].map((o) => sql`(${observedValues(o)})`))}) as v
       where agents.id = v.column1`.execute(this.db);
   }
 
@@ -131,6 +131,40 @@ export class AgentRepository {
       .returning('connection_epoch')
       .executeTakeFirst();
     return row?.connection_epoch ?? 0;
+  }
+
+  /**
+   * {@link recordHello} for many hellos in as few statements as can be: one per run of distinct
+   * agents (an agent saying hello twice gets two epochs, in order). Returns each hello's epoch.
+   */
+  async recordHelloMany(items: ReadonlyArray<HelloWrite>): Promise<number[]> {
+    if (items.length === 1) {
+      const h = items[0]!;
+      return [await this.recordHello(h.id, h.observed, h.at, h.replicaId)];
+    }
+    const epochs: number[] = [];
+    for (let i = 0; i < items.length; ) {
+      const seen = new Set<number>();
+      let end = i;
+      while (end < items.length && !seen.has(items[end]!.id)) seen.add(items[end++]!.id);
+      const run = items.slice(i, end);
+      const values = sql.join(
+        run.map((h) => sql`(${observedValues(h, sql`, cast(${h.replicaId ?? null} as text)`)})`),
+      );
+      const { rows } = await sql<{ id: number; connection_epoch: number }>`
+        update agents set online = 1, last_seen_at = v.column2, store_path = v.column3,
+          generation = v.column4, kind = v.column5, system = v.column6, hostname = v.column7,
+          agent_version = v.column8, nix_version = v.column9, profile = v.column10,
+          connection_epoch = agents.connection_epoch + 1,
+          replica_id = coalesce(v.column11, agents.replica_id)
+        from (values ${values}) as v
+        where agents.id = v.column1
+        returning agents.id, agents.connection_epoch`.execute(this.db);
+      const byId = new Map(rows.map((r) => [Number(r.id), Number(r.connection_epoch)]));
+      for (const h of run) epochs.push(byId.get(h.id) ?? 0);
+      i = end;
+    }
+    return epochs;
   }
 
   /**
@@ -266,6 +300,12 @@ export interface ObservedWrite {
   readonly at: number;
 }
 
+/** An agent's hello, as the write batch queues it. */
+export interface HelloWrite extends ObservedWrite {
+  /** The replica holding the connection (replicas sharing PostgreSQL). */
+  readonly replicaId: string | undefined;
+}
+
 /** A connection of an agent that closed, as the write batch queues it. */
 export interface OfflineWrite {
   readonly id: number;
@@ -273,12 +313,12 @@ export interface OfflineWrite {
   readonly at: number;
 }
 
-function observedValues(o: ObservedWrite): RawBuilder<unknown> {
+function observedValues(o: ObservedWrite, extra: RawBuilder<unknown> = sql``): RawBuilder<unknown> {
   const b = o.observed;
-  return sql`(cast(${o.id} as integer), cast(${o.at} as bigint), cast(${b.storePath} as text),
+  return sql`cast(${o.id} as integer), cast(${o.at} as bigint), cast(${b.storePath} as text),
     cast(${b.generation} as integer), cast(${b.kind} as text), cast(${b.system} as text),
     cast(${b.hostname} as text), cast(${b.agentVersion} as text), cast(${b.nixVersion} as text),
-    cast(${b.profile} as text))`;
+    cast(${b.profile} as text)${extra}`;
 }
 
 /** Reports of agents, written together when several are queued in a row. */
@@ -287,6 +327,13 @@ export const OBSERVED_WRITES: WriteGroup<ObservedWrite, void> = {
     await new AgentRepository(db).recordObservedMany(items);
     return items.map(() => undefined);
   },
+  keysOf: (o) => [`agent:${o.id}`],
+};
+
+/** Agents' hellos (each resolving to the connection's epoch), written together. */
+export const HELLO_WRITES: WriteGroup<HelloWrite, number> = {
+  runMany: (db, items) => new AgentRepository(db).recordHelloMany(items),
+  keysOf: (h) => [`agent:${h.id}`],
 };
 
 /** Agents' closed connections, written together when several are queued in a row. */
@@ -295,4 +342,5 @@ export const OFFLINE_WRITES: WriteGroup<OfflineWrite, void> = {
     await new AgentRepository(db).setOfflineMany(items);
     return items.map(() => undefined);
   },
+  keysOf: (o) => [`agent:${o.id}`],
 };

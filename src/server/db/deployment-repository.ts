@@ -272,6 +272,40 @@ export class DeploymentRepository {
   }
 
   /**
+   * {@link finish} for many results in one statement: of two results for one deployment, the
+   * first queued counts (the deployment is over after it). Returns whether each changed it.
+   */
+  async finishMany(items: ReadonlyArray<FinishWrite>): Promise<boolean[]> {
+    if (items.length === 1) {
+      const f = items[0]!;
+      return [await this.finish(f.id, f.agentId, f.result, f.at)];
+    }
+    const first = new Map<string, FinishWrite>();
+    for (const f of items) {
+      const key = `${f.id}/${f.agentId}`;
+      if (!first.has(key)) first.set(key, f);
+    }
+    const values = sql.join(
+      [...first.values()].map(
+        (f) =>
+          sql`(cast(${f.id} as integer), cast(${f.agentId} as integer), cast(${f.result.state} as text),
+            cast(${f.result.step} as text), cast(${f.result.reason} as text), cast(${f.at} as bigint),
+            cast(${f.result.rebootRequired ? 1 : 0} as integer))`,
+      ),
+    );
+    const open = sql.join([...OPEN_STATES]);
+    const { rows } = await sql<{ id: number; agent_id: number }>`
+      update deployments set state = v.column3, step = v.column4, reason = v.column5,
+        finished_at = v.column6, reboot_required = v.column7
+      from (values ${values}) as v
+      where deployments.id = v.column1 and deployments.agent_id = v.column2
+        and deployments.state in (${open})
+      returning deployments.id, deployments.agent_id`.execute(this.db);
+    const changed = new Set(rows.map((r) => `${r.id}/${r.agent_id}`));
+    return items.map((f) => first.get(`${f.id}/${f.agentId}`) === f && changed.has(`${f.id}/${f.agentId}`));
+  }
+
+  /**
    * The store path to roll an agent back to: that of the deployment `toId` when given, else of its
    * last succeeded deployment before the newest succeeded one (what it ran before).
    */
@@ -340,4 +374,19 @@ export class DeploymentRepository {
 /** Steps of deployments, written together when several are queued in a row (handle-progress). */
 export const STEP_WRITES: WriteGroup<{ id: number; agentId: number; step: string; at: number }, boolean> = {
   runMany: (db, items) => new DeploymentRepository(db).startMany(items),
+  keysOf: (s) => [`deployment:${s.id}`],
+};
+
+/** An agent's result for one of its deployments, as the write batch queues it. */
+export interface FinishWrite {
+  readonly id: number;
+  readonly agentId: number;
+  readonly result: { state: FinalState; step: string | null; reason: string | null; rebootRequired: boolean };
+  readonly at: number;
+}
+
+/** Results of deployments (each resolving to whether it changed the deployment), written together. */
+export const FINISH_WRITES: WriteGroup<FinishWrite, boolean> = {
+  runMany: (db, items) => new DeploymentRepository(db).finishMany(items),
+  keysOf: (f) => [`deployment:${f.id}`],
 };

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database, TokensTable } from './database-schema.ts';
+import { IN_LIST_SIZE, inChunks } from './in-chunks.ts';
 
 /** A token row without its hash. */
 export type TokenRow = Omit<TokensTable, 'hash'>;
@@ -41,6 +42,16 @@ export class TokenRepository {
     return await this.db.selectFrom('tokens').selectAll().where('hash', '=', hash).executeTakeFirst();
   }
 
+  /** {@link findByHash} for many hashes, by hash (one query per thousand). */
+  async findByHashes(hashes: readonly string[]): Promise<Map<string, TokensTable>> {
+    const out = new Map<string, TokensTable>();
+    for (const part of inChunks([...new Set(hashes)], IN_LIST_SIZE)) {
+      const rows = await this.db.selectFrom('tokens').selectAll().where('hash', 'in', part).execute();
+      for (const r of rows) out.set(r.hash, r);
+    }
+    return out;
+  }
+
   async list(workspaceId: number): Promise<TokenRow[]> {
     return await this.db
       .selectFrom('tokens')
@@ -79,5 +90,11 @@ export class TokenRepository {
   /** Records when a token was last used (callers throttle this). */
   async touch(id: string, now: number): Promise<void> {
     await this.db.updateTable('tokens').set({ last_used_at: now }).where('id', '=', id).execute();
+  }
+
+  /** {@link touch} for many tokens used at about the same moment (one statement per thousand). */
+  async touchMany(ids: readonly string[], now: number): Promise<void> {
+    for (const part of inChunks([...new Set(ids)], IN_LIST_SIZE))
+      await this.db.updateTable('tokens').set({ last_used_at: now }).where('id', 'in', part).execute();
   }
 }

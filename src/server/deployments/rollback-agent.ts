@@ -2,11 +2,14 @@ import { CairnError } from '../../lib/cairn-error.ts';
 import { canActivate } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
+import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import { type ActivateDeps, activateRollout } from './activate-rollout.ts';
 
 /** What {@link rollbackAgent} needs: what a rollout needs, and the audit log. */
 export interface RollbackDeps extends ActivateDeps {
   readonly audit: AuditRepository;
+  /** Counts the rollbacks asked for (`cairn_rollbacks_total{reason="requested"}`). */
+  readonly metrics?: Pick<ServerMetrics, 'rollbacksCreated'> | undefined;
 }
 
 /** Who asks for a rollback, of which agent, and to what. */
@@ -56,6 +59,7 @@ export async function rollbackAgent(
     deploy: { agents: { [name]: target.store_path } },
     kind: 'rollback',
   });
+  deps.metrics?.rollbacksCreated('requested', created.deployments.length);
   await deps.audit.record(
     {
       workspaceId,

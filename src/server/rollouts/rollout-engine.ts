@@ -4,6 +4,7 @@ import type { Database, DeploymentsTable } from '../db/database-schema.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { SqlDialect } from '../db/migrations.ts';
 import type { EventBus } from '../events/event-bus.ts';
+import type { ServerMetrics } from '../metrics/server-metrics.ts';
 import { type Decision, decideRollout } from './decide-rollout.ts';
 import { operateRollout, type RolloutOperation } from './operate-rollout.ts';
 import type { AgentSnapshot, RolloutSnapshot } from './rollout-snapshot.ts';
@@ -34,6 +35,8 @@ export interface RolloutEngineDeps {
   readonly reconnecting?: readonly number[];
   /** On PostgreSQL, each tick is claimed by one replica at a time; SQLite has one process. */
   readonly dialect?: SqlDialect;
+  /** Counts the agents a failed rollout reverts (`cairn_rollbacks_total{reason="rollout-revert"}`). */
+  readonly metrics?: Pick<ServerMetrics, 'rollbacksCreated'> | undefined;
 }
 
 /** How long agents connected to a server that stopped have to reconnect (their backoff is at most 30 s). */
@@ -256,6 +259,7 @@ export class RolloutEngine {
         reason: d.cancel.reason,
       });
     }
+    this.#deps.metrics?.rollbacksCreated('rollout-revert', applied.reverts.length);
     await this.#tell([...applied.dispatched, ...applied.reverts]);
     bus.publish('rollout', { workspaceId: r.workspaceId, rolloutId: r.id });
     if (d.rollout.state !== undefined && d.rollout.state !== r.state) {

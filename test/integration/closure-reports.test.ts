@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ClosureRepository } from '../../src/server/closures/closure-repository.ts';
+import { migrate } from '../../src/server/db/migrations.ts';
+import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
+import { insertAgent, insertDeployment, insertRollout, insertWorkspace } from '../helpers/db-rows.ts';
+import { createTestDatabase, type TestDatabase } from '../helpers/server.ts';
+
+/**
+ * A fleet of identical machines reports the same closure at the same moment (on the test's
+ * database: SQLite, or PostgreSQL with CAIRN_TEST_DATABASE_URL). Every report must end, and
+ * every deployment to the root must get the closure's size, however the reports are ordered.
+ */
+describe('closure reports of many agents at once', () => {
+  let testDb: TestDatabase;
+  let database: OpenDatabase;
+  let workspaceId = 0;
+  const root = '/nix/store/33333333333333333333333333333333-system';
+  const dep = '/nix/store/44444444444444444444444444444444-dep';
+  const agents = 40;
+  before(async () => {
+    testDb = await createTestDatabase();
+    database = openDatabase(testDb.config);
+    await migrate(database.db as never, database.dialect);
+    const db = database.db;
+    workspaceId = await insertWorkspace(db);
+    const rolloutId = await insertRollout(db, workspaceId);
+    for (let i = 0; i < agents; i++) {
+      const agentId = await insertAgent(db, workspaceId, `a${i}`);
+      await insertDeployment(db, { rolloutId, workspaceId, agentId, storePath: root, state: 'running' });
+    }
+  });
+  after(async () => {
+    await database?.db.destroy();
+    await testDb?.drop();
+  });
+
+  it('records the closure once and its size on every deployment, each report in two parts', async () => {
+    const closures = new ClosureRepository(database.db);
+    const report = async () => {
+      await closures.recordPart({
+        workspaceId,
+        root,
+        paths: [{ path: dep, narSize: 1000, references: [] }],
+        final: false,
+        now: 2,
+      });
+      return await closures.recordPart({
+        workspaceId,
+        root,
+        paths: [{ path: root, narSize: 234, references: [root, dep] }],
+        final: true,
+        now: 2,
+      });
+    };
+    const sizes = await Promise.all(Array.from({ length: agents }, report));
+    // Exactly one report completed the closure (and says its size); the others found it complete.
+    const told = sizes.filter((s) => s !== undefined);
+    assert.deepEqual(told, [{ paths: 2, narSize: 1234 }]);
+    const rows = await database.db.selectFrom('deployments').select('closure_nar_size').execute();
+    assert.equal(rows.length, agents);
+    assert.deepEqual(new Set(rows.map((r) => Number(r.closure_nar_size))), new Set([1234]));
+    const closureRows = await database.db.selectFrom('closures').select(['complete', 'path_count']).execute();
+    assert.deepEqual(closureRows, [{ complete: 1, path_count: 2 }]);
+  });
+});
