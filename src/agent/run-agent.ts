@@ -1,5 +1,6 @@
 import { AgentDaemon, type AgentOptions } from './agent-daemon.ts';
 import { darwinPrimaryUser } from './darwin.ts';
+import { healthHttpPolicy } from './health-checks.ts';
 import { homeManagerBackupExt } from './home-manager.ts';
 import { preSwitchPolicy } from './pre-switch-policy.ts';
 import { lockProfile } from './profile-lock.ts';
@@ -19,6 +20,7 @@ export async function runAgent(options: AgentOptions, signal: AbortSignal): Prom
   homeManagerBackupExt(options.env);
   darwinPrimaryUser(options.env);
   forcedSpecialisation(options.env);
+  healthHttpPolicy(options.env);
   const profile = resolveProfilePath(options.profile);
   const unlock = await lockProfile(profile);
   try {

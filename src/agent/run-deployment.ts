@@ -13,7 +13,7 @@ import { childEnv } from './child-env.ts';
 import { activateUserCommand } from './darwin.ts';
 import { startDetachedActivation, waitForDetachedActivation } from './detached-activation.ts';
 import { handRunSwitches } from './hand-run-switch.ts';
-import { runHealthChecks } from './health-checks.ts';
+import { healthHttpPolicy, runHealthChecks } from './health-checks.ts';
 import {
   activateSetsProfile,
   homeManagerCurrentGeneration,
@@ -237,6 +237,7 @@ export async function driveDeployment(
             const health = await runHealthChecks(d.healthChecks, d.storePath, {
               env: childEnv(ctx.env),
               onLine: say,
+              http: healthHttpPolicy(ctx.env),
             });
             if (!health.ok) throw new StepFailure('health-check', health.reason);
           }

@@ -116,7 +116,7 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
     )
     .addHelpText(
       'after',
-      "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token),\nCAIRN_AGENT_PRE_SWITCH_CHECKS (fail, the default, or boot: what a NixOS switch whose pre-switch\nchecks fail does), CAIRN_AGENT_SPECIALISATION (the NixOS specialisation to switch to; unset:\nthe running one), CAIRN_AGENT_PRIMARY_USER (the user a legacy nix-darwin activate-user runs\nas), HOME_MANAGER_BACKUP_EXT (Home Manager moves a file in the way to FILE.EXT); see\ndocs/activation.md.",
+      "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token),\nCAIRN_AGENT_PRE_SWITCH_CHECKS (fail, the default, or boot: what a NixOS switch whose pre-switch\nchecks fail does), CAIRN_AGENT_SPECIALISATION (the NixOS specialisation to switch to; unset:\nthe running one), CAIRN_AGENT_PRIMARY_USER (the user a legacy nix-darwin activate-user runs\nas), HOME_MANAGER_BACKUP_EXT (Home Manager moves a file in the way to FILE.EXT),\nCAIRN_AGENT_HEALTH_HTTP (any, the default, or loopback: which URLs HTTP health checks may\nreach); see docs/activation.md.",
     )
     .action(async (name: string, profileArg: string, opts: { stateDir?: string }) => {
       if (!NAME_PATTERN.test(name)) {

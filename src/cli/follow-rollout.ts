@@ -16,6 +16,7 @@ import type { CliIo } from './command-context.ts';
 import { deploymentTable, plural } from './describe-rollout.ts';
 import { readSse } from './read-sse.ts';
 import { StagedProgress } from './staged-progress.ts';
+import { forTerminal } from './terminal-text.ts';
 
 /** An event that does not fit its schema breaks the stream like a lost connection: it is picked up again. */
 const EVENT = { action: "read the rollout's events", whole: '(event)', code: 'COMMAND_FAILED' } as const;
@@ -53,10 +54,14 @@ export async function followRollout(
       : `rollout ${rollout.id}: deploying to ${names}\n`,
   );
   const progress = staged ? new StagedProgress(rollout.id, rollout.deployments) : undefined;
+  // A staged rollout's reasons may quote an agent's words.
+  const shownOnStderr = forTerminal(io.stderr);
   const print = (lines: readonly string[]) => {
-    for (const line of lines) io.stderr.write(`${line}\n`);
+    for (const line of lines) io.stderr.write(`${shownOnStderr(line)}\n`);
   };
   if (progress && staged) print(progress.update(staged));
+  // Agents' text (log lines, reasons) reaches a terminal with its control characters shown, not run.
+  const shown = forTerminal(io.stdout);
   const states = new Map(rollout.deployments.map((d) => [d.id, d.state]));
   const width = Math.max(...rollout.deployments.map((d) => d.agent.length));
   const lastSeq = new Map<number, number>();
@@ -83,7 +88,7 @@ export async function followRollout(
             const seen = lastSeq.get(e.deploymentId) ?? 0;
             for (const line of e.lines) {
               if (line.seq <= seen) continue;
-              io.stdout.write(`${e.agent.padEnd(width)} | ${line.text}\n`);
+              io.stdout.write(`${e.agent.padEnd(width)} | ${shown(line.text)}\n`);
             }
             lastSeq.set(e.deploymentId, Math.max(seen, e.lines.at(-1)?.seq ?? 0));
           } else if (ev.event === 'state') {
@@ -91,7 +96,9 @@ export async function followRollout(
             const prev = states.get(e.deploymentId);
             if (prev === undefined) continue;
             if (prev !== e.state && isFinalState(e.state)) {
-              io.stdout.write(`${e.agent.padEnd(width)} | == ${e.state}${e.reason ? `: ${e.reason}` : ''}\n`);
+              io.stdout.write(
+                `${e.agent.padEnd(width)} | == ${e.state}${e.reason ? `: ${shown(e.reason)}` : ''}\n`,
+              );
             }
             states.set(e.deploymentId, e.state);
             progress?.noteDeployment(e.deploymentId, e.state);
@@ -114,7 +121,7 @@ export async function followRollout(
   }
   const final = await client.request('GET', `rollouts/${rollout.id}`, rolloutInfoSchema);
   if (progress && final.staged) print(progress.update(final.staged));
-  io.stdout.write(`\n${deploymentTable(final)}`);
+  io.stdout.write(`\n${forTerminal(io.stdout, { keepNewlines: true })(deploymentTable(final))}`);
   const follow = `follow it with: cairn deploy follow ${rollout.id}; see it with: cairn deploy status ${rollout.id}`;
   if (final.staged) {
     const s = final.staged;

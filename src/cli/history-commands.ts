@@ -14,6 +14,7 @@ import { isFinalState } from '../protocol/deployment-state.ts';
 import type { CommandContext } from './command-context.ts';
 import { readDeployJson } from './deploy-activate.ts';
 import { formatBytes, formatTable } from './format-table.ts';
+import { forTerminal } from './terminal-text.ts';
 
 function deploymentId(text: string, what: string): number {
   const id = Number(text);
@@ -75,7 +76,7 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ctx.io.stdout.write(`${JSON.stringify(d, null, 2)}\n`);
         return;
       }
-      ctx.io.stdout.write(describe(d));
+      ctx.io.stdout.write(forTerminal(ctx.io.stdout, { keepNewlines: true })(describe(d)));
     });
 
   deploy
@@ -89,6 +90,8 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
       const client = ctx.client('CAIRN_ACTIVATE_TOKEN');
       const stop = new AbortController();
       if (opts.follow) void ctx.io.untilStopped?.().then(() => stop.abort());
+      // An agent's lines reach a terminal with their control characters shown, not run.
+      const shown = forTerminal(ctx.io.stdout);
       let after = 0;
       for (;;) {
         // Read the state first: lines written before a final state are all there after it.
@@ -102,7 +105,9 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
             deploymentLogsSchema,
           );
           for (const l of lines) {
-            ctx.io.stdout.write(`${opts.timestamps ? `${new Date(l.t).toISOString()} ` : ''}${l.text}\n`);
+            ctx.io.stdout.write(
+              `${opts.timestamps ? `${new Date(l.t).toISOString()} ` : ''}${shown(l.text)}\n`,
+            );
           }
           after = lines.at(-1)?.seq ?? after;
           // The server pages its answer: ask again until a short page.
@@ -139,9 +144,11 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ['before', d.from],
         ['after', d.to],
       ] as const) {
-        if (side.source === 'cache') {
+        // A closure the caches hold whole is exact; one they hold in part, with no agent's report
+        // to complete it, is a lower bound.
+        if (side.source === 'cache' && side.missing > 0) {
           ctx.io.stderr.write(
-            `cairn: the ${label} closure was computed from the caches (no agent reported it)${side.missing ? `; ${side.missing} path(s) unknown` : ''}\n`,
+            `cairn: the ${label} closure is incomplete: ${side.missing} path(s) are in no cache and no agent reported them\n`,
           );
         }
       }
@@ -181,10 +188,12 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ctx.io.stdout.write(
           `Download: ${dl.paths} path(s), ${formatBytes(dl.narSize)} unpacked${compressed}\n`,
         );
-        if (a.current.source === 'cache' || a.proposed.missing > 0) {
+        if (a.current.missing > 0 || a.proposed.missing > 0) {
           ctx.io.stdout.write(
             `Note: ${[
-              a.current.source === 'cache' ? 'the current closure was computed from the caches' : '',
+              a.current.missing > 0
+                ? `${a.current.missing} path(s) of the current closure are in no cache`
+                : '',
               a.proposed.missing > 0
                 ? `${a.proposed.missing} path(s) of the new closure are in no cache`
                 : '',

@@ -5,6 +5,7 @@ import type { CommandContext } from './command-context.ts';
 import { describeRollout, stateLine } from './describe-rollout.ts';
 import { followRollout } from './follow-rollout.ts';
 import { parseDuration } from './parse-duration.ts';
+import { forTerminal } from './terminal-text.ts';
 
 /** A rollout id from the command line: a positive whole number. */
 export function rolloutId(text: string): number {
@@ -92,7 +93,11 @@ export function registerRolloutCommands(program: Command, ctx: CommandContext): 
     .action(async (idText: string, opts: { json?: boolean }) => {
       const id = rolloutId(idText);
       const r = await ctx.client('CAIRN_ACTIVATE_TOKEN').request('GET', `rollouts/${id}`, rolloutInfoSchema);
-      ctx.io.stdout.write(opts.json ? `${JSON.stringify(r, null, 2)}\n` : describeRollout(r));
+      ctx.io.stdout.write(
+        opts.json
+          ? `${JSON.stringify(r, null, 2)}\n`
+          : forTerminal(ctx.io.stdout, { keepNewlines: true })(describeRollout(r)),
+      );
     });
 
   deploy

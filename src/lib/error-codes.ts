@@ -25,6 +25,7 @@ export const errorCodes = {
     status: 409,
     summary: 'The thing is not in a state that allows this (such as resuming a rollout that runs)',
   },
+  REQUEST_TIMEOUT: { status: 408, summary: 'The request body did not arrive in time' },
   TOO_LARGE: { status: 413, summary: 'The request body is larger than allowed' },
   RANGE_NOT_SATISFIABLE: { status: 416, summary: 'The requested byte range lies outside the file' },
   TOO_MANY_REQUESTS: {

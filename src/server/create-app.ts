@@ -29,6 +29,7 @@ import { WriteBatch } from './db/write-batch.ts';
 import { type EventBus, LocalEventBus } from './events/event-bus.ts';
 import { setClientAddress } from './http/client-address.ts';
 import { errorResponse } from './http/error-response.ts';
+import { cutSlowBody, limitRequestBodies } from './http/request-body-limits.ts';
 import { TrustedProxies } from './http/trusted-proxies.ts';
 import { countingBus } from './metrics/counting-bus.ts';
 import { metricsRoutes } from './metrics/metrics-routes.ts';
@@ -52,6 +53,8 @@ export interface AppDeps {
   readonly isReady: () => boolean;
   /** Proxies whose X-Forwarded-For is believed (`--trusted-proxy`); none by default. */
   readonly trustedProxies?: readonly string[];
+  /** How long an API or dashboard body may take to arrive after its headers (default 20 s). */
+  readonly bodyTimeoutMs?: number;
   /** The event bus; in-memory unless replicas share one. */
   readonly bus?: EventBus;
   /** Agents that were online when the server before this one stopped (they are reconnecting). */
@@ -178,6 +181,8 @@ export function createApp(deps: AppDeps): App {
   });
 
   const app = new Hono();
+  // First: every body is limited while it streams, before any route reads it.
+  app.use('*', limitRequestBodies());
   registerDashboard(app, {
     rollouts,
     webhooks: webhookRepo,
@@ -237,6 +242,7 @@ export function createApp(deps: AppDeps): App {
       void cacheHandler.handle(req, res, expectContinue);
       return;
     }
+    cutSlowBody(req, res, deps.bodyTimeoutMs ?? 20_000);
     if (expectContinue) res.writeContinue();
     void honoListener(req, res);
   };

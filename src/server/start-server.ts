@@ -89,6 +89,7 @@ export async function startServer(
     maxNarBytes: config.maxNarBytes,
     failedAuthBurst: config.failedAuthBurst,
     trustedProxies: config.trustedProxies,
+    bodyTimeoutMs: config.headersTimeoutMs,
     agentConnectLimits: config.agentConnectLimits,
     isReady: () => ready,
     reconnecting,

@@ -107,7 +107,9 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
     assert.match(r.stdout, /\[R\.\]\s+#1\s+libold\s+0\.5/);
     assert.match(r.stdout, /Download: 3 path\(s\)/);
     const plan = rolloutPlanSchema.parse(await api('POST', 'plan', { agents: { box: paths.get('sys-2') } }));
-    assert.equal(plan.agents[0]!.current.source, 'agent');
+    // The caches hold the whole closure (verified on upload), so they win over the agent's report.
+    assert.equal(plan.agents[0]!.current.source, 'cache');
+    assert.equal(plan.agents[0]!.current.missing, 0);
     // Nothing was deployed by planning.
     const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], bed.world.env);
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
@@ -132,8 +134,9 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
     const json = deploymentDiffSchema.parse(
       await api('GET', `deployments/diff?from=${ids.first}&to=${ids.second}`),
     );
-    assert.equal(json.from.source, 'agent');
-    assert.equal(json.to.source, 'agent');
+    // Both closures are whole in the caches: their verified data, not the agent's report.
+    assert.equal(json.from.source, 'cache');
+    assert.equal(json.to.source, 'cache');
     const hello = json.diff.packages.find((p) => p.pname === 'hello')!;
     assert.equal(hello.change, 'upgraded');
     assert.deepEqual([hello.before.versions, hello.after.versions], [['1.0'], ['1.1']]);

@@ -73,6 +73,9 @@ const agentMessage = fc.oneof(
   fc.record({ type: lit('confirm'), deploymentId: id }),
 );
 
+const programPath = fc
+  .array(fc.stringMatching(/^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,9}$/), { minLength: 1, maxLength: 3 })
+  .map((segments) => segments.join('/'));
 const timing = {
   timeoutSeconds: fc.integer({ min: 1, max: 3600 }),
   retries: fc.integer({ min: 0, max: 100 }),
@@ -82,7 +85,10 @@ const timing = {
 // Every field given, defaults included, so that a decoded message equals the one sent.
 const healthCheck = fc.oneof(
   fc.record({
-    command: fc.array(fc.string({ minLength: 1, maxLength: 20 }), { minLength: 1, maxLength: 3 }),
+    // A program inside the closure (relative, no `..`), then any arguments.
+    command: fc
+      .tuple(programPath, fc.array(fc.string({ minLength: 1, maxLength: 20 }), { maxLength: 2 }))
+      .map(([program, args]) => [program, ...args]),
     ...timing,
   }),
   fc.record({

@@ -39,10 +39,12 @@ const optional = { requiredKeys: [] as never[] };
 const healthCheck = fc.oneof(
   fc
     .tuple(
-      fc.array(fc.string({ minLength: 1, maxLength: 20 }), { minLength: 1, maxLength: 4 }),
+      // A program inside the closure (relative, no `..`), then any arguments.
+      fc.array(fc.stringMatching(/^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,9}$/), { minLength: 1, maxLength: 3 }),
+      fc.array(fc.string({ minLength: 1, maxLength: 20 }), { maxLength: 3 }),
       fc.record(timing, optional),
     )
-    .map(([command, t]) => ({ command, ...t })),
+    .map(([program, args, t]) => ({ command: [program.join('/'), ...args], ...t })),
   fc
     .tuple(
       fc.constantFrom('http', 'https'),
@@ -281,6 +283,16 @@ const INVALID_FILES: ReadonlyArray<readonly [string, Json, string]> = [
   ['an empty health check', checks([{}]), 'healthChecks.*.0'],
   ['a command check without a program', checks([{ command: [] }]), 'healthChecks.*.0'],
   ['a command check with an empty argument', checks([{ command: [''] }]), 'healthChecks.*.0'],
+  [
+    'a command check running /bin/sh',
+    checks([{ command: ['/bin/sh', '-c', 'id'] }]),
+    'healthChecks.*.0.command.0',
+  ],
+  [
+    'a command check climbing out with ..',
+    checks([{ command: ['bin/../../x'] }]),
+    'healthChecks.*.0.command.0',
+  ],
   ['an ftp check', checks([{ http: 'ftp://127.0.0.1/' }]), 'healthChecks.*.0'],
   [
     'an http check expecting status 600',

@@ -1,4 +1,5 @@
 import type { AgentMessage, ClosurePath } from '../../protocol/agent-protocol.ts';
+import { isOpenState } from '../../protocol/deployment-state.ts';
 import type { AgentConnection } from './agent-connection.ts';
 import type { AgentMessageContext } from './agent-message-context.ts';
 
@@ -13,14 +14,18 @@ export interface ClosureSink {
   }): Promise<unknown>;
 }
 
-/** Handles `closure`: records one part of the closure of one of the agent's deployments. */
+/**
+ * Handles `closure`: records one part of the closure of the agent's deployment in flight (its
+ * own, still open: the closure is reported right after realising); a report for a finished or
+ * another agent's deployment is ignored.
+ */
 export async function handleClosure(
   conn: AgentConnection,
   msg: Extract<AgentMessage, { type: 'closure' }>,
   ctx: AgentMessageContext,
 ): Promise<void> {
   const d = await conn.known.find(msg.deploymentId);
-  if (!d || !ctx.closures) return;
+  if (!d || !isOpenState(d.state) || !ctx.closures) return;
   await ctx.closures.recordPart({
     workspaceId: d.workspaceId,
     root: d.storePath,

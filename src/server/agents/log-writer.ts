@@ -11,6 +11,29 @@ const HIGH_WATER = 50_000;
 const FLUSH_MS = 50;
 /** Tries of one batch: another replica writing the same deployment makes a try fail (see #write). */
 const WRITE_TRIES = 3;
+/**
+ * Most log a deployment keeps, in lines and in characters of text: past either, one marker line
+ * says so and further lines are dropped, so that one agent cannot fill the database (it sent
+ * 60 MB in 4 s). A NixOS switch logs a few thousand lines.
+ */
+export const MAX_LOG_LINES = 100_000;
+export const MAX_LOG_CHARS = 16 * 1024 * 1024;
+/** Sources (`src`) of lines de-duplicated per deployment; lines of further sources are kept as sent. */
+export const MAX_LOG_SOURCES = 64;
+/** Longest line an agent sends (see logLineSchema). */
+const MAX_LINE_CHARS = 16_384;
+
+/**
+ * Whether a deployment's log has no room for another line: one line short of the line cap, or
+ * less than a longest line short of the character cap. It depends only on what is stored, so a
+ * replica reading the marks again finds a capped log still full, and the marker is written once.
+ */
+function logFull(mark: { seq: number; chars: number }): boolean {
+  return mark.seq >= MAX_LOG_LINES - 1 || mark.chars > MAX_LOG_CHARS - MAX_LINE_CHARS;
+}
+
+/** The last line of a deployment whose log reached its cap. */
+export const LOG_CAP_MARKER = `[cairn] this deployment's log reached its limit (${MAX_LOG_LINES} lines or ${MAX_LOG_CHARS} characters); further lines were dropped`;
 
 /** The deployment some lines belong to, as the hub knows it. */
 export interface LogTarget {
@@ -134,25 +157,36 @@ export class LogWriter {
     const marks = new Map<string, DeploymentLogSourcesTable>();
     const events: LogEvent[] = [];
     // Worked on copies: a failed try must leave memory as the database is.
-    const work = new Map<number, { seq: number; sources: Map<string, number> }>();
+    const work = new Map<number, { seq: number; chars: number; sources: Map<string, number> }>();
     for (const { target, lines } of batch) {
       const id = target.deploymentId;
       let mark = work.get(id);
       if (!mark) {
-        const held = this.#marks.get(id) ?? { seq: 0, sources: new Map<string, number>() };
-        mark = { seq: held.seq, sources: new Map(held.sources) };
+        const held = this.#marks.get(id) ?? { seq: 0, chars: 0, sources: new Map<string, number>() };
+        mark = { seq: held.seq, chars: held.chars, sources: new Map(held.sources) };
         work.set(id, mark);
       }
       const numbered: Array<{ seq: number; t: number; text: string }> = [];
       for (const l of lines) {
+        // Full: the marker was written when it became so, and nothing follows it.
+        if (logFull(mark)) break;
         if (l.src !== undefined && l.n !== undefined) {
           const last = mark.sources.get(l.src);
           // Sent again: after a dropped connection (to this replica or another), or by a restarted agent.
           if (last !== undefined && l.n <= last) continue;
-          mark.sources.set(l.src, l.n);
-          marks.set(`${id}\0${l.src}`, { deployment_id: id, src: l.src, last_n: l.n });
+          // A bounded set: an agent inventing sources cannot grow it (lines beyond are kept as sent).
+          if (last !== undefined || mark.sources.size < MAX_LOG_SOURCES) {
+            mark.sources.set(l.src, l.n);
+            marks.set(`${id}\0${l.src}`, { deployment_id: id, src: l.src, last_n: l.n });
+          }
         }
+        mark.chars += l.text.length;
         numbered.push({ seq: ++mark.seq, t: l.t, text: l.text });
+        if (logFull(mark)) {
+          mark.chars += LOG_CAP_MARKER.length;
+          numbered.push({ seq: ++mark.seq, t: l.t, text: LOG_CAP_MARKER });
+          break;
+        }
       }
       if (numbered.length === 0) continue;
       for (const l of numbered) rows.push({ deployment_id: id, ...l });

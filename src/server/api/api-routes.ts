@@ -10,7 +10,7 @@ import {
   missingPathsBodySchema,
   type TokenInfo,
 } from '../../protocol/api-schemas.ts';
-import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
+import { parseOrThrow, validationError } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema, limitParamSchema } from '../../protocol/request-params.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { assertAdmin, canPull } from '../auth/permissions.ts';
@@ -157,6 +157,12 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     const secret = generateTokenSecret();
     const createdAt = deps.now();
     const expiresAt = body.expiresAt === undefined ? null : Date.parse(body.expiresAt);
+    // A token born expired is a mistake (a typo in a date, a clock off), never what was meant.
+    if (expiresAt !== null && expiresAt <= createdAt) {
+      throw validationError('create a token', [
+        { field: 'expiresAt', message: `must be in the future (${body.expiresAt} is not)` },
+      ]);
+    }
     const id = await deps.tokens.create({
       workspaceId: c.var.workspaceId,
       name: body.name,

@@ -4,7 +4,7 @@ import { CairnError } from '../../lib/cairn-error.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema } from '../../protocol/request-params.ts';
-import { assertDeploymentReader, canReadDeployment } from '../auth/permissions.ts';
+import { assertDeploymentReader, assertFleetViewer, canReadDeployment } from '../auth/permissions.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
 import { planRollout } from '../closures/plan-rollout.ts';
@@ -46,6 +46,8 @@ export function registerClosureRoutes(api: Hono<ApiEnv>, deps: ClosureRouteDeps)
   });
 
   api.post('/workspaces/:ws/plan', async (c) => {
+    // A token that may deploy to no agent is refused before its body is parsed or validated.
+    assertFleetViewer(c.var.principal, 'plan the deployment');
     const deploy = await parseJsonBody(c, deployJsonSchema, 'plan the deployment', MAX_DEPLOY_JSON_BYTES);
     return c.json(
       await planRollout(deps, { principal: c.var.principal, workspaceId: c.var.workspaceId, deploy }),

@@ -2,19 +2,14 @@ import type { Context } from 'hono';
 import type { z } from 'zod';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
+import { MAX_DEPLOY_JSON_BYTES, MAX_JSON_BYTES } from '../http/request-body-limits.ts';
 
-/** Largest JSON body an API route reads. */
-const MAX_JSON_BYTES = 1024 * 1024;
-
-/**
- * Largest deploy.json: one line per agent, so a fleet of 10,000 with long NixOS system paths
- * needs more than 1 MiB; 16 MiB leaves room for 100,000.
- */
-export const MAX_DEPLOY_JSON_BYTES = 16 * 1024 * 1024;
+export { MAX_DEPLOY_JSON_BYTES };
 
 /**
  * Reads and validates a JSON request body against a schema; every problem is reported
- * together, each with the field it concerns.
+ * together, each with the field it concerns. The body arrives already limited while it streamed
+ * (see request-body-limits.ts); `maxBytes` is checked again here for a route with a lower limit.
  * @throws CairnError BAD_REQUEST for a body that is not JSON, INVALID_ARGUMENT for one that does not fit.
  */
 export async function parseJsonBody<S extends z.ZodType>(

@@ -6,6 +6,7 @@ import type { Principal } from '../auth/principal.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { EventBus } from '../events/event-bus.ts';
 import { followDeployments } from '../events/follow-deployments.ts';
+import { onRevocation } from '../events/on-revocation.ts';
 import type { RolloutStore } from '../rollouts/rollout-store.ts';
 import { stagedStatus } from '../rollouts/staged-status.ts';
 
@@ -28,6 +29,12 @@ export function rolloutEvents(
   return streamSSE(c, async (stream) => {
     const stop = new AbortController();
     stream.onAbort(() => stop.abort());
+    // The token revoked, the stream ends without `end` (the rollout is not over); reconnecting is refused.
+    let revoked = false;
+    const unsubscribe = onRevocation(deps.bus, target.principal.tokenId, () => {
+      revoked = true;
+      stop.abort();
+    });
     const items = followDeployments(deps, {
       concerns: (e) => e.rolloutId === target.id,
       load: async () =>
@@ -43,19 +50,23 @@ export function rolloutEvents(
         },
       },
     });
-    for await (const item of items) {
-      if (item.kind === 'idle') {
-        await stream.write(': keep-alive\n\n');
-      } else if (item.kind === 'rollout') {
-        await stream.writeSSE({ event: 'rollout', data: JSON.stringify(item.status) });
-      } else if (item.kind === 'state') {
-        await stream.writeSSE({ event: 'state', data: JSON.stringify(item.state) });
-      } else {
-        const { deploymentId, agent, lines } = item;
-        await stream.writeSSE({ event: 'log', data: JSON.stringify({ deploymentId, agent, lines }) });
+    try {
+      for await (const item of items) {
+        if (item.kind === 'idle') {
+          await stream.write(': keep-alive\n\n');
+        } else if (item.kind === 'rollout') {
+          await stream.writeSSE({ event: 'rollout', data: JSON.stringify(item.status) });
+        } else if (item.kind === 'state') {
+          await stream.writeSSE({ event: 'state', data: JSON.stringify(item.state) });
+        } else {
+          const { deploymentId, agent, lines } = item;
+          await stream.writeSSE({ event: 'log', data: JSON.stringify({ deploymentId, agent, lines }) });
+        }
       }
+    } finally {
+      unsubscribe();
     }
-    if (!stream.aborted)
+    if (!stream.aborted && !revoked)
       await stream.writeSSE({ event: 'end', data: JSON.stringify({ rolloutId: target.id }) });
   });
 }

@@ -4,7 +4,7 @@ import { rollbackBodySchema } from '../../protocol/api-schemas.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idPathSchema } from '../../protocol/request-params.ts';
-import { assertDeploymentReader, canReadDeployment } from '../auth/permissions.ts';
+import { assertDeploymentReader, assertFleetViewer, canReadDeployment } from '../auth/permissions.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import { activateRollout } from '../deployments/activate-rollout.ts';
 import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
@@ -52,6 +52,8 @@ export function registerRolloutRoutes(
 
   // The body is deploy.json itself, so CI can POST the file as it is; ?agent= limits it to some agents.
   api.post('/workspaces/:ws/rollouts', async (c) => {
+    // A token that may deploy to no agent is refused before its body is parsed or validated.
+    assertFleetViewer(c.var.principal, 'create the deployment');
     const deploy = await parseJsonBody(c, deployJsonSchema, 'create the deployment', MAX_DEPLOY_JSON_BYTES);
     const only = c.req.queries('agent');
     const { rolloutId } = await activateRollout(deps, {
@@ -66,6 +68,9 @@ export function registerRolloutRoutes(
       target: String(rolloutId),
       detail: {
         agents: Object.fromEntries(rows.map((r) => [r.agent_name, r.store_path])),
+        // What will run as root besides the closures' own activation: the audit must show it.
+        ...(deploy.rollbackScript ? { rollbackScript: deploy.rollbackScript } : {}),
+        ...(deploy.healthChecks ? { healthChecks: deploy.healthChecks } : {}),
         ...(deploy.rollout ? { rollout: body.staged?.policy ?? deploy.rollout } : {}),
       },
     });
@@ -75,6 +80,7 @@ export function registerRolloutRoutes(
   // An explicit rollback is itself a deployment, with its own logs, to what the agent ran before
   // (or to the store path of deployment `to`).
   api.post('/workspaces/:ws/agents/:name/rollback', async (c) => {
+    assertFleetViewer(c.var.principal, 'roll back');
     const body = await parseJsonBody(c, rollbackBodySchema, 'roll back');
     const { rolloutId } = await rollbackAgent(deps, {
       principal: c.var.principal,

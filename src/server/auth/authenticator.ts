@@ -68,13 +68,21 @@ export class Authenticator {
 
   /**
    * Resolves the caller: undefined without credentials. Failures count against the client's
-   * address; an address with too many is refused before its token is even looked up.
+   * address (for `purpose: 'sign-in'`, in a bucket of the address kept apart from API
+   * requests'); an address with too many is refused before its token is even looked up.
    * @throws CairnError UNAUTHENTICATED for a malformed, unknown, revoked or expired token;
    *   TOO_MANY_REQUESTS (429, with Retry-After) for an address that failed too often.
    */
-  async authenticate(authorization: string | undefined, address = 'unknown'): Promise<Principal | undefined> {
+  async authenticate(
+    authorization: string | undefined,
+    address = 'unknown',
+    options: { purpose?: 'api' | 'sign-in' } = {},
+  ): Promise<Principal | undefined> {
     if (authorization === undefined || authorization === '') return undefined;
-    const wait = this.#limiter.retryAfter(address);
+    // Sign-ins count in buckets of their own: a browser (or an attacker) failing to sign in
+    // from an address never gets the tokens of CI or agents behind that address refused.
+    const bucket = options.purpose === 'sign-in' ? `sign-in ${address}` : address;
+    const wait = this.#limiter.retryAfter(bucket);
     if (wait > 0) {
       throw new CairnError(
         'TOO_MANY_REQUESTS',
@@ -85,7 +93,7 @@ export class Authenticator {
     try {
       return await this.#check(authorization);
     } catch (err) {
-      if (err instanceof CairnError && err.code === 'UNAUTHENTICATED') this.#limiter.fail(address);
+      if (err instanceof CairnError && err.code === 'UNAUTHENTICATED') this.#limiter.fail(bucket);
       throw err;
     }
   }

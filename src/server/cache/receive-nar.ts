@@ -18,6 +18,17 @@ export interface ReceivedNar {
 }
 
 /**
+ * How far a compressed NAR may expand: to at most this many times the bytes received so far,
+ * plus {@link EXPANSION_SLACK_BYTES}. Real NARs compress 3 to 20 times with xz or zstd; a
+ * compression bomb (145 KB of zstd for 4 GiB of zeros) is stopped after a fraction of a second
+ * of work instead of being decompressed and parsed whole. The narinfo (and its NarSize) comes
+ * after the NAR file, so it cannot bound this.
+ */
+export const MAX_EXPANSION_RATIO = 1000;
+/** Decompressed bytes allowed beyond {@link MAX_EXPANSION_RATIO}, for tiny, very regular NARs. */
+export const EXPANSION_SLACK_BYTES = 64 * 1024 * 1024;
+
+/**
  * Writes a chunk, waiting for 'drain' when the sink is full. Rejects when the sink closes
  * instead (the decompressor exited, or the parser gave up and destroyed the stream), which
  * would otherwise leave the wait for 'drain' hanging forever.
@@ -65,10 +76,22 @@ export async function receiveNar(
   // A decompressor that dies early closes its stdin: report that as bad data, not EPIPE.
   sink.on('error', () => {});
 
+  // Set when the decompressed NAR grew past what its file may expand to: the decompressor is
+  // killed at once, so a compression bomb costs no more than that much work.
+  let bomb: CairnError | undefined;
   async function* measured(): AsyncGenerator<Uint8Array> {
     for await (const chunk of narStream as AsyncIterable<Buffer>) {
       narHash.update(chunk);
       narSize += chunk.length;
+      const limit = Math.min(options.maxBytes, fileSize * MAX_EXPANSION_RATIO + EXPANSION_SLACK_BYTES);
+      if (child && narSize > limit) {
+        bomb = new CairnError(
+          'TOO_LARGE',
+          `Cannot upload NAR: it decompresses to more than ${limit} bytes from ${fileSize} (more than ${MAX_EXPANSION_RATIO} times its size, or past the limit of ${options.maxBytes})`,
+        );
+        child.kill('SIGKILL');
+        throw bomb;
+      }
       yield chunk;
     }
   }
@@ -111,6 +134,7 @@ export async function receiveNar(
     }
     sink.end();
     const [code] = (await exited) as [number | null];
+    if (bomb) throw bomb;
     // Bad compressed data also makes the NAR look truncated: name the cause, not the symptom.
     if (stopped !== 'parser' && code !== 0) {
       throw new CairnError(

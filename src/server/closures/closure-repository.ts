@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { PathInfo } from '../../nix/closure.ts';
+import { computeClosureBatched, type PathInfo } from '../../nix/closure.ts';
 import { STORE_DIR } from '../../nix/store-path.ts';
 import type { ClosurePath } from '../../protocol/agent-protocol.ts';
 import type { Database } from '../db/database-schema.ts';
@@ -92,6 +92,9 @@ export class ClosureRepository {
     key: string,
     input: { workspaceId: number; root: string; paths: readonly ClosurePath[]; final: boolean; now: number },
   ): Promise<ClosureSize | undefined> {
+    // What the caches verified of this closure, when they hold all of it, is what deployments
+    // are sized by: an agent's report says what is on its machine, not what others will get.
+    const verified = input.final ? await this.#verifiedSize(input.workspaceId, input.root) : undefined;
     const size = await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('closures')
@@ -155,7 +158,7 @@ export class ClosureRepository {
         .executeTakeFirstOrThrow();
       // A closure without its root is not the closure of that root: keep it incomplete.
       if (Number(totals.has_root) === 0) return undefined;
-      const size = { paths: Number(totals.paths), narSize: Number(totals.nar_size) };
+      const size = verified ?? { paths: Number(totals.paths), narSize: Number(totals.nar_size) };
       await trx
         .updateTable('closures')
         .set({ complete: 1, path_count: size.paths, nar_size: size.narSize })
@@ -166,6 +169,15 @@ export class ClosureRepository {
     });
     if (size) this.#remember(key, size.narSize);
     return size;
+  }
+
+  /** The size of `root`'s closure as the workspace's caches verified it, if they hold all of it. */
+  async #verifiedSize(workspaceId: number, root: string): Promise<ClosureSize | undefined> {
+    const walked = await computeClosureBatched([root], (paths) => this.cachedPathInfos(workspaceId, paths));
+    if (walked.missing.length > 0) return undefined;
+    let narSize = 0;
+    for (const info of walked.infos.values()) narSize += info.narSize;
+    return { paths: walked.infos.size, narSize };
   }
 
   #remember(key: string, narSize: number): void {
@@ -252,29 +264,40 @@ export class ClosureRepository {
   }
 
   /**
-   * Path infos of these paths, from what agents reported and from the workspace's caches, for
-   * `computeClosureBatched`: a path a machine substituted from elsewhere (cache.nixos.org) is
-   * known once some agent reported it.
+   * Path infos of these paths as the workspace's caches verified them (each NAR checked against
+   * its narinfo on upload), for `computeClosureBatched`.
    */
-  async pathInfos(workspaceId: number, paths: readonly string[]): Promise<Map<string, PathInfo>> {
+  async cachedPathInfos(workspaceId: number, paths: readonly string[]): Promise<Map<string, PathInfo>> {
     const out = new Map<string, PathInfo>();
     for (const part of chunks(paths)) {
+      const cached = await this.db
+        .selectFrom('store_paths')
+        .innerJoin('caches', 'caches.id', 'store_paths.cache_id')
+        .select(['store_paths.store_path', 'store_paths.nar_size', 'store_paths.refs'])
+        .where('caches.workspace_id', '=', workspaceId)
+        .where('store_paths.store_path', 'in', part)
+        .execute();
+      for (const r of cached) out.set(r.store_path, toPathInfo({ nar_size: r.nar_size, refs: r.refs }));
+    }
+    return out;
+  }
+
+  /**
+   * Path infos of these paths, from the workspace's caches first (verified) and, for the rest,
+   * from what agents reported, for `computeClosureBatched`: a path a machine substituted from
+   * elsewhere (cache.nixos.org) is known once some agent reported it. An agent's report never
+   * overrides what a cache verified.
+   */
+  async pathInfos(workspaceId: number, paths: readonly string[]): Promise<Map<string, PathInfo>> {
+    const out = await this.cachedPathInfos(workspaceId, paths);
+    const rest = paths.filter((p) => !out.has(p));
+    for (const part of chunks(rest)) {
       const reported = await this.db
         .selectFrom('closure_paths')
         .select(['path', 'nar_size', 'refs'])
         .where('path', 'in', part)
         .execute();
       for (const r of reported) out.set(r.path, toPathInfo(r));
-      const rest = part.filter((p) => !out.has(p));
-      if (rest.length === 0) continue;
-      const cached = await this.db
-        .selectFrom('store_paths')
-        .innerJoin('caches', 'caches.id', 'store_paths.cache_id')
-        .select(['store_paths.store_path', 'store_paths.nar_size', 'store_paths.refs'])
-        .where('caches.workspace_id', '=', workspaceId)
-        .where('store_paths.store_path', 'in', rest)
-        .execute();
-      for (const r of cached) out.set(r.store_path, toPathInfo({ nar_size: r.nar_size, refs: r.refs }));
     }
     return out;
   }

@@ -14,9 +14,11 @@ export interface KnownClosure {
 export const NO_CLOSURE: KnownClosure = { infos: new Map(), source: 'none', missing: 0 };
 
 /**
- * The closure of `root`: the one an agent reported if any (exact: it is what the machine
- * holds), else walked breadth-first through what agents reported and the workspace's caches
- * hold, one query per level.
+ * The closure of `root`, walked breadth-first (one query per level): as the workspace's caches
+ * verified it when they hold all of it (the usual case: a cache refuses a path whose references
+ * it lacks); else as an agent reported it, if one did; else walked through both, caches first.
+ * An agent's report is used only where no cache can say otherwise, so that a compromised agent
+ * cannot change what the diffs and plans of other agents show.
  */
 export async function knownClosure(
   repo: ClosureRepository,
@@ -24,6 +26,8 @@ export async function knownClosure(
   root: string | null,
 ): Promise<KnownClosure> {
   if (root === null) return NO_CLOSURE;
+  const verified = await computeClosureBatched([root], (paths) => repo.cachedPathInfos(workspaceId, paths));
+  if (verified.missing.length === 0) return { infos: verified.infos, source: 'cache', missing: 0 };
   const reported = await repo.closureOf(workspaceId, root);
   if (reported) return { infos: reported, source: 'agent', missing: 0 };
   const walked = await computeClosureBatched([root], (paths) => repo.pathInfos(workspaceId, paths));

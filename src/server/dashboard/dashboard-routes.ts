@@ -200,7 +200,12 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
         { after: c.req.header('last-event-id') ?? c.req.query('after') },
         { action: 'follow the deployment' },
       );
-      return deploymentEvents(c, deps, { workspaceId: d.workspace_id, id: d.id, after });
+      return deploymentEvents(c, deps, {
+        workspaceId: d.workspace_id,
+        id: d.id,
+        after,
+        tokenId: s.principal.tokenId,
+      });
     }),
   );
 

@@ -34,11 +34,13 @@ ${packages.map(
 /** Says where each side of a diff came from when it is not exact. */
 export function diffSources(d: DeploymentDiff): Html {
   const note = (label: string, s: DeploymentDiff['from']) =>
-    s.source === 'cache'
-      ? html`<li>${label}: computed from the caches${s.missing > 0 ? html`, ${s.missing} path(s) unknown` : ''}</li>`
-      : s.source === 'none'
-        ? html`<li>${label}: nothing (first deployment)</li>`
-        : '';
+    s.source === 'cache' && s.missing > 0
+      ? html`<li>${label}: incomplete, ${s.missing} path(s) in no cache and reported by no agent</li>`
+      : s.source === 'agent'
+        ? html`<li>${label}: as the agent reported it (the caches do not hold all of it)</li>`
+        : s.source === 'none'
+          ? html`<li>${label}: nothing (first deployment)</li>`
+          : '';
   const items = [note('Before', d.from), note('After', d.to)].filter((x) => x !== '');
   return items.length === 0 ? html`` : html`<ul class="muted">${items}</ul>`;
 }

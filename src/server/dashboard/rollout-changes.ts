@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { EventBus } from '../events/event-bus.ts';
 import { FOLLOW_IDLE_MS } from '../events/follow-deployments.ts';
+import { onRevocation } from '../events/on-revocation.ts';
 
 /** How long changes are gathered before the page is told: a batch opening moves many agents at once. */
 const GATHER_MS = 250;
@@ -16,10 +17,11 @@ const GATHER_MS = 250;
 export function rolloutChanges(
   c: Context,
   deps: { bus: EventBus; isOver: () => Promise<boolean> },
-  target: { rolloutId: number },
+  target: { rolloutId: number; tokenId: string },
 ): Response {
   return streamSSE(c, async (stream) => {
     let rang = false;
+    let revoked = false;
     let wake: (() => void) | undefined;
     const ring = () => {
       rang = true;
@@ -33,11 +35,16 @@ export function rolloutChanges(
       deps.bus.subscribe('rollout', (e) => {
         if (e.rolloutId === target.rolloutId) ring();
       }),
+      // The session's token revoked: the stream ends (without `end`) and the page's reconnect is refused.
+      onRevocation(deps.bus, target.tokenId, () => {
+        revoked = true;
+        wake?.();
+      }),
     ];
     stream.onAbort(() => wake?.());
     try {
       let over = await deps.isOver();
-      while (!over && !stream.aborted) {
+      while (!over && !stream.aborted && !revoked) {
         if (!rang) {
           const idle = await new Promise<boolean>((resolve) => {
             wake = () => resolve(false);
@@ -49,11 +56,11 @@ export function rolloutChanges(
         }
         await new Promise((resolve) => setTimeout(resolve, GATHER_MS).unref());
         rang = false;
-        if (stream.aborted) break;
+        if (stream.aborted || revoked) break;
         await stream.writeSSE({ event: 'changed', data: '{}' });
         over = await deps.isOver();
       }
-      if (over && !stream.aborted) await stream.writeSSE({ event: 'end', data: '{}' });
+      if (over && !stream.aborted && !revoked) await stream.writeSSE({ event: 'end', data: '{}' });
     } finally {
       for (const u of unsubs) u();
     }

@@ -113,7 +113,7 @@ export function registerRolloutPages(app: Hono, deps: RolloutPagesDeps, page: Pa
             return isOver(row.state, row.revert_state, await deps.deployments.byRollout(workspaceId, id));
           },
         },
-        { rolloutId: id },
+        { rolloutId: id, tokenId: s.principal.tokenId },
       );
     }),
   );

@@ -5,6 +5,7 @@ import { CairnError, isCairnError } from '../../lib/cairn-error.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { canViewFleet } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
+import { clientAddress } from '../http/client-address.ts';
 import { loginPage } from './login-page.ts';
 import { sendPage } from './send-page.ts';
 import { SESSION_TTL_MS, type Session, type SessionStore } from './session-store.ts';
@@ -71,9 +72,16 @@ export function registerSignInRoutes(app: Hono, deps: { auth: Authenticator; ses
     const token = String(form.token ?? '').trim();
     let principal: Principal | undefined;
     try {
-      principal = await deps.auth.authenticate(`Bearer ${token}`);
+      // Counted per client address (behind --trusted-proxy, the one it forwarded), never in one
+      // bucket for everyone: else anyone could keep every user from signing in.
+      principal = await deps.auth.authenticate(`Bearer ${token}`, clientAddress(c), { purpose: 'sign-in' });
     } catch (err) {
       if (!isCairnError(err)) throw err;
+      if (err.code === 'TOO_MANY_REQUESTS') {
+        const retry = err.headers?.['Retry-After'];
+        if (retry) c.header('Retry-After', retry);
+        return showLogin(c, next, err.message, 429);
+      }
       return showLogin(c, next, err.message, 401);
     }
     if (!principal || !canViewFleet(principal)) {

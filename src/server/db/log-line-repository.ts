@@ -5,6 +5,8 @@ import { inChunks } from './in-chunks.ts';
 /** Where a deployment's log stands in the database: its last line, and the last `n` of each source. */
 export interface LogHighWater {
   readonly seq: number;
+  /** Characters of text stored, for the per-deployment cap. */
+  readonly chars: number;
   readonly sources: Map<string, number>;
 }
 
@@ -15,13 +17,17 @@ export class LogLineRepository {
   /** Each deployment's high-water mark (two queries for up to 1,000 deployments); absent ones start at 0. */
   async highWater(deploymentIds: readonly number[]): Promise<Map<number, LogHighWater>> {
     const out = new Map<number, LogHighWater>(
-      deploymentIds.map((id) => [id, { seq: 0, sources: new Map<string, number>() }]),
+      deploymentIds.map((id) => [id, { seq: 0, chars: 0, sources: new Map<string, number>() }]),
     );
     if (deploymentIds.length === 0) return out;
     const [seqs, sources] = await Promise.all([
       this.db
         .selectFrom('deployment_logs')
-        .select((eb) => ['deployment_id', eb.fn.max('seq').as('seq')])
+        .select((eb) => [
+          'deployment_id',
+          eb.fn.max('seq').as('seq'),
+          eb.fn.sum<number>(eb.fn('length', ['text'])).as('chars'),
+        ])
         .where('deployment_id', 'in', [...deploymentIds])
         .groupBy('deployment_id')
         .execute(),
@@ -31,7 +37,9 @@ export class LogLineRepository {
         .where('deployment_id', 'in', [...deploymentIds])
         .execute(),
     ]);
-    for (const r of seqs) out.set(r.deployment_id, { seq: Number(r.seq), sources: new Map() });
+    for (const r of seqs) {
+      out.set(r.deployment_id, { seq: Number(r.seq), chars: Number(r.chars ?? 0), sources: new Map() });
+    }
     for (const r of sources) out.get(r.deployment_id)?.sources.set(r.src, r.last_n);
     return out;
   }

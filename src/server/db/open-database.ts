@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import {
@@ -36,13 +36,37 @@ export interface OpenDatabaseOptions {
 }
 
 /**
+ * Creates the SQLite file, if it is new, readable and writable by its owner only, whatever the
+ * umask: it holds token hashes and cache signing keys. SQLite gives its `-wal` and `-shm` files
+ * the database file's mode. An existing file keeps the mode it has.
+ */
+function createPrivately(file: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  if (existsSync(file)) return;
+  let fd: number;
+  try {
+    fd = openSync(file, 'wx', 0o600);
+  } catch (err) {
+    // Created by another process a moment ago: it decided the mode.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return;
+    throw err;
+  }
+  try {
+    // The mode given to open is masked by the umask; this one is not.
+    fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Opens the database. SQLite runs in WAL mode with a busy timeout, so readers never block the
  * writer; PostgreSQL's int8 columns come back as numbers (every value Cairn stores fits in 2^53).
  * Both get the same plugins, so that queries the two would answer differently are made alike.
  */
 export function openDatabase(config: DatabaseConfig, options: OpenDatabaseOptions = {}): OpenDatabase {
   if (config.kind === 'sqlite') {
-    if (config.file !== ':memory:') mkdirSync(dirname(config.file), { recursive: true });
+    if (config.file !== ':memory:') createPrivately(config.file);
     const sqlite = new SqliteDatabase(config.file);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');

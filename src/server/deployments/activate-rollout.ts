@@ -49,11 +49,14 @@ export async function activateRollout(
   const problems: Array<{ field: string; message: string }> = [];
   let names = Object.keys(deploy.agents);
   if (request.only && request.only.length > 0) {
-    for (const n of request.only) {
-      if (!names.includes(n))
+    // Sets, not arrays: thousands of ?agent= against a file of 100,000 agents stays linear.
+    const inFile = new Set(names);
+    const only = new Set(request.only);
+    for (const n of only) {
+      if (!inFile.has(n))
         problems.push({ field: `agents.${n}`, message: 'is selected with --agent but not in deploy.json' });
     }
-    names = names.filter((n) => request.only!.includes(n));
+    names = names.filter((n) => only.has(n));
   }
   // Authorization first, and on its own: a token that may not deploy learns nothing else.
   const denied = names.filter((n) => !canActivate(principal, n));
