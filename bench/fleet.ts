@@ -506,33 +506,49 @@ function percentile(sorted: number[], p: number): number {
  * Times `--scrapes` GETs of /metrics one after the other, `--scrape-gap` ms apart (each from the
  * request to the last byte of the answer, as Prometheus waits for it), and prints p50, p99 and
  * max with the answer's size. The gap spreads them over the server's periodic work (heartbeats,
- * the rollout tick), which a scrape every 15 s meets at random moments.
+ * the rollout tick), which a scrape every 15 s meets at random moments. With each scrape a GET of
+ * `healthUrl` (the same server's `/healthz`, which does nothing) is timed at the same moment: a
+ * slow scrape whose `/healthz` was as slow waited for the server's one thread, not for its own work.
  */
-async function timeScrapes(url: string, when: string) {
+async function timeScrapes(url: string, when: string, healthUrl: string) {
   const ms: number[] = [];
+  const health: number[] = [];
+  /** Per scrape: its time less that of the /healthz sent with it. */
+  const own: number[] = [];
   let bytes = 0;
   let series = 0;
   for (let i = 0; i < SCRAPES; i++) {
     if (i > 0) await sleep(SCRAPE_GAP_MS);
     checkServer();
     const start = performance.now();
-    const res = await fetch(url);
-    const text = await res.text();
-    ms.push(performance.now() - start);
+    const [scraped, healthMs] = await Promise.all([
+      fetch(url).then(async (res) => ({ res, text: await res.text(), ms: performance.now() - start })),
+      fetch(healthUrl).then(async (res) => {
+        await res.arrayBuffer();
+        return performance.now() - start;
+      }),
+    ]);
+    const { res, text } = scraped;
+    ms.push(scraped.ms);
+    health.push(healthMs);
+    own.push(Math.max(0, scraped.ms - healthMs));
     if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${text.slice(0, 300)}`);
     bytes = Buffer.byteLength(text);
     series = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
   }
-  ms.sort((a, b) => a - b);
+  for (const list of [ms, health, own]) list.sort((a, b) => a - b);
   const figures = {
     p50: round(percentile(ms, 50), 1),
     p99: round(percentile(ms, 99), 1),
     max: round(ms[ms.length - 1]!, 1),
+    healthP50: round(percentile(health, 50), 1),
+    healthMax: round(health[health.length - 1]!, 1),
+    ownMax: round(own[own.length - 1]!, 1),
     bytes,
     series,
   };
   say(
-    `metrics (${METRICS}) ${when}: ${SCRAPES} scrapes of ${url}, ${SCRAPE_GAP_MS} ms apart: p50 ${figures.p50} ms, p99 ${figures.p99} ms, max ${figures.max} ms; ${series} series, ${(bytes / 1024).toFixed(0)} KiB; load average ${loadavg()
+    `metrics (${METRICS}) ${when}: ${SCRAPES} scrapes of ${url}, ${SCRAPE_GAP_MS} ms apart: p50 ${figures.p50} ms, p99 ${figures.p99} ms, max ${figures.max} ms (/healthz sent with each: p50 ${figures.healthP50} ms, max ${figures.healthMax} ms; a scrape's time less its /healthz's, max ${figures.ownMax} ms); ${series} series, ${(bytes / 1024).toFixed(0)} KiB; load average ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}`,
   );
@@ -738,7 +754,7 @@ async function main(): Promise<void> {
     const metricsUrl =
       METRICS === undefined ? undefined : `http://127.0.0.1:${replicas[0]!.metricsPort}/metrics`;
     const scrapedIdle =
-      metricsUrl === undefined ? undefined : await timeScrapes(metricsUrl, 'after the connect');
+      metricsUrl === undefined ? undefined : await timeScrapes(metricsUrl, 'after the connect', `${replicas[0]!.url}/healthz`);
 
     if (STAGED) {
       serverPids = servers.map((s) => s.pid);
@@ -872,7 +888,7 @@ async function main(): Promise<void> {
     );
 
     if (metricsUrl !== undefined && scrapedIdle !== undefined) {
-      const scrapedAfter = await timeScrapes(metricsUrl, `after the fan-out (${AGENTS} deployments)`);
+      const scrapedAfter = await timeScrapes(metricsUrl, `after the fan-out (${AGENTS} deployments)`, `${replicas[0]!.url}/healthz`);
       say(
         JSON.stringify({
           agents: AGENTS,
@@ -891,6 +907,8 @@ async function main(): Promise<void> {
           metrics_p50_ms: scrapedAfter.p50,
           metrics_p99_ms: scrapedAfter.p99,
           metrics_max_ms: scrapedAfter.max,
+          metrics_healthz_max_ms: scrapedAfter.healthMax,
+          metrics_own_max_ms: scrapedAfter.ownMax,
           metrics_bytes: scrapedAfter.bytes,
           metrics_series: scrapedAfter.series,
           loadavg: loadavg().map((l) => round(l, 2)),
