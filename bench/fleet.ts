@@ -754,7 +754,9 @@ async function main(): Promise<void> {
     const metricsUrl =
       METRICS === undefined ? undefined : `http://127.0.0.1:${replicas[0]!.metricsPort}/metrics`;
     const scrapedIdle =
-      metricsUrl === undefined ? undefined : await timeScrapes(metricsUrl, 'after the connect', `${replicas[0]!.url}/healthz`);
+      metricsUrl === undefined
+        ? undefined
+        : await timeScrapes(metricsUrl, 'after the connect', `${replicas[0]!.url}/healthz`);
 
     if (STAGED) {
       serverPids = servers.map((s) => s.pid);
@@ -888,7 +890,11 @@ async function main(): Promise<void> {
     );
 
     if (metricsUrl !== undefined && scrapedIdle !== undefined) {
-      const scrapedAfter = await timeScrapes(metricsUrl, `after the fan-out (${AGENTS} deployments)`, `${replicas[0]!.url}/healthz`);
+      const scrapedAfter = await timeScrapes(
+        metricsUrl,
+        `after the fan-out (${AGENTS} deployments)`,
+        `${replicas[0]!.url}/healthz`,
+      );
       say(
         JSON.stringify({
           agents: AGENTS,
