@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ClosureRepository } from '../../src/server/closures/closure-repository.ts';
+import {
+  ClosureRepository,
+  MAX_REPORTED_CLOSURE_PATHS,
+} from '../../src/server/closures/closure-repository.ts';
 import { migrate } from '../../src/server/db/migrations.ts';
 import { type OpenDatabase, openDatabase } from '../../src/server/db/open-database.ts';
 import { insertAgent, insertDeployment, insertRollout, insertWorkspace } from '../helpers/db-rows.ts';
@@ -62,5 +65,29 @@ describe('closure reports of many agents at once', () => {
     assert.deepEqual(new Set(rows.map((r) => Number(r.closure_nar_size))), new Set([1234]));
     const closureRows = await database.db.selectFrom('closures').select(['complete', 'path_count']).execute();
     assert.deepEqual(closureRows, [{ complete: 1, path_count: 2 }]);
+  });
+
+  it('drops a part that would take a reported closure past its bound, and keeps the rest of the report', async () => {
+    const closures = new ClosureRepository(database.db);
+    const big = '/nix/store/55555555555555555555555555555555-big';
+    const small = '/nix/store/66666666666666666666666666666666-small';
+    const report = (paths: Array<{ path: string; narSize: number; references: string[] }>, final: boolean) =>
+      closures.recordPart({ workspaceId, root: big, paths, final, now: 3 });
+    await report([{ path: small, narSize: 7, references: [] }], false);
+    // One part more than the bound allows: nothing of it is stored.
+    const flood = Array.from({ length: MAX_REPORTED_CLOSURE_PATHS }, (_, i) => ({
+      path: `/nix/store/${String(i).padStart(32, '7')}-flood`,
+      narSize: 1,
+      references: [],
+    }));
+    await report(flood, false);
+    const size = await report([{ path: big, narSize: 10, references: [small] }], true);
+    assert.deepEqual(size, { paths: 2, narSize: 17 });
+    const flooded = await database.db
+      .selectFrom('closure_paths')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('path', 'like', '%-flood')
+      .executeTakeFirstOrThrow();
+    assert.equal(Number(flooded.n), 0);
   });
 });

@@ -8,6 +8,12 @@ import type { Database } from '../db/database-schema.ts';
 const IN_CHUNK = 500;
 /** Complete closures whose size {@link ClosureRepository} remembers. */
 const KNOWN_MAX = 1000;
+/**
+ * Paths one reported closure may have, over all its parts. A NixOS system has a few thousand;
+ * without a bound an agent could send parts without end (each message is bounded, their number
+ * is not), and every path is a row.
+ */
+export const MAX_REPORTED_CLOSURE_PATHS = 250_000;
 
 /** Path count and total NAR size of one closure. */
 export interface ClosureSize {
@@ -113,6 +119,14 @@ export class ClosureRepository {
         this.#remember(key, Number(closure.nar_size));
         return undefined;
       }
+      const [held] = await trx
+        .selectFrom('closure_members')
+        .select((eb) => eb.fn.countAll<number | string>().as('n'))
+        .where('closure_id', '=', closure.id)
+        .execute();
+      // Past the bound the report is dropped, whole: the closure stays incomplete, and diffs and
+      // plans go on from what the caches hold.
+      if (Number(held?.n ?? 0) + input.paths.length > MAX_REPORTED_CLOSURE_PATHS) return undefined;
       for (const part of chunks(input.paths)) {
         await trx
           .insertInto('closure_paths')
