@@ -27,6 +27,8 @@ fi
 has xz || need xz xz-utils
 has zstd || need zstd zstd
 has bzip2 || need bzip2 bzip2
+# A pseudo-terminal for the server's readable log (util-linux's script).
+has script || need script bsdutils
 # The dashboard tests drive Chromium: Debian's, or the one CAIRN_TEST_CHROMIUM names.
 chromium=${CAIRN_TEST_CHROMIUM:-/usr/bin/chromium}
 [ -x "$chromium" ] || need "chromium at $chromium" chromium

@@ -23,6 +23,10 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
     .option('--public-url <url>', 'URL clients reach this server at, behind a proxy (env: CAIRN_PUBLIC_URL)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (env: CAIRN_LOG_LEVEL)')
     .option(
+      '--log-format <format>',
+      'json, pretty (readable lines) or auto: pretty on a terminal, JSON otherwise (env: CAIRN_LOG_FORMAT; default: auto)',
+    )
+    .option(
       '--log-retention-days <days>',
       'delete deployment logs this many days after the deployment ended (env: CAIRN_LOG_RETENTION_DAYS; default: 30)',
     )

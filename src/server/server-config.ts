@@ -5,6 +5,7 @@ import { durationMs } from '../protocol/duration.ts';
 import { type BlobStoreConfig, parseBlobStoreUrl } from './blob/blob-store-config.ts';
 import type { DatabaseConfig } from './db/open-database.ts';
 import { parseTrustedProxies } from './http/trusted-proxies.ts';
+import type { LogFormat } from './log-format.ts';
 import { DEFAULT_RETRY_SCHEDULE_MS, type WebhookSettings } from './webhooks/webhook-dispatcher.ts';
 
 /** Everything `cairn server` is configured with, parsed once and frozen. */
@@ -18,6 +19,8 @@ export interface ServerConfig {
   /** The URL clients reach this server at, when it differs from the listen address (a proxy). */
   readonly publicUrl: string | undefined;
   readonly logLevel: string;
+  /** `json`, or `pretty` (readable lines); by default pretty when standard output is a terminal. */
+  readonly logFormat: LogFormat;
   /** Deployment logs are deleted this many days after the deployment finished. */
   readonly logRetentionDays: number;
   /** Largest NAR file accepted in one upload, in bytes. */
@@ -64,6 +67,7 @@ export interface ServerFlags {
   blobStore?: string;
   publicUrl?: string;
   logLevel?: string;
+  logFormat?: string;
   logRetentionDays?: string;
   trustedProxy?: string;
   metricsListen?: string;
@@ -136,6 +140,11 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
       `Cannot use --log-level: expected fatal, error, warn, info, debug, trace or silent (${logLevel})`,
     );
   }
+  const logFormatText = flags.logFormat ?? env.CAIRN_LOG_FORMAT ?? 'auto';
+  let logFormat: LogFormat = 'json';
+  if (logFormatText === 'json' || logFormatText === 'pretty') logFormat = logFormatText;
+  else if (logFormatText === 'auto') logFormat = process.stdout.isTTY ? 'pretty' : 'json';
+  else problems.push(`Cannot use --log-format: expected json, pretty or auto (${logFormatText})`);
   const retentionText = flags.logRetentionDays ?? env.CAIRN_LOG_RETENTION_DAYS ?? '30';
   const logRetentionDays = Number(retentionText);
   if (!(Number.isFinite(logRetentionDays) && logRetentionDays > 0)) {
@@ -190,6 +199,7 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     blobStore: Object.freeze(blobStore),
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     logLevel,
+    logFormat,
     logRetentionDays,
     maxNarBytes: 64 * 1024 ** 3,
     headersTimeoutMs: flags.headersTimeoutMs ?? 20_000,

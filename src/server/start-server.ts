@@ -10,6 +10,7 @@ import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
 import { openDatabase } from './db/open-database.ts';
 import { PostgresEventBus } from './events/postgres-event-bus.ts';
+import { prettyDestination } from './log-format.ts';
 import { metricsListener } from './metrics/metrics-routes.ts';
 import { startLogRetention } from './retention/log-retention.ts';
 import type { ServerConfig } from './server-config.ts';
@@ -38,7 +39,12 @@ export async function startServer(
   config: ServerConfig,
   options: { log?: Logger } = {},
 ): Promise<RunningServer> {
-  const log = options.log ?? pino({ level: config.logLevel, redact: ['req.headers.authorization', 'token'] });
+  const pinoOptions = { level: config.logLevel, redact: ['req.headers.authorization', 'token'] };
+  const log =
+    options.log ??
+    (config.logFormat === 'pretty'
+      ? pino(pinoOptions, prettyDestination(process.stdout))
+      : pino(pinoOptions));
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   // First, before the database is touched: a bucket that cannot be used stops the start.
   const { blobs, close: closeBlobs } = await openBlobStore(config.blobStore);
@@ -208,6 +214,13 @@ export async function startServer(
     },
     'cairn server listening',
   );
+  if (tokenFile) {
+    // The first five minutes: where to go, and with what.
+    log.info(
+      { dashboard: `${config.publicUrl ?? url}/`, tokenFile },
+      'first start: sign in to the dashboard with the admin token in tokenFile (the CLI reads it from CAIRN_TOKEN)',
+    );
+  }
 
   let closing: Promise<void> | undefined;
   return {

@@ -84,6 +84,7 @@ describe('npm test', () => {
       'xz',
       'zstd',
       'bzip2',
+      'script',
       'ip',
       'tc',
       'systemd-analyze',
