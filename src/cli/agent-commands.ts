@@ -19,11 +19,10 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
     )
     .action(async (name: string, opts: { tag: string[] }) => {
       const body = opts.tag.length > 0 ? { name, tags: opts.tag } : { name };
-      const created = await ctx.client().request('POST', 'agents', createdAgentSchema, body);
+      const client = ctx.client();
+      const created = await client.request('POST', 'agents', createdAgentSchema, body);
       ctx.io.stdout.write(`${created.token}\n`);
-      ctx.io.stderr.write(
-        `created agent ${name}; on the machine run: CAIRN_AGENT_TOKEN=<token> cairn deploy agent ${name}\n`,
-      );
+      ctx.io.stderr.write(agentSetUpHint(name, client.server, client.workspace));
     });
   agent
     .command('list')
@@ -97,4 +96,26 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
         .request('POST', `agents/${encodeURIComponent(name)}/token`, createdAgentSchema, {});
       ctx.io.stdout.write(`${created.token}\n`);
     });
+}
+
+/**
+ * What to do next with a new agent, on stderr (stdout holds only the token, for a redirect):
+ * the one command for any machine, and the NixOS module settings.
+ */
+export function agentSetUpHint(name: string, server: string, workspace: string | undefined): string {
+  const ws = workspace && workspace !== 'default' ? workspace : undefined;
+  return [
+    `created agent ${name}; its token is on stdout, shown this once.`,
+    'On the machine, run:',
+    `  CAIRN_SERVER=${server}${ws ? ` CAIRN_WORKSPACE=${ws}` : ''} CAIRN_AGENT_TOKEN=<token> cairn deploy agent ${name}`,
+    'or, on NixOS, put the token in a file outside the Nix store (agenix, sops-nix) and add:',
+    '  services.cairn-agent = {',
+    '    enable = true;',
+    `    name = "${name}";`,
+    `    serverUrl = "${server}";`,
+    ...(ws ? [`    workspace = "${ws}";`] : []),
+    '    tokenFile = "/run/secrets/cairn-agent-token";',
+    '  };',
+    '',
+  ].join('\n');
 }

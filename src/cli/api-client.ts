@@ -17,6 +17,11 @@ export class ApiClient {
   readonly #token: string | undefined;
   readonly #workspace: string;
 
+  /** The workspace the client works in. */
+  get workspace(): string {
+    return this.#workspace;
+  }
+
   constructor(options: ClientOptions) {
     this.server = options.server.replace(/\/+$/, '');
     this.#token = options.token;
