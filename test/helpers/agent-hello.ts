@@ -1,4 +1,12 @@
-import { AGENT_PROTOCOL_VERSION, type Observed } from '../../src/protocol/agent-protocol.ts';
+import { once } from 'node:events';
+import { WebSocket } from 'ws';
+import {
+  AGENT_PROTOCOL_VERSION,
+  AGENT_WS_PATH,
+  type Observed,
+  type ServerMessage,
+  serverMessageSchema,
+} from '../../src/protocol/agent-protocol.ts';
 
 /** What a test agent reports of its machine: nothing deployed yet unless `overrides` says so. */
 export function observedState(hostname: string, overrides: Partial<Observed> = {}): Observed {
@@ -24,4 +32,35 @@ export function helloMessage(hostname: string) {
     running: null,
     unreported: [],
   } as const;
+}
+
+/**
+ * An agent's WebSocket to `serverUrl` that has said hello as `name` with `token`. `next(type,
+ * ok)` waits for (and takes) the first message of that type that `ok` accepts, in arrival order.
+ */
+export async function helloAgentSocket(serverUrl: string, name: string, token: string) {
+  const ws = new WebSocket(`${serverUrl.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${name}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  const inbox: ServerMessage[] = [];
+  const waiters: Array<() => void> = [];
+  ws.on('message', (data) => {
+    inbox.push(serverMessageSchema.parse(JSON.parse(String(data))));
+    for (const w of waiters.splice(0)) w();
+  });
+  /** The close code and reason, once the socket closes. */
+  const closed = once(ws, 'close') as Promise<[number, Buffer]>;
+  await once(ws, 'open');
+  ws.send(JSON.stringify(helloMessage(name)));
+  const next = async <T extends ServerMessage['type']>(
+    type: T,
+    ok: (m: Extract<ServerMessage, { type: T }>) => boolean = () => true,
+  ): Promise<Extract<ServerMessage, { type: T }>> => {
+    for (;;) {
+      const i = inbox.findIndex((m) => m.type === type && ok(m as Extract<ServerMessage, { type: T }>));
+      if (i >= 0) return inbox.splice(i, 1)[0] as Extract<ServerMessage, { type: T }>;
+      await new Promise<void>((resolve) => waiters.push(resolve));
+    }
+  };
+  return { ws, next, closed, send: (msg: unknown) => ws.send(JSON.stringify(msg)) };
 }

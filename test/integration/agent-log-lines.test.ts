@@ -1,9 +1,6 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { WebSocket } from 'ws';
-import { AGENT_WS_PATH, type ServerMessage, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
-import { helloMessage, observedState } from '../helpers/agent-hello.ts';
+import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
 import { adminApi, startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -23,27 +20,7 @@ describe('agent log lines sent twice', () => {
   const api = (method: string, path: string, body?: unknown) => adminApi(server, method, path, body);
 
   /** An agent connection that has said hello; `next(type)` waits for a message of that type. */
-  async function connect(name: string, token: string) {
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${name}`, {
-      headers: { Authorization: `Bearer ${token}` },
-    });
-    const inbox: ServerMessage[] = [];
-    const waiters: Array<() => void> = [];
-    ws.on('message', (data) => {
-      inbox.push(serverMessageSchema.parse(JSON.parse(String(data))));
-      for (const w of waiters.splice(0)) w();
-    });
-    await once(ws, 'open');
-    ws.send(JSON.stringify(helloMessage(name)));
-    const next = async <T extends ServerMessage['type']>(type: T) => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.type === type);
-        if (i >= 0) return inbox.splice(i, 1)[0] as Extract<ServerMessage, { type: T }>;
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    };
-    return { ws, next, send: (msg: unknown) => ws.send(JSON.stringify(msg)) };
-  }
+  const connect = (name: string, token: string) => helloAgentSocket(server.url, name, token);
 
   it('keeps each numbered line once across connections, and unnumbered lines as sent', async () => {
     await api('POST', '/caches', { name: 'main' });

@@ -1,10 +1,8 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
-import { WebSocket } from 'ws';
-import { AGENT_WS_PATH, type ServerMessage, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
-import { helloMessage, observedState } from '../helpers/agent-hello.ts';
+import type { WebSocket } from 'ws';
+import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, type SyntheticPath, syntheticPath } from '../helpers/binary-cache.ts';
 import { adminApi, startTestServer, type TestServer } from '../helpers/server.ts';
 import { until } from '../helpers/staged-rollout.ts';
@@ -28,25 +26,10 @@ describe("an agent's false closure report", () => {
   /** An agent connection that said hello; `next` waits for a message of a type. */
   async function connect(name: string) {
     const { token } = (await api('POST', '/agents', { name })) as { token: string };
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${name}`, {
-      headers: { Authorization: `Bearer ${token}` },
-    });
-    const inbox: ServerMessage[] = [];
-    const waiters: Array<() => void> = [];
-    ws.on('message', (data) => {
-      inbox.push(serverMessageSchema.parse(JSON.parse(String(data))));
-      for (const w of waiters.splice(0)) w();
-    });
-    await once(ws, 'open');
-    ws.send(JSON.stringify(helloMessage(name)));
-    const next = async () => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.type === 'desired' && m.desired !== null);
-        if (i >= 0) return (inbox.splice(i, 1)[0] as Extract<ServerMessage, { type: 'desired' }>).desired!;
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    };
-    return { ws, next, send: (msg: unknown) => ws.send(JSON.stringify(msg)) };
+    const agent = await helloAgentSocket(server.url, name, token);
+    /** The next deployment the agent is told to run. */
+    const next = async () => (await agent.next('desired', (m) => m.desired !== null)).desired!;
+    return { ws: agent.ws, next, send: agent.send };
   }
 
   /** A false closure of `root`: a backdoor among its paths, and 100 GB in size. */

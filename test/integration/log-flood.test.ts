@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
-import { WebSocket } from 'ws';
-import { AGENT_WS_PATH, type ServerMessage, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
 import { LOG_CAP_MARKER, MAX_LOG_CHARS, MAX_LOG_SOURCES } from '../../src/server/agents/log-writer.ts';
-import { helloMessage, observedState } from '../helpers/agent-hello.ts';
+import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
 import { adminApi, startTestServer, type TestServer } from '../helpers/server.ts';
 import { until } from '../helpers/staged-rollout.ts';
@@ -38,32 +35,11 @@ describe('log floods from one agent', () => {
       );
     }
     const { token } = (await api('POST', '/agents', { name })) as { token: string };
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${name}`, {
-      headers: { Authorization: `Bearer ${token}` },
-    });
-    const inbox: ServerMessage[] = [];
-    const waiters: Array<() => void> = [];
-    ws.on('message', (data) => {
-      inbox.push(serverMessageSchema.parse(JSON.parse(String(data))));
-      for (const w of waiters.splice(0)) w();
-    });
-    await once(ws, 'open');
-    ws.send(JSON.stringify(helloMessage(name)));
-    const next = async <T extends ServerMessage['type']>(
-      type: T,
-      ok: (m: Extract<ServerMessage, { type: T }>) => boolean = () => true,
-    ) => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.type === type && ok(m as Extract<ServerMessage, { type: T }>));
-        if (i >= 0) return inbox.splice(i, 1)[0] as Extract<ServerMessage, { type: T }>;
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    };
+    const { ws, next, send } = await helloAgentSocket(server.url, name, token);
     await next('welcome');
     await api('POST', '/rollouts', { agents: { [name]: p.storePath } });
     const { desired } = await next('desired', (m) => m.desired !== null);
     const id = desired!.id;
-    const send = (msg: unknown) => ws.send(JSON.stringify(msg));
     send({ type: 'progress', deploymentId: id, step: 'activate' });
     /** Gives the server time to handle (and write, in its 50 ms batches) what was sent. */
     const settle = async () => {

@@ -1,18 +1,11 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import {
-  AGENT_WS_PATH,
-  CLOSE_CODES,
-  type LogLine,
-  type ServerMessage,
-  serverMessageSchema,
-} from '../../src/protocol/agent-protocol.ts';
-import { helloMessage, observedState } from '../helpers/agent-hello.ts';
+import { CLOSE_CODES, type LogLine } from '../../src/protocol/agent-protocol.ts';
+import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { bearer, narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
 import { adminApi, createTestDatabase, type TestServer, testPostgresUrl } from '../helpers/server.ts';
 import { freePort, type ServerProcess, spawnServer } from '../helpers/server-process.ts';
@@ -48,28 +41,8 @@ describe('an agent reconnecting across two replicas', {
   });
 
   /** An agent connection to `server` that has said hello; `next(type)` waits for a message of that type. */
-  async function connect(server: { url: string }, name: string, token: string) {
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${name}`, {
-      headers: { Authorization: `Bearer ${token}` },
-    });
-    const inbox: ServerMessage[] = [];
-    const waiters: Array<() => void> = [];
-    ws.on('message', (data) => {
-      inbox.push(serverMessageSchema.parse(JSON.parse(String(data))));
-      for (const w of waiters.splice(0)) w();
-    });
-    const closed = once(ws, 'close') as Promise<[number, Buffer]>;
-    await once(ws, 'open');
-    ws.send(JSON.stringify(helloMessage(name)));
-    const next = async <T extends ServerMessage['type']>(type: T) => {
-      for (;;) {
-        const i = inbox.findIndex((m) => m.type === type);
-        if (i >= 0) return inbox.splice(i, 1)[0] as Extract<ServerMessage, { type: T }>;
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    };
-    return { ws, next, closed, send: (msg: unknown) => ws.send(JSON.stringify(msg)) };
-  }
+  const connect = (server: { url: string }, name: string, token: string) =>
+    helloAgentSocket(server.url, name, token);
 
   /** `promise`, or a failure naming `what` after 10 s. */
   async function within<T>(promise: Promise<T>, what: string): Promise<T> {

@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { WebSocket } from 'ws';
 import { runCli } from '../../src/cli/run-cli.ts';
 import { visibleControls } from '../../src/cli/terminal-text.ts';
-import { AGENT_WS_PATH, type ServerMessage, serverMessageSchema } from '../../src/protocol/agent-protocol.ts';
-import { helloMessage, observedState } from '../helpers/agent-hello.ts';
+import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
 import { writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { adminApi, startTestServer, type TestServer } from '../helpers/server.ts';
@@ -62,31 +59,12 @@ describe("an agent's text on the operator's terminal", () => {
       assert.equal(res.status, 201);
     }
     const { token } = (await api('POST', '/agents', { name: 'hostile' })) as { token: string };
-    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=hostile`, {
-      headers: { Authorization: `Bearer ${token}` },
-    });
-    const inbox: ServerMessage[] = [];
-    const waiters: Array<() => void> = [];
-    ws.on('message', (data) => {
-      inbox.push(serverMessageSchema.parse(JSON.parse(String(data))));
-      for (const w of waiters.splice(0)) w();
-    });
-    await once(ws, 'open');
-    ws.send(JSON.stringify(helloMessage('hostile')));
-    const next = async <T extends ServerMessage['type']>(type: T) => {
-      for (;;) {
-        const i = inbox.findIndex(
-          (m) => m.type === type && (type !== 'desired' || (m as { desired: unknown }).desired),
-        );
-        if (i >= 0) return inbox.splice(i, 1)[0] as Extract<ServerMessage, { type: T }>;
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    };
+    const { ws, next } = await helloAgentSocket(server.url, 'hostile', token);
     await next('welcome');
     // `cairn deploy activate` follows the rollout while the agent answers it.
     const file = await writeDeployJson(server.dataDir, { agents: { hostile: p.storePath } });
     const following = cliOn(true, ['deploy', 'activate', file], env);
-    const { desired } = await next('desired');
+    const { desired } = await next('desired', (m) => m.desired !== null);
     assert.ok(desired);
     deploymentId = desired.id;
     const t = Date.now();
