@@ -27,6 +27,9 @@ describe("an agent's false closure report", () => {
   async function connect(name: string) {
     const { token } = (await api('POST', '/agents', { name })) as { token: string };
     const agent = await helloAgentSocket(server.url, name, token);
+    // Welcomed before any rollout is posted: one posted before the hello is handled would come
+    // in the welcome, not as the `desired` message next() waits for.
+    await agent.next('welcome');
     /** The next deployment the agent is told to run. */
     const next = async () => (await agent.next('desired', (m) => m.desired !== null)).desired!;
     return { ws: agent.ws, next, send: agent.send };
