@@ -144,11 +144,16 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ['before', d.from],
         ['after', d.to],
       ] as const) {
-        // A closure the caches hold whole is exact; one they hold in part, with no agent's report
-        // to complete it, is a lower bound.
-        if (side.source === 'cache' && side.missing > 0) {
+        // A closure the caches hold whole is exact and verified; one they do not is as the
+        // deployment's own agent reported it (not verified), or a lower bound.
+        if (side.source === 'agent') {
           ctx.io.stderr.write(
-            `cairn: the ${label} closure is incomplete: ${side.missing} path(s) are in no cache and no agent reported them\n`,
+            `cairn: the ${label} closure is as agent '${side.reportedBy ?? side.agent}' reported it, not verified by a cache\n`,
+          );
+        }
+        if (side.missing > 0) {
+          ctx.io.stderr.write(
+            `cairn: the ${label} closure is incomplete: ${side.missing} path(s) are in no cache and not in its agent's report\n`,
           );
         }
       }
@@ -188,6 +193,16 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ctx.io.stdout.write(
           `Download: ${dl.paths} path(s), ${formatBytes(dl.narSize)} unpacked${compressed}\n`,
         );
+        for (const [label, side] of [
+          ['current', a.current],
+          ['new', a.proposed],
+        ] as const) {
+          if (side.source === 'agent') {
+            ctx.io.stdout.write(
+              `Note: the ${label} closure is as agent '${side.reportedBy ?? side.agent}' reported it, not verified by a cache\n`,
+            );
+          }
+        }
         if (a.current.missing > 0 || a.proposed.missing > 0) {
           ctx.io.stdout.write(
             `Note: ${[

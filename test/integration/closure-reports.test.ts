@@ -21,16 +21,20 @@ describe('closure reports of many agents at once', () => {
   const root = '/nix/store/33333333333333333333333333333333-system';
   const dep = '/nix/store/44444444444444444444444444444444-dep';
   const agents = 40;
+  const deployments: number[] = [];
+  let rolloutId = 0;
   before(async () => {
     testDb = await createTestDatabase();
     database = openDatabase(testDb.config);
     await migrate(database.db as never, database.dialect);
     const db = database.db;
     workspaceId = await insertWorkspace(db);
-    const rolloutId = await insertRollout(db, workspaceId);
+    rolloutId = await insertRollout(db, workspaceId);
     for (let i = 0; i < agents; i++) {
       const agentId = await insertAgent(db, workspaceId, `a${i}`);
-      await insertDeployment(db, { rolloutId, workspaceId, agentId, storePath: root, state: 'running' });
+      deployments.push(
+        await insertDeployment(db, { rolloutId, workspaceId, agentId, storePath: root, state: 'running' }),
+      );
     }
   });
   after(async () => {
@@ -40,9 +44,10 @@ describe('closure reports of many agents at once', () => {
 
   it('records the closure once and its size on every deployment, each report in two parts', async () => {
     const closures = new ClosureRepository(database.db);
-    const report = async () => {
+    const report = async (deploymentId: number) => {
       await closures.recordPart({
         workspaceId,
+        deploymentId,
         root,
         paths: [{ path: dep, narSize: 1000, references: [] }],
         final: false,
@@ -50,29 +55,103 @@ describe('closure reports of many agents at once', () => {
       });
       return await closures.recordPart({
         workspaceId,
+        deploymentId,
         root,
         paths: [{ path: root, narSize: 234, references: [root, dep] }],
         final: true,
         now: 2,
       });
     };
-    const sizes = await Promise.all(Array.from({ length: agents }, report));
+    const sizes = await Promise.all(deployments.map(report));
     // Exactly one report completed the closure (and says its size); the others found it complete.
     const told = sizes.filter((s) => s !== undefined);
     assert.deepEqual(told, [{ paths: 2, narSize: 1234 }]);
-    const rows = await database.db.selectFrom('deployments').select('closure_nar_size').execute();
+    const rows = await database.db
+      .selectFrom('deployments')
+      .select(['closure_nar_size', 'closure_id'])
+      .execute();
     assert.equal(rows.length, agents);
     assert.deepEqual(new Set(rows.map((r) => Number(r.closure_nar_size))), new Set([1234]));
-    const closureRows = await database.db.selectFrom('closures').select(['complete', 'path_count']).execute();
-    assert.deepEqual(closureRows, [{ complete: 1, path_count: 2 }]);
+    // Stored once, each agent's deployment pointing at it as its own report.
+    const closureRows = await database.db
+      .selectFrom('closures')
+      .select(['id', 'complete', 'path_count'])
+      .execute();
+    assert.deepEqual(
+      closureRows.map(({ complete, path_count }) => ({ complete, path_count })),
+      [{ complete: 1, path_count: 2 }],
+    );
+    assert.deepEqual(new Set(rows.map((r) => r.closure_id)), new Set([closureRows[0]!.id]));
+    const paths = await database.db.selectFrom('closure_paths').select('path').execute();
+    assert.equal(paths.length, 2);
+  });
+
+  it('stores a report of the same closure sent whole by a new fleet once more, sharing it', async () => {
+    const closures = new ClosureRepository(database.db);
+    const fleet: number[] = [];
+    for (let i = 0; i < agents; i++) {
+      const agentId = await insertAgent(database.db, workspaceId, `b${i}`);
+      fleet.push(
+        await insertDeployment(database.db, {
+          rolloutId,
+          workspaceId,
+          agentId,
+          storePath: root,
+          state: 'running',
+        }),
+      );
+    }
+    // In one message each, listed in another order than the first fleet's.
+    const sizes = await Promise.all(
+      fleet.map((deploymentId) =>
+        closures.recordPart({
+          workspaceId,
+          deploymentId,
+          root,
+          paths: [
+            { path: root, narSize: 234, references: [dep, root] },
+            { path: dep, narSize: 1000, references: [] },
+          ],
+          final: true,
+          now: 3,
+        }),
+      ),
+    );
+    assert.deepEqual(
+      sizes.filter((s) => s !== undefined),
+      [],
+    );
+    const rows = await database.db
+      .selectFrom('deployments')
+      .select(['closure_nar_size', 'closure_id'])
+      .where('id', 'in', fleet)
+      .execute();
+    const [only] = await database.db.selectFrom('closures').select('id').execute();
+    assert.deepEqual(
+      rows.map((r) => [r.closure_id, Number(r.closure_nar_size)]),
+      fleet.map(() => [only!.id, 1234]),
+    );
+    const count = await database.db
+      .selectFrom('closures')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .executeTakeFirstOrThrow();
+    assert.equal(Number(count.n), 1);
   });
 
   it('drops a part that would take a reported closure past its bound, and keeps the rest of the report', async () => {
     const closures = new ClosureRepository(database.db);
     const big = '/nix/store/55555555555555555555555555555555-big';
     const small = '/nix/store/66666666666666666666666666666666-small';
+    const agentId = await insertAgent(database.db, workspaceId, 'flooder');
+    const deploymentId = await insertDeployment(database.db, {
+      rolloutId,
+      workspaceId,
+      agentId,
+      storePath: big,
+      state: 'running',
+    });
     const report = (paths: Array<{ path: string; narSize: number; references: string[] }>, final: boolean) =>
-      closures.recordPart({ workspaceId, root: big, paths, final, now: 3 });
+      closures.recordPart({ workspaceId, deploymentId, root: big, paths, final, now: 3 });
     await report([{ path: small, narSize: 7, references: [] }], false);
     // One part more than the bound allows: nothing of it is stored.
     const flood = Array.from({ length: MAX_REPORTED_CLOSURE_PATHS }, (_, i) => ({
