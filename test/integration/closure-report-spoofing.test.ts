@@ -3,9 +3,11 @@ import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import type { WebSocket } from 'ws';
 import { deploymentDiffSchema, rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
+import { formatBytes } from '../../src/server/dashboard/format.ts';
 import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, type SyntheticPath, syntheticPath } from '../helpers/binary-cache.ts';
-import { leafPackage, profileWithDeps, writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { signInToDashboard } from '../helpers/dashboard-session.ts';
+import { leafPackage, profileWithDeps } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { run } from '../helpers/nix.ts';
 import { adminApi, cli, startTestServer, type TestServer } from '../helpers/server.ts';
@@ -178,10 +180,7 @@ describe("an agent's false report of a closure no cache holds whole, against a r
     rolloutPlanSchema.parse(await api('POST', '/plan', { agents }));
   /** Deploys `storePath` to the real agent box and returns the deployment's id once it succeeded. */
   const deployBox = async (storePath: string) => {
-    const r = await cli(
-      ['deploy', 'activate', await writeDeployJson(bed.world.profiles, { agents: { box: storePath } })],
-      bed.world.env,
-    );
+    const r = await bed.activate({ agents: { box: storePath } });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const list = await cli(['deploy', 'list', '--agent', 'box', '--json'], bed.world.env);
     return (JSON.parse(list.stdout) as Array<{ id: number }>)[0]!.id;
@@ -288,6 +287,19 @@ describe("an agent's false report of a closure no cache holds whole, against a r
       sql`select closure_nar_size from deployments where id = ${ids.second!}`,
     );
     assert.equal(Number(sizes[0]!.closure_nar_size), await narSizeOf(path('sys-2')));
+
+    // The dashboard shows box's size as box reported it, on its page and its fleet row.
+    const session = await signInToDashboard(bed.server.url, bed.server.adminToken);
+    const page = async (p: string) => {
+      const res = await fetch(`${bed.server.url}${p}`, { headers: { Cookie: session.cookie } });
+      assert.equal(res.status, 200);
+      return await res.text();
+    };
+    const boxSize = formatBytes(await narSizeOf(path('sys-2')));
+    assert.ok((await page('/agents/box')).includes(`Closure size</dt><dd>${boxSize}<`), boxSize);
+    const boxRow = /<tr data-agent="box">[\s\S]*?<\/tr>/.exec(await page('/'))?.[0];
+    assert.ok(boxRow?.includes(boxSize), boxRow);
+    assert.doesNotMatch(boxRow!, /GiB/);
 
     // The liar's own view shows its report, marked as its own and unverified.
     const own = await plan({ evil: path('sys-1') });
