@@ -53,7 +53,8 @@ export class ClosureRepository {
    * of identical machines reports the same closure thousands of times, and a report (in one
    * message) of a known one needs only its deployment pointed at it, which {@link #linkSoon}
    * coalesces into one statement for the reports arriving meanwhile. A closure's content never
-   * changes, so what is remembered here cannot go stale.
+   * changes, so what is remembered here cannot go stale; its size is the one recorded with it
+   * (the caches' when they held the whole closure then, else the report's).
    */
   readonly #known = new Map<string, KnownReport>();
   /** Per closure: the deployments waiting to be pointed at it, and the update running. */
