@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { type LogTarget, LogWriter } from '../src/server/agents/log-writer.ts';
+import { closureDigest, pathDigest } from '../src/server/closures/closure-digest.ts';
 import { LogLineRepository } from '../src/server/db/log-line-repository.ts';
 import { openDatabase } from '../src/server/db/open-database.ts';
 import { parseServerConfig } from '../src/server/server-config.ts';
@@ -87,6 +88,14 @@ function switchLog(storePath: string, t0: number, lines: number): Array<{ t: num
   return text.map((line, i) => ({ t: t0 + i * 5, text: line }));
 }
 
+/** A `closure_paths` row of a path without references. */
+const pathRow = (path: string, narSize: number) => ({
+  path,
+  nar_size: narSize,
+  refs: '',
+  digest: pathDigest(path, narSize, ''),
+});
+
 const dataDir = await mkdtemp(join(tmpdir(), 'cairn-bench-dashboard-'));
 const config = parseServerConfig({ listen: '127.0.0.1:0', dataDir, logLevel: 'silent' }, {});
 const server = await startServer(config, { log: pino({ level: 'silent' }) });
@@ -107,16 +116,12 @@ try {
   for (let i = 0; i < shared.length; i += 500) {
     await db
       .insertInto('closure_paths')
-      .values(
-        shared
-          .slice(i, i + 500)
-          .map((p, j) => ({ path: p, nar_size: 10_000 + ((i + j) % 97) * 5000, refs: '' })),
-      )
+      .values(shared.slice(i, i + 500).map((p, j) => pathRow(p, 10_000 + ((i + j) % 97) * 5000)))
       .execute();
   }
   await db
     .insertInto('closure_paths')
-    .values(roots.map((p) => ({ path: p, nar_size: 50_000, refs: '' })))
+    .values(roots.map((p) => pathRow(p, 50_000)))
     .execute();
   const ids = new Map(
     (await db.selectFrom('closure_paths').select(['id', 'path']).execute()).map((r) => [r.path, r.id]),
@@ -129,6 +134,7 @@ try {
       .values({
         workspace_id: ws.id,
         root,
+        digest: closureDigest(members.map((p) => pathDigest(p, sizeOf(p), ''))),
         complete: 1,
         path_count: members.length,
         nar_size: members.reduce((s, p) => s + sizeOf(p), 0),

@@ -3,6 +3,7 @@ import { sleep } from '../lib/backoff.ts';
 import { CairnError } from '../lib/cairn-error.ts';
 import { formatClosureDiff } from '../nix/closure-diff.ts';
 import {
+  type DeploymentDiff,
   type DeploymentInfo,
   deploymentDiffSchema,
   deploymentInfoSchema,
@@ -144,11 +145,13 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ['before', d.from],
         ['after', d.to],
       ] as const) {
-        // A closure the caches hold whole is exact; one they hold in part, with no agent's report
-        // to complete it, is a lower bound.
-        if (side.source === 'cache' && side.missing > 0) {
+        // A closure the caches hold whole is exact and verified; one they do not is as the
+        // deployment's own agent reported it (not verified), or a lower bound.
+        const reported = reportedNote(label, side);
+        if (reported) ctx.io.stderr.write(`cairn: ${reported}\n`);
+        if (side.missing > 0) {
           ctx.io.stderr.write(
-            `cairn: the ${label} closure is incomplete: ${side.missing} path(s) are in no cache and no agent reported them\n`,
+            `cairn: the ${label} closure is incomplete: ${side.missing} path(s) are in no cache and not in its agent's report\n`,
           );
         }
       }
@@ -188,6 +191,9 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ctx.io.stdout.write(
           `Download: ${dl.paths} path(s), ${formatBytes(dl.narSize)} unpacked${compressed}\n`,
         );
+        for (const reported of [reportedNote('current', a.current), reportedNote('new', a.proposed)]) {
+          if (reported) ctx.io.stdout.write(`Note: ${reported}\n`);
+        }
         if (a.current.missing > 0 || a.proposed.missing > 0) {
           ctx.io.stdout.write(
             `Note: ${[
@@ -205,6 +211,12 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
         ctx.io.stdout.write('\n');
       }
     });
+}
+
+/** Says that a side of a diff or plan is an agent's unverified report; undefined for any other. */
+function reportedNote(label: string, side: DeploymentDiff['from']): string | undefined {
+  if (side.source !== 'agent') return undefined;
+  return `the ${label} closure is as agent '${side.reportedBy ?? side.agent}' reported it, not verified by a cache`;
 }
 
 function describe(d: DeploymentInfo): string {

@@ -220,15 +220,18 @@ export const closureDiffSchema = z.object({
 export type ClosureDiffInfo = z.infer<typeof closureDiffSchema>;
 
 /**
- * Where one side of a diff came from: `agent` when a machine reported the closure after
- * realising it, `cache` when it was computed from the workspace's caches, `none` when nothing is
- * known (an empty side). `missing` counts paths neither knew: the side is then a lower bound.
+ * Where one side of a diff came from: `cache` when it was computed from the workspace's caches
+ * (verified), `agent` when all or part of it is as a machine reported it after realising it (not
+ * verified; `reportedBy` names that agent, always the side's own), `none` when nothing is known
+ * (an empty side). `missing` counts paths neither knew: the side is then a lower bound.
  */
 export const closureSourceSchema = z.object({
   deploymentId: z.number().nullable(),
   agent: z.string().nullable(),
   storePath: z.string().nullable(),
   source: z.enum(['agent', 'cache', 'none']),
+  /** Absent from servers older than the field. */
+  reportedBy: z.string().nullable().optional(),
   missing: z.number(),
 });
 

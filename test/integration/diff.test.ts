@@ -2,28 +2,14 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { deploymentDiffSchema, rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
-import { writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import {
+  leafPackage as leaf,
+  profileWithDeps as system,
+  writeDeployJson,
+} from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
-import { RUN_TAG, run } from '../helpers/nix.ts';
+import { run } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
-
-/** A plain profile with `bin/activate` that references `deps` (so they are in its closure). */
-function system(name: string, deps: string[]) {
-  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
-  return {
-    name,
-    deps,
-    script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
-  };
-}
-
-/** A leaf package of about `kib` KiB, so that size deltas show. */
-function leaf(name: string, kib: number) {
-  return {
-    name,
-    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
-  };
-}
 
 describe('closure reports, diffs and plans on real Nix closures', () => {
   const bed = useDeployTestbed();

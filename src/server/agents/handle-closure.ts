@@ -7,6 +7,7 @@ import type { AgentMessageContext } from './agent-message-context.ts';
 export interface ClosureSink {
   recordPart(input: {
     workspaceId: number;
+    deploymentId: number;
     root: string;
     paths: readonly ClosurePath[];
     final: boolean;
@@ -17,7 +18,8 @@ export interface ClosureSink {
 /**
  * Handles `closure`: records one part of the closure of the agent's deployment in flight (its
  * own, still open: the closure is reported right after realising); a report for a finished or
- * another agent's deployment is ignored.
+ * another agent's deployment is ignored. It is recorded as that deployment's report: it never
+ * changes what other agents' diffs and plans show.
  */
 export async function handleClosure(
   conn: AgentConnection,
@@ -28,6 +30,7 @@ export async function handleClosure(
   if (!d || !isOpenState(d.state) || !ctx.closures) return;
   await ctx.closures.recordPart({
     workspaceId: d.workspaceId,
+    deploymentId: d.id,
     root: d.storePath,
     paths: msg.paths,
     final: msg.final,

@@ -3,11 +3,14 @@ import { computeClosureBatched, type PathInfo } from '../../nix/closure.ts';
 import { STORE_DIR } from '../../nix/store-path.ts';
 import type { ClosurePath } from '../../protocol/agent-protocol.ts';
 import type { Database } from '../db/database-schema.ts';
+import { closureDigest, pathDigest } from './closure-digest.ts';
 
 /** How many values go into one `IN (...)` list; SQLite allows 32766 bound parameters. */
 const IN_CHUNK = 500;
 /** Complete closures whose size {@link ClosureRepository} remembers. */
 const KNOWN_MAX = 1000;
+/** Deployments whose report came in parts that {@link ClosureRepository} remembers. */
+const STAGED_MAX = 100_000;
 /**
  * Paths one reported closure may have, over all its parts. A NixOS system has a few thousand;
  * without a bound an agent could send parts without end (each message is bounded, their number
@@ -30,61 +33,79 @@ function chunks<T>(items: readonly T[]): T[][] {
   return out;
 }
 
+/** A complete reported closure: its row, and the size deployments that reported it are given. */
+interface KnownReport {
+  readonly closureId: number;
+  readonly narSize: number;
+}
+
 /**
- * Stores the closures agents report, compactly: each distinct store path once, each distinct
- * root once per workspace, and which paths belong to which root. Deployments of the same store
- * path (a redeploy, a rollback, a fleet of identical machines) share one closure.
+ * Stores the closures agents report, each as its agent's own (issue #23): a deployment points at
+ * the closure its agent reported for it, and a report never changes what another agent's
+ * deployments point at. Reports of the same content share their rows: each distinct path row
+ * (path, NAR size, references) once, each distinct closure of a root once per workspace. A
+ * fleet of identical machines, or a redeploy or rollback, stores its closure once; an agent
+ * that lies about a closure gets rows of its own that no one else's diff or plan reads.
  */
 export class ClosureRepository {
   /**
-   * The NAR size of closures known complete, by workspace and root (at most {@link KNOWN_MAX}):
-   * a fleet of identical machines reports the same closure thousands of times, and each report
-   * of a known one needs only the size set on the new deployments, which {@link #sizeWrites}
-   * coalesces into one statement per root for the reports arriving meanwhile. A complete
-   * closure never changes, so what is remembered here cannot go stale.
+   * Complete closures by workspace, root and content digest (at most {@link KNOWN_MAX}): a fleet
+   * of identical machines reports the same closure thousands of times, and a report (in one
+   * message) of a known one needs only its deployment pointed at it, which {@link #linkSoon}
+   * coalesces into one statement for the reports arriving meanwhile. A closure's content never
+   * changes, so what is remembered here cannot go stale; its size is the one recorded with it
+   * (the caches' when they held the whole closure then, else the report's).
    */
-  readonly #known = new Map<string, number>();
-  /** Per root: the size update waiting to start (joined by later reports), and the one running. */
-  readonly #sizeWrites = new Map<
-    string,
-    { next?: Promise<void> | undefined; running?: Promise<void> | undefined }
+  readonly #known = new Map<string, KnownReport>();
+  /** Per closure: the deployments waiting to be pointed at it, and the update running. */
+  readonly #links = new Map<
+    number,
+    { next?: Promise<void> | undefined; ids: number[]; running?: Promise<void> | undefined }
   >();
+  /** Deployments whose report came in parts and is not complete: their last part is not the whole report. */
+  readonly #staged = new Set<number>();
 
   /**
-   * Per root: the report being recorded while the closure is not known complete. Reports of one
-   * root wait for each other until it is: ten thousand identical machines reporting at once
-   * would otherwise each run the transaction that inserts it, and their size updates of the same
-   * ten thousand deployment rows wait for each other's row locks, holding every connection.
+   * Per root: the report being recorded. Reports of one root wait for each other: ten thousand
+   * identical machines reporting at once then find the closure the first one recorded
+   * ({@link #known}) instead of each running the transaction that records it.
    */
   readonly #recording = new Map<string, Promise<unknown>>();
 
   constructor(private readonly db: Kysely<Database>) {}
 
   /**
-   * Records one part of the closure of `root` as an agent reported it. With `final`, checks that
-   * the root is among the paths, marks the closure complete, and records its NAR size on every
-   * deployment of the workspace to that root. A closure already complete is left as it is.
-   * Returns the closure's size once complete, else undefined.
+   * Records one part of the closure of `root` as the agent of deployment `deploymentId`
+   * reported it. With `final`, checks that the root is among the paths, marks the report
+   * complete (sharing the rows of an identical report), and records its NAR size on the
+   * deployment: as the caches verified it when they hold the whole closure (then on every
+   * deployment to the root still lacking one), else as reported. A deployment whose report is
+   * complete keeps it. Returns the closure's size when this report recorded new content, else
+   * undefined.
    */
   async recordPart(input: {
     workspaceId: number;
+    deploymentId: number;
     root: string;
     paths: readonly ClosurePath[];
     final: boolean;
     now: number;
   }): Promise<ClosureSize | undefined> {
     const key = `${input.workspaceId}\0${input.root}`;
+    // A report in one message (the usual case) can be matched to a known closure without a write.
+    const digest =
+      input.final && !this.#staged.has(input.deploymentId) ? reportDigest(input.paths) : undefined;
     for (;;) {
-      const knownSize = this.#known.get(key);
-      if (knownSize !== undefined) {
-        await this.#recordSizeSoon(key, input.workspaceId, input.root, knownSize);
+      const known = digest === undefined ? undefined : this.#known.get(`${key}\0${digest}`);
+      if (known) {
+        await this.#linkSoon(known, input.deploymentId);
         return undefined;
       }
       const busy = this.#recording.get(key);
       if (!busy) break;
       await busy.catch(() => {});
     }
-    const recording = this.#recordUnknown(key, input);
+    const recording = this.#recordWithRetry(key, input, digest);
     this.#recording.set(key, recording);
     try {
       return await recording;
@@ -93,96 +114,133 @@ export class ClosureRepository {
     }
   }
 
-  /** {@link recordPart} of a closure not known complete here. */
-  async #recordUnknown(
+  /**
+   * {@link #record}, once more if it fails: two replicas completing identical reports at the
+   * same moment collide on the closure's unique content; the second attempt finds the first's.
+   */
+  async #recordWithRetry(
     key: string,
-    input: { workspaceId: number; root: string; paths: readonly ClosurePath[]; final: boolean; now: number },
+    input: RecordInput,
+    digest: string | undefined,
   ): Promise<ClosureSize | undefined> {
+    try {
+      return await this.#record(key, input, digest);
+    } catch {
+      return await this.#record(key, input, digest);
+    }
+  }
+
+  /** {@link recordPart} of a report not matched to a known closure. */
+  async #record(
+    key: string,
+    input: RecordInput,
+    digest: string | undefined,
+  ): Promise<ClosureSize | undefined> {
+    const { workspaceId, deploymentId, root } = input;
     // What the caches verified of this closure, when they hold all of it, is what deployments
     // are sized by: an agent's report says what is on its machine, not what others will get.
-    const verified = input.final ? await this.#verifiedSize(input.workspaceId, input.root) : undefined;
-    const size = await this.db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('closures')
-        .values({ workspace_id: input.workspaceId, root: input.root, created_at: input.now })
-        .onConflict((oc) => oc.columns(['workspace_id', 'root']).doNothing())
-        .execute();
-      const closure = await trx
-        .selectFrom('closures')
-        .select(['id', 'complete', 'path_count', 'nar_size'])
-        .where('workspace_id', '=', input.workspaceId)
-        .where('root', '=', input.root)
-        .executeTakeFirstOrThrow();
-      if (closure.complete === 1) {
-        // Known already (a redeploy, a rollback, another machine): only the new deployment needs its size.
-        await this.#recordSize(trx, input.workspaceId, input.root, Number(closure.nar_size));
-        this.#remember(key, Number(closure.nar_size));
-        return undefined;
+    const verified = input.final ? await this.#verifiedSize(workspaceId, root) : undefined;
+    const outcome = await this.db.transaction().execute(async (trx) => {
+      const deployment = await trx
+        .selectFrom('deployments')
+        .leftJoin('closures', 'closures.id', 'deployments.closure_id')
+        .select(['deployments.closure_id', 'closures.complete'])
+        .where('deployments.id', '=', deploymentId)
+        .executeTakeFirst();
+      if (!deployment) return undefined;
+      let closureId = deployment.closure_id;
+      if (closureId !== null && deployment.complete === 1) return undefined;
+      if (closureId === null) {
+        if (digest !== undefined) {
+          const existing = await findComplete(trx, workspaceId, root, digest);
+          if (existing) {
+            const known = { closureId: existing.id, narSize: verified?.narSize ?? Number(existing.nar_size) };
+            await link(trx, known, [deploymentId]);
+            return { known, digest, size: undefined };
+          }
+        }
+        const row = await trx
+          .insertInto('closures')
+          .values({ workspace_id: workspaceId, root, created_at: input.now })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        closureId = row.id;
+        await trx
+          .updateTable('deployments')
+          .set({ closure_id: closureId })
+          .where('id', '=', deploymentId)
+          .execute();
       }
       const [held] = await trx
         .selectFrom('closure_members')
         .select((eb) => eb.fn.countAll<number | string>().as('n'))
-        .where('closure_id', '=', closure.id)
+        .where('closure_id', '=', closureId)
         .execute();
-      // Past the bound the report is dropped, whole: the closure stays incomplete, and diffs and
+      // Past the bound the part is dropped, whole: the report stays incomplete, and diffs and
       // plans go on from what the caches hold.
       if (Number(held?.n ?? 0) + input.paths.length > MAX_REPORTED_CLOSURE_PATHS) return undefined;
-      for (const part of chunks(input.paths)) {
+      for (const part of chunks(input.paths.map(pathRow))) {
         await trx
           .insertInto('closure_paths')
-          .values(
-            part.map((p) => ({
-              path: p.path,
-              nar_size: p.narSize,
-              refs: p.references.map(baseName).sort().join(' '),
-            })),
-          )
-          .onConflict((oc) => oc.column('path').doNothing())
+          .values(part)
+          .onConflict((oc) => oc.column('digest').doNothing())
           .execute();
         const ids = await trx
           .selectFrom('closure_paths')
           .select('id')
           .where(
-            'path',
+            'digest',
             'in',
-            part.map((p) => p.path),
+            part.map((p) => p.digest),
           )
           .execute();
         if (ids.length === 0) continue;
+        const target = closureId;
         await trx
           .insertInto('closure_members')
-          .values(ids.map((r) => ({ closure_id: closure.id, path_id: r.id })))
+          .values(ids.map((r) => ({ closure_id: target, path_id: r.id })))
           .onConflict((oc) => oc.columns(['closure_id', 'path_id']).doNothing())
           .execute();
       }
       if (!input.final) return undefined;
-      const totals = await trx
+      const members = await trx
         .selectFrom('closure_members')
         .innerJoin('closure_paths', 'closure_paths.id', 'closure_members.path_id')
-        .select((eb) => [
-          eb.fn.countAll<number>().as('paths'),
-          eb
-            .cast<number>(eb.fn.coalesce(eb.fn.sum('closure_paths.nar_size'), eb.lit(0)), 'bigint')
-            .as('nar_size'),
-          eb.fn
-            .sum<number>(eb.case().when('closure_paths.path', '=', input.root).then(1).else(0).end())
-            .as('has_root'),
-        ])
-        .where('closure_members.closure_id', '=', closure.id)
-        .executeTakeFirstOrThrow();
+        .select(['closure_paths.path', 'closure_paths.nar_size', 'closure_paths.digest'])
+        .where('closure_members.closure_id', '=', closureId)
+        .execute();
       // A closure without its root is not the closure of that root: keep it incomplete.
-      if (Number(totals.has_root) === 0) return undefined;
-      const size = verified ?? { paths: Number(totals.paths), narSize: Number(totals.nar_size) };
+      if (!members.some((m) => m.path === root)) return undefined;
+      const content = closureDigest(members.map((m) => m.digest));
+      const existing = await findComplete(trx, workspaceId, root, content);
+      if (existing) {
+        // The same as a report recorded before: share it, and drop the copy.
+        const known = { closureId: existing.id, narSize: verified?.narSize ?? Number(existing.nar_size) };
+        await link(trx, known, [deploymentId]);
+        await trx.deleteFrom('closure_members').where('closure_id', '=', closureId).execute();
+        await trx.deleteFrom('closures').where('id', '=', closureId).execute();
+        return { known, digest: content, size: undefined };
+      }
+      const reported = {
+        paths: members.length,
+        narSize: members.reduce((sum, m) => sum + Number(m.nar_size), 0),
+      };
       await trx
         .updateTable('closures')
-        .set({ complete: 1, path_count: size.paths, nar_size: size.narSize })
-        .where('id', '=', closure.id)
+        .set({ complete: 1, digest: content, path_count: reported.paths, nar_size: reported.narSize })
+        .where('id', '=', closureId)
         .execute();
-      await this.#recordSize(trx, input.workspaceId, input.root, size.narSize);
-      return size;
+      const size = verified ?? reported;
+      await link(trx, { closureId, narSize: size.narSize }, [deploymentId]);
+      // Verified by the caches: the size of every deployment to the root, whoever reported it.
+      if (verified) await recordVerifiedSize(trx, workspaceId, root, verified.narSize);
+      return { known: { closureId, narSize: size.narSize }, digest: content, size };
     });
-    if (size) this.#remember(key, size.narSize);
-    return size;
+    if (input.final) this.#staged.delete(deploymentId);
+    else this.#stage(deploymentId);
+    if (!outcome) return undefined;
+    this.#remember(`${key}\0${outcome.digest}`, outcome.known);
+    return outcome.size;
   }
 
   /** The size of `root`'s closure as the workspace's caches verified it, if they hold all of it. */
@@ -194,87 +252,106 @@ export class ClosureRepository {
     return { paths: walked.infos.size, narSize };
   }
 
-  #remember(key: string, narSize: number): void {
+  #remember(key: string, known: KnownReport): void {
     if (this.#known.size >= KNOWN_MAX) {
       const oldest = this.#known.keys().next();
       if (!oldest.done) this.#known.delete(oldest.value);
     }
-    this.#known.set(key, narSize);
+    this.#known.set(key, known);
+  }
+
+  /** Remembers a deployment whose report came in parts (bounded: an agent may never finish one). */
+  #stage(deploymentId: number): void {
+    if (this.#staged.size >= STAGED_MAX) {
+      const oldest = this.#staged.values().next();
+      if (!oldest.done) this.#staged.delete(oldest.value);
+    }
+    this.#staged.add(deploymentId);
   }
 
   /**
-   * Sets the size on the deployments to a known-complete root that lack it, in one statement for
-   * all the reports that arrive before it starts: a report joins the update not yet started, or
-   * queues one after the running update (which may have read the rows before its deployment's).
+   * Points a deployment without a report at a known closure, in one statement for all the
+   * reports of it that arrive before the statement starts: a report joins the update not yet
+   * started, or queues one after the running update.
    */
-  #recordSizeSoon(key: string, workspaceId: number, root: string, narSize: number): Promise<void> {
-    let slot = this.#sizeWrites.get(key);
+  #linkSoon(known: KnownReport, deploymentId: number): Promise<void> {
+    let slot = this.#links.get(known.closureId);
     if (!slot) {
-      slot = {};
-      this.#sizeWrites.set(key, slot);
+      slot = { ids: [] };
+      this.#links.set(known.closureId, slot);
     }
     const entry = slot;
-    if (entry.next) return entry.next;
+    if (entry.next) {
+      entry.ids.push(deploymentId);
+      return entry.next;
+    }
+    const ids = [deploymentId];
+    entry.ids = ids;
     const after = entry.running ?? Promise.resolve();
     const next: Promise<void> = after
       .catch(() => {})
       .then(() => {
         entry.next = undefined;
         entry.running = next;
-        return this.#recordSize(this.db, workspaceId, root, narSize);
+        return link(this.db, known, ids, { onlyUnreported: true });
       })
       .finally(() => {
         if (entry.running === next) entry.running = undefined;
-        if (!entry.running && !entry.next) this.#sizeWrites.delete(key);
+        if (!entry.running && !entry.next) this.#links.delete(known.closureId);
       });
     entry.next = next;
     return next;
   }
 
-  /** Sets the closure size of the deployments to `root` that lack it. */
-  async #recordSize(db: Kysely<Database>, workspaceId: number, root: string, narSize: number): Promise<void> {
-    await db
-      .updateTable('deployments')
-      .set({ closure_nar_size: narSize })
-      .where('workspace_id', '=', workspaceId)
-      .where('store_path', '=', root)
-      .where('closure_nar_size', 'is', null)
-      .execute();
-  }
-
-  /** The complete closure of `root` as reported by an agent, or undefined when none was. */
-  async closureOf(workspaceId: number, root: string): Promise<Map<string, PathInfo> | undefined> {
-    const closure = await this.db
-      .selectFrom('closures')
-      .select('id')
-      .where('workspace_id', '=', workspaceId)
-      .where('root', '=', root)
-      .where('complete', '=', 1)
-      .executeTakeFirst();
-    if (!closure) return undefined;
+  /**
+   * The complete closure of `root` that `agentId` reported: the one reported for deployment
+   * `deploymentId` when given and reported, else the newest the agent reported; undefined when
+   * it reported none. Never another agent's report.
+   */
+  async reportedClosure(
+    workspaceId: number,
+    agentId: number,
+    root: string,
+    deploymentId?: number,
+  ): Promise<Map<string, PathInfo> | undefined> {
     const rows = await this.db
+      .selectFrom('deployments')
+      .innerJoin('closures', 'closures.id', 'deployments.closure_id')
+      .select(['deployments.id', 'deployments.closure_id'])
+      .where('deployments.workspace_id', '=', workspaceId)
+      .where('deployments.agent_id', '=', agentId)
+      .where('deployments.store_path', '=', root)
+      .where('closures.complete', '=', 1)
+      .orderBy('deployments.id', 'desc')
+      .execute();
+    const chosen = rows.find((r) => r.id === deploymentId) ?? rows[0];
+    if (!chosen || chosen.closure_id === null) return undefined;
+    const members = await this.db
       .selectFrom('closure_members')
       .innerJoin('closure_paths', 'closure_paths.id', 'closure_members.path_id')
       .select(['closure_paths.path', 'closure_paths.nar_size', 'closure_paths.refs'])
-      .where('closure_members.closure_id', '=', closure.id)
+      .where('closure_members.closure_id', '=', chosen.closure_id)
       .execute();
-    return new Map(rows.map((r) => [r.path, toPathInfo(r)]));
+    return new Map(members.map((r) => [r.path, toPathInfo(r)]));
   }
 
-  /** Sizes of the complete closures of these roots, by root. */
-  async sizes(workspaceId: number, roots: readonly string[]): Promise<Map<string, ClosureSize>> {
-    const out = new Map<string, ClosureSize>();
-    for (const part of chunks([...new Set(roots)])) {
-      const rows = await this.db
-        .selectFrom('closures')
-        .select(['root', 'path_count', 'nar_size'])
-        .where('workspace_id', '=', workspaceId)
-        .where('complete', '=', 1)
-        .where('root', 'in', part)
-        .execute();
-      for (const r of rows) out.set(r.root, { paths: Number(r.path_count), narSize: Number(r.nar_size) });
-    }
-    return out;
+  /**
+   * The closure size recorded for `agentId` running `root` (its newest deployment to it that has
+   * one): as the caches verified it, else as that agent reported it.
+   */
+  async sizeFor(agentId: number, root: string): Promise<number | undefined> {
+    const row = await this.db
+      .selectFrom('deployments')
+      .select('closure_nar_size')
+      .where('agent_id', '=', agentId)
+      .where('store_path', '=', root)
+      .where('closure_nar_size', 'is not', null)
+      .orderBy('id', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return row?.closure_nar_size === undefined || row.closure_nar_size === null
+      ? undefined
+      : Number(row.closure_nar_size);
   }
 
   /**
@@ -298,20 +375,36 @@ export class ClosureRepository {
 
   /**
    * Path infos of these paths, from the workspace's caches first (verified) and, for the rest,
-   * from what agents reported, for `computeClosureBatched`: a path a machine substituted from
-   * elsewhere (cache.nixos.org) is known once some agent reported it. An agent's report never
-   * overrides what a cache verified.
+   * from what `agentId` itself reported (none without it), for `computeClosureBatched`: a path
+   * a machine substituted from elsewhere (cache.nixos.org) is known once it reported it. An
+   * agent's report never overrides what a cache verified, and another agent's is never used.
+   * `reported` collects the paths taken from the report.
    */
-  async pathInfos(workspaceId: number, paths: readonly string[]): Promise<Map<string, PathInfo>> {
+  async pathInfos(
+    workspaceId: number,
+    paths: readonly string[],
+    agentId: number | undefined,
+    reported: Set<string>,
+  ): Promise<Map<string, PathInfo>> {
     const out = await this.cachedPathInfos(workspaceId, paths);
+    if (agentId === undefined) return out;
     const rest = paths.filter((p) => !out.has(p));
     for (const part of chunks(rest)) {
-      const reported = await this.db
-        .selectFrom('closure_paths')
-        .select(['path', 'nar_size', 'refs'])
-        .where('path', 'in', part)
+      const rows = await this.db
+        .selectFrom('deployments')
+        .innerJoin('closure_members', 'closure_members.closure_id', 'deployments.closure_id')
+        .innerJoin('closure_paths', 'closure_paths.id', 'closure_members.path_id')
+        .select(['closure_paths.path', 'closure_paths.nar_size', 'closure_paths.refs'])
+        .where('deployments.workspace_id', '=', workspaceId)
+        .where('deployments.agent_id', '=', agentId)
+        .where('closure_paths.path', 'in', part)
+        .orderBy('deployments.id', 'desc')
         .execute();
-      for (const r of reported) out.set(r.path, toPathInfo(r));
+      for (const r of rows) {
+        if (out.has(r.path)) continue;
+        out.set(r.path, toPathInfo(r));
+        reported.add(r.path);
+      }
     }
     return out;
   }
@@ -336,6 +429,68 @@ export class ClosureRepository {
     }
     return out;
   }
+}
+
+/** What {@link ClosureRepository.recordPart} takes. */
+type RecordInput = Parameters<ClosureRepository['recordPart']>[0];
+
+/** A reported path as its row, with the digest that identifies its content. */
+function pathRow(p: ClosurePath) {
+  const refs = p.references.map(baseName).sort().join(' ');
+  return { path: p.path, nar_size: p.narSize, refs, digest: pathDigest(p.path, p.narSize, refs) };
+}
+
+/** The content digest of a report sent whole, as the database computes it once recorded. */
+function reportDigest(paths: readonly ClosurePath[]): string {
+  return closureDigest(paths.map((p) => pathRow(p).digest));
+}
+
+/** The complete closure of `root` with this content, if one was recorded. */
+function findComplete(db: Kysely<Database>, workspaceId: number, root: string, digest: string) {
+  return db
+    .selectFrom('closures')
+    .select(['id', 'nar_size'])
+    .where('workspace_id', '=', workspaceId)
+    .where('root', '=', root)
+    .where('digest', '=', digest)
+    .where('complete', '=', 1)
+    .executeTakeFirst();
+}
+
+/**
+ * Points these deployments at a complete closure and gives them its size; with
+ * `onlyUnreported`, only those without a report of their own yet.
+ */
+async function link(
+  db: Kysely<Database>,
+  known: KnownReport,
+  ids: readonly number[],
+  options: { onlyUnreported?: boolean } = {},
+): Promise<void> {
+  for (const part of chunks(ids)) {
+    let update = db
+      .updateTable('deployments')
+      .set({ closure_id: known.closureId, closure_nar_size: known.narSize })
+      .where('id', 'in', part);
+    if (options.onlyUnreported) update = update.where('closure_id', 'is', null);
+    await update.execute();
+  }
+}
+
+/** Sets the verified closure size on the deployments to `root` that lack one. */
+async function recordVerifiedSize(
+  db: Kysely<Database>,
+  workspaceId: number,
+  root: string,
+  narSize: number,
+): Promise<void> {
+  await db
+    .updateTable('deployments')
+    .set({ closure_nar_size: narSize })
+    .where('workspace_id', '=', workspaceId)
+    .where('store_path', '=', root)
+    .where('closure_nar_size', 'is', null)
+    .execute();
 }
 
 function toPathInfo(r: { nar_size: number; refs: string }): PathInfo {

@@ -11,8 +11,8 @@ import { knownClosure } from './known-closure.ts';
 
 /**
  * What activating a deploy.json would do, changing nothing: per agent, the diff between the
- * closure it runs now (as it last reported, else walked through the caches) and the proposed
- * one, and what it would download. Problems (unknown agents, agents the token may not deploy to)
+ * closure it runs now and the proposed one (each as the caches verified it, else as that agent
+ * itself reported it, see `knownClosure`), and what it would download. Problems (unknown agents, agents the token may not deploy to)
  * are reported together, as `deploy activate` does.
  */
 export async function planRollout(
@@ -38,8 +38,9 @@ export async function planRollout(
   for (const name of names) {
     const agent = rows.get(name)!;
     const proposedPath = deploy.agents[name]!;
-    const current = await knownClosure(deps.closures, workspaceId, agent.store_path);
-    const proposed = await knownClosure(deps.closures, workspaceId, proposedPath);
+    const viewer = { agentId: agent.id, agentName: name };
+    const current = await knownClosure(deps.closures, workspaceId, agent.store_path, viewer);
+    const proposed = await knownClosure(deps.closures, workspaceId, proposedPath, viewer);
     const downloads = [...proposed.infos].filter(([p]) => !current.infos.has(p));
     const fileSizes = await deps.closures.fileSizes(
       workspaceId,
@@ -54,6 +55,7 @@ export async function planRollout(
         agent: name,
         storePath: agent.store_path,
         source: current.source,
+        reportedBy: current.reportedBy,
         missing: current.missing,
       },
       proposed: {
@@ -61,6 +63,7 @@ export async function planRollout(
         agent: name,
         storePath: proposedPath,
         source: proposed.source,
+        reportedBy: proposed.reportedBy,
         missing: proposed.missing,
       },
       unchanged: agent.store_path === proposedPath,

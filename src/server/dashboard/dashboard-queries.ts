@@ -37,12 +37,6 @@ export class DashboardQueries {
             .whereRef('d2.agent_id', '=', 'agents.id'),
         ),
       )
-      .leftJoin('closures', (join) =>
-        join
-          .onRef('closures.workspace_id', '=', 'agents.workspace_id')
-          .onRef('closures.root', '=', 'agents.store_path')
-          .on('closures.complete', '=', 1),
-      )
       .selectAll('agents')
       .select([
         'deployments.id as d_id',
@@ -50,7 +44,18 @@ export class DashboardQueries {
         'deployments.step as d_step',
         'deployments.store_path as d_store_path',
         'deployments.created_at as d_created_at',
-        'closures.nar_size as closure_size',
+        // The size recorded for the agent's own deployment of what it runs: verified by the
+        // caches, else as that agent reported it (never another agent's report).
+        (eb) =>
+          eb
+            .selectFrom('deployments as d3')
+            .select('d3.closure_nar_size')
+            .whereRef('d3.agent_id', '=', 'agents.id')
+            .whereRef('d3.store_path', '=', 'agents.store_path')
+            .where('d3.closure_nar_size', 'is not', null)
+            .orderBy('d3.id', 'desc')
+            .limit(1)
+            .as('closure_size'),
       ])
       .where('agents.workspace_id', '=', workspaceId)
       .orderBy('agents.name')

@@ -128,9 +128,9 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
       const agent = await deps.agents.byName(s.principal.workspaceId, name);
       if (!agent) throw new CairnError('NOT_FOUND', `Cannot find agent '${name}'`);
       const history = await deps.queries.history(agent.id, 100);
-      const sizes = agent.store_path
-        ? await deps.closures.sizes(s.principal.workspaceId, [agent.store_path])
-        : new Map();
+      const closureSize = agent.store_path
+        ? await deps.closures.sizeFor(agent.id, agent.store_path)
+        : undefined;
       return sendPage(
         c,
         agentPage({
@@ -138,7 +138,7 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
           agent,
           tags: (await deps.agents.tagsOf([agent.id])).get(agent.id) ?? [],
           history,
-          closureSize: agent.store_path ? (sizes.get(agent.store_path)?.narSize ?? null) : null,
+          closureSize: closureSize ?? null,
           canRollback: canActivate(s.principal, agent.name),
           now: deps.now(),
         }),

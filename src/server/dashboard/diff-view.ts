@@ -35,9 +35,9 @@ ${packages.map(
 export function diffSources(d: DeploymentDiff): Html {
   const note = (label: string, s: DeploymentDiff['from']) =>
     s.source === 'cache' && s.missing > 0
-      ? html`<li>${label}: incomplete, ${s.missing} path(s) in no cache and reported by no agent</li>`
+      ? html`<li>${label}: incomplete, ${s.missing} path(s) in no cache and not reported by its agent</li>`
       : s.source === 'agent'
-        ? html`<li>${label}: as the agent reported it (the caches do not hold all of it)</li>`
+        ? html`<li>${label}: as agent ${s.reportedBy ?? s.agent ?? ''} reported it, not verified (the caches do not hold all of it)</li>`
         : s.source === 'none'
           ? html`<li>${label}: nothing (first deployment)</li>`
           : '';

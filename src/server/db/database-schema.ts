@@ -180,8 +180,13 @@ export interface DeploymentsTable {
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
-  /** Total NAR size of the store path's closure, once an agent reported it. */
+  /**
+   * Total NAR size of the store path's closure once its agent reported it: as the caches
+   * verified it when they hold all of it, else as that agent reported it.
+   */
   closure_nar_size: number | null;
+  /** The closure its agent reported for this deployment (shared by reports of the same content). */
+  closure_id: Generated<number | null>;
   /** When log retention deleted the deployment's log lines. */
   logs_expired_at: number | null;
   /** Batch of a staged rollout (0 is the canaries' when there are canaries); null otherwise. */
@@ -214,20 +219,27 @@ export interface DeploymentLogSourcesTable {
   last_n: number;
 }
 
-/** Rows of `closure_paths`: every store path of a reported closure, once. */
+/** Rows of `closure_paths`: every store path of a reported closure, once per distinct content. */
 export interface ClosurePathsTable {
   id: Generated<number>;
   path: string;
   nar_size: number;
   /** Space-separated base names, as in a narinfo. */
   refs: string;
+  /** Of path, NAR size and references (`pathDigest`): unique. */
+  digest: string;
 }
 
-/** Rows of `closures`: the closure of one root store path, once per workspace. */
+/**
+ * Rows of `closures`: one reported closure of a root store path, once per workspace and distinct
+ * content; deployments point at the one their agent reported.
+ */
 export interface ClosuresTable {
   id: Generated<number>;
   workspace_id: number;
   root: string;
+  /** Of the paths' digests (`closureDigest`) once complete; null while being recorded. */
+  digest: string | null;
   /** 1 once every part of the closure arrived. */
   complete: Generated<number>;
   path_count: number | null;
