@@ -35,6 +35,7 @@ export function toAgentInfo(row: AgentRow, tags: readonly string[]): AgentInfo {
     createdAt: new Date(row.created_at).toISOString(),
     // Sorted here, not by the database, whose collation may order "a-b" and "ab" either way.
     tags: [...tags].sort(),
+    pendingApproval: row.pending_since !== null,
   };
 }
 
@@ -130,6 +131,20 @@ export function registerAgentRoutes(
     }
     await recordAudit(deps, c, { action: 'agent.tag', target: row.name, detail: { ...body, tags } });
     return c.json(toAgentInfo(row, tags));
+  });
+
+  // An enrolled agent that waits for approval is told nothing to run until this.
+  api.post('/workspaces/:ws/agents/:name/approve', async (c) => {
+    const name = c.req.param('name');
+    assertAdmin(c.var.principal, `approve agent '${name}'`);
+    const row = await agentOr404(c.var.workspaceId, name);
+    if (!(await deps.agents.approve(row.id))) {
+      throw new CairnError('CONFLICT', `Cannot approve agent '${name}': it is not waiting for approval`);
+    }
+    await recordAudit(deps, c, { action: 'agent.approve', target: row.name });
+    // Its desired state, withheld until now, is looked up again and told.
+    deps.bus.publish('desired', { agentId: row.id });
+    return c.json(await agentInfoOf({ ...row, pending_since: null }));
   });
 
   // Revoking an agent revokes its token: its connection closes at once and reconnects are refused.
