@@ -122,7 +122,9 @@ describe('enrolment tokens', () => {
     const r2 = await deploy({ 'enrol-a': paths2.get(second)! });
     assert.equal(r2.code, 0, r2.stdout + r2.stderr);
     assert.equal(await profileTarget(join(bed.world.profiles, 'enrol-a')), paths2.get(second));
-    const after = (await adminApi(bed.server, 'GET', '/audit?limit=100')) as { entries: Array<{ action: string }> };
+    const after = (await adminApi(bed.server, 'GET', '/audit?limit=100')) as {
+      entries: Array<{ action: string }>;
+    };
     assert.equal(after.entries.filter((e) => e.action === 'agent.enrol').length, 3);
   });
 
