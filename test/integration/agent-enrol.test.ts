@@ -144,7 +144,9 @@ describe('enrolment tokens', () => {
     const cache = await fetch(`${bed.server.url}/cache/main/nix-cache-info`, {
       headers: { Authorization: `Bearer ${enrolToken}` },
     });
-    assert.notEqual(cache.status, 200);
+    assert.equal(cache.status, 403);
+    // Nor does it sign in to the dashboard.
+    await assert.rejects(signInToDashboard(bed.server.url, enrolToken), /Cannot use an enrolment token here/);
     // As an agent's own token, it cannot connect.
     const agent = await startAgent({
       name: 'sneaky',
