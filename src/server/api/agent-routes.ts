@@ -39,6 +39,23 @@ export function toAgentInfo(row: AgentRow, tags: readonly string[]): AgentInfo {
   };
 }
 
+/** Makes a new token for agent `name` (scope `agent:NAME`, named `agent NAME`); its secret and id. */
+export async function issueAgentToken(
+  tokens: Pick<TokenRepository, 'create'>,
+  agent: { workspaceId: number; name: string; now: number },
+): Promise<{ secret: string; tokenId: string }> {
+  const secret = generateTokenSecret();
+  const tokenId = await tokens.create({
+    workspaceId: agent.workspaceId,
+    name: `agent ${agent.name}`,
+    hash: hashTokenSecret(secret),
+    scopes: [`agent:${agent.name}`],
+    createdAt: agent.now,
+    expiresAt: null,
+  });
+  return { secret, tokenId };
+}
+
 /** `agents` routes: create (with its token and tags), list, show, tag, revoke its token. */
 export function registerAgentRoutes(
   api: Hono<ApiEnv>,
@@ -53,7 +70,6 @@ export function registerAgentRoutes(
   api.post('/workspaces/:ws/agents', async (c) => {
     assertAdmin(c.var.principal, 'create an agent');
     const body = await parseJsonBody(c, createAgentBodySchema, 'create an agent');
-    const secret = generateTokenSecret();
     const now = deps.now();
     const existing = await deps.agents.byName(c.var.workspaceId, body.name);
     if (existing) {
@@ -62,13 +78,10 @@ export function registerAgentRoutes(
         `Cannot create agent: '${body.name}' exists; to give it a new token, run cairn agent revoke ${body.name} and then cairn agent token ${body.name}`,
       );
     }
-    const tokenId = await deps.tokens.create({
+    const { secret, tokenId } = await issueAgentToken(deps.tokens, {
       workspaceId: c.var.workspaceId,
-      name: `agent ${body.name}`,
-      hash: hashTokenSecret(secret),
-      scopes: [`agent:${body.name}`],
-      createdAt: now,
-      expiresAt: null,
+      name: body.name,
+      now,
     });
     const row = await deps.agents.create({
       workspaceId: c.var.workspaceId,
@@ -164,14 +177,10 @@ export function registerAgentRoutes(
     for (const tokenId of await deps.tokens.revoke(c.var.workspaceId, row.token_id, deps.now())) {
       deps.bus.publish('token-revoked', { tokenId });
     }
-    const secret = generateTokenSecret();
-    const tokenId = await deps.tokens.create({
+    const { secret, tokenId } = await issueAgentToken(deps.tokens, {
       workspaceId: c.var.workspaceId,
-      name: `agent ${row.name}`,
-      hash: hashTokenSecret(secret),
-      scopes: [`agent:${row.name}`],
-      createdAt: deps.now(),
-      expiresAt: null,
+      name: row.name,
+      now: deps.now(),
     });
     await deps.agents.setToken(row.id, tokenId);
     await recordAudit(deps, c, { action: 'agent.token', target: row.name });

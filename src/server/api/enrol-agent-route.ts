@@ -2,14 +2,14 @@ import type { Context, Hono } from 'hono';
 import { CairnError } from '../../lib/cairn-error.ts';
 import { MAX_AGENT_TAGS } from '../../protocol/agent-tags.ts';
 import { compileNamePattern, enrolBodySchema } from '../../protocol/enrol-schemas.ts';
-import { generateTokenSecret, hashTokenSecret, looksLikeEnrolToken } from '../auth/token-secret.ts';
+import { hashTokenSecret, looksLikeEnrolToken } from '../auth/token-secret.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import type { EnrolTokenRepository, EnrolTokenRow } from '../db/enrol-token-repository.ts';
 import type { TokenRepository } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
 import { clientAddress } from '../http/client-address.ts';
-import { toAgentInfo } from './agent-routes.ts';
+import { issueAgentToken, toAgentInfo } from './agent-routes.ts';
 import type { ApiEnv } from './api-routes.ts';
 import { enrolTokenState } from './enrol-token-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
@@ -85,14 +85,10 @@ export function registerEnrolAgentRoute(api: Hono<ApiEnv>, deps: EnrolDeps): voi
     if (!(await deps.enrolTokens.claimUse(token.id, now))) {
       throw await refuse('FORBIDDEN', `enrolment token ${token.id} is used up or no longer valid`);
     }
-    const agentSecret = generateTokenSecret();
-    const tokenId = await deps.tokens.create({
+    const { secret: agentSecret, tokenId } = await issueAgentToken(deps.tokens, {
       workspaceId: token.workspace_id,
-      name: `agent ${body.name}`,
-      hash: hashTokenSecret(agentSecret),
-      scopes: [`agent:${body.name}`],
-      createdAt: now,
-      expiresAt: null,
+      name: body.name,
+      now,
     });
     const row = await deps.agents.create({
       workspaceId: token.workspace_id,
