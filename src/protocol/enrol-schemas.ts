@@ -8,6 +8,9 @@ export const MAX_NAME_PATTERN_LENGTH = 200;
 /** Most uses one enrolment token may be given: a fleet, not an open door. */
 export const MAX_ENROL_USES = 100_000;
 
+/** A group holding a quantifier, itself quantified: `(a+)+`, `(a|b*){2,}`, `(?:x*)*`. */
+const NESTED_REPETITION = /\([^()]*[+*}][^()]*\)\s*[+*{]/;
+
 /**
  * Compiles an enrolment token's name pattern so that it must match a whole name (`web-\d+`
  * admits `web-12`, not `xweb-12y`); returns an error message instead of throwing.
@@ -15,6 +18,13 @@ export const MAX_ENROL_USES = 100_000;
 export function compileNamePattern(pattern: string): RegExp | { error: string } {
   if (pattern.length > MAX_NAME_PATTERN_LENGTH) {
     return { error: `must be at most ${MAX_NAME_PATTERN_LENGTH} characters (it has ${pattern.length})` };
+  }
+  // A repeated group that itself repeats, such as (a+)+, can backtrack for longer than the age
+  // of the universe on a 63-character name: the server would hang on one enrolment.
+  if (NESTED_REPETITION.test(pattern)) {
+    return {
+      error: 'must not repeat a group that itself repeats, such as (a+)+, which can take exponential time',
+    };
   }
   try {
     return new RegExp(`^(?:${pattern})$`, 'u');
