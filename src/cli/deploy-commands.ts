@@ -166,7 +166,6 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
           );
         }
         const handoverMs = parseDuration(opts.bootstrapWait, '--bootstrap-wait');
-        if (!ctx.io.daemons) throw new Error('cairn deploy agent: this CLI was built without the agent');
         const client = ctx.client('CAIRN_AGENT_TOKEN');
         const stateDir =
           opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(name, ctx.env);
@@ -180,6 +179,7 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
           enrol: enrol ? { tokenFile: opts.enrolTokenFile } : undefined,
           log,
         });
+        if (!ctx.io.daemons) throw new Error('cairn deploy agent: this CLI was built without the agent');
         const stop = new AbortController();
         void ctx.io.untilStopped?.().then((signal) => {
           ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);

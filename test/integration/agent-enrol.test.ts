@@ -240,6 +240,40 @@ describe('enrolment tokens', () => {
     assert.equal(res.status, 403);
   });
 
+  it('refuses bad agent flags and missing enrolment tokens before starting', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'cairn-enrol-'));
+    const run = (args: string[], env: Record<string, string | undefined> = {}) =>
+      cli(['deploy', 'agent', ...args, '--state-dir', stateDir], {
+        CAIRN_SERVER: bed.server.url,
+        CAIRN_AGENT_TOKEN: undefined,
+        CAIRN_ENROL_TOKEN: undefined,
+        ...env,
+      });
+    for (const [args, env, message] of [
+      [['x1', '/tmp/p', '--enrol'], {}, /Cannot enrol: set CAIRN_ENROL_TOKEN, or give --enrol-token-file/],
+      [
+        ['x1', '/tmp/p', '--enrol-token-file', join(stateDir, 'missing')],
+        {},
+        /cannot read --enrol-token-file: ENOENT/,
+      ],
+      [['x1', '/tmp/p'], {}, /set CAIRN_AGENT_TOKEN .* or enrol with --enrol/],
+      [[], {}, /give its name \(cairn deploy agent NAME\), or enrol under the hostname with --enrol/],
+      [['Bad_Name', '--enrol'], { CAIRN_ENROL_TOKEN: 'x' }, /invalid agent name \(Bad_Name\)/],
+      [['x1', '--bootstrap', '--bootstrap-wait', 'soon'], {}, /--bootstrap-wait: expected a duration/],
+      [
+        ['x1', '/tmp/p', '--enrol'],
+        { CAIRN_ENROL_TOKEN: 'cairn_enrol_nope' },
+        /an enrolment token is required/,
+      ],
+    ] as const) {
+      const r = await run([...args], env);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+    }
+    // Nothing was stored: a refused enrolment leaves no token behind.
+    await assert.rejects(stat(join(stateDir, 'agent-token')));
+  });
+
   it('with --require-approval, gives the agent no deployment until it is approved', async (t) => {
     const agents: AgentProcess[] = [];
     t.after(async () => {
