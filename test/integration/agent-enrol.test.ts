@@ -289,6 +289,14 @@ describe('enrolment tokens', () => {
     const session = await signInToDashboard(bed.server.url, bed.server.adminToken);
     const fleet = await (await fetch(`${bed.server.url}/`, { headers: { Cookie: session.cookie } })).text();
     assert.match(fleet, /data-agent="approve-me"[\s\S]*?pending approval/);
+    const page = await (
+      await fetch(`${bed.server.url}/agents/approve-me`, { headers: { Cookie: session.cookie } })
+    ).text();
+    assert.match(page, /pending approval/);
+    assert.match(
+      page,
+      /id="enrolled">with enrolment token \d+, .*waiting for <code>cairn agent approve approve-me<\/code>/,
+    );
 
     const pkg = `enrol-approve-${RUN_TAG}`;
     const paths = await bed.world.publish([plainPackage(pkg)]);

@@ -95,6 +95,7 @@ export function registerEnrolAgentRoute(api: Hono<ApiEnv>, deps: EnrolDeps): voi
       name: body.name,
       tokenId,
       createdAt: now,
+      enrolledWith: token.id,
       ...(token.require_approval === 1 ? { pendingSince: now } : {}),
     });
     if (!row) {

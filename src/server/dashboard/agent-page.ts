@@ -32,6 +32,7 @@ export function agentPage(options: {
 <dl class="facts">
 <dt>Status</dt><dd>${badge(a.online === 1 ? 'online' : 'offline', 'agent-status')}${approvalBadge(a.pending_since)} <span class="muted">last seen <time datetime="${iso(a.last_seen_at)}">${a.online === 1 ? 'now' : timeAgo(a.last_seen_at, now)}</time></span></dd>
 <dt>Tags</dt><dd id="tags">${tagList(options.tags)}</dd>
+${a.enrolled_with === null ? '' : html`<dt>Enrolled</dt><dd id="enrolled">with enrolment token ${a.enrolled_with}, <time datetime="${iso(a.created_at)}">${timeAgo(a.created_at, now)}</time>${a.pending_since === null ? '' : html`; waiting for <code>cairn agent approve ${a.name}</code>`}</dd>`}
 <dt>Runs</dt><dd class="mono" id="current-path">${a.store_path ?? '–'}</dd>
 <dt>Generation</dt><dd id="generation">${a.generation ?? '–'}</dd>
 <dt>Kind</dt><dd>${kindLabel(a.kind)}</dd>

@@ -19,6 +19,8 @@ export class AgentRepository {
     createdAt: number;
     /** Set for an enrolled agent that must wait for an admin's approval. */
     pendingSince?: number;
+    /** The enrolment token it enrolled with. */
+    enrolledWith?: number;
   }): Promise<AgentRow | undefined> {
     const inserted = await this.db
       .insertInto('agents')
@@ -29,6 +31,7 @@ export class AgentRepository {
         created_at: row.createdAt,
         online: 0,
         pending_since: row.pendingSince ?? null,
+        enrolled_with: row.enrolledWith ?? null,
       })
       .onConflict((oc) => oc.columns(['workspace_id', 'name']).doNothing())
       .returningAll()

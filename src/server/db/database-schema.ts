@@ -111,6 +111,8 @@ export interface AgentsTable {
   offline_notified_at: number | null;
   /** Set while an enrolled agent awaits an admin's approval: it is told no deployment (migration 15). */
   pending_since: number | null;
+  /** The id of the enrolment token the agent enrolled with; null for one an admin created (migration 15). */
+  enrolled_with: number | null;
 }
 
 /** Rows of `enrol_tokens`: secrets that register new agents, each a bounded number of times (migration 15). */

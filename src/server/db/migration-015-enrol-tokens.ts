@@ -7,7 +7,8 @@ import { serialId } from './sql-types.ts';
  * its own agent token, a bounded number of times (`max_uses`) until it expires or is revoked.
  * They live apart from `tokens` so that no route but enrolment can ever accept one.
  * `agents.pending_since` is set when an agent enrolled with a token that requires approval: it
- * receives no deployment until an admin approves it (the column is cleared).
+ * receives no deployment until an admin approves it (the column is cleared); `agents.enrolled_with`
+ * names the enrolment token an agent enrolled with.
  */
 export const migration015: Migration = {
   version: 15,
@@ -32,5 +33,7 @@ export const migration015: Migration = {
       .execute();
     await db.schema.createIndex('enrol_tokens_workspace').on('enrol_tokens').column('workspace_id').execute();
     await db.schema.alterTable('agents').addColumn('pending_since', 'bigint').execute();
+    // The enrolment token an agent enrolled with (null: created by an admin), for the dashboard.
+    await db.schema.alterTable('agents').addColumn('enrolled_with', 'integer').execute();
   },
 };
