@@ -28,8 +28,10 @@ let
       . ${lib.escapeShellArg cfg.environmentFile}
       set +a
     ''}
-    CAIRN_AGENT_TOKEN="$(< ${lib.escapeShellArg cfg.tokenFile})"
-    export CAIRN_AGENT_TOKEN
+    ${lib.optionalString (cfg.tokenFile != null) ''
+      CAIRN_AGENT_TOKEN="$(< ${lib.escapeShellArg cfg.tokenFile})"
+      export CAIRN_AGENT_TOKEN
+    ''}
     mkdir -p ${lib.escapeShellArg cfg.stateDir}
     exec ${cfg.package}/bin/cairn deploy agent ${
       lib.escapeShellArgs [
@@ -38,7 +40,7 @@ let
         "--state-dir"
         cfg.stateDir
       ]
-    }
+    }${lib.optionalString (cfg.enrolTokenFile != null) " --enrol --enrol-token-file ${lib.escapeShellArg cfg.enrolTokenFile}"}
   '';
 in
 {
@@ -66,11 +68,24 @@ in
     };
 
     tokenFile = mkOption {
-      type = types.str;
+      type = types.nullOr types.str;
+      default = null;
       example = "/run/agenix/cairn-agent-token";
       description = ''
-        File holding this agent's token, read by the daemon when it starts; never copied into
-        the Nix store. Give a string, not a Nix path literal.
+        File holding this agent's token (or give `enrolTokenFile`), read by the daemon when it
+        starts; never copied into the Nix store. Give a string, not a Nix path literal.
+      '';
+    };
+
+    enrolTokenFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/agenix/cairn-enrol-token";
+      description = ''
+        Instead of `tokenFile`: a file holding an enrolment token (`cairn agent enrol-token
+        create`). At its first start the agent registers itself under `name` with it
+        (`cairn deploy agent --enrol`) and stores its own token, mode 0600, in `stateDir`; every
+        later start uses that token. A string outside the Nix store, as `tokenFile`.
       '';
     };
 
@@ -120,8 +135,15 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = lib.hasPrefix "/" cfg.tokenFile && !lib.hasPrefix builtins.storeDir cfg.tokenFile;
-        message = "services.cairn-agent.tokenFile must be an absolute path outside the Nix store.";
+        assertion = (cfg.tokenFile == null) != (cfg.enrolTokenFile == null);
+        message = "services.cairn-agent: set exactly one of tokenFile and enrolTokenFile.";
+      }
+      {
+        assertion = lib.all (f: f == null || (lib.hasPrefix "/" f && !lib.hasPrefix builtins.storeDir f)) [
+          cfg.tokenFile
+          cfg.enrolTokenFile
+        ];
+        message = "services.cairn-agent.tokenFile and enrolTokenFile must be absolute paths outside the Nix store, such as secrets from agenix or sops-nix.";
       }
       {
         assertion = cfg.name != "";

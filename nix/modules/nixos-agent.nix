@@ -22,8 +22,10 @@ let
   # the Nix store, the unit file or the command line.
   start = pkgs.writeShellScript "cairn-agent-start" ''
     set -eu
-    CAIRN_AGENT_TOKEN="$(< "$CREDENTIALS_DIRECTORY/agent-token")"
-    export CAIRN_AGENT_TOKEN
+    ${lib.optionalString (cfg.tokenFile != null) ''
+      CAIRN_AGENT_TOKEN="$(< "$CREDENTIALS_DIRECTORY/agent-token")"
+      export CAIRN_AGENT_TOKEN
+    ''}
     exec ${cfg.package}/bin/cairn deploy agent ${
       lib.escapeShellArgs [
         cfg.name
@@ -31,7 +33,7 @@ let
         "--state-dir"
         cfg.stateDir
       ]
-    }
+    }${lib.optionalString (cfg.enrolTokenFile != null) " --enrol --enrol-token-file \"$CREDENTIALS_DIRECTORY/enrol-token\""}
   '';
   stateUnderVarLib = lib.hasPrefix "/var/lib/" cfg.stateDir;
 in
@@ -60,13 +62,27 @@ in
     };
 
     tokenFile = mkOption {
-      type = types.str;
+      type = types.nullOr types.str;
+      default = null;
       example = "/run/agenix/cairn-agent-token";
       description = ''
         File holding this agent's token (as printed by `cairn agent create`), such as a secret
         managed by agenix or sops-nix. systemd hands it to the service at start
         (`LoadCredential`); it is never copied into the Nix store. Give a string, not a Nix path
         literal, which would copy the file into the store.
+        Give this or `enrolTokenFile`.
+      '';
+    };
+
+    enrolTokenFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/agenix/cairn-enrol-token";
+      description = ''
+        Instead of `tokenFile`: a file holding an enrolment token (`cairn agent enrol-token
+        create`). At its first start the agent registers itself under `name` with it
+        (`cairn deploy agent --enrol`) and stores its own token, mode 0600, in `stateDir`; every
+        later start uses that token. A string outside the Nix store, as `tokenFile`.
       '';
     };
 
@@ -140,8 +156,15 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
-        assertion = lib.hasPrefix "/" cfg.tokenFile && !lib.hasPrefix builtins.storeDir cfg.tokenFile;
-        message = "services.cairn-agent.tokenFile must be an absolute path outside the Nix store, such as a secret from agenix or sops-nix.";
+        assertion = (cfg.tokenFile == null) != (cfg.enrolTokenFile == null);
+        message = "services.cairn-agent: set exactly one of tokenFile and enrolTokenFile.";
+      }
+      {
+        assertion = lib.all (f: f == null || (lib.hasPrefix "/" f && !lib.hasPrefix builtins.storeDir f)) [
+          cfg.tokenFile
+          cfg.enrolTokenFile
+        ];
+        message = "services.cairn-agent.tokenFile and enrolTokenFile must be absolute paths outside the Nix store, such as secrets from agenix or sops-nix.";
       }
       {
         assertion = cfg.name != "";
@@ -179,7 +202,9 @@ in
       serviceConfig = {
         Type = "exec";
         ExecStart = start;
-        LoadCredential = [ "agent-token:${cfg.tokenFile}" ];
+        LoadCredential =
+          lib.optional (cfg.tokenFile != null) "agent-token:${cfg.tokenFile}"
+          ++ lib.optional (cfg.enrolTokenFile != null) "enrol-token:${cfg.enrolTokenFile}";
         EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
         Restart = "on-failure";
         RestartSec = "5s";

@@ -38,6 +38,8 @@ export interface AgentOptions {
   /** The program path the agent was started as (its script), watched for a new version. */
   readonly program?: string | undefined;
   readonly backoff?: { initialMs: number; maxMs: number };
+  /** Stop once the server has the result of a deployment that succeeded (`--bootstrap`). */
+  readonly bootstrap?: boolean;
 }
 
 /**
@@ -62,6 +64,10 @@ export class AgentDaemon {
   #restartReason: string | undefined;
   /** Deployments being run now: the agent never stops for an upgrade in the middle of one. */
   #deploying = 0;
+  /** Deployments that succeeded, until the server has their results (`--bootstrap` only). */
+  readonly #succeeded = new Set<string>();
+  /** Aborted when a bootstrapping agent's first successful deployment is reported. */
+  readonly #bootstrapped = new AbortController();
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -75,7 +81,10 @@ export class AgentDaemon {
       ...(options.backoff ? { backoff: options.backoff } : {}),
       observe: () => this.#observed(),
       deploy: (d, ctx, resume) => this.#deploy(d, ctx, resume),
-      onAcknowledged: (ids, owner) => void this.#markReported(ids, owner).then(() => this.#checkSelf()),
+      onAcknowledged: (ids, owner) =>
+        void this.#markReported(ids, owner).then(async () => {
+          if (!this.#checkBootstrap(ids)) await this.#checkSelf();
+        }),
       onForeignJournal: (journal, server, running) => this.#foreignJournal(journal, server, running),
     });
   }
@@ -97,12 +106,29 @@ export class AgentDaemon {
         stateDir: this.#o.stateDir,
         log: this.#o.log,
       });
-      const stop = AbortSignal.any([signal, this.#restart.signal]);
+      const stop = AbortSignal.any([signal, this.#restart.signal, this.#bootstrapped.signal]);
       await this.#session.run(stop, await recoverJournal(this.#journal, this.#o.name, this.#o.log));
-      return signal.aborted ? undefined : this.#restartReason;
+      return signal.aborted || this.bootstrapped ? undefined : this.#restartReason;
     } finally {
       await unlock();
     }
+  }
+
+  /** True when the agent stopped because its first deployment succeeded (`--bootstrap`). */
+  get bootstrapped(): boolean {
+    return this.#bootstrapped.signal.aborted;
+  }
+
+  /**
+   * After the server has results: a bootstrapping agent whose deployment succeeded stops, so
+   * that the agent the deployed system runs can take over. True when it stops.
+   */
+  #checkBootstrap(ids: ReadonlySet<string>): boolean {
+    if (!this.#o.bootstrap || this.#bootstrapped.signal.aborted) return this.bootstrapped;
+    if (![...ids].some((id) => this.#succeeded.has(id))) return false;
+    this.#o.log('bootstrap: the first deployment succeeded and the server has its result; stopping');
+    this.#bootstrapped.abort();
+    return true;
   }
 
   /**
@@ -207,6 +233,7 @@ export class AgentDaemon {
       .finally(() => {
         this.#deploying--;
       });
+    if (this.#o.bootstrap && result?.state === 'succeeded') this.#succeeded.add(d.id);
     if (result && this.#asideWhenDone === d.id) {
       this.#asideWhenDone = undefined;
       const movedTo = await this.#journal.setAside().catch((err: Error) => `nowhere (${err.message})`);

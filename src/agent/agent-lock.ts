@@ -1,4 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processAlive } from '../lib/process-alive.ts';
 import { takePidLock } from './pid-lock.ts';
 
 /**
@@ -11,6 +13,13 @@ export function agentLockDir(env: NodeJS.ProcessEnv): string {
   if (process.getuid?.() === 0) return '/run/cairn-agent';
   if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'cairn-agent');
   return join(env.XDG_STATE_HOME || join(env.HOME ?? '/tmp', '.local', 'state'), 'cairn-agent');
+}
+
+/** The pid of another live process holding the agent's name lock, if one does. */
+export async function agentLockHolder(name: string, env: NodeJS.ProcessEnv): Promise<number | undefined> {
+  const text = await readFile(join(agentLockDir(env), `${name}.lock`), 'utf8').catch(() => '');
+  const pid = Number(text.split('\n')[0]);
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? pid : undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { agentInfoSchema, agentListSchema, createdAgentSchema } from '../protocol/api-schemas.ts';
 import type { CommandContext } from './command-context.ts';
+import { registerEnrolTokenCommands } from './enrol-token-commands.ts';
 import { formatTable } from './format-table.ts';
 
 /** `cairn agent create|list|tag|revoke|token`. */
@@ -40,7 +41,7 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
           agents.map((a) => [
             a.name,
             a.tags.length > 0 ? a.tags.join(',') : '-',
-            a.online ? 'yes' : 'no',
+            `${a.online ? 'yes' : 'no'}${a.pendingApproval ? ' (pending approval)' : ''}`,
             a.lastSeenAt ?? 'never',
             a.generation === null ? '-' : String(a.generation),
             a.system ?? '-',
@@ -86,6 +87,17 @@ export function registerAgentCommands(program: Command, ctx: CommandContext): vo
         `revoked the token of agent ${name}; give it a new one with: cairn agent token ${name}\n`,
       );
     });
+  agent
+    .command('approve')
+    .description(
+      'approve an agent that enrolled with a token requiring approval: it then receives deployments',
+    )
+    .argument('<name>', 'agent name')
+    .action(async (name: string) => {
+      await ctx.client().request('POST', `agents/${encodeURIComponent(name)}/approve`, agentInfoSchema, {});
+      ctx.io.stderr.write(`approved agent ${name}; it now receives its deployments\n`);
+    });
+  registerEnrolTokenCommands(agent, ctx);
   agent
     .command('token')
     .description('issue a new token for an existing agent (the old one stops working); prints it on stdout')

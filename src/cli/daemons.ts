@@ -23,6 +23,8 @@ export interface AgentCommandOptions {
   readonly stateDir: string;
   readonly env: NodeJS.ProcessEnv;
   readonly log: (line: string) => void;
+  /** `--bootstrap`: stop after the first successful deployment once another agent takes over. */
+  readonly bootstrap?: { readonly handoverMs: number };
 }
 
 /**

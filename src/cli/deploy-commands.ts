@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CairnError } from '../lib/cairn-error.ts';
@@ -5,6 +6,7 @@ import { rolloutInfoSchema } from '../protocol/api-schemas.ts';
 import { NAME_PATTERN } from '../protocol/token-scope.ts';
 import type { CommandContext } from './command-context.ts';
 import { deployActivate } from './deploy-activate.ts';
+import { agentToken } from './enrolled-token.ts';
 import { followRollout } from './follow-rollout.ts';
 import { parseDuration } from './parse-duration.ts';
 
@@ -108,46 +110,95 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
   deploy
     .command('agent')
     .description('run the agent: keep a connection to the server and deploy what it is told to')
-    .argument('<name>', 'this agent\'s name (created with "cairn agent create")')
+    .argument(
+      '[name]',
+      'this agent\'s name (created with "cairn agent create"); with --enrol, the machine\'s hostname by default',
+    )
     .argument('[profile]', 'profile name under /nix/var/nix/profiles, or an absolute path', 'system')
     .option(
       '--state-dir <dir>',
       'where the agent keeps its lock, GC roots and temporary files (env: CAIRN_AGENT_STATE_DIR)',
     )
+    .option(
+      '--enrol',
+      'register this machine as a new agent with an enrolment token (CAIRN_ENROL_TOKEN), once: its own token is stored in the state dir and used from then on',
+    )
+    .option('--enrol-token-file <file>', 'read the enrolment token from this file (implies --enrol)')
+    .option(
+      '--bootstrap',
+      "first install: stop once the first deployment succeeded and the deployed system's own agent took the agent's lock (exit 0); go on as the agent if none does",
+    )
+    .option(
+      '--bootstrap-wait <duration>',
+      "with --bootstrap: how long to wait for the deployed system's agent to take over",
+      '30s',
+    )
     .addHelpText(
       'after',
-      "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token),\nCAIRN_AGENT_PRE_SWITCH_CHECKS (fail, the default, or boot: what a NixOS switch whose pre-switch\nchecks fail does), CAIRN_AGENT_SPECIALISATION (the NixOS specialisation to switch to; unset:\nthe running one), CAIRN_AGENT_PRIMARY_USER (the user a legacy nix-darwin activate-user runs\nas), HOME_MANAGER_BACKUP_EXT (Home Manager moves a file in the way to FILE.EXT),\nCAIRN_AGENT_HEALTH_HTTP (any, the default, or loopback: which URLs HTTP health checks may\nreach); see docs/activation.md.",
+      "\nEnvironment: CAIRN_SERVER (server URL), CAIRN_AGENT_TOKEN (this agent's token), CAIRN_ENROL_TOKEN\n(an enrolment token, for --enrol), CAIRN_AGENT_PRE_SWITCH_CHECKS (fail, the default, or boot: what a\nNixOS switch whose pre-switch checks fail does), CAIRN_AGENT_SPECIALISATION (the NixOS\nspecialisation to switch to; unset: the running one), CAIRN_AGENT_PRIMARY_USER (the user a legacy\nnix-darwin activate-user runs as), HOME_MANAGER_BACKUP_EXT (Home Manager moves a file in the way to\nFILE.EXT), CAIRN_AGENT_HEALTH_HTTP (any, the default, or loopback: which URLs HTTP health checks\nmay reach); see docs/activation.md. Enrolment and --bootstrap: docs/getting-started.md.",
     )
-    .action(async (name: string, profileArg: string, opts: { stateDir?: string }) => {
-      if (!NAME_PATTERN.test(name)) {
-        throw new CairnError('INVALID_ARGUMENT', `Cannot start the agent: invalid agent name (${name})`);
-      }
-      const token = ctx.env.CAIRN_AGENT_TOKEN;
-      if (!token)
-        throw new CairnError(
-          'INVALID_ARGUMENT',
-          'Cannot start the agent: set CAIRN_AGENT_TOKEN to the token "cairn agent create" printed',
-        );
-      if (!ctx.io.daemons) throw new Error('cairn deploy agent: this CLI was built without the agent');
-      const client = ctx.client('CAIRN_AGENT_TOKEN');
-      const stateDir = opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(name, ctx.env);
-      const stop = new AbortController();
-      void ctx.io.untilStopped?.().then((signal) => {
-        ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);
-        stop.abort();
-      });
-      const code = await ctx.io.daemons.runAgent(
-        {
+    .action(
+      async (
+        nameArg: string | undefined,
+        profileArg: string,
+        opts: {
+          stateDir?: string;
+          enrol?: boolean;
+          enrolTokenFile?: string;
+          bootstrap?: boolean;
+          bootstrapWait: string;
+        },
+      ) => {
+        const enrol = opts.enrol === true || opts.enrolTokenFile !== undefined;
+        const name = nameArg ?? (enrol ? hostname().toLowerCase() : undefined);
+        if (name === undefined) {
+          throw new CairnError(
+            'INVALID_ARGUMENT',
+            'Cannot start the agent: give its name (cairn deploy agent NAME), or enrol under the hostname with --enrol',
+          );
+        }
+        if (!NAME_PATTERN.test(name)) {
+          throw new CairnError(
+            'INVALID_ARGUMENT',
+            nameArg === undefined
+              ? `Cannot enrol: the hostname is not a valid agent name (${name}); give one: cairn deploy agent NAME --enrol`
+              : `Cannot start the agent: invalid agent name (${name})`,
+          );
+        }
+        const handoverMs = parseDuration(opts.bootstrapWait, '--bootstrap-wait');
+        const client = ctx.client('CAIRN_AGENT_TOKEN');
+        const stateDir =
+          opts.stateDir ?? ctx.env.CAIRN_AGENT_STATE_DIR ?? defaultAgentStateDir(name, ctx.env);
+        const log = (line: string) => ctx.io.stderr.write(`${new Date().toISOString()} ${line}\n`);
+        const token = await agentToken({
           name,
-          server: client.server,
-          token,
-          profile: profileArg,
           stateDir,
           env: ctx.env,
-          log: (line) => ctx.io.stderr.write(`${new Date().toISOString()} ${line}\n`),
-        },
-        stop.signal,
-      );
-      ctx.setExitCode(code);
-    });
+          server: client.server,
+          workspace: client.workspace,
+          enrol: enrol ? { tokenFile: opts.enrolTokenFile } : undefined,
+          log,
+        });
+        if (!ctx.io.daemons) throw new Error('cairn deploy agent: this CLI was built without the agent');
+        const stop = new AbortController();
+        void ctx.io.untilStopped?.().then((signal) => {
+          ctx.io.stderr.write(`cairn agent: ${signal}, stopping\n`);
+          stop.abort();
+        });
+        const code = await ctx.io.daemons.runAgent(
+          {
+            name,
+            server: client.server,
+            token,
+            profile: profileArg,
+            stateDir,
+            env: ctx.env,
+            log,
+            ...(opts.bootstrap ? { bootstrap: { handoverMs } } : {}),
+          },
+          stop.signal,
+        );
+        ctx.setExitCode(code);
+      },
+    );
 }

@@ -92,6 +92,8 @@ export const agentInfoSchema = z.object({
   createdAt: z.string(),
   /** Its tags, sorted; absent from servers older than agent tags. */
   tags: z.array(z.string()).default([]),
+  /** Enrolled with a token that requires approval, and not yet approved: it receives no deployment. */
+  pendingApproval: z.boolean().default(false),
 });
 export type AgentInfo = z.infer<typeof agentInfoSchema>;
 export const agentListSchema = z.object({ agents: z.array(agentInfoSchema) });

@@ -19,6 +19,7 @@ import { AgentRepository } from './db/agent-repository.ts';
 import { AuditRepository } from './db/audit-repository.ts';
 import { CacheRepository } from './db/cache-repository.ts';
 import { DeploymentRepository } from './db/deployment-repository.ts';
+import { EnrolTokenRepository } from './db/enrol-token-repository.ts';
 import { LogLineRepository } from './db/log-line-repository.ts';
 import type { OpenDatabase } from './db/open-database.ts';
 import { PathIndex } from './db/path-index.ts';
@@ -216,6 +217,7 @@ export function createApp(deps: AppDeps): App {
       closures,
       flushLogs: () => logs.flush(),
       agents,
+      enrolTokens: new EnrolTokenRepository(db),
       deployments,
       rollouts,
       webhooks: webhookRepo,

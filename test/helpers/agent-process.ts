@@ -36,7 +36,10 @@ export async function startAgent(options: {
   name: string;
   profile: string;
   server: string;
-  token: string;
+  /** Its CAIRN_AGENT_TOKEN; none for an agent that enrols or uses the token an enrolment stored. */
+  token?: string;
+  /** More arguments of `cairn deploy agent`, such as `--enrol`. */
+  args?: readonly string[];
   /** Its state dir; a new temporary one by default, and null for the agent's own default. */
   stateDir?: string | null;
   wrap?: readonly string[];
@@ -55,11 +58,12 @@ export async function startAgent(options: {
     options.name,
     options.profile,
     ...(stateDir === null ? [] : ['--state-dir', stateDir]),
+    ...(options.args ?? []),
   ];
   const [cmd, ...args] = [...(options.wrap ?? []), ...argv] as [string, ...string[]];
   const env = nixEnv({
     CAIRN_SERVER: options.server,
-    CAIRN_AGENT_TOKEN: options.token,
+    ...(options.token === undefined ? {} : { CAIRN_AGENT_TOKEN: options.token }),
     CAIRN_AGENT_LOCK_DIR: AGENT_LOCK_DIR,
     XDG_CACHE_HOME: join(stateDir ?? (await mkdtemp(join(tmpdir(), 'cairn-agent-cache-'))), 'xdg-cache'),
     // Never the system the machine running the tests runs: a rollback returns to the running

@@ -167,6 +167,75 @@ async function serverUnit(settings: string): Promise<{
   }
 }
 
+/**
+ * The NixOS agent module's service for `settings` (a Nix file of `{ services.cairn-agent = ...; }`),
+ * evaluated as {@link serverUnit} evaluates the server's: its start script, credentials and
+ * failed assertions. Option defaults that refer to other options (`stateDir` to `name`) are
+ * resolved by evaluating the module against its own result.
+ */
+async function agentUnit(settings: string): Promise<{
+  script: string;
+  loadCredential: string[];
+  failedAssertions: string[];
+}> {
+  const expr = `{ file, settings }:
+    let
+      hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+      lib = {
+        mkOption = o: o;
+        mkEnableOption = _: { default = false; };
+        literalExpression = x: x;
+        types = { };
+        mkIf = c: v: if c then v else { };
+        inherit hasPrefix;
+        removePrefix = p: s: if hasPrefix p s then builtins.substring (builtins.stringLength p) (-1) s else s;
+        optional = c: x: if c then [ x ] else [ ];
+        optionalAttrs = c: a: if c then a else { };
+        optionalString = c: s: if c then s else "";
+        escapeShellArgs = builtins.toJSON;
+        inherit (builtins) all;
+      };
+      pkgs = {
+        writeShellScript = _name: text: text;
+        callPackage = _: _: "/nix/store/cairn";
+      };
+      given = (import (/. + settings)).services.cairn-agent;
+      call = cfg: import (/. + file) {
+        config = { services.cairn-agent = cfg; networking.hostName = "web1"; nix.package = "/nix/store/nix"; };
+        inherit lib pkgs;
+      };
+      cfg = builtins.mapAttrs (_: o: o.default or null) (call cfg).options.services.cairn-agent // given // { enable = true; };
+      module = call cfg;
+      unit = module.config.systemd.services.cairn-agent;
+    in {
+      script = unit.serviceConfig.ExecStart;
+      loadCredential = unit.serviceConfig.LoadCredential;
+      failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) module.config.assertions);
+    }`;
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-nix-settings-'));
+  try {
+    const file = join(dir, 'settings.nix');
+    await writeFile(file, settings);
+    const r = await attempt('nix-instantiate', [
+      '--eval',
+      '--strict',
+      '--json',
+      '--argstr',
+      'file',
+      join(ROOT, 'nix/modules/nixos-agent.nix'),
+      '--argstr',
+      'settings',
+      file,
+      '-E',
+      expr,
+    ]);
+    assert.equal(r.code, 0, `cannot evaluate the agent module: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Awaited<ReturnType<typeof agentUnit>>;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('nix/', () => {
   it('has the flake, the package and the four modules', async () => {
     const files = await filesUnder('nix', '.nix');
@@ -212,6 +281,50 @@ describe('nix/', () => {
       const stale = [...documented].filter((o) => !options.includes(o));
       assert.deepEqual(stale, [], `docs/nixos.md (${heading}) documents options ${file} does not have`);
     }
+  });
+
+  it('runs the agent with its token file, read from its credential at start', async () => {
+    const unit = await agentUnit(
+      '{ services.cairn-agent = { serverUrl = "https://c.example"; tokenFile = "/run/secrets/agent"; }; }',
+    );
+    assert.deepEqual(unit.loadCredential, ['agent-token:/run/secrets/agent']);
+    assert.match(unit.script, /CAIRN_AGENT_TOKEN="\$\(< "\$CREDENTIALS_DIRECTORY\/agent-token"\)"/);
+    assert.match(
+      unit.script,
+      /^exec \/nix\/store\/cairn\/bin\/cairn deploy agent \["web1","system","--state-dir","\/var\/lib\/cairn-agent\/web1"\]$/m,
+    );
+    assert.deepEqual(unit.failedAssertions, []);
+  });
+
+  it('enrols the agent with an enrolment token file instead, once, keeping its token in stateDir', async () => {
+    const unit = await agentUnit(
+      '{ services.cairn-agent = { serverUrl = "https://c.example"; enrolTokenFile = "/run/secrets/enrol"; }; }',
+    );
+    assert.deepEqual(unit.loadCredential, ['enrol-token:/run/secrets/enrol']);
+    assert.doesNotMatch(unit.script, /CAIRN_AGENT_TOKEN/);
+    assert.match(
+      unit.script,
+      /^exec \/nix\/store\/cairn\/bin\/cairn deploy agent \["web1","system","--state-dir","\/var\/lib\/cairn-agent\/web1"\] --enrol --enrol-token-file "\$CREDENTIALS_DIRECTORY\/enrol-token"$/m,
+    );
+    assert.deepEqual(unit.failedAssertions, []);
+  });
+
+  it('takes exactly one of tokenFile and enrolTokenFile, each outside the store', async () => {
+    const both = await agentUnit(
+      '{ services.cairn-agent = { serverUrl = "x"; tokenFile = "/run/a"; enrolTokenFile = "/run/e"; }; }',
+    );
+    assert.deepEqual(both.failedAssertions, [
+      'services.cairn-agent: set exactly one of tokenFile and enrolTokenFile.',
+    ]);
+    const neither = await agentUnit('{ services.cairn-agent = { serverUrl = "x"; }; }');
+    assert.deepEqual(neither.failedAssertions, [
+      'services.cairn-agent: set exactly one of tokenFile and enrolTokenFile.',
+    ]);
+    const inStore = await agentUnit(
+      '{ services.cairn-agent = { serverUrl = "x"; enrolTokenFile = "/nix/store/abc-enrol"; }; }',
+    );
+    assert.equal(inStore.failedAssertions.length, 1);
+    assert.match(inStore.failedAssertions[0]!, /must be absolute paths outside the Nix store/);
   });
 
   it('runs the server with its defaults: SQLite in dataDir, no credentials', async () => {

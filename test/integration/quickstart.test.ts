@@ -260,7 +260,7 @@ describe('docs/getting-started.md', { timeout: 120_000 }, () => {
     await pgDatabase?.drop();
   });
 
-  it('runs as written, step by step, against a fresh data dir, and ends with a succeeded deployment', async () => {
+  it('runs as written, step by step, against a fresh data dir, and ends with succeeded deployments', async () => {
     base = await mkdtemp(join(tmpdir(), 'cairn-quickstart-'));
     const [checkout, tmp, work, runner] = ['checkout', 'tmp', 'work', 'runner'].map((d) =>
       join(base!, d),
@@ -344,6 +344,17 @@ describe('docs/getting-started.md', { timeout: 120_000 }, () => {
       [['web1', path, 'succeeded']],
     );
     assert.equal(await realpath(join(tmp, 'cairn-profiles', 'web1')), path);
+    // The second machine enrolled itself with the enrolment token, and deployed.
+    assert.match(transcript, /^web2 +succeeded /m, await explain());
+    const enrolled = await fetch(`http://127.0.0.1:${port}/api/v1/workspaces/default/audit`, {
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    const { entries } = (await enrolled.json()) as { entries: Array<{ action: string; target: string }> };
+    assert.deepEqual(
+      entries.filter((e) => e.action === 'agent.enrol').map((e) => e.target),
+      ['web2'],
+    );
+    assert.equal(await realpath(join(tmp, 'cairn-profiles', 'web2')), path);
     // The server ran on the database of this run.
     const serverLog = await Promise.all(
       blocks.map((b, n) =>

@@ -22,6 +22,8 @@ const KINDS = [
   'push',
   'pull',
   'metrics',
+  // An enrolment token: valid, and refused everywhere but the enrolment route.
+  'enrol',
 ] as const;
 type Kind = (typeof KINDS)[number];
 /** Credentials that are not valid at all: 401 everywhere a token is needed. */
@@ -98,6 +100,7 @@ describe('authorization: every route, every kind of token', () => {
     tokens.set('push', await admin(['token', 'create', '--scope', 'cache:main:push']));
     tokens.set('pull', await admin(['token', 'create', '--scope', 'cache:main:pull']));
     tokens.set('metrics', await admin(['token', 'create', '--scope', 'metrics']));
+    tokens.set('enrol', await admin(['agent', 'enrol-token', 'create', '--uses', '1000']));
   });
   after(() => server.stop());
 
@@ -143,7 +146,60 @@ describe('authorization: every route, every kind of token', () => {
     return id;
   };
   const reader = { admin: 200, activate: 200, 'activate-other': 200, agent: 200 } as const;
+  /** Only an enrolment token enrols: every other token, valid or not, is no enrolment token (401). */
+  const enrolOnly = Object.fromEntries(KINDS.map((k) => [k, k === 'enrol' ? 201 : 401]));
   const table: Entry[] = [
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/enrol',
+      make: async () => ({ url: api('enrol'), body: { name: fresh() } }),
+      expect: enrolOnly,
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/enrol-tokens',
+      make: async () => ({ url: api('enrol-tokens'), body: { uses: 2 } }),
+      expect: { admin: 201 },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/workspaces/:ws/enrol-tokens',
+      make: async () => ({ url: api('enrol-tokens') }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/workspaces/:ws/enrol-tokens/:id',
+      make: async () => {
+        const created = await fetch(api('enrol-tokens'), {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${server.adminToken}` },
+          body: '{}',
+        }).then((r) => r.json() as Promise<{ id: number }>);
+        return { url: api(`enrol-tokens/${created.id}`) };
+      },
+      expect: { admin: 204 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/agents/:name/approve',
+      make: async () => {
+        const created = await fetch(api('enrol-tokens'), {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${server.adminToken}` },
+          body: JSON.stringify({ requireApproval: true }),
+        }).then((r) => r.json() as Promise<{ token: string }>);
+        const name = fresh();
+        const enrolled = await fetch(api('enrol'), {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${created.token}` },
+          body: JSON.stringify({ name }),
+        });
+        assert.equal(enrolled.status, 201);
+        return { url: api(`agents/${name}/approve`), body: {} };
+      },
+      expect: { admin: 200 },
+    },
     {
       method: 'GET',
       path: '/healthz',

@@ -231,13 +231,23 @@ export class AgentHub {
     const conn = this.#byAgent.get(agentId);
     if (!conn?.helloDone) return;
     const desired = await this.#desired.of(agentId);
-    this.#sendDesiredRow(agentId, desired ?? null);
+    this.#sendDesiredRow(agentId, desired ?? null, { lookedUp: true });
   }
 
   /** Tells a connected agent what to run, from a row already looked up (a rollout's fan-out). */
-  #sendDesiredRow(agentId: number, desired: Selectable<DeploymentsTable> | null): void {
+  #sendDesiredRow(
+    agentId: number,
+    desired: Selectable<DeploymentsTable> | null,
+    options: { lookedUp?: boolean } = {},
+  ): void {
     const conn = this.#byAgent.get(agentId);
     if (!conn?.helloDone) return;
+    // An agent that connected while waiting for approval is told only what the database's
+    // lookup allows, which withholds deployments until it is approved.
+    if (desired && conn.agent.pending_since !== null && !options.lookedUp) {
+      void this.#sendDesired(agentId);
+      return;
+    }
     // Looked up before it finished: the agent knows it is over, and anything newer is told on its own.
     if (desired && this.#finished.has(desired.id)) return;
     const id = desired?.id ?? null;

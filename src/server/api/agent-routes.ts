@@ -35,7 +35,25 @@ export function toAgentInfo(row: AgentRow, tags: readonly string[]): AgentInfo {
     createdAt: new Date(row.created_at).toISOString(),
     // Sorted here, not by the database, whose collation may order "a-b" and "ab" either way.
     tags: [...tags].sort(),
+    pendingApproval: row.pending_since !== null,
   };
+}
+
+/** Makes a new token for agent `name` (scope `agent:NAME`, named `agent NAME`); its secret and id. */
+export async function issueAgentToken(
+  tokens: Pick<TokenRepository, 'create'>,
+  agent: { workspaceId: number; name: string; now: number },
+): Promise<{ secret: string; tokenId: string }> {
+  const secret = generateTokenSecret();
+  const tokenId = await tokens.create({
+    workspaceId: agent.workspaceId,
+    name: `agent ${agent.name}`,
+    hash: hashTokenSecret(secret),
+    scopes: [`agent:${agent.name}`],
+    createdAt: agent.now,
+    expiresAt: null,
+  });
+  return { secret, tokenId };
 }
 
 /** `agents` routes: create (with its token and tags), list, show, tag, revoke its token. */
@@ -52,7 +70,6 @@ export function registerAgentRoutes(
   api.post('/workspaces/:ws/agents', async (c) => {
     assertAdmin(c.var.principal, 'create an agent');
     const body = await parseJsonBody(c, createAgentBodySchema, 'create an agent');
-    const secret = generateTokenSecret();
     const now = deps.now();
     const existing = await deps.agents.byName(c.var.workspaceId, body.name);
     if (existing) {
@@ -61,13 +78,10 @@ export function registerAgentRoutes(
         `Cannot create agent: '${body.name}' exists; to give it a new token, run cairn agent revoke ${body.name} and then cairn agent token ${body.name}`,
       );
     }
-    const tokenId = await deps.tokens.create({
+    const { secret, tokenId } = await issueAgentToken(deps.tokens, {
       workspaceId: c.var.workspaceId,
-      name: `agent ${body.name}`,
-      hash: hashTokenSecret(secret),
-      scopes: [`agent:${body.name}`],
-      createdAt: now,
-      expiresAt: null,
+      name: body.name,
+      now,
     });
     const row = await deps.agents.create({
       workspaceId: c.var.workspaceId,
@@ -132,6 +146,20 @@ export function registerAgentRoutes(
     return c.json(toAgentInfo(row, tags));
   });
 
+  // An enrolled agent that waits for approval is told nothing to run until this.
+  api.post('/workspaces/:ws/agents/:name/approve', async (c) => {
+    const name = c.req.param('name');
+    assertAdmin(c.var.principal, `approve agent '${name}'`);
+    const row = await agentOr404(c.var.workspaceId, name);
+    if (!(await deps.agents.approve(row.id))) {
+      throw new CairnError('CONFLICT', `Cannot approve agent '${name}': it is not waiting for approval`);
+    }
+    await recordAudit(deps, c, { action: 'agent.approve', target: row.name });
+    // Its desired state, withheld until now, is looked up again and told.
+    deps.bus.publish('desired', { agentId: row.id });
+    return c.json(await agentInfoOf({ ...row, pending_since: null }));
+  });
+
   // Revoking an agent revokes its token: its connection closes at once and reconnects are refused.
   api.delete('/workspaces/:ws/agents/:name/token', async (c) => {
     assertAdmin(c.var.principal, 'revoke an agent');
@@ -149,14 +177,10 @@ export function registerAgentRoutes(
     for (const tokenId of await deps.tokens.revoke(c.var.workspaceId, row.token_id, deps.now())) {
       deps.bus.publish('token-revoked', { tokenId });
     }
-    const secret = generateTokenSecret();
-    const tokenId = await deps.tokens.create({
+    const { secret, tokenId } = await issueAgentToken(deps.tokens, {
       workspaceId: c.var.workspaceId,
-      name: `agent ${row.name}`,
-      hash: hashTokenSecret(secret),
-      scopes: [`agent:${row.name}`],
-      createdAt: deps.now(),
-      expiresAt: null,
+      name: row.name,
+      now: deps.now(),
     });
     await deps.agents.setToken(row.id, tokenId);
     await recordAudit(deps, c, { action: 'agent.token', target: row.name });

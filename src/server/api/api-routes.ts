@@ -22,6 +22,7 @@ import type { AgentRepository } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
+import type { EnrolTokenRepository } from '../db/enrol-token-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
 import type { TokenRepository, TokenRow } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
@@ -32,6 +33,8 @@ import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { registerAgentRoutes } from './agent-routes.ts';
 import { registerClosureRoutes } from './closure-routes.ts';
 import { registerDeploymentRoutes } from './deployment-routes.ts';
+import { registerEnrolAgentRoute } from './enrol-agent-route.ts';
+import { registerEnrolTokenRoutes } from './enrol-token-routes.ts';
 import { parseJsonBody } from './parse-json-body.ts';
 import { recordAudit } from './record-audit.ts';
 import { registerRolloutRoutes } from './rollout-routes.ts';
@@ -51,6 +54,7 @@ export interface ApiDeps extends WebhookRouteDeps {
   /** Writes buffered deployment log lines, so a reader of the database sees all sent so far. */
   readonly flushLogs: () => Promise<void>;
   readonly agents: AgentRepository;
+  readonly enrolTokens: EnrolTokenRepository;
   readonly deployments: DeploymentRepository;
   /** Runs staged rollouts. */
   readonly rollouts: RolloutEngine;
@@ -72,6 +76,9 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 /** The JSON API under `/api/v1`. Every route needs a token; workspaces scope every path. */
 export function apiRoutes(deps: ApiDeps): Hono<Env> {
   const api = new Hono<Env>();
+
+  // Before the authentication below, which refuses enrolment tokens: this route answers alone.
+  registerEnrolAgentRoute(api, deps);
 
   api.use('/workspaces/:ws/*', async (c, next) => {
     const principal = await deps.auth.authenticate(c.req.header('authorization'), clientAddress(c));
@@ -232,6 +239,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   });
 
   registerAgentRoutes(api, deps);
+  registerEnrolTokenRoutes(api, deps);
   registerClosureRoutes(api, deps);
   registerDeploymentRoutes(api, deps);
   registerRolloutRoutes(api, deps);

@@ -7,7 +7,7 @@ import type { TokenRepository } from '../db/token-repository.ts';
 import { FailedAuthLimiter } from './failed-auth-limiter.ts';
 import type { Principal } from './principal.ts';
 import { PrincipalCache } from './principal-cache.ts';
-import { hashTokenSecret, looksLikeToken } from './token-secret.ts';
+import { hashTokenSecret, looksLikeEnrolToken, looksLikeToken } from './token-secret.ts';
 
 /** How often a token's last-used time is written, at most. */
 const TOUCH_INTERVAL_MS = 60_000;
@@ -100,6 +100,13 @@ export class Authenticator {
 
   async #check(authorization: string): Promise<Principal> {
     const secret = secretFromHeader(authorization);
+    // Kept apart from every other token: an enrolment token registers agents and nothing else.
+    if (secret !== undefined && looksLikeEnrolToken(secret)) {
+      throw new CairnError(
+        'FORBIDDEN',
+        'Cannot use an enrolment token here: it only enrols agents (cairn deploy agent --enrol); use the agent token the enrolment gave, or another token',
+      );
+    }
     if (secret === undefined || !looksLikeToken(secret)) {
       throw new CairnError(
         'UNAUTHENTICATED',

@@ -11,6 +11,20 @@ export function generateTokenSecret(): string {
   return TOKEN_PREFIX + randomBytes(32).toString('base64url');
 }
 
+/** Enrolment tokens start with this: they register agents and do nothing else. */
+export const ENROL_TOKEN_PREFIX = 'cairn_enrol_';
+const ENROL_TOKEN_PATTERN = /^cairn_enrol_[A-Za-z0-9_-]{43}$/;
+
+/** Makes a new enrolment token secret: its prefix and 256 bits of randomness. */
+export function generateEnrolTokenSecret(): string {
+  return ENROL_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+}
+
+/** True when `s` has the shape of an enrolment token (it may still be unknown, used up or revoked). */
+export function looksLikeEnrolToken(s: string): boolean {
+  return ENROL_TOKEN_PATTERN.test(s);
+}
+
 /** True when `s` has the shape of a Cairn token (it may still be unknown or revoked). */
 export function looksLikeToken(s: string): boolean {
   return TOKEN_PATTERN.test(s);

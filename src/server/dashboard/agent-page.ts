@@ -3,7 +3,7 @@ import type { AgentRow } from '../db/agent-repository.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
 import { deploymentsTable } from './deployments-table.ts';
 import { formatBytes, iso, kindLabel, timeAgo } from './format.ts';
-import { badge, type Html, layout } from './layout.ts';
+import { approvalBadge, badge, type Html, layout } from './layout.ts';
 import { rollbackForm } from './rollback-form.ts';
 import type { Session } from './session-store.ts';
 import { sizeChart } from './size-chart.ts';
@@ -30,8 +30,9 @@ export function agentPage(options: {
     body: html`<h1>Agent ${a.name}</h1>
 <div id="agent" data-refresh="5">
 <dl class="facts">
-<dt>Status</dt><dd>${badge(a.online === 1 ? 'online' : 'offline', 'agent-status')} <span class="muted">last seen <time datetime="${iso(a.last_seen_at)}">${a.online === 1 ? 'now' : timeAgo(a.last_seen_at, now)}</time></span></dd>
+<dt>Status</dt><dd>${badge(a.online === 1 ? 'online' : 'offline', 'agent-status')}${approvalBadge(a.pending_since)} <span class="muted">last seen <time datetime="${iso(a.last_seen_at)}">${a.online === 1 ? 'now' : timeAgo(a.last_seen_at, now)}</time></span></dd>
 <dt>Tags</dt><dd id="tags">${tagList(options.tags)}</dd>
+${a.enrolled_with === null ? '' : html`<dt>Enrolled</dt><dd id="enrolled">with enrolment token ${a.enrolled_with}, <time datetime="${iso(a.created_at)}">${timeAgo(a.created_at, now)}</time>${a.pending_since === null ? '' : html`; waiting for <code>cairn agent approve ${a.name}</code>`}</dd>`}
 <dt>Runs</dt><dd class="mono" id="current-path">${a.store_path ?? '–'}</dd>
 <dt>Generation</dt><dd id="generation">${a.generation ?? '–'}</dd>
 <dt>Kind</dt><dd>${kindLabel(a.kind)}</dd>

@@ -2,7 +2,7 @@ import { html } from 'hono/html';
 import { DEPLOYMENT_STATES } from '../../protocol/deployment-state.ts';
 import type { FleetRow } from './dashboard-queries.ts';
 import { formatBytes, iso, kindLabel, shortPath, timeAgo } from './format.ts';
-import { badge, type Html, layout } from './layout.ts';
+import { approvalBadge, badge, type Html, layout } from './layout.ts';
 import type { Session } from './session-store.ts';
 import { tagList } from './tag-list.ts';
 
@@ -56,7 +56,7 @@ ${rows.map((r) => {
   return html`<tr data-agent="${a.name}">
 <td><a href="/agents/${a.name}">${a.name}</a></td>
 <td class="opt tags">${tagList(r.tags)}</td>
-<td>${badge(a.online === 1 ? 'online' : 'offline')}</td>
+<td>${badge(a.online === 1 ? 'online' : 'offline')}${approvalBadge(a.pending_since)}</td>
 <td><time datetime="${iso(a.last_seen_at)}">${a.online === 1 ? 'now' : timeAgo(a.last_seen_at, now)}</time></td>
 <td>${kindLabel(a.kind)}</td>
 <td>${d ? html`<a href="/deployments/${d.id}">#${d.id}</a>` : html`<span class="muted">none</span>`}</td>

@@ -44,6 +44,13 @@ ${body}
 }
 
 /** A coloured badge for a deployment state or online status. */
+/** The mark of an enrolled agent waiting for an admin's approval (it receives no deployment). */
+export function approvalBadge(pendingSince: number | null): Html | string {
+  return pendingSince === null
+    ? ''
+    : html` <span class="badge s-pending" title="run: cairn agent approve NAME">pending approval</span>`;
+}
+
 export function badge(state: string, id?: string): Html {
   return html`<span class="badge s-${state}"${id ? html` id="${id}"` : ''}>${state}</span>`;
 }

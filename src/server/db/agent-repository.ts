@@ -17,6 +17,10 @@ export class AgentRepository {
     name: string;
     tokenId: string;
     createdAt: number;
+    /** Set for an enrolled agent that must wait for an admin's approval. */
+    pendingSince?: number;
+    /** The enrolment token it enrolled with. */
+    enrolledWith?: number;
   }): Promise<AgentRow | undefined> {
     const inserted = await this.db
       .insertInto('agents')
@@ -26,6 +30,8 @@ export class AgentRepository {
         token_id: row.tokenId,
         created_at: row.createdAt,
         online: 0,
+        pending_since: row.pendingSince ?? null,
+        enrolled_with: row.enrolledWith ?? null,
       })
       .onConflict((oc) => oc.columns(['workspace_id', 'name']).doNothing())
       .returningAll()
@@ -68,6 +74,17 @@ export class AgentRepository {
   }
 
   /** Points the agent at a new token (after `agent revoke` and re-create, say). */
+  /** Clears an agent's wait for approval; false when it was not waiting. */
+  async approve(id: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('agents')
+      .set({ pending_since: null })
+      .where('id', '=', id)
+      .where('pending_since', 'is not', null)
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+
   async setToken(id: number, tokenId: string): Promise<void> {
     await this.db.updateTable('agents').set({ token_id: tokenId }).where('id', '=', id).execute();
   }

@@ -109,6 +109,31 @@ export interface AgentsTable {
   offline_since: number | null;
   /** When the agent's being offline was last announced (agent.offline webhooks). */
   offline_notified_at: number | null;
+  /** Set while an enrolled agent awaits an admin's approval: it is told no deployment (migration 15). */
+  pending_since: number | null;
+  /** The id of the enrolment token the agent enrolled with; null for one an admin created (migration 15). */
+  enrolled_with: number | null;
+}
+
+/** Rows of `enrol_tokens`: secrets that register new agents, each a bounded number of times (migration 15). */
+export interface EnrolTokensTable {
+  id: Generated<number>;
+  workspace_id: number;
+  /** Hex SHA-256 of the whole token string. */
+  hash: string;
+  max_uses: number;
+  uses: Generated<number>;
+  /** JSON array of the tags every enrolled agent gets. */
+  tags: string;
+  /** A regular expression every enrolled agent's name must match in full, or null. */
+  name_pattern: string | null;
+  /** 1: an enrolled agent waits for `cairn agent approve` before it receives deployments. */
+  require_approval: number;
+  created_at: number;
+  /** The name of the token that created it. */
+  created_by: string;
+  expires_at: number | null;
+  revoked_at: number | null;
 }
 
 /** Rows of `replica_leases`: each live replica's lease, renewed every few seconds (migration 12). */
@@ -349,4 +374,5 @@ export interface Database {
   webhook_endpoints: WebhookEndpointsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   replica_leases: ReplicaLeasesTable;
+  enrol_tokens: EnrolTokensTable;
 }

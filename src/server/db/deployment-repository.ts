@@ -184,6 +184,18 @@ export class DeploymentRepository {
         .where('state', 'in', [...OPEN_STATES])
         // A staged rollout's deployment stays hidden from its agent until its batch opens.
         .where('dispatched_at', 'is not', null)
+        // An enrolled agent waiting for approval is told nothing to run until it is approved.
+        .where((eb) =>
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('agents')
+                .select('agents.id')
+                .whereRef('agents.id', '=', 'deployments.agent_id')
+                .where('agents.pending_since', 'is not', null),
+            ),
+          ),
+        )
         .orderBy('id', 'desc')
         .execute();
       for (const r of rows) {

@@ -14,6 +14,7 @@ import { migration010 } from './migration-010-log-sources.ts';
 import { migration011 } from './migration-011-agent-connection-epoch.ts';
 import { migration012 } from './migration-012-replica-leases.ts';
 import { migration013 } from './migration-013-webhooks.ts';
+import { migration015 } from './migration-015-enrol-tokens.ts';
 import { migration017 } from './migration-017-closures-per-agent.ts';
 import type { SqlDialect } from './sql-types.ts';
 
@@ -44,6 +45,7 @@ export const migrations: readonly Migration[] = [
   migration011,
   migration012,
   migration013,
+  migration015,
   migration017,
 ];
 
