@@ -120,6 +120,18 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     maxNarBytes: deps.maxNarBytes,
   });
+  // Narinfos are served signed by the cache's active keys: a rotation here or on another replica
+  // re-signs them, and a re-sync (a doorbell may have been lost) checks every cache held.
+  const unsubscribeCacheKeys = [
+    bus.subscribe('cache-keys', ({ cache }) => binaryCache.forget(cache)),
+    bus.subscribe('resync', () => {
+      binaryCache
+        .revalidate()
+        .catch((err) =>
+          deps.log.warn({ err }, 'cannot re-read the caches’ signing keys; retrying at the next re-sync'),
+        );
+    }),
+  ];
   const audit = new AuditRepository(db);
   const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit, metrics });
   const closures = new ClosureRepository(db);
@@ -262,6 +274,7 @@ export function createApp(deps: AppDeps): App {
     webhooks,
     close: async () => {
       unsubscribeRevoked();
+      for (const off of unsubscribeCacheKeys) off();
       rollouts.close();
       await webhooks.close();
       await hub.close();
