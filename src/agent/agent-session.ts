@@ -145,6 +145,12 @@ export class AgentSession {
     });
     this.#queue = new DeploymentQueue((d, running, resume) => this.#run(d, running, resume), {
       stopping: () => this.#stopping?.aborted ?? false,
+      onDesiredAgain: (result, owner) => {
+        this.#o.log(
+          `deployment ${result.deploymentId}: asked for again, though finished; reporting its result again`,
+        );
+        void this.#outbox.report(result, owner);
+      },
     });
   }
 
@@ -262,7 +268,7 @@ export class AgentSession {
       return;
     }
     this.#o.log(`deployment ${d.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}`);
-    this.#queue.finish(running.owner, d.id);
+    this.#queue.finish(running.owner, d.id, result);
     this.#logs.flush();
     if (elsewhere()) {
       this.#o.log(`deployment ${d.id}: belongs to another server; not reported to this one`);

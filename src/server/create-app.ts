@@ -8,8 +8,10 @@ import { AgentHub } from './agents/agent-hub.ts';
 import { LogWriter } from './agents/log-writer.ts';
 import { ServerIdentity } from './agents/server-identity.ts';
 import { apiRoutes } from './api/api-routes.ts';
+import { backupRoutes } from './api/backup-routes.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import { FailedAuthLimiter } from './auth/failed-auth-limiter.ts';
+import type { BackupSource } from './backup/write-backup.ts';
 import type { BlobStore } from './blob/blob-store.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
@@ -67,6 +69,8 @@ export interface AppDeps {
   readonly webhooks: WebhookSettings;
   /** The URL the server listens at, once it does: dashboard links in webhooks use it without --public-url. */
   readonly listenUrl: () => string;
+  /** What `GET /api/v1/server/backup` archives; without it, that route answers NOT_SUPPORTED. */
+  readonly backupSource?: BackupSource;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -214,6 +218,16 @@ export function createApp(deps: AppDeps): App {
   });
   app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
   app.route('/', metricsRoutes({ auth, metrics }));
+  app.route(
+    '/api/v1',
+    backupRoutes({
+      auth,
+      workspaces: new WorkspaceRepository(db),
+      audit,
+      source: deps.backupSource,
+      now: deps.now,
+    }),
+  );
   app.route(
     '/api/v1',
     apiRoutes({

@@ -101,6 +101,11 @@ export async function startServer(
     reconnecting,
     ...(bus ? { replicaId: bus.replicaId } : {}),
     metricsPerAgent: config.metricsPerAgent,
+    backupSource: {
+      dataDir: config.dataDir,
+      blobStore: config.blobStore,
+      backupDatabase: database.backup,
+    },
   });
   // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
   // its machine lost) are marked offline by the others. SQLite's single process needs none.
