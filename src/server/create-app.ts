@@ -13,6 +13,7 @@ import { Authenticator } from './auth/authenticator.ts';
 import { FailedAuthLimiter } from './auth/failed-auth-limiter.ts';
 import type { BackupSource } from './backup/write-backup.ts';
 import type { BlobStore } from './blob/blob-store.ts';
+import { DEFAULT_WORKSPACE } from './bootstrap.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
 import { ClosureRepository } from './closures/closure-repository.ts';
@@ -223,6 +224,7 @@ export function createApp(deps: AppDeps): App {
     backupRoutes({
       auth,
       workspaces: new WorkspaceRepository(db),
+      adminWorkspace: DEFAULT_WORKSPACE,
       audit,
       source: deps.backupSource,
       now: deps.now,

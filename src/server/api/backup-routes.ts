@@ -5,7 +5,6 @@ import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { isAdmin } from '../auth/permissions.ts';
 import { type BackupSource, writeBackup } from '../backup/write-backup.ts';
-import { DEFAULT_WORKSPACE } from '../bootstrap.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
 import { clientAddress } from '../http/client-address.ts';
@@ -14,6 +13,8 @@ import { clientAddress } from '../http/client-address.ts';
 export interface BackupRouteDeps {
   readonly auth: Authenticator;
   readonly workspaces: WorkspaceRepository;
+  /** The workspace whose admins may back up the whole server: the one the first start made. */
+  readonly adminWorkspace: string;
   readonly audit: AuditRepository;
   /** Undefined when the app was built without a data dir (tests building it in-process). */
   readonly source: BackupSource | undefined;
@@ -36,11 +37,11 @@ export function backupRoutes(deps: BackupRouteDeps): Hono {
         'UNAUTHENTICATED',
         'Cannot back up the server: a token is required (Authorization: Bearer <token>)',
       );
-    const defaultId = await deps.workspaces.idOf(DEFAULT_WORKSPACE);
+    const defaultId = await deps.workspaces.idOf(deps.adminWorkspace);
     if (!isAdmin(principal) || principal.workspaceId !== defaultId) {
       throw new CairnError(
         'FORBIDDEN',
-        `Cannot back up the server: token '${principal.tokenName}' is not an admin token of the ${DEFAULT_WORKSPACE} workspace`,
+        `Cannot back up the server: token '${principal.tokenName}' is not an admin token of the ${deps.adminWorkspace} workspace`,
       );
     }
     const query = parseOrThrow(backupQuerySchema, c.req.query(), {
