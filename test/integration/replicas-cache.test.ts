@@ -16,7 +16,8 @@ describe('the binary cache of two replicas on one PostgreSQL database', {
     for (const c of cleanup.reverse()) await c().catch(() => {});
   });
 
-  it('a path B answered 404 for is served by B as soon as it is published through A', async () => {
+  /** Two replicas on a fresh PostgreSQL database, and the admin token the first start wrote. */
+  async function twoReplicas() {
     const tmp = await mkdtemp(join(tmpdir(), 'cairn-replicas-cache-'));
     cleanup.push(() => rm(tmp, { recursive: true, force: true }));
     const db = await createTestDatabase();
@@ -27,6 +28,11 @@ describe('the binary cache of two replicas on one PostgreSQL database', {
     const b = await spawnServer({ port: await freePort(), dataDir: join(tmp, 'b'), database });
     cleanup.push(() => b.kill('SIGKILL'));
     const adminToken = (await readFile(join(tmp, 'a', 'admin-token'), 'utf8')).trim();
+    return { a, b, adminToken };
+  }
+
+  it('a path B answered 404 for is served by B as soon as it is published through A', async () => {
+    const { a, b, adminToken } = await twoReplicas();
     // Public and private: B's hot path answers a public cache's narinfo without credentials,
     // a private one's with a remembered token.
     for (const pub of [true, false]) {
@@ -68,16 +74,7 @@ describe('the binary cache of two replicas on one PostgreSQL database', {
   });
 
   it('a key rotated or retired through A changes what B serves from memory at once', async () => {
-    const tmp = await mkdtemp(join(tmpdir(), 'cairn-replicas-keys-'));
-    cleanup.push(() => rm(tmp, { recursive: true, force: true }));
-    const db = await createTestDatabase();
-    cleanup.push(() => db.drop());
-    const database = (db.config as { url: string }).url;
-    const a = await spawnServer({ port: await freePort(), dataDir: join(tmp, 'a'), database });
-    cleanup.push(() => a.kill('SIGKILL'));
-    const b = await spawnServer({ port: await freePort(), dataDir: join(tmp, 'b'), database });
-    cleanup.push(() => b.kill('SIGKILL'));
-    const adminToken = (await readFile(join(tmp, 'a', 'admin-token'), 'utf8')).trim();
+    const { a, b, adminToken } = await twoReplicas();
     const cache = await createTestCache({ url: a.url, adminToken }, 'rotated', { public: true });
     const path = syntheticPath('rotated', 'signed before the rotation');
     await rawRequest(`${cache.url}/nar/${path.narFile}`, {

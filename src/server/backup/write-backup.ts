@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
@@ -127,7 +127,7 @@ async function* archive(
     yield* file(`${BACKUP_ROOT}/database.sqlite`, snapshot);
     await rm(snapshot, { force: true });
     const adminToken = join(source.dataDir, 'admin-token');
-    if (await exists(adminToken)) yield* file(`${BACKUP_ROOT}/admin-token`, adminToken);
+    if (existsSync(adminToken)) yield* file(`${BACKUP_ROOT}/admin-token`, adminToken);
     yield* text(`${BACKUP_ROOT}/store-objects.tsv`, facts.storeObjects);
     if (options.includeStore && source.blobStore.kind === 'local') {
       for (const rel of await blobFiles(source.blobStore.dir)) {
@@ -172,15 +172,6 @@ async function blobFiles(dir: string): Promise<string[]> {
     .map((e) => join(e.parentPath ?? e.path, e.name).slice(dir.length + 1))
     .filter((rel) => !rel.startsWith('.tmp/'))
     .sort();
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function s3Location(c: Extract<BlobStoreConfig, { kind: 's3' }>): string {
