@@ -20,7 +20,8 @@ import {
   writeDeployJson,
   writeScript,
 } from '../helpers/deploy-fixtures.ts';
-import { deleteFromStore, RUN_TAG, run } from '../helpers/nix.ts';
+import { buildPackages, deleteFromStore, RUN_TAG, run } from '../helpers/nix.ts';
+import { S3RVER_CREDENTIALS, startS3Server, type TestS3Server } from '../helpers/s3-server.ts';
 import { cli, startTestServer, type TestServer, testPostgresUrl } from '../helpers/server.ts';
 import { freePort } from '../helpers/server-process.ts';
 import { until } from '../helpers/staged-rollout.ts';
@@ -263,6 +264,75 @@ describe('backup and restore of a running SQLite server', {
       /Cannot back up the server: token .* is not an admin token of the default workspace/,
     );
     assert.equal(existsSync(join(scratch.dir, 'x.backup')), false);
+  });
+});
+
+describe('backup of a server whose blob store is S3', {
+  skip: onPostgres && 'the backup of a PostgreSQL server is pg_dump (see the PostgreSQL case)',
+}, () => {
+  let s3: TestS3Server;
+  let server: TestServer;
+  let scratch: Scratch;
+  before(async () => {
+    s3 = await startS3Server();
+    scratch = await scratchDir('cairn-backup-s3-');
+    server = await startTestServer({
+      blobStore: `s3://${s3.bucket}/bk?endpoint=${encodeURIComponent(s3.endpoint)}&path-style=true`,
+      env: { ...S3RVER_CREDENTIALS },
+    });
+  });
+  after(async () => {
+    await server.stop();
+    await s3.stop();
+    await scratch.cleanup();
+  });
+
+  it('describes the bucket and lists its NAR files, copying none and naming no credentials', async () => {
+    const env = { CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken };
+    assert.equal((await cli(['cache', 'create', 'main'], env)).code, 0);
+    const name = `bk-s3-${RUN_TAG}`;
+    const path = (await buildPackages([{ name }])).get(name)!;
+    const push = await cli(['push', 'main', path], env);
+    assert.equal(push.code, 0, push.stderr);
+
+    const refused = await cli(
+      ['server', 'backup', '--to', join(scratch.dir, 'all.backup'), '--include-store'],
+      env,
+    );
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /Cannot back up the blob store: it is an S3 bucket; copy the bucket/);
+    assert.equal(existsSync(join(scratch.dir, 'all.backup')), false);
+
+    const file = join(scratch.dir, 's3.backup');
+    const backup = await cli(['server', 'backup', '--to', file], env);
+    assert.equal(backup.code, 0, backup.stderr);
+    assert.match(backup.stderr, /NAR files in s3:\/\/cairn-test\/bk\?.* \(not copied: copy the bucket\)/);
+    const manifest = JSON.parse(await run('tar', ['-xOf', file, 'cairn-backup/manifest.json'])) as {
+      store: { kind: string; included: boolean; location: string };
+      storeObjects: { count: number };
+    };
+    assert.deepEqual(manifest.store, {
+      kind: 's3',
+      included: false,
+      location: `s3://cairn-test/bk?region=us-east-1&endpoint=${encodeURIComponent(s3.endpoint)}&path-style=true`,
+    });
+    // Each NAR file the database refers to is an object of the bucket, under the prefix.
+    const listed = (await run('tar', ['-xOf', file, 'cairn-backup/store-objects.tsv']))
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((l) => l.split('\t')[0]!);
+    assert.equal(listed.length, manifest.storeObjects.count);
+    assert.ok(listed.length >= 1);
+    const objects = new Set(await s3.objectKeys());
+    for (const key of listed) assert.ok(objects.has(`bk/${key}`), `${key} is in the bucket`);
+    assert.doesNotMatch(await readFile(file, 'latin1'), /S3RVER/);
+
+    const restore = await cli(['server', 'restore', file, '--data-dir', join(scratch.dir, 'restored')], {});
+    assert.equal(restore.code, 0, restore.stderr);
+    assert.match(
+      restore.stderr,
+      /stay in the bucket: start the server with --blob-store s3:\/\/cairn-test\/bk\?/,
+    );
   });
 });
 

@@ -178,5 +178,7 @@ function s3Location(c: Extract<BlobStoreConfig, { kind: 's3' }>): string {
   const params = new URLSearchParams({ region: c.region });
   if (c.endpoint !== undefined) params.set('endpoint', c.endpoint);
   if (c.pathStyle) params.set('path-style', 'true');
-  return `s3://${c.bucket}/${c.prefix}?${params}`;
+  // As --blob-store takes it: the prefix without the slash the config adds.
+  const prefix = c.prefix.replace(/\/$/, '');
+  return `s3://${c.bucket}${prefix === '' ? '' : `/${prefix}`}?${params}`;
 }
