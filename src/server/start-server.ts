@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { ReplicaLease } from './agents/replica-lease.ts';
+import { removeLeftoverSnapshots } from './backup/write-backup.ts';
 import { openBlobStore } from './blob/open-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
 import { createApp } from './create-app.ts';
@@ -46,6 +47,7 @@ export async function startServer(
       ? pino(pinoOptions, prettyDestination(process.stdout))
       : pino(pinoOptions));
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await removeLeftoverSnapshots(config.dataDir);
   // First, before the database is touched: a bucket that cannot be used stops the start.
   const { blobs, close: closeBlobs } = await openBlobStore(config.blobStore);
   const database = openDatabase(config.database, {

@@ -147,7 +147,11 @@ describe('backup and restore of a running SQLite server', {
       );
     }
 
+    // A snapshot a killed server left behind is removed at start.
+    const leftover = join(dataDir, '.backup-0123456789ab.sqlite');
+    await writeFile(leftover, 'left by a backup that never finished');
     restored = await startTestServer({ dataDir, listen: `127.0.0.1:${port}` });
+    assert.equal(existsSync(leftover), false);
     const [identityAfter] = await restored.query<{ server_id: string }>(
       sql`select server_id from server_identity`,
     );

@@ -56,6 +56,19 @@ export async function writeBackup(
   }
 }
 
+/** Snapshot files of backups in progress, in the data dir. */
+const SNAPSHOT = /^\.backup-[0-9a-f]{12}\.sqlite$/;
+
+/**
+ * Removes the snapshots of backups a stopped server left in its data dir (a backup's answer
+ * that was never read, the process killed while it streamed); each is as large as the database.
+ */
+export async function removeLeftoverSnapshots(dataDir: string): Promise<void> {
+  for (const name of await readdir(dataDir)) {
+    if (SNAPSHOT.test(name)) await rm(join(dataDir, name), { force: true });
+  }
+}
+
 interface SnapshotFacts {
   readonly serverId: string;
   readonly schemaVersion: number;
