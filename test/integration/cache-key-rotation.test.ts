@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   createTestCache,
@@ -10,6 +11,8 @@ import {
   type TestCache,
   writeNetrc,
 } from '../helpers/binary-cache.ts';
+import { plainPackage, profileTarget } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { buildPackages, deleteFromStore, RUN_TAG, run } from '../helpers/nix.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -142,5 +145,25 @@ describe('cache signing-key rotation with the real Nix', () => {
     });
     assert.equal(notAdmin.code, 2);
     assert.match(notAdmin.stderr, /Cannot rotate a signing key: token 'rot-push' lacks the admin scope/);
+  });
+});
+
+describe('cache signing-key rotation and connected agents', () => {
+  const bed = useDeployTestbed();
+
+  it('an agent connected since before the rotation deploys a path signed only by the new key', async () => {
+    const agent = await bed.agent('rk1');
+    const env = bed.world.env;
+    const rotated = await cli(['cache', 'rotate-key', 'main'], env);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const retired = await cli(['cache', 'retire-key', 'main', 'main-1'], env);
+    assert.equal(retired.code, 0, retired.stderr);
+    // Pushed once main-1 is retired: its narinfo carries main-2's signature alone, which the agent
+    // trusts only if the server told it the new key.
+    const name = `rk-after-${RUN_TAG}`;
+    const path = (await bed.world.publish([plainPackage(name)])).get(name)!;
+    const r = await bed.activate({ agents: { rk1: path } });
+    assert.equal(r.code, 0, `${r.stdout}${r.stderr}\n${agent.lines.join('\n')}`);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'rk1')), path);
   });
 });

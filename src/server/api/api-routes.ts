@@ -163,7 +163,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
       { name: key.name, secretKey: formatSecretKey(key), publicKey: formatPublicKey(key.publicKey) },
       deps.now(),
     );
-    deps.bus.publish('cache-keys', { cache: row.name });
+    deps.bus.publish('cache-keys', { workspaceId: row.workspace_id, cache: row.name });
     await recordAudit(deps, c, { action: 'cache.rotate-key', target: row.name, detail: { key: key.name } });
     return c.json({ keys: (await deps.caches.keys(row.id)).map(toCacheKeyInfo) }, 201);
   });
@@ -173,7 +173,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     const row = await visibleCache(c, c.req.param('name'));
     const keyName = c.req.param('key');
     await deps.caches.retireKey(row.id, keyName, deps.now());
-    deps.bus.publish('cache-keys', { cache: row.name });
+    deps.bus.publish('cache-keys', { workspaceId: row.workspace_id, cache: row.name });
     await recordAudit(deps, c, { action: 'cache.retire-key', target: row.name, detail: { key: keyName } });
     return c.json({ keys: (await deps.caches.keys(row.id)).map(toCacheKeyInfo) });
   });

@@ -19,8 +19,8 @@ export class OutgoingDoorbells {
   readonly desired = new Set<number>();
   readonly rollouts = new Map<number, number>();
   readonly tokens = new Set<string>();
-  /** Names of caches whose signing keys changed. */
-  readonly cacheKeys = new Set<string>();
+  /** Caches whose signing keys changed: name to workspace id. */
+  readonly cacheKeys = new Map<string, number>();
   /** Agent id to the epoch of its newest connection. */
   readonly connected = new Map<number, number>();
 
@@ -70,7 +70,7 @@ export class OutgoingDoorbells {
     for (const [deploymentId, rolloutId] of this.logs) add('l', [rolloutId, deploymentId]);
     for (const [rolloutId, workspaceId] of this.rollouts) add('o', [workspaceId, rolloutId]);
     for (const t of this.tokens) add('t', t);
-    for (const k of this.cacheKeys) add('k', k);
+    for (const [cache, workspaceId] of this.cacheKeys) add('k', [workspaceId, cache]);
     for (const [agentId, epoch] of this.connected) add('c', [agentId, epoch]);
     out.push(JSON.stringify(msg));
     return out;

@@ -91,7 +91,10 @@ export class PostgresEventBus implements EventBus {
         this.#out.tokens.add((e as BusEvents['token-revoked']).tokenId);
         break;
       case 'cache-keys':
-        this.#out.cacheKeys.add((e as BusEvents['cache-keys']).cache);
+        {
+          const k = e as BusEvents['cache-keys'];
+          this.#out.cacheKeys.set(k.cache, k.workspaceId);
+        }
         break;
       case 'agent-connected': {
         const c = e as BusEvents['agent-connected'];
@@ -202,7 +205,7 @@ export class PostgresEventBus implements EventBus {
     for (const agentId of m.a ?? []) local.publish('desired', { agentId });
     for (const [workspaceId, rolloutId] of m.o ?? []) local.publish('rollout', { workspaceId, rolloutId });
     for (const tokenId of m.t ?? []) local.publish('token-revoked', { tokenId });
-    for (const cache of m.k ?? []) local.publish('cache-keys', { cache });
+    for (const [workspaceId, cache] of m.k ?? []) local.publish('cache-keys', { workspaceId, cache });
     for (const [agentId, epoch] of m.c ?? []) local.publish('agent-connected', { agentId, epoch });
     for (const [rolloutId, deploymentId] of m.l ?? [])
       local.publish('log', { rolloutId, deploymentId, agent: '', lines: [] });
