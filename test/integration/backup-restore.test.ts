@@ -255,7 +255,7 @@ describe('backup and restore of a running SQLite server', {
     assert.match(missing.stderr, /Cannot read the backup: ENOENT/);
   });
 
-  it('refuses a backup to a token that is not the admin', async () => {
+  it('refuses a backup to a token that is not the admin, and flags that are wrong', async () => {
     const target = restored ?? original;
     const token = await cli(['token', 'create', '--scope', 'activate'], world.env);
     const r = await cli(['server', 'backup', '--to', join(scratch.dir, 'x.backup')], {
@@ -268,6 +268,25 @@ describe('backup and restore of a running SQLite server', {
       /Cannot back up the server: token .* is not an admin token of the default workspace/,
     );
     assert.equal(existsSync(join(scratch.dir, 'x.backup')), false);
+
+    const adminEnv = {
+      CAIRN_SERVER: target.url,
+      CAIRN_TOKEN: (await readFile(join(target.dataDir, 'admin-token'), 'utf8')).trim(),
+    };
+    const noDir = await cli(['server', 'backup', '--to', join(scratch.dir, 'nope', 'x.backup')], adminEnv);
+    assert.equal(noDir.code, 2);
+    assert.match(noDir.stderr, /Cannot write the backup: no such directory/);
+    const noTo = await cli(['server', 'backup'], adminEnv);
+    assert.equal(noTo.code, 2);
+    assert.match(noTo.stderr, /required option '--to <file>' not specified/);
+    const badQuery = await fetch(`${target.url}/api/v1/server/backup?include-store=yes`, {
+      headers: { Authorization: `Bearer ${adminEnv.CAIRN_TOKEN}` },
+    });
+    assert.equal(badQuery.status, 400);
+    assert.equal(((await badQuery.json()) as { code: string }).code, 'INVALID_ARGUMENT');
+    const noDataDir = await cli(['server', 'restore', join(scratch.dir, 'whole.backup')], {});
+    assert.equal(noDataDir.code, 2);
+    assert.match(noDataDir.stderr, /--data-dir is required/);
   });
 });
 
