@@ -76,6 +76,11 @@ export interface Recovered {
   readonly finished?: readonly string[];
   /** Results not yet reported. */
   readonly unreported?: readonly DeploymentResult[];
+  /**
+   * Results reported already: sent again should the server ask for their deployment again (a
+   * server restored from a backup taken before they arrived).
+   */
+  readonly reported?: readonly DeploymentResult[];
   /** A deployment to resume at once (it had changed the machine). */
   readonly resumeNow?: AgentJournal;
   /** A deployment to resume once connected (it was still downloading). */
@@ -160,7 +165,12 @@ export class AgentSession {
     const owner = recovered.owner;
     if (owner) {
       this.#recoveredOwner = owner;
-      for (const id of recovered.finished ?? []) this.#queue.finish(owner, id);
+      for (const id of recovered.finished ?? [])
+        this.#queue.finish(
+          owner,
+          id,
+          recovered.reported?.find((r) => r.deploymentId === id),
+        );
       for (const r of recovered.unreported ?? []) this.#outbox.add(r, owner);
       this.#resume = recovered.resumeWhenWelcomed;
       // A switch interrupted half-way is finished at once, whoever asked for it: rolling back

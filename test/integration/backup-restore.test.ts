@@ -54,15 +54,23 @@ describe('backup and restore of a running SQLite server', {
 
   it('restores onto a fresh data dir; agents carry on with their tokens, Nix with the original key', async () => {
     const env = world.env;
-    for (const name of ['b1', 'b2']) {
+    const tokens = new Map<string, string>();
+    const stateDirs = new Map<string, string>();
+    const start = async (name: string) => {
       const agent = await startAgent({
         name,
-        token: await world.createAgent(name),
+        token: tokens.get(name)!,
         profile: join(world.profiles, name),
         server: original.url,
+        stateDir: stateDirs.get(name)!,
       });
       agents.push(agent);
-      await agent.waitFor(/connected to/);
+      return agent;
+    };
+    for (const name of ['b1', 'b2']) {
+      tokens.set(name, await world.createAgent(name));
+      stateDirs.set(name, join(scratch.dir, `agent-${name}`));
+      await (await start(name)).waitFor(/connected to/);
     }
     // History: a first deployment, and a path that only the cache will hold.
     const v1 = (await world.publish([plainPackage(`bk-v1-${RUN_TAG}`)])).get(`bk-v1-${RUN_TAG}`)!;
@@ -113,6 +121,9 @@ describe('backup and restore of a running SQLite server', {
     const done = await rollout;
     assert.equal(done.code, 0, done.stderr);
     await pushing;
+    // b2 restarts before the restore: it knows its last result from its journal only.
+    await agents.find((a) => a.lines.some((l) => l.includes(' as b2')))!.stop();
+    await start('b2');
     const [identity] = await original.query<{ server_id: string }>(
       sql`select server_id from server_identity`,
     );
