@@ -50,6 +50,26 @@ let
     ]
     ++ lib.optional cfg.metrics.perAgent "--metrics-per-agent";
 
+  # The backup job talks to the server on this machine: a wildcard listen address is reached on
+  # the loopback address.
+  localHost =
+    if cfg.host == "0.0.0.0" then
+      "127.0.0.1"
+    else if cfg.host == "::" then
+      "[::1]"
+    else
+      host;
+  backupScript = pkgs.writeShellScript "cairn-server-backup" ''
+    set -eu
+    CAIRN_TOKEN="$(< "$CREDENTIALS_DIRECTORY/admin-token")"
+    export CAIRN_TOKEN
+    export CAIRN_SERVER=${lib.escapeShellArgs [ "http://${localHost}:${toString cfg.port}" ]}
+    dir=${lib.escapeShellArgs [ cfg.backup.directory ]}
+    ${cfg.package}/bin/cairn server backup --to "$dir/cairn-$(date -u +%Y%m%dT%H%M%SZ).backup"${lib.optionalString cfg.backup.includeStore " --include-store"}
+    # The newest ${toString cfg.backup.keep} are kept.
+    ls -1t "$dir"/cairn-*.backup | tail -n +${toString (cfg.backup.keep + 1)} | while read -r old; do rm -f -- "$old"; done
+  '';
+
   # A database URL with a password is read where systemd put it (LoadCredential) when the
   # service starts: never in the Nix store, the unit file or the command line.
   start = pkgs.writeShellScript "cairn-server-start" ''
@@ -188,6 +208,55 @@ in
       };
     };
 
+    backup = {
+      enable = mkEnableOption "a scheduled `cairn server backup` of this server (SQLite only)";
+
+      startAt = mkOption {
+        type = types.str;
+        default = "daily";
+        example = "*-*-* 03:00:00";
+        description = ''
+          When to back up, as a systemd calendar event (`OnCalendar`). A missed run (the machine
+          was off) runs at the next boot.
+        '';
+      };
+
+      directory = mkOption {
+        type = types.str;
+        default = "/var/backup/cairn";
+        description = ''
+          Where the backups are written, one `cairn-<UTC time>.backup` file (mode 0600) each.
+          Copy them off this machine: a backup on the disk it protects is lost with it.
+        '';
+      };
+
+      keep = mkOption {
+        type = types.ints.positive;
+        default = 14;
+        description = "How many backups to keep in `directory`; older ones are deleted.";
+      };
+
+      includeStore = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether each backup also holds the NAR files of the local blob store
+          (`--include-store`): complete, but as large as the caches. Without it, back up
+          `dataDir/blobs` with a file-level tool (its files never change once written).
+        '';
+      };
+
+      tokenFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/cairn-admin-token";
+        description = ''
+          A file holding an admin token of the `default` workspace, read when the job starts
+          (`LoadCredential`); null reads `dataDir/admin-token`, the token the first start wrote.
+        '';
+      };
+    };
+
     environmentFile = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -268,7 +337,42 @@ in
 
     networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.port;
 
-    systemd.tmpfiles.rules = lib.optional (!stateUnderVarLib) "d '${cfg.dataDir}' 0750 ${cfg.user} ${cfg.group} - -";
+    systemd.tmpfiles.rules =
+      lib.optional (!stateUnderVarLib) "d '${cfg.dataDir}' 0750 ${cfg.user} ${cfg.group} - -"
+      ++ lib.optional cfg.backup.enable "d '${cfg.backup.directory}' 0700 ${cfg.user} ${cfg.group} - -";
+
+    systemd.services.cairn-server-backup = mkIf cfg.backup.enable {
+      description = "Back up the Cairn server";
+      after = [ "cairn-server.service" ];
+      wants = [ "cairn-server.service" ];
+      path = [ pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = backupScript;
+        LoadCredential = [
+          "admin-token:${
+            if cfg.backup.tokenFile != null then cfg.backup.tokenFile else "${cfg.dataDir}/admin-token"
+          }"
+        ];
+        User = cfg.user;
+        Group = cfg.group;
+        UMask = "0077";
+        ReadWritePaths = [ cfg.backup.directory ];
+        NoNewPrivileges = true;
+        PrivateTmp = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+      };
+    };
+
+    systemd.timers.cairn-server-backup = mkIf cfg.backup.enable {
+      description = "Back up the Cairn server";
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = cfg.backup.startAt;
+        Persistent = true;
+      };
+    };
 
     systemd.services.cairn-server = {
       description = "Cairn server: deployments, binary cache and agent hub";

@@ -76,6 +76,11 @@ export interface Recovered {
   readonly finished?: readonly string[];
   /** Results not yet reported. */
   readonly unreported?: readonly DeploymentResult[];
+  /**
+   * Results reported already: sent again should the server ask for their deployment again (a
+   * server restored from a backup taken before they arrived).
+   */
+  readonly reported?: readonly DeploymentResult[];
   /** A deployment to resume at once (it had changed the machine). */
   readonly resumeNow?: AgentJournal;
   /** A deployment to resume once connected (it was still downloading). */
@@ -145,6 +150,12 @@ export class AgentSession {
     });
     this.#queue = new DeploymentQueue((d, running, resume) => this.#run(d, running, resume), {
       stopping: () => this.#stopping?.aborted ?? false,
+      onDesiredAgain: (result, owner) => {
+        this.#o.log(
+          `deployment ${result.deploymentId}: asked for again, though finished; reporting its result again`,
+        );
+        void this.#outbox.report(result, owner);
+      },
     });
   }
 
@@ -154,7 +165,12 @@ export class AgentSession {
     const owner = recovered.owner;
     if (owner) {
       this.#recoveredOwner = owner;
-      for (const id of recovered.finished ?? []) this.#queue.finish(owner, id);
+      for (const id of recovered.finished ?? [])
+        this.#queue.finish(
+          owner,
+          id,
+          recovered.reported?.find((r) => r.deploymentId === id),
+        );
       for (const r of recovered.unreported ?? []) this.#outbox.add(r, owner);
       this.#resume = recovered.resumeWhenWelcomed;
       // A switch interrupted half-way is finished at once, whoever asked for it: rolling back
@@ -262,7 +278,7 @@ export class AgentSession {
       return;
     }
     this.#o.log(`deployment ${d.id}: ${result.state}${result.reason ? ` (${result.reason})` : ''}`);
-    this.#queue.finish(running.owner, d.id);
+    this.#queue.finish(running.owner, d.id, result);
     this.#logs.flush();
     if (elsewhere()) {
       this.#o.log(`deployment ${d.id}: belongs to another server; not reported to this one`);

@@ -1,5 +1,5 @@
 import type { AgentJournal, JournalOwner } from '../protocol/agent-journal.ts';
-import type { DeploymentStep, DesiredDeployment } from '../protocol/agent-protocol.ts';
+import type { DeploymentResult, DeploymentStep, DesiredDeployment } from '../protocol/agent-protocol.ts';
 
 /** The deployment the agent is running, whose it is, and its latest step (said again on every reconnect). */
 export interface RunningDeployment {
@@ -32,13 +32,25 @@ export class DeploymentQueue {
   readonly #stopping: () => boolean;
   #running: (RunningDeployment & { done: Promise<void> }) | undefined;
   #next: { d: DesiredDeployment; owner: JournalOwner } | null = null;
-  /** Deployments this agent has finished (or found finished in its journal). */
-  readonly #finished = new Set<string>();
+  /** Deployments this agent has finished (or found finished in its journal), with the result when known. */
+  readonly #finished = new Map<string, DeploymentResult | undefined>();
+  readonly #onDesiredAgain: ((result: DeploymentResult, owner: JournalOwner) => void) | undefined;
 
-  /** `stopping` says the agent is stopping: the queued deployment then waits for the next start. */
-  constructor(job: DeploymentJob, options: { stopping: () => boolean }) {
+  /**
+   * `stopping` says the agent is stopping: the queued deployment then waits for the next start.
+   * `onDesiredAgain` is told when the server asks again for a deployment this agent finished: the
+   * server lacks its result (such as a server restored from a backup taken before it arrived).
+   */
+  constructor(
+    job: DeploymentJob,
+    options: {
+      stopping: () => boolean;
+      onDesiredAgain?: (result: DeploymentResult, owner: JournalOwner) => void;
+    },
+  ) {
     this.#job = job;
     this.#stopping = options.stopping;
+    this.#onDesiredAgain = options.onDesiredAgain;
   }
 
   /** The deployment running now, if any. */
@@ -46,9 +58,9 @@ export class DeploymentQueue {
     return this.#running;
   }
 
-  /** Records a deployment as finished: it is never run again. */
-  finish(owner: JournalOwner, deploymentId: string): void {
-    this.#finished.add(key(owner, deploymentId));
+  /** Records a deployment as finished, with its result when known: it is never run again. */
+  finish(owner: JournalOwner, deploymentId: string, result?: DeploymentResult): void {
+    this.#finished.set(key(owner, deploymentId), result);
   }
 
   /** The server of `owner` says what to run: start it, or queue it behind the running one. */
@@ -59,7 +71,11 @@ export class DeploymentQueue {
     }
     const k = key(owner, desired.id);
     if (this.#running && key(this.#running.owner, this.#running.id) === k) return;
-    if (this.#finished.has(k)) return;
+    if (this.#finished.has(k)) {
+      const result = this.#finished.get(k);
+      if (result) this.#onDesiredAgain?.(result, owner);
+      return;
+    }
     if (this.#running) {
       this.#next = { d: desired, owner };
       return;

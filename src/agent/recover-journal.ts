@@ -38,7 +38,14 @@ export async function recoverJournal(
   }
   const finished = [j.deployment.id];
   const owner = j.owner;
-  if (j.phase === 'done') return { owner, finished, unreported: !j.reported && j.result ? [j.result] : [] };
+  if (j.phase === 'done') {
+    return {
+      owner,
+      finished,
+      unreported: !j.reported && j.result ? [j.result] : [],
+      ...(j.reported && j.result ? { reported: [j.result] } : {}),
+    };
+  }
   log(`journal: deployment ${j.deployment.id} was interrupted at ${j.phase}; finishing it first`);
   return j.phase === 'realise'
     ? { owner, finished, resumeWhenWelcomed: j }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { registerBackupCommands } from './backup-commands.ts';
 import type { CommandContext } from './command-context.ts';
 import type { ServerCommandFlags } from './daemons.ts';
 
@@ -7,7 +8,7 @@ import type { ServerCommandFlags } from './daemons.ts';
  * daemons src/main.ts supplies, which loads its modules only when this command runs.
  */
 export function registerServerCommand(program: Command, ctx: CommandContext): void {
-  program
+  const server = program
     .command('server')
     .description('run the Cairn server: API, binary cache and agent hub on one port')
     .option('--listen <host:port>', 'address to listen on (env: CAIRN_LISTEN)', undefined)
@@ -44,9 +45,10 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
     )
     .action(async (flags: ServerCommandFlags) => {
       if (!ctx.io.daemons) throw new Error('cairn server: this CLI was built without the server');
-      const server = await ctx.io.daemons.startServer(flags, ctx.env);
+      const running = await ctx.io.daemons.startServer(flags, ctx.env);
       const signal = await (ctx.io.untilStopped?.() ?? new Promise<string>(() => {}));
       ctx.io.stderr.write(`cairn server: ${signal}, shutting down\n`);
-      await server.close();
+      await running.close();
     });
+  registerBackupCommands(server, ctx);
 }

@@ -39,6 +39,15 @@ export const errorCodes = {
     summary: 'A narinfo refers to a NAR or references the cache does not hold',
   },
   UNSUPPORTED_COMPRESSION: { status: 400, summary: 'A NAR uses a compression the cache does not accept' },
+  // Backups.
+  INVALID_BACKUP: {
+    status: 400,
+    summary: 'A backup file is truncated, altered, or not a Cairn backup',
+  },
+  NOT_SUPPORTED: {
+    status: 501,
+    summary: 'This server configuration does not support the operation (such as a backup on PostgreSQL)',
+  },
   // Running things.
   UNAVAILABLE: {
     status: 503,

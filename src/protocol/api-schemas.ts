@@ -30,6 +30,19 @@ export type CacheInfo = z.infer<typeof cacheInfoSchema>;
 
 export const cacheListSchema = z.object({ caches: z.array(cacheInfoSchema) });
 
+/** A signing key of a cache, as the API shows it: never the secret. */
+export const cacheKeyInfoSchema = z.object({
+  name: z.string(),
+  publicKey: z.string(),
+  createdAt: z.string(),
+  /** When it was retired; null while it signs. */
+  retiredAt: z.string().nullable(),
+});
+export type CacheKeyInfo = z.infer<typeof cacheKeyInfoSchema>;
+
+/** The signing keys of a cache, oldest first: the answer of every `.../caches/:name/keys` route. */
+export const cacheKeysSchema = z.object({ keys: z.array(cacheKeyInfoSchema) });
+
 /** `POST /api/v1/workspaces/:ws/tokens` */
 export const createTokenBodySchema = z.strictObject({
   name: z.string().min(1).max(200),

@@ -24,6 +24,8 @@ export const replicaDoorbellSchema = z.object({
   c: z.array(z.tuple([id, id])).optional(),
   /** Revoked tokens' ids. */
   t: z.array(z.string().min(1).max(200)).optional(),
+  /** Caches whose signing keys changed, as [workspaceId, cache name]. */
+  k: z.array(z.tuple([id, z.string().min(1).max(200)])).optional(),
 });
 
 /** See {@link replicaDoorbellSchema}. */

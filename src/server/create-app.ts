@@ -8,9 +8,12 @@ import { AgentHub } from './agents/agent-hub.ts';
 import { LogWriter } from './agents/log-writer.ts';
 import { ServerIdentity } from './agents/server-identity.ts';
 import { apiRoutes } from './api/api-routes.ts';
+import { backupRoutes } from './api/backup-routes.ts';
 import { Authenticator } from './auth/authenticator.ts';
 import { FailedAuthLimiter } from './auth/failed-auth-limiter.ts';
+import type { BackupSource } from './backup/write-backup.ts';
 import type { BlobStore } from './blob/blob-store.ts';
+import { DEFAULT_WORKSPACE } from './bootstrap.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
 import { ClosureRepository } from './closures/closure-repository.ts';
@@ -68,6 +71,8 @@ export interface AppDeps {
   readonly webhooks: WebhookSettings;
   /** The URL the server listens at, once it does: dashboard links in webhooks use it without --public-url. */
   readonly listenUrl: () => string;
+  /** What `GET /api/v1/server/backup` archives; without it, that route answers NOT_SUPPORTED. */
+  readonly backupSource?: BackupSource;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -121,6 +126,18 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     maxNarBytes: deps.maxNarBytes,
   });
+  // Narinfos are served signed by the cache's active keys: a rotation here or on another replica
+  // re-signs them, and a re-sync (a doorbell may have been lost) checks every cache held.
+  const unsubscribeCacheKeys = [
+    bus.subscribe('cache-keys', ({ cache }) => binaryCache.forget(cache)),
+    bus.subscribe('resync', () => {
+      binaryCache
+        .revalidate()
+        .catch((err) =>
+          deps.log.warn({ err }, 'cannot re-read the caches’ signing keys; retrying at the next re-sync'),
+        );
+    }),
+  ];
   const audit = new AuditRepository(db);
   const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit, metrics });
   const closures = new ClosureRepository(db);
@@ -205,6 +222,17 @@ export function createApp(deps: AppDeps): App {
   app.route('/', metricsRoutes({ auth, metrics }));
   app.route(
     '/api/v1',
+    backupRoutes({
+      auth,
+      workspaces: new WorkspaceRepository(db),
+      adminWorkspace: DEFAULT_WORKSPACE,
+      audit,
+      source: deps.backupSource,
+      now: deps.now,
+    }),
+  );
+  app.route(
+    '/api/v1',
     apiRoutes({
       auth,
       workspaces: new WorkspaceRepository(db),
@@ -264,6 +292,7 @@ export function createApp(deps: AppDeps): App {
     webhooks,
     close: async () => {
       unsubscribeRevoked();
+      for (const off of unsubscribeCacheKeys) off();
       rollouts.close();
       await webhooks.close();
       await hub.close();

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { ReplicaLease } from './agents/replica-lease.ts';
+import { removeLeftoverSnapshots } from './backup/write-backup.ts';
 import { openBlobStore } from './blob/open-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
 import { createApp } from './create-app.ts';
@@ -46,6 +47,7 @@ export async function startServer(
       ? pino(pinoOptions, prettyDestination(process.stdout))
       : pino(pinoOptions));
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  await removeLeftoverSnapshots(config.dataDir);
   // First, before the database is touched: a bucket that cannot be used stops the start.
   const { blobs, close: closeBlobs } = await openBlobStore(config.blobStore);
   const database = openDatabase(config.database, {
@@ -101,6 +103,11 @@ export async function startServer(
     reconnecting,
     ...(bus ? { replicaId: bus.replicaId } : {}),
     metricsPerAgent: config.metricsPerAgent,
+    backupSource: {
+      dataDir: config.dataDir,
+      blobStore: config.blobStore,
+      backupDatabase: database.backup,
+    },
   });
   // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
   // its machine lost) are marked offline by the others. SQLite's single process needs none.

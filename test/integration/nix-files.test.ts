@@ -98,6 +98,7 @@ async function serverUnit(settings: string): Promise<{
   environment: Record<string, string>;
   environmentFile: string[];
   failedAssertions: string[];
+  backup: { script: string; loadCredential: string[]; onCalendar: string } | null;
 }> {
   const expr = `{ file, settings }:
     let
@@ -126,7 +127,7 @@ async function serverUnit(settings: string): Promise<{
       };
       given = (import (/. + settings)).services.cairn-server;
       call = cfg: import (/. + file) { config.services.cairn-server = cfg; inherit lib pkgs; };
-      groups = [ "database" "metrics" ];
+      groups = [ "database" "metrics" "backup" ];
       options = (call { }).options.services.cairn-server;
       defaults = builtins.mapAttrs (_: o: o.default) (builtins.removeAttrs options groups);
       groupDefaults = g: builtins.mapAttrs (_: o: o.default) options.\${g};
@@ -139,6 +140,12 @@ async function serverUnit(settings: string): Promise<{
       environment = unit.environment;
       environmentFile = unit.serviceConfig.EnvironmentFile;
       failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) module.config.assertions);
+      backup =
+        if (module.config.systemd.services.cairn-server-backup or { }) ? serviceConfig then {
+          script = module.config.systemd.services.cairn-server-backup.serviceConfig.ExecStart;
+          loadCredential = module.config.systemd.services.cairn-server-backup.serviceConfig.LoadCredential;
+          onCalendar = module.config.systemd.timers.cairn-server-backup.timerConfig.OnCalendar;
+        } else null;
     }`;
   const dir = await mkdtemp(join(tmpdir(), 'cairn-nix-settings-'));
   try {
@@ -384,6 +391,29 @@ describe('nix/', () => {
       '{ services.cairn-server.metrics = { listen = "127.0.0.1:9464"; perAgent = true; }; }',
     );
     assert.deepEqual(unit.args.slice(-3), ['--metrics-listen', '127.0.0.1:9464', '--metrics-per-agent']);
+  });
+
+  it('schedules backups with a systemd timer when backup.enable is set, and none otherwise', async () => {
+    assert.equal((await serverUnit('{ services.cairn-server = { }; }')).backup, null);
+    const unit = await serverUnit(
+      '{ services.cairn-server = { host = "0.0.0.0"; port = 9000; backup = { enable = true; startAt = "*-*-* 03:00:00"; keep = 3; includeStore = true; }; }; }',
+    );
+    assert.ok(unit.backup);
+    assert.equal(unit.backup.onCalendar, '*-*-* 03:00:00');
+    // The token the first start wrote, handed over by systemd, never on the command line.
+    assert.deepEqual(unit.backup.loadCredential, ['admin-token:/var/lib/cairn/admin-token']);
+    assert.match(unit.backup.script, /CAIRN_TOKEN="\$\(< "\$CREDENTIALS_DIRECTORY\/admin-token"\)"/);
+    // A wildcard listen address is reached on the loopback address.
+    assert.match(unit.backup.script, /export CAIRN_SERVER=\["http:\/\/127\.0\.0\.1:9000"\]/);
+    assert.match(
+      unit.backup.script,
+      /\/nix\/store\/cairn\/bin\/cairn server backup --to "\$dir\/cairn-\$\(date -u \+%Y%m%dT%H%M%SZ\)\.backup" --include-store\n/,
+    );
+    assert.match(unit.backup.script, /tail -n \+4 /);
+    const own = await serverUnit(
+      '{ services.cairn-server.backup = { enable = true; tokenFile = "/run/secrets/cairn-admin"; }; }',
+    );
+    assert.deepEqual(own.backup?.loadCredential, ['admin-token:/run/secrets/cairn-admin']);
   });
 
   it('refuses a database URL file in the store, or given with another database setting', async () => {

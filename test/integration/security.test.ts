@@ -6,7 +6,7 @@ import WebSocket from 'ws';
 import { hashTokenSecret } from '../../src/server/auth/token-secret.ts';
 import { plainPackage } from '../helpers/deploy-fixtures.ts';
 import { buildPackages, RUN_TAG } from '../helpers/nix.ts';
-import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
+import { cli, startTestServer, type TestServer, testPostgresUrl } from '../helpers/server.ts';
 
 /** Every kind of credential a request can carry. */
 const KINDS = [
@@ -236,6 +236,43 @@ describe('authorization: every route, every kind of token', () => {
       path: '/api/v1/workspaces/:ws/caches/:name/missing',
       make: async () => ({ url: api('caches/main/missing'), body: { paths: [storePath] } }),
       expect: { admin: 200, agent: 200, push: 200, pull: 200, activate: 404, 'activate-other': 404 },
+    },
+    // Signing keys are the admin's alone, even to list.
+    {
+      method: 'GET',
+      path: '/api/v1/workspaces/:ws/caches/:name/keys',
+      make: async () => ({ url: api('caches/main/keys') }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/caches/:name/keys',
+      make: async () => {
+        const name = fresh();
+        await admin(['cache', 'create', name]);
+        return { url: api(`caches/${name}/keys`) };
+      },
+      expect: { admin: 201 },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/workspaces/:ws/caches/:name/keys/:key',
+      make: async () => {
+        const name = fresh();
+        await admin(['cache', 'create', name]);
+        await admin(['cache', 'rotate-key', name]);
+        return { url: api(`caches/${name}/keys/${name}-1`) };
+      },
+      expect: { admin: 200 },
+    },
+    // The whole server, every workspace's keys: an admin of the default workspace only. On
+    // PostgreSQL the admin is told to use pg_dump.
+    {
+      method: 'GET',
+      path: '/api/v1/server/backup',
+      make: async () => ({ url: `${server.url}/api/v1/server/backup` }),
+      expect: { admin: testPostgresUrl() === undefined ? 200 : 501 },
+      stream: true,
     },
     {
       method: 'POST',

@@ -134,13 +134,16 @@ describe('docs/cli.md', () => {
 
 describe('docs/api.md', () => {
   it('documents every JSON API route of src/server, and none that does not exist', async () => {
-    // API routes are declared relative to /api/v1, as /workspaces/:ws/...; the dashboard's are not.
+    // API routes are declared relative to /api/v1, as /workspaces/:ws/... or /server/...; the
+    // dashboard's are not.
     const dir = join(ROOT, 'src', 'server');
     const routes = new Set<string>();
     for (const file of await readdir(dir, { recursive: true })) {
       if (!file.endsWith('.ts')) continue;
       const source = await readFile(join(dir, file), 'utf8');
-      for (const m of source.matchAll(/\.(get|post|put|patch|delete)\(\s*'(\/workspaces\/[^']*)'/g)) {
+      for (const m of source.matchAll(
+        /\.(get|post|put|patch|delete)\(\s*'(\/(?:workspaces|server)\/[^']*)'/g,
+      )) {
         routes.add(`${m[1]!.toUpperCase()} /api/v1${m[2]}`);
       }
     }

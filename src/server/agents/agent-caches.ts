@@ -12,6 +12,11 @@ export class AgentCaches {
     this.#caches = caches;
   }
 
+  /** Forgets the workspace's list: a cache's key changed, and the next welcome must name the new one. */
+  forget(workspaceId: number): void {
+    this.#byWorkspace.delete(workspaceId);
+  }
+
   /** The workspace's caches, from a lookup at most a second old. */
   async of(workspaceId: number): Promise<CacheRow[]> {
     const now = Date.now();

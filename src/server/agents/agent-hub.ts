@@ -88,6 +88,7 @@ export class AgentHub {
     readonly agents: Pick<AgentRepository, 'byName'>;
   };
   readonly #byAgent = new Map<number, AgentConnection>();
+  readonly #agentCaches: AgentCaches;
   /** Deployments over lately, oldest first: see {@link #markFinished}. */
   readonly #finished = new Set<number>();
   readonly #heartbeat: NodeJS.Timeout;
@@ -103,6 +104,7 @@ export class AgentHub {
 
   constructor(deps: AgentHubDeps) {
     this.#deps = deps;
+    this.#agentCaches = new AgentCaches(deps.caches);
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE_BYTES });
     this.#gate = new ConnectGate({
       log: deps.log,
@@ -116,7 +118,7 @@ export class AgentHub {
       deployments: this.#lookups.deployments,
       closures: deps.closures,
       desired: this.#desired,
-      caches: new AgentCaches(deps.caches),
+      caches: this.#agentCaches,
       sendDesired: (agentId) => this.#sendDesired(agentId),
       finishing: (deploymentId) => this.#markFinished(deploymentId),
     };
@@ -129,6 +131,7 @@ export class AgentHub {
         else void this.#sendDesired(e.agentId);
       }),
       deps.bus.subscribe('token-revoked', ({ tokenId }) => this.#closeToken(tokenId)),
+      deps.bus.subscribe('cache-keys', ({ workspaceId }) => this.#rewelcome(workspaceId)),
       deps.bus.subscribe('agent-connected', ({ agentId, epoch }) => this.#closeIfOlder(agentId, epoch)),
       deps.bus.subscribe('resync', () => void this.resync()),
       deps.bus.subscribe('deployment', (e) => {
@@ -297,6 +300,21 @@ export class AgentHub {
           { code: CLOSE_CODES.revoked, reason: 'token revoked' },
         );
       }
+    }
+  }
+
+  /**
+   * A cache's keys changed: the workspace's agents reconnect, spread over a few seconds, and
+   * their welcome names the key to trust. An agent keeps the keys of its last welcome until then,
+   * and would refuse every path once the key it was told is retired.
+   */
+  #rewelcome(workspaceId: number): void {
+    this.#agentCaches.forget(workspaceId);
+    const conns = [...this.#byAgent.values()].filter((c) => c.agent.workspace_id === workspaceId);
+    const within = Math.min(120, Math.max(1, Math.ceil(conns.length / RECONNECTS_PER_SECOND)));
+    for (const conn of conns) {
+      conn.send({ type: 'going-away', reconnectWithinSeconds: within });
+      conn.ws.close(CLOSE_CODES.shuttingDown, 'cache signing keys changed');
     }
   }
 

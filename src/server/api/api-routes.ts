@@ -5,6 +5,7 @@ import { formatPublicKey, formatSecretKey, generateSecretKey } from '../../nix/s
 import { parseStorePath } from '../../nix/store-path.ts';
 import {
   type CacheInfo,
+  type CacheKeyInfo,
   createCacheBodySchema,
   createTokenBodySchema,
   missingPathsBodySchema,
@@ -20,7 +21,7 @@ import type { BinaryCache } from '../cache/binary-cache.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
-import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
+import type { CacheKeyRow, CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { EnrolTokenRepository } from '../db/enrol-token-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
@@ -150,6 +151,40 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     return c.json(await cacheInfo(row, c.req.url));
   });
 
+  api.get('/workspaces/:ws/caches/:name/keys', async (c) => {
+    assertAdmin(c.var.principal, 'list signing keys');
+    const row = await visibleCache(c, c.req.param('name'));
+    return c.json({ keys: (await deps.caches.keys(row.id)).map(toCacheKeyInfo) });
+  });
+
+  // Rotation: a new key signs alongside the old ones until they are retired.
+  api.post('/workspaces/:ws/caches/:name/keys', async (c) => {
+    assertAdmin(c.var.principal, 'rotate a signing key');
+    const row = await visibleCache(c, c.req.param('name'));
+    const taken = new Set((await deps.caches.keys(row.id)).map((k) => k.name));
+    let n = taken.size + 1;
+    while (taken.has(`${row.name}-${n}`)) n++;
+    const key = generateSecretKey(`${row.name}-${n}`);
+    await deps.caches.addKey(
+      row.id,
+      { name: key.name, secretKey: formatSecretKey(key), publicKey: formatPublicKey(key.publicKey) },
+      deps.now(),
+    );
+    deps.bus.publish('cache-keys', { workspaceId: row.workspace_id, cache: row.name });
+    await recordAudit(deps, c, { action: 'cache.rotate-key', target: row.name, detail: { key: key.name } });
+    return c.json({ keys: (await deps.caches.keys(row.id)).map(toCacheKeyInfo) }, 201);
+  });
+
+  api.delete('/workspaces/:ws/caches/:name/keys/:key', async (c) => {
+    assertAdmin(c.var.principal, 'retire a signing key');
+    const row = await visibleCache(c, c.req.param('name'));
+    const keyName = c.req.param('key');
+    await deps.caches.retireKey(row.id, keyName, deps.now());
+    deps.bus.publish('cache-keys', { workspaceId: row.workspace_id, cache: row.name });
+    await recordAudit(deps, c, { action: 'cache.retire-key', target: row.name, detail: { key: keyName } });
+    return c.json({ keys: (await deps.caches.keys(row.id)).map(toCacheKeyInfo) });
+  });
+
   api.post('/workspaces/:ws/caches/:name/missing', async (c) => {
     const row = await visibleCache(c, c.req.param('name'));
     const body = await parseJsonBody(c, missingPathsBodySchema, 'check paths');
@@ -261,6 +296,15 @@ function toCacheInfo(
     paths: stats?.paths ?? 0,
     narBytes: stats?.narBytes ?? 0,
     fileBytes: stats?.fileBytes ?? 0,
+  };
+}
+
+function toCacheKeyInfo(row: CacheKeyRow): CacheKeyInfo {
+  return {
+    name: row.name,
+    publicKey: row.public_key,
+    createdAt: new Date(row.created_at).toISOString(),
+    retiredAt: iso(row.retired_at),
   };
 }
 

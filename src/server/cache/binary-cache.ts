@@ -1,12 +1,12 @@
 import { CairnError } from '../../lib/cairn-error.ts';
 import { type NarInfo, parseNarInfo, serializeNarInfo } from '../../nix/narinfo.ts';
-import { signNarInfo } from '../../nix/narinfo-signature.ts';
 import { formatNixHash } from '../../nix/nix-hash.ts';
 import { parseSecretKey, type SecretKey } from '../../nix/signing-key.ts';
 import { parseStorePathBaseName } from '../../nix/store-path.ts';
 import type { BlobRead, BlobStore } from '../blob/blob-store.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
 import type { PathIndex } from '../db/path-index.ts';
+import { type CacheSigners, cacheSignatures, resignNarInfo } from './cache-signatures.ts';
 import { NAR_FILE, parseNarFileName } from './parse-nar-file-name.ts';
 import { receiveNar } from './receive-nar.ts';
 
@@ -20,8 +20,9 @@ const NARINFO_CACHE_BYTES = 64 * 1024 * 1024;
 /** Top-level folders of a cache whose files are kept as uploaded. */
 export const OPAQUE_FOLDERS = ['log', 'realisations', 'debuginfo'] as const;
 
-/** A cache with its parsed signing key. */
-export interface ResolvedCache extends CacheRow {
+/** A cache with its parsed signing keys. */
+export interface ResolvedCache extends CacheRow, CacheSigners {
+  /** The newest active key, the one `public_key` names. */
   readonly key: SecretKey;
 }
 
@@ -37,11 +38,10 @@ export class BinaryCache {
   readonly #maxNarBytes: number;
   readonly #resolved = new Map<string, ResolvedCache>();
   /**
-   * Published narinfos by `<cache id>/<hash part>`, oldest first. Safe to share between replicas
-   * without invalidation because a published narinfo is never changed or removed (no path is
-   * deleted, no cache deleted, no key rotated) and a miss is never remembered: a path published
-   * through another replica is read from the database on the next request. Whatever comes to
-   * remove or change one must ring a doorbell so that every replica evicts it.
+   * Published narinfos by `<cache id>/<hash part>`, as served (signed by the cache's active keys),
+   * oldest first. A miss is never remembered: a path published through another replica is read
+   * from the database on the next request. A key rotation or retirement changes what is served:
+   * it rings the `cache-keys` doorbell, and every replica {@link forget}s the cache.
    */
   readonly #narinfos = new Map<string, string>();
   #narinfoBytes = 0;
@@ -61,17 +61,54 @@ export class BinaryCache {
   }
 
   /**
-   * The cache of that name, or undefined. Caches are never renamed, deleted or re-keyed, so a hit
-   * is remembered; a miss is not, so a cache created through another replica is found at once.
+   * The cache of that name, or undefined. Caches are never renamed or deleted, so a hit is
+   * remembered until its keys change ({@link forget}); a miss is not, so a cache created through
+   * another replica is found at once.
    */
   async resolve(name: string): Promise<ResolvedCache | undefined> {
     const hit = this.#resolved.get(name);
     if (hit) return hit;
     const row = await this.#caches.byName(name);
     if (!row) return undefined;
-    const resolved = { ...row, key: parseSecretKey(row.secret_key) };
+    const rows = await this.#caches.keys(row.id);
+    const keys = rows.filter((k) => k.retired_at === null).map((k) => parseSecretKey(k.secret_key));
+    const resolved = {
+      ...row,
+      key: parseSecretKey(row.secret_key),
+      keys,
+      keyNames: new Set(rows.map((k) => k.name)),
+    };
     this.#resolved.set(name, resolved);
     return resolved;
+  }
+
+  /**
+   * Forgets what is held in memory of the cache (its keys, its narinfos as served): its signing
+   * keys changed, here or on another replica.
+   */
+  forget(name: string): void {
+    const cache = this.#resolved.get(name);
+    if (!cache) return;
+    this.#resolved.delete(name);
+    const prefix = `${cache.id}/`;
+    for (const [k, v] of this.#narinfos) {
+      if (!k.startsWith(prefix)) continue;
+      this.#narinfos.delete(k);
+      this.#narinfoBytes -= v.length;
+    }
+  }
+
+  /**
+   * Forgets the caches whose active keys are not those held in memory: after a re-sync, when a
+   * doorbell may have been lost.
+   */
+  async revalidate(): Promise<void> {
+    for (const [name, cache] of [...this.#resolved]) {
+      const active = (await this.#caches.keys(cache.id)).filter((k) => k.retired_at === null);
+      const same =
+        active.length === cache.keys.length && active.every((k, i) => k.name === cache.keys[i]?.name);
+      if (!same) this.forget(name);
+    }
   }
 
   /** The narinfo served for a hash part, or undefined. */
@@ -79,8 +116,11 @@ export class BinaryCache {
     const key = `${cache.id}/${hashPart}`;
     const hit = this.#narinfos.get(key);
     if (hit !== undefined) return hit;
-    const text = await this.#index.narinfo(cache.id, hashPart);
-    if (text !== undefined) this.#remember(key, text);
+    const stored = await this.#index.narinfo(cache.id, hashPart);
+    if (stored === undefined) return undefined;
+    const text = resignNarInfo(stored, cache);
+    // Not when the keys changed meanwhile: the next request signs with the new ones.
+    if (this.#resolved.get(cache.name) === cache) this.#remember(key, text);
     return text;
   }
 
@@ -230,8 +270,7 @@ export class BinaryCache {
     }
     checkAgainstNar(info, nar);
     await this.#checkReferences(cache, info, hashPart);
-    const sigs = info.sigs.filter((s) => !s.startsWith(`${cache.key.name}:`));
-    const signed: NarInfo = { ...info, sigs: [...sigs, signNarInfo(info, cache.key)] };
+    const signed: NarInfo = { ...info, sigs: cacheSignatures(info, cache) };
     const now = this.#now();
     const created = await this.#index.insertStorePath({
       cache_id: cache.id,

@@ -35,6 +35,19 @@ export interface CachesTable {
   created_at: number;
 }
 
+/** Rows of `cache_keys`: every signing key a cache has had; see migration 016. */
+export interface CacheKeysTable {
+  id: Generated<number>;
+  cache_id: number;
+  /** The key's name, as in its `Sig` lines. */
+  name: string;
+  /** Nix secret key; empty once retired. */
+  secret_key: string;
+  public_key: string;
+  created_at: number;
+  retired_at: number | null;
+}
+
 /**
  * Rows of `nar_files`: NAR files uploaded to a cache, with the hashes measured while they
  * streamed in, so that a narinfo can be checked against them without reading the file again.
@@ -356,6 +369,7 @@ export interface Database {
   workspaces: WorkspacesTable;
   tokens: TokensTable;
   caches: CachesTable;
+  cache_keys: CacheKeysTable;
   nar_files: NarFilesTable;
   store_paths: StorePathsTable;
   cache_files: CacheFilesTable;

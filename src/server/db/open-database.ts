@@ -23,6 +23,12 @@ export type DatabaseConfig =
 export interface OpenDatabase {
   readonly db: Kysely<Database>;
   readonly dialect: SqlDialect;
+  /**
+   * SQLite only: copies the database to `file` with SQLite's online backup, through the
+   * connection the server writes on, so that the copy is one consistent state however many
+   * writes happen meanwhile.
+   */
+  readonly backup?: (file: string) => Promise<void>;
 }
 
 /** Options of {@link openDatabase}. */
@@ -78,6 +84,9 @@ export function openDatabase(config: DatabaseConfig, options: OpenDatabaseOption
         plugins: plugins(),
       }),
       dialect: 'sqlite',
+      backup: async (file) => {
+        await sqlite.backup(file);
+      },
     };
   }
   const pool = new pg.Pool({

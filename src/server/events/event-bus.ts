@@ -45,6 +45,11 @@ export interface BusEvents {
    * older connection of the same agent closes it ("replaced by a newer connection").
    */
   'agent-connected': { readonly agentId: number; readonly epoch: number };
+  /**
+   * A cache's signing keys changed (rotated, retired): forget its narinfos as signed so far, and
+   * tell the workspace's agents the key they are to trust.
+   */
+  'cache-keys': { readonly workspaceId: number; readonly cache: string };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
   /**
