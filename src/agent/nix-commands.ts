@@ -94,6 +94,49 @@ export async function plannedUnpackedBytes(
   return r.code === 0 ? bytes : undefined;
 }
 
+/** What `nix-store --realise --dry-run` lists: paths it would fetch, and paths no cache has. */
+export interface DryRunLists {
+  readonly fetch: string[];
+  readonly unavailable: string[];
+  readonly code: number | null;
+  readonly tail: readonly string[];
+}
+
+/**
+ * The paths realising `paths` would download, as Nix itself decides against the local store and
+ * the caches (`nix-store --realise --dry-run`, the same in Nix 2.8 and current Nix): the store
+ * paths listed under "will be fetched", and under "will be built" or "don't know how to build"
+ * (no cache has them).
+ */
+export async function dryRunRealise(
+  ctx: Pick<NixContext, 'env' | 'signal'>,
+  paths: readonly string[],
+  caches: readonly AgentCache[],
+  netrc: string | undefined,
+): Promise<DryRunLists> {
+  const fetch: string[] = [];
+  const unavailable: string[] = [];
+  let list: string[] | undefined;
+  const r = await runLines(
+    'nix-store',
+    ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths],
+    {
+      env: ctx.env,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+      onLine: (line) => {
+        if (/will be fetched/.test(line)) list = fetch;
+        else if (/will be built|don't know how to build/.test(line)) list = unavailable;
+        else {
+          const m = /^\s+(\/\S+)$/.exec(line);
+          if (m && list) list.push(m[1]!);
+          else list = undefined;
+        }
+      },
+    },
+  );
+  return { fetch, unavailable, code: r.code, tail: r.tail };
+}
+
 /** Free bytes on the file system holding the Nix store. */
 export async function freeStoreBytes(): Promise<number> {
   const s = await statfs('/nix/store');
@@ -109,12 +152,13 @@ export async function realise(
   paths: readonly string[],
   caches: readonly AgentCache[],
   netrc: string | undefined,
+  rootName = 'in-flight',
 ): Promise<RunLinesResult> {
   const roots = join(ctx.stateDir, 'gcroots');
   await mkdir(roots, { recursive: true });
   return await runLines(
     'nix-store',
-    ['--realise', ...cacheOptions(caches, netrc), '--add-root', join(roots, 'in-flight'), ...paths],
+    ['--realise', ...cacheOptions(caches, netrc), '--add-root', join(roots, rootName), ...paths],
     { env: ctx.env, onLine: ctx.onLine, ...(ctx.signal ? { signal: ctx.signal } : {}) },
   );
 }

@@ -217,6 +217,7 @@ export function createApp(deps: AppDeps): App {
       flushLogs: () => logs.flush(),
       agents,
       deployments,
+      planAsker: hub,
       rollouts,
       webhooks: webhookRepo,
       webhookSettings: deps.webhooks,
