@@ -32,6 +32,8 @@ export function plainPackage(name: string, options: { activateExit?: number } = 
  * - `kernel`: a file `$out/kernel` links to, as a real system's links to its kernel in the store
  *   (two systems with the same kernel link to the same file).
  * - `check`: `bin/check` exits with it (a command health check).
+ * - `dryActivate`: lines `dry-activate` prints (to stderr, as the real one does) before it exits
+ *   0, touching nothing; it is recorded like any goal.
  * - `specialisations`: names of specialisations, each a system under `specialisation/<name>`
  *   with the same switch-to-configuration (a directory in the closure here; a real one links to
  *   a store path of its own, which the agent resolves the same way).
@@ -47,12 +49,16 @@ export function nixosPackage(
     kernel?: string;
     check?: number;
     specialisations?: readonly string[];
+    dryActivate?: readonly string[];
   } = {},
 ): TestPackage {
   const exit = options.exit ?? 0;
   const body = [
     'top=$(dirname "$(dirname "$0")")',
     `echo "$top $1" >> ${record}`,
+    options.dryActivate
+      ? `if [ "$1" = dry-activate ]; then ${options.dryActivate.map((l) => `echo '${l}' >&2; `).join('')}exit 0; fi`
+      : '',
     options.envDump ? `env > ${options.envDump}` : '',
     options.preSwitchCheck
       ? `if [ "$1" = switch ]; then echo "Pre-switch check '${options.preSwitchCheck}' failed" >&2; echo "Pre-switch checks failed" >&2; exit 1; fi`

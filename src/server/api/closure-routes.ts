@@ -26,7 +26,7 @@ export interface ClosureRouteDeps {
 /** How long a plan waits for the machines by default, in seconds (`timeout` in the query). */
 export const DEFAULT_PLAN_TIMEOUT_SECONDS = 30;
 /** The same with `dryActivate=true`: the machines download the closure first. */
-export const DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS = 300;
+export const DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS = 240;
 
 const diffQuerySchema = z.object({ from: idParamSchema, to: idParamSchema });
 

@@ -1,0 +1,268 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
+import { helloAgentSocket } from '../helpers/agent-hello.ts';
+import { darwinPackage, nixosPackage, profileTarget, writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
+import { RUN_TAG, run } from '../helpers/nix.ts';
+import { cli } from '../helpers/server.ts';
+
+/** A leaf package of about `kib` KiB. */
+function leaf(name: string, kib: number) {
+  return {
+    name,
+    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
+  };
+}
+
+/** A plain profile referencing `deps`. */
+function system(name: string, deps: string[]) {
+  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
+  return {
+    name,
+    deps,
+    script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
+  };
+}
+
+/** The generations of a profile: its `<name>-<n>-link` links. */
+async function generations(profile: string): Promise<string[]> {
+  const name = basename(profile);
+  return (await readdir(dirname(profile))).filter((f) => new RegExp(`^${name}-\\d+-link$`).test(f)).sort();
+}
+
+describe('deploy plan asks the machines themselves', () => {
+  const bed = useDeployTestbed();
+  let paths: Map<string, string>;
+  const record = join(tmpdir(), `cairn-plan-record-${RUN_TAG}`);
+  // The link NixOS points at the system it runs (CAIRN_AGENT_CURRENT_SYSTEM).
+  const current = join(tmpdir(), `cairn-plan-current-system-${RUN_TAG}`);
+  const deployFile = (agents: Record<string, string>) => writeDeployJson(bed.world.profiles, { agents });
+  const plan = async (agents: Record<string, string>, flags: string[] = []) => {
+    const r = await cli(['deploy', 'plan', '--json', ...flags, await deployFile(agents)], bed.world.env);
+    return { r, plan: rolloutPlanSchema.parse(JSON.parse(r.stdout)) };
+  };
+  const activate = async (agent: string, storePath: string) => {
+    const r = await cli(['deploy', 'activate', await deployFile({ [agent]: storePath })], bed.world.env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const list = await cli(['deploy', 'list', '--agent', agent, '--json'], bed.world.env);
+    return (JSON.parse(list.stdout) as Array<{ id: number }>)[0]!.id;
+  };
+
+  before(async () => {
+    paths = await bed.world.publish([
+      leaf('base-1.0', 4),
+      leaf('kept-1.0', 8),
+      leaf('fresh-1.0', 16),
+      system('sys-1', ['base-1.0']),
+      system('sys-2', ['base-1.0', 'kept-1.0', 'fresh-1.0']),
+      nixosPackage('nixos-a', record, { currentSystem: current }),
+      nixosPackage('nixos-b', record, {
+        currentSystem: current,
+        dryActivate: [
+          'would stop the following units: old.service',
+          'would activate the configuration...',
+          'would restart systemd',
+          'would restart the following units: nginx.service, sshd.service',
+          'would start the following units: new.service',
+        ],
+      }),
+      darwinPackage('darwin-a', record),
+    ]);
+  });
+
+  it("lists exactly the paths the following deployment fetches, as its log shows, not the server's upper bound", async () => {
+    await bed.agent('box');
+    await activate('box', paths.get('sys-1')!);
+    // The machine holds kept-1.0 though its closure does not: the server cannot know that.
+    const cache = `${bed.server.url}/cache/main`;
+    const netrc = join(await mkdtemp(join(tmpdir(), 'cairn-netrc-')), 'netrc');
+    await writeFile(netrc, `machine 127.0.0.1\nlogin cairn\npassword ${bed.server.adminToken}\n`);
+    await run('nix-store', [
+      '--option',
+      'netrc-file',
+      netrc,
+      '--realise',
+      paths.get('kept-1.0')!,
+      '--option',
+      'extra-substituters',
+      cache,
+      '--option',
+      'extra-trusted-public-keys',
+      bed.world.publicKey,
+    ]);
+    const { r, plan: p } = await plan({ box: paths.get('sys-2')! });
+    assert.equal(r.code, 0, r.stderr);
+    const box = p.agents[0]!;
+    assert.equal(box.download.paths, 3, 'the server estimates kept, fresh and sys-2');
+    assert.equal(box.machine?.status, 'answered', box.machine?.message);
+    const planned = box.machine!.download!.paths.map((d) => d.path).sort();
+    assert.deepEqual(planned, [paths.get('fresh-1.0')!, paths.get('sys-2')!].sort());
+    for (const d of box.machine!.download!.paths) {
+      assert.ok(d.narSize !== null && d.narSize > 0, `a size for ${d.path}`);
+      assert.ok(d.fileSize !== null && d.fileSize > 0, `a compressed size for ${d.path}`);
+    }
+    assert.equal(box.machine!.diskOk, true);
+    assert.ok((box.machine!.freeBytes ?? 0) > 0);
+
+    const text = await cli(['deploy', 'plan', await deployFile({ box: paths.get('sys-2')! })], bed.world.env);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(
+      text.stdout,
+      /^Download: 2 path\(s\), .* unpacked, .* compressed \(the machine's own count\)$/m,
+    );
+    assert.match(text.stdout, /^Disk: .* free on \/nix\/store$/m);
+
+    const id = await activate('box', paths.get('sys-2')!);
+    const logs = await cli(['deploy', 'logs', String(id)], bed.world.env);
+    const fetched = [...logs.stdout.matchAll(/copying path '(\/nix\/store\/[^']+)'/g)]
+      .map((m) => m[1]!)
+      .sort();
+    assert.deepEqual(fetched, planned, logs.stdout);
+  });
+
+  it('dry-activates a NixOS closure: the units it would restart, and nothing changed on the machine', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'cairn-agent-'));
+    await bed.agent('nix1', { stateDir, env: { CAIRN_AGENT_CURRENT_SYSTEM: current } });
+    await activate('nix1', paths.get('nixos-a')!);
+    const profile = join(bed.world.profiles, 'nix1');
+    const gensBefore = await generations(profile);
+    assert.equal(await readlink(current), paths.get('nixos-a'));
+
+    const { r, plan: p } = await plan({ nix1: paths.get('nixos-b')! }, [
+      '--dry-activate',
+      '--timeout',
+      '60s',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const m = p.agents[0]!.machine!;
+    assert.equal(m.status, 'answered', m.message);
+    assert.equal(m.kind, 'nixos');
+    assert.deepEqual(m.dryActivate, {
+      status: 'done',
+      stop: ['old.service'],
+      restart: ['nginx.service', 'sshd.service'],
+      start: ['new.service'],
+      reload: [],
+      rebootRequired: false,
+      notes: ['would activate the configuration...', 'would restart systemd'],
+    });
+
+    assert.equal(await profileTarget(profile), paths.get('nixos-a'), 'the profile is unchanged');
+    assert.deepEqual(await generations(profile), gensBefore, 'no new generation');
+    assert.equal(await readlink(current), paths.get('nixos-a'), 'the running system is unchanged');
+    const runs = (await readFile(record, 'utf8'))
+      .split('\n')
+      .filter((l) => l.startsWith(paths.get('nixos-b')!));
+    assert.deepEqual(runs, [`${paths.get('nixos-b')} dry-activate`]);
+    // Fetched for the dry-activate, and rooted by nothing of the agent's any more.
+    assert.ok(existsSync(join(paths.get('nixos-b')!, 'bin/switch-to-configuration')));
+    const roots = await readdir(join(stateDir, 'gcroots'));
+    assert.deepEqual(
+      roots.filter((f) => f.startsWith('plan-')),
+      [],
+      'the temporary GC root is gone',
+    );
+    for (const f of roots)
+      assert.notEqual(await readlink(join(stateDir, 'gcroots', f)), paths.get('nixos-b'));
+
+    const text = await cli(
+      ['deploy', 'plan', '--dry-activate', await deployFile({ nix1: paths.get('nixos-b')! })],
+      bed.world.env,
+    );
+    assert.match(
+      text.stdout,
+      /^Dry-activate: would stop old\.service; would restart nginx\.service, sshd\.service; would start new\.service$/m,
+    );
+  });
+
+  it('says per agent that nix-darwin has no dry-activate, with its download', async () => {
+    await bed.agent('mac1');
+    const { r, plan: p } = await plan({ mac1: paths.get('darwin-a')! }, [
+      '--dry-activate',
+      '--timeout',
+      '60s',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const m = p.agents[0]!.machine!;
+    assert.equal(m.kind, 'nix-darwin');
+    assert.deepEqual(m.dryActivate, {
+      status: 'unsupported',
+      reason: 'no dry-activate: nix-darwin has none',
+    });
+    assert.deepEqual(
+      m.download?.paths.map((d) => d.path),
+      [paths.get('darwin-a')],
+    );
+  });
+
+  it('gives a line per agent that is too old, offline or silent, and still plans the others (exit 3)', async () => {
+    const oldToken = await bed.world.createAgent('old1');
+    const silentToken = await bed.world.createAgent('silent1');
+    await bed.world.createAgent('gone1');
+    const old = await helloAgentSocket(bed.server.url, 'old1', oldToken, { protocol: 1 });
+    await old.next('welcome');
+    const silent = await helloAgentSocket(bed.server.url, 'silent1', silentToken);
+    await silent.next('welcome');
+    try {
+      const target = paths.get('sys-1')!;
+      const agents = { old1: target, silent1: target, gone1: target, box: paths.get('sys-2')! };
+      const started = Date.now();
+      const file = await deployFile(agents);
+      const json = await cli(['deploy', 'plan', '--json', '--timeout', '3s', file], bed.world.env);
+      assert.equal(json.code, 3, json.stderr);
+      assert.ok(Date.now() - started < 20_000);
+      const byAgent = new Map(
+        rolloutPlanSchema.parse(JSON.parse(json.stdout)).agents.map((a) => [a.agent, a]),
+      );
+      assert.equal(byAgent.get('old1')?.machine?.status, 'unsupported');
+      assert.equal(byAgent.get('silent1')?.machine?.status, 'timeout');
+      assert.equal(byAgent.get('gone1')?.machine?.status, 'offline');
+      assert.equal(byAgent.get('box')?.machine?.status, 'unchanged');
+      // The silent agent was asked; the one too old was not.
+      const asked = await silent.next('plan');
+      assert.equal(asked.storePath, target);
+
+      const text = await cli(['deploy', 'plan', '--timeout', '2s', file], bed.world.env);
+      assert.equal(text.code, 3);
+      assert.match(
+        text.stdout,
+        /== old1\n[\s\S]*?^Machine: its agent \(protocol 1\) cannot plan: upgrade it/m,
+      );
+      assert.match(text.stdout, /== silent1\n[\s\S]*?^Machine: no answer within 2s \(--timeout\)/m);
+      assert.match(
+        text.stdout,
+        /== gone1\n[\s\S]*?^Machine: offline: not asked; the server-side estimate stands$/m,
+      );
+      assert.match(
+        text.stdout,
+        /== gone1\n[\s\S]*?^Download: 2 path\(s\), .* \(server-side estimate, an upper bound\)$/m,
+      );
+      assert.match(text.stdout, /== box\nalready runs/);
+    } finally {
+      old.ws.close();
+      silent.ws.close();
+    }
+  });
+
+  it('refuses a bad --timeout before asking anything, and a bad query on the API', async () => {
+    const file = await deployFile({ box: paths.get('sys-1')! });
+    const r = await cli(['deploy', 'plan', '--timeout', '10h', file], bed.world.env);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Cannot use --timeout: a plan waits at most 4m30s \(10h\)/);
+    const res = await fetch(`${bed.server.url}/api/v1/workspaces/default/plan?timeout=soon`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${bed.server.adminToken}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ agents: { box: paths.get('sys-1') } }),
+    });
+    assert.equal(res.status, 400);
+    const body = (await res.json()) as { code: string; validations?: Array<{ field: string }> };
+    assert.equal(body.code, 'INVALID_ARGUMENT');
+    assert.equal(body.validations?.[0]?.field, 'timeout');
+    assert.ok(existsSync(file));
+  });
+});
