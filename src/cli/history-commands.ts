@@ -164,7 +164,10 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
       '--dry-activate',
       'also fetch each NixOS closure and run its switch-to-configuration dry-activate (the profile is not changed)',
     )
-    .option('--timeout <duration>', 'how long to wait for the machines (default 30s, 4m with --dry-activate; at most 4m30s)')
+    .option(
+      '--timeout <duration>',
+      'how long to wait for the machines (default 30s, 4m with --dry-activate; at most 4m30s)',
+    )
     .option('--json', 'print JSON')
     .addHelpText(
       'after',
