@@ -11,6 +11,7 @@ import {
 } from '../protocol/api-schemas.ts';
 import { isFinalState } from '../protocol/deployment-state.ts';
 import type { CommandContext } from './command-context.ts';
+import { readDeployJson } from './deploy-activate.ts';
 import { formatPlan, planExitCode } from './format-plan.ts';
 import { formatTable } from './format-table.ts';
 import { requestPlan } from './request-plan.ts';
@@ -181,7 +182,8 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
       ].join('\n'),
     )
     .action(async (file: string, opts: { json?: boolean; dryActivate?: boolean; timeout?: string }) => {
-      const plan = await requestPlan(ctx, file, opts);
+      const body = await readDeployJson(file);
+      const plan = await requestPlan(ctx.client('CAIRN_ACTIVATE_TOKEN'), body, opts);
       if (opts.json) ctx.io.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
       else ctx.io.stdout.write(forTerminal(ctx.io.stdout, { keepNewlines: true })(formatPlan(plan)));
       ctx.setExitCode(planExitCode(plan));

@@ -1,7 +1,7 @@
 import { CairnError } from '../lib/cairn-error.ts';
 import { type RolloutPlan, rolloutPlanSchema } from '../protocol/api-schemas.ts';
-import type { CommandContext } from './command-context.ts';
-import { readDeployJson } from './deploy-activate.ts';
+import type { DeployJsonInput } from '../protocol/deploy-json.ts';
+import type { ApiClient } from './api-client.ts';
 import { parseDuration } from './parse-duration.ts';
 
 /**
@@ -11,14 +11,15 @@ import { parseDuration } from './parse-duration.ts';
 const MAX_PLAN_TIMEOUT_SECONDS = 270;
 
 /**
- * Asks the server for the plan of a deploy.json (`POST plan`), the machines included: with
- * `dryActivate`, NixOS machines dry-activate; `timeout` bounds the wait for them.
- * @throws CairnError INVALID_ARGUMENT for a bad file or --timeout, before any request.
+ * Asks the server for the plan of a deploy.json read with `readDeployJson` (`POST plan`), the
+ * machines included: with `dryActivate`, NixOS machines dry-activate; `timeout` (a duration
+ * such as `30s`) bounds the wait for them.
+ * @throws CairnError INVALID_ARGUMENT for a bad --timeout, before any request.
  */
 export async function requestPlan(
-  ctx: Pick<CommandContext, 'client'>,
-  file: string,
-  opts: { dryActivate?: boolean | undefined; timeout?: string | undefined; rolloutFile?: string | undefined },
+  client: ApiClient,
+  body: DeployJsonInput,
+  opts: { dryActivate?: boolean | undefined; timeout?: string | undefined },
 ): Promise<RolloutPlan> {
   const query = new URLSearchParams();
   if (opts.dryActivate) query.set('dryActivate', 'true');
@@ -31,7 +32,6 @@ export async function requestPlan(
       );
     query.set('timeout', String(Math.max(1, seconds)));
   }
-  const body = await readDeployJson(file, opts.rolloutFile);
   const q = query.size > 0 ? `?${query}` : '';
-  return await ctx.client('CAIRN_ACTIVATE_TOKEN').request('POST', `plan${q}`, rolloutPlanSchema, body);
+  return await client.request('POST', `plan${q}`, rolloutPlanSchema, body);
 }

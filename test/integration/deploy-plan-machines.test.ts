@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -264,5 +266,59 @@ describe('deploy plan asks the machines themselves', () => {
     assert.equal(body.code, 'INVALID_ARGUMENT');
     assert.equal(body.validations?.[0]?.field, 'timeout');
     assert.ok(existsSync(file));
+  });
+
+  const deploymentCount = async (agent: string) => {
+    const list = await cli(['deploy', 'list', '--agent', agent, '--json'], bed.world.env);
+    return (JSON.parse(list.stdout) as unknown[]).length;
+  };
+
+  it('deploy activate --plan refuses without a terminal and without --yes, creating nothing', async () => {
+    const before = await deploymentCount('box');
+    const r = await cli(
+      ['deploy', 'activate', '--plan', await deployFile({ box: paths.get('sys-1')! })],
+      bed.world.env,
+    );
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /Cannot confirm the plan: stdin is not a terminal; pass --yes/);
+    assert.equal(r.stdout, '');
+    assert.equal(await deploymentCount('box'), before);
+  });
+
+  it('deploy activate --plan --yes prints the plan, then activates without asking', async () => {
+    const before = await deploymentCount('box');
+    const r = await cli(
+      ['deploy', 'activate', '--plan', '--yes', await deployFile({ box: paths.get('sys-1')! })],
+      bed.world.env,
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const plan = r.stdout.indexOf('== box\n');
+    assert.ok(plan >= 0, r.stdout);
+    assert.match(r.stdout, /^Download: 0 path\(s\) \(the machine's own count\)$/m);
+    assert.ok(plan < r.stdout.indexOf('box | '), 'the plan comes before the logs');
+    assert.equal(await deploymentCount('box'), before + 1);
+  });
+
+  it('deploy activate --plan on a terminal asks, and an answer other than y activates nothing', async () => {
+    const before = await deploymentCount('box');
+    const file = await deployFile({ box: paths.get('sys-2')! });
+    const main = join(import.meta.dirname, '../../src/main.ts');
+    const command = `${process.execPath} --import tsx ${main} deploy activate --plan ${file}`;
+    // script(1) gives the CLI a terminal; the answer is typed into it once the question shows.
+    const child = spawn('script', ['-qec', command, '/dev/null'], {
+      env: { ...process.env, ...bed.world.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let text = '';
+    child.stdout.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('Activate this plan? [y/N]') && child.stdin.writable) child.stdin.write('n\n');
+    });
+    const [code] = (await once(child, 'exit')) as [number];
+    assert.match(text, /== box/);
+    assert.match(text, /Activate this plan\? \[y\/N\]/);
+    assert.match(text, /cairn: not activated/);
+    assert.equal(code, 1, text);
+    assert.equal(await deploymentCount('box'), before);
   });
 });
