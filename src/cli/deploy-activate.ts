@@ -31,7 +31,9 @@ async function showPlanAndConfirm(
     );
   const { agents } = o.deploy as { agents: Record<string, string> };
   const chosen =
-    o.agents.length === 0 ? agents : Object.fromEntries(o.agents.filter((a) => Object.hasOwn(agents, a)).map((a) => [a, agents[a]]));
+    o.agents.length === 0
+      ? agents
+      : Object.fromEntries(o.agents.filter((a) => Object.hasOwn(agents, a)).map((a) => [a, agents[a]]));
   const plan = await requestPlan(client, { ...o.deploy, agents: chosen } as DeployJsonInput, {});
   io.stdout.write(forTerminal(io.stdout, { keepNewlines: true })(formatPlan(plan)));
   if (planExitCode(plan) === PLAN_EXIT.blocked)

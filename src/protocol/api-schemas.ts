@@ -119,6 +119,10 @@ export const deploymentInfoSchema = z.object({
   batch: z.number().nullable().optional(),
   /** Staged rollouts: where the agent stands (`ROLLOUT_AGENT_STATES`). */
   rolloutState: z.string().nullable().optional(),
+  /** Total NAR size of the store path's closure, once the agent reported it (null before). */
+  closureSize: z.number().nullable().optional(),
+  /** The same of the closure the agent ran when the rollout was made, where known (rollouts only). */
+  previousClosureSize: z.number().nullable().optional(),
 });
 export type DeploymentInfo = z.infer<typeof deploymentInfoSchema>;
 export const deploymentListSchema = z.object({ deployments: z.array(deploymentInfoSchema) });

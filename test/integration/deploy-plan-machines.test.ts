@@ -52,8 +52,15 @@ describe('deploy plan asks the machines themselves', () => {
     const r = await cli(['deploy', 'activate', await deployFile({ [agent]: storePath })], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const list = await cli(['deploy', 'list', '--agent', agent, '--json'], bed.world.env);
+    activated = r.stdout;
     return (JSON.parse(list.stdout) as Array<{ id: number }>)[0]!.id;
   };
+  /** The output of the last `activate`. */
+  let activated = '';
+  /** A closure's size as `nix path-info -S` gives it. */
+  const closureSize = async (root: string) =>
+    Number((await run('nix', ['path-info', '-S', root])).trim().split(/\s+/)[1]);
+  const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
 
   before(async () => {
     paths = await bed.world.publish([
