@@ -132,6 +132,13 @@ describe('deploy plan asks the machines themselves', () => {
       .map((m) => m[1]!)
       .sort();
     assert.deepEqual(fetched, planned, logs.stdout);
+
+    // The summary: the new closure's size and its change from the one the agent ran.
+    const [before, after] = [await closureSize(paths.get('sys-1')!), await closureSize(paths.get('sys-2')!)];
+    assert.ok(after > before + 20 * 1024);
+    assert.match(activated, /^AGENT\s+STATUS\s+DURATION\s+CLOSURE\s+STORE PATH/m);
+    const row = `^box\\s+succeeded\\s+\\S+\\s+${kib(after)} \\(\\+${kib(after - before)}\\)\\s+${paths.get('sys-2')}`;
+    assert.match(activated, new RegExp(row, 'm'));
   });
 
   it('dry-activates a NixOS closure: the units it would restart, and nothing changed on the machine', async () => {
