@@ -54,9 +54,8 @@ export async function planClosure(ctx: PlanContext, request: PlanRequest): Promi
   };
   if (!request.dryActivate) {
     // The kind is known only when the path is here already.
-    const kind = lists.fetch.includes(request.storePath)
-      ? null
-      : await detectProfileKind(request.storePath).catch(() => null);
+    const here = !lists.fetch.includes(request.storePath) && !lists.unavailable.includes(request.storePath);
+    const kind = here ? await detectProfileKind(request.storePath).catch(() => null) : null;
     return { ...plan, kind, dryActivate: null };
   }
   if (plan.build.length > 0) {

@@ -43,6 +43,8 @@ describe('deploy plan asks the machines themselves', () => {
   const record = join(tmpdir(), `cairn-plan-record-${RUN_TAG}`);
   // The link NixOS points at the system it runs (CAIRN_AGENT_CURRENT_SYSTEM).
   const current = join(tmpdir(), `cairn-plan-current-system-${RUN_TAG}`);
+  // What the systems' `kernel` links point to: nixos-b has a new kernel.
+  const kernel = join(tmpdir(), `cairn-plan-kernel-${RUN_TAG}`);
   const deployFile = (agents: Record<string, string>) => writeDeployJson(bed.world.profiles, { agents });
   const plan = async (agents: Record<string, string>, flags: string[] = []) => {
     const r = await cli(['deploy', 'plan', '--json', ...flags, await deployFile(agents)], bed.world.env);
@@ -63,14 +65,17 @@ describe('deploy plan asks the machines themselves', () => {
   const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
 
   before(async () => {
+    await writeFile(`${kernel}-1`, 'old kernel');
+    await writeFile(`${kernel}-2`, 'new kernel');
     paths = await bed.world.publish([
       leaf('base-1.0', 4),
       leaf('kept-1.0', 8),
       leaf('fresh-1.0', 16),
       system('sys-1', ['base-1.0']),
       system('sys-2', ['base-1.0', 'kept-1.0', 'fresh-1.0']),
-      nixosPackage('nixos-a', record, { currentSystem: current }),
+      nixosPackage('nixos-a', record, { currentSystem: current, kernel: `${kernel}-1` }),
       nixosPackage('nixos-b', record, {
+        kernel: `${kernel}-2`,
         currentSystem: current,
         dryActivate: [
           'would stop the following units: old.service',
@@ -143,7 +148,11 @@ describe('deploy plan asks the machines themselves', () => {
 
   it('dry-activates a NixOS closure: the units it would restart, and nothing changed on the machine', async () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'cairn-agent-'));
-    await bed.agent('nix1', { stateDir, env: { CAIRN_AGENT_CURRENT_SYSTEM: current } });
+    // The machine booted what it runs: nixos-a, once deployed.
+    await bed.agent('nix1', {
+      stateDir,
+      env: { CAIRN_AGENT_CURRENT_SYSTEM: current, CAIRN_AGENT_BOOTED_SYSTEM: current },
+    });
     await activate('nix1', paths.get('nixos-a')!);
     const profile = join(bed.world.profiles, 'nix1');
     const gensBefore = await generations(profile);
@@ -164,7 +173,7 @@ describe('deploy plan asks the machines themselves', () => {
       restart: ['nginx.service', 'sshd.service'],
       start: ['new.service'],
       reload: [],
-      rebootRequired: false,
+      rebootRequired: true,
       notes: ['would activate the configuration...', 'would restart systemd'],
     });
 
@@ -192,7 +201,7 @@ describe('deploy plan asks the machines themselves', () => {
     );
     assert.match(
       text.stdout,
-      /^Dry-activate: would stop old\.service; would restart nginx\.service, sshd\.service; would start new\.service$/m,
+      /^Dry-activate: would stop old\.service; would restart nginx\.service, sshd\.service; would start new\.service; reboot required \(new kernel, initrd or init system\)$/m,
     );
   });
 
