@@ -78,26 +78,16 @@ export async function plannedUnpackedBytes(
   caches: readonly AgentCache[],
   netrc: string | undefined,
 ): Promise<number | undefined> {
-  let bytes: number | undefined;
-  const r = await runLines(
-    'nix-store',
-    ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths],
-    {
-      env: ctx.env,
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
-      onLine: (line) => {
-        const m = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
-        if (m) bytes = (bytes ?? 0) + Number(m[2]) * 1024 * 1024;
-      },
-    },
-  );
-  return r.code === 0 ? bytes : undefined;
+  const r = await dryRunRealise(ctx, paths, caches, netrc);
+  return r.code === 0 ? r.unpackedBytes : undefined;
 }
 
 /** What `nix-store --realise --dry-run` lists: paths it would fetch, and paths no cache has. */
 export interface DryRunLists {
   readonly fetch: string[];
   readonly unavailable: string[];
+  /** The unpacked size Nix announces for the fetch, rounded to its 0.01 MiB (undefined: it said none). */
+  readonly unpackedBytes: number | undefined;
   readonly code: number | null;
   readonly tail: readonly string[];
 }
@@ -117,6 +107,7 @@ export async function dryRunRealise(
   const fetch: string[] = [];
   const unavailable: string[] = [];
   let list: string[] | undefined;
+  let unpackedBytes: number | undefined;
   const r = await runLines(
     'nix-store',
     ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths],
@@ -124,6 +115,8 @@ export async function dryRunRealise(
       env: ctx.env,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
       onLine: (line) => {
+        const size = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
+        if (size) unpackedBytes = (unpackedBytes ?? 0) + Number(size[2]) * 1024 * 1024;
         if (/will be fetched/.test(line)) list = fetch;
         else if (/will be built|don't know how to build/.test(line)) list = unavailable;
         else {
@@ -134,7 +127,7 @@ export async function dryRunRealise(
       },
     },
   );
-  return { fetch, unavailable, code: r.code, tail: r.tail };
+  return { fetch, unavailable, unpackedBytes, code: r.code, tail: r.tail };
 }
 
 /** Free bytes on the file system holding the Nix store. */

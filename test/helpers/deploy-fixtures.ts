@@ -1,7 +1,7 @@
 import { mkdtemp, readlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildPackages, deleteFromStore, type TestPackage } from './nix.ts';
+import { buildPackages, deleteFromStore, RUN_TAG, type TestPackage } from './nix.ts';
 import { cli, type TestServer } from './server.ts';
 
 /** The store path a profile points to now (through its generation link). */
@@ -16,6 +16,24 @@ export function plainPackage(name: string, options: { activateExit?: number } = 
   return {
     name,
     script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\nexit ${exit}\\n' > $out/bin/activate; chmod +x $out/bin/activate`,
+  };
+}
+
+/** A leaf package of about `kib` KiB (zeros, and the run's tag), so that size changes show. */
+export function sizedPackage(name: string, kib: number): TestPackage {
+  return {
+    name,
+    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
+  };
+}
+
+/** A plain profile with `bin/activate` (printing `activated <name>`) that references `deps`, so they are in its closure. */
+export function plainSystem(name: string, deps: string[]): TestPackage {
+  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
+  return {
+    name,
+    deps,
+    script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
   };
 }
 

@@ -8,28 +8,17 @@ import { basename, dirname, join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
 import { helloAgentSocket } from '../helpers/agent-hello.ts';
-import { darwinPackage, nixosPackage, profileTarget, writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import {
+  darwinPackage,
+  nixosPackage,
+  plainSystem,
+  profileTarget,
+  sizedPackage,
+  writeDeployJson,
+} from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG, run } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
-
-/** A leaf package of about `kib` KiB. */
-function leaf(name: string, kib: number) {
-  return {
-    name,
-    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
-  };
-}
-
-/** A plain profile referencing `deps`. */
-function system(name: string, deps: string[]) {
-  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
-  return {
-    name,
-    deps,
-    script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
-  };
-}
 
 /** The generations of a profile: its `<name>-<n>-link` links. */
 async function generations(profile: string): Promise<string[]> {
@@ -68,11 +57,11 @@ describe('deploy plan asks the machines themselves', () => {
     await writeFile(`${kernel}-1`, 'old kernel');
     await writeFile(`${kernel}-2`, 'new kernel');
     paths = await bed.world.publish([
-      leaf('base-1.0', 4),
-      leaf('kept-1.0', 8),
-      leaf('fresh-1.0', 16),
-      system('sys-1', ['base-1.0']),
-      system('sys-2', ['base-1.0', 'kept-1.0', 'fresh-1.0']),
+      sizedPackage('base-1.0', 4),
+      sizedPackage('kept-1.0', 8),
+      sizedPackage('fresh-1.0', 16),
+      plainSystem('sys-1', ['base-1.0']),
+      plainSystem('sys-2', ['base-1.0', 'kept-1.0', 'fresh-1.0']),
       nixosPackage('nixos-a', record, { currentSystem: current, kernel: `${kernel}-1` }),
       nixosPackage('nixos-b', record, {
         kernel: `${kernel}-2`,

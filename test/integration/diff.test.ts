@@ -2,28 +2,10 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { deploymentDiffSchema, rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
-import { writeDeployJson } from '../helpers/deploy-fixtures.ts';
+import { plainSystem, sizedPackage, writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
-import { RUN_TAG, run } from '../helpers/nix.ts';
+import { run } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
-
-/** A plain profile with `bin/activate` that references `deps` (so they are in its closure). */
-function system(name: string, deps: string[]) {
-  const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
-  return {
-    name,
-    deps,
-    script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
-  };
-}
-
-/** A leaf package of about `kib` KiB, so that size deltas show. */
-function leaf(name: string, kib: number) {
-  return {
-    name,
-    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
-  };
-}
 
 describe('closure reports, diffs and plans on real Nix closures', () => {
   const bed = useDeployTestbed();
@@ -48,13 +30,13 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
 
   before(async () => {
     paths = await bed.world.publish([
-      leaf('common-2.0', 4),
-      leaf('hello-1.0', 8),
-      leaf('hello-1.1', 12),
-      leaf('libold-0.5', 16),
-      leaf('libnew-3.0', 64),
-      system('sys-1', ['common-2.0', 'hello-1.0', 'libold-0.5']),
-      system('sys-2', ['common-2.0', 'hello-1.1', 'libnew-3.0']),
+      sizedPackage('common-2.0', 4),
+      sizedPackage('hello-1.0', 8),
+      sizedPackage('hello-1.1', 12),
+      sizedPackage('libold-0.5', 16),
+      sizedPackage('libnew-3.0', 64),
+      plainSystem('sys-1', ['common-2.0', 'hello-1.0', 'libold-0.5']),
+      plainSystem('sys-2', ['common-2.0', 'hello-1.1', 'libnew-3.0']),
     ]);
     await bed.agent('box');
   });
