@@ -17,6 +17,9 @@ import { DeploymentQueue, type RunningDeployment } from './deployment-queue.ts';
 import { LogShipper } from './log-shipper.ts';
 import { ResultOutbox } from './result-outbox.ts';
 
+/** Plans an agent holds at once (one running, the rest waiting); more are answered "busy". */
+const MAX_WAITING_PLANS = 4;
+
 /** How long a confirmation waits for the old connection to deliver its last log lines. */
 const DRAIN_MS = 1500;
 
@@ -114,6 +117,8 @@ export class AgentSession {
   #stopping: AbortSignal | undefined;
   /** Plans run one at a time: each may run Nix for a while. */
   #planning: Promise<void> = Promise.resolve();
+  /** Plans running or waiting their turn. */
+  #plans = 0;
 
   constructor(options: AgentSessionOptions) {
     this.#o = options;
@@ -242,7 +247,22 @@ export class AgentSession {
         // The socket noted the window; the reconnect delay uses it.
         return;
       case 'plan':
-        this.#planning = this.#planning.then(() => this.#plan(msg));
+        // A few wait their turn; more are refused at once rather than queued without bound.
+        if (this.#plans >= MAX_WAITING_PLANS) {
+          this.#connection.send({
+            type: 'plan-result',
+            requestId: msg.requestId,
+            plan: null,
+            error: `busy: ${this.#plans} plans are running or waiting on this machine`,
+          });
+          return;
+        }
+        this.#plans++;
+        this.#planning = this.#planning
+          .then(() => this.#plan(msg))
+          .finally(() => {
+            this.#plans--;
+          });
         return;
     }
   }
