@@ -263,6 +263,21 @@ describe('deploy plan asks the machines themselves', () => {
     }
   });
 
+  it('lists a path no cache has, which the deployment would fail on (exit 1)', async () => {
+    const nowhere = '/nix/store/00000000000000000000000000000000-nowhere-1.0';
+    const { r, plan: p } = await plan({ box: nowhere });
+    assert.equal(r.code, 1, r.stderr);
+    const m = p.agents[0]!.machine!;
+    assert.equal(m.status, 'answered', m.message);
+    assert.deepEqual(m.unavailable, [nowhere]);
+    const text = await cli(['deploy', 'plan', await deployFile({ box: nowhere })], bed.world.env);
+    assert.equal(text.code, 1);
+    assert.match(
+      text.stdout,
+      new RegExp(`^In no cache \\(the deployment would fail\\): 1 path\\(s\\)\n  ${nowhere}$`, 'm'),
+    );
+  });
+
   it('refuses a bad --timeout before asking anything, and a bad query on the API', async () => {
     const file = await deployFile({ box: paths.get('sys-1')! });
     const r = await cli(['deploy', 'plan', '--timeout', '10h', file], bed.world.env);
