@@ -153,7 +153,7 @@ async function askMachine(
       return agent.online
         ? {
             status: 'elsewhere',
-            message: `connected to another server replica: not asked; ${estimate}`,
+            message: `not connected to this server process (another replica, or reconnecting): not asked; ${estimate}`,
             ...NOTHING,
           }
         : { status: 'offline', message: `offline: not asked; ${estimate}`, ...NOTHING };
