@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline/promises';
 import type { Daemons } from './cli/daemons.ts';
 import { runCli } from './cli/run-cli.ts';
 
@@ -24,6 +25,19 @@ const code = await runCli(process.argv.slice(2), {
   stderr: process.stderr,
   env: process.env,
   daemons,
+  // Only a terminal is asked: piped input is never taken for a person's answer.
+  ...(process.stdin.isTTY
+    ? {
+        ask: async (question: string) => {
+          const rl = createInterface({ input: process.stdin, output: process.stderr });
+          try {
+            return await rl.question(question);
+          } finally {
+            rl.close();
+          }
+        },
+      }
+    : {}),
   untilStopped: () =>
     new Promise((resolve) => {
       const stop = (signal: string) => {

@@ -15,6 +15,7 @@ import { lockAgent } from './agent-lock.ts';
 import { AgentSession, type DeploymentContext } from './agent-session.ts';
 import { JournalFile } from './journal-file.ts';
 import { machineHostname, nixSystem, nixVersion } from './machine-facts.ts';
+import { planClosure } from './plan-closure.ts';
 import { detectProfileKind } from './profile-kind.ts';
 import { readProfileState } from './profile-state.ts';
 import { closureParts, readClosure } from './read-closure.ts';
@@ -81,6 +82,19 @@ export class AgentDaemon {
       ...(options.backoff ? { backoff: options.backoff } : {}),
       observe: () => this.#observed(),
       deploy: (d, ctx, resume) => this.#deploy(d, ctx, resume),
+      plan: (request, ctx) =>
+        planClosure(
+          {
+            profile: options.profile,
+            caches: ctx.caches,
+            token: options.token,
+            env: options.env,
+            stateDir: options.stateDir,
+            onLine: () => {},
+            signal: ctx.signal,
+          },
+          request,
+        ),
       onAcknowledged: (ids, owner) =>
         void this.#markReported(ids, owner).then(async () => {
           if (!this.#checkBootstrap(ids)) await this.#checkSelf();

@@ -6,6 +6,7 @@ import {
   type DeploymentResult,
   type DeploymentStep,
   type DesiredDeployment,
+  type MachinePlan,
   type Observed,
   type ServerMessage,
 } from '../protocol/agent-protocol.ts';
@@ -15,6 +16,9 @@ import { Confirmation } from './confirmation.ts';
 import { DeploymentQueue, type RunningDeployment } from './deployment-queue.ts';
 import { LogShipper } from './log-shipper.ts';
 import { ResultOutbox } from './result-outbox.ts';
+
+/** Plans an agent holds at once (one running, the rest waiting); more are answered "busy". */
+const MAX_WAITING_PLANS = 4;
 
 /** How long a confirmation waits for the old connection to deliver its last log lines. */
 const DRAIN_MS = 1500;
@@ -50,6 +54,14 @@ export interface AgentSessionOptions
     ctx: DeploymentContext,
     resume: AgentJournal | undefined,
   ) => Promise<DeploymentResult | null>;
+  /**
+   * Answers the server's `plan` (see plan-closure.ts), changing nothing on the machine; aborted
+   * at the request's timeout. Without it, the agent answers that it cannot plan.
+   */
+  readonly plan?: (
+    request: Extract<ServerMessage, { type: 'plan' }>,
+    ctx: { readonly caches: readonly AgentCache[]; readonly signal: AbortSignal },
+  ) => Promise<MachinePlan>;
   /** The server of `owner` has these results (see {@link ResultOutbox}). */
   readonly onAcknowledged?: (deploymentIds: ReadonlySet<string>, owner: JournalOwner) => void;
   /**
@@ -108,11 +120,16 @@ export class AgentSession {
   /** The server and workspace of the current connection's welcome; undefined until welcomed. */
   #server: JournalOwner | undefined;
   #stopping: AbortSignal | undefined;
+  /** Plans run one at a time: each may run Nix for a while. */
+  #planning: Promise<void> = Promise.resolve();
+  /** Plans running or waiting their turn. */
+  #plans = 0;
 
   constructor(options: AgentSessionOptions) {
     this.#o = options;
     const {
       deploy: _deploy,
+      plan: _plan,
       onAcknowledged: _acknowledged,
       onForeignJournal: _foreign,
       ...connection
@@ -245,7 +262,45 @@ export class AgentSession {
       case 'going-away':
         // The socket noted the window; the reconnect delay uses it.
         return;
+      case 'plan':
+        // A few wait their turn; more are refused at once rather than queued without bound.
+        if (this.#plans >= MAX_WAITING_PLANS) {
+          this.#connection.send({
+            type: 'plan-result',
+            requestId: msg.requestId,
+            plan: null,
+            error: `busy: ${this.#plans} plans are running or waiting on this machine`,
+          });
+          return;
+        }
+        this.#plans++;
+        this.#planning = this.#planning
+          .then(() => this.#plan(msg))
+          .finally(() => {
+            this.#plans--;
+          });
+        return;
     }
+  }
+
+  /** Answers one `plan` request, within its timeout, on the connection current at the end. */
+  async #plan(msg: Extract<ServerMessage, { type: 'plan' }>): Promise<void> {
+    const timeout = AbortSignal.timeout(msg.timeoutSeconds * 1000);
+    const signal = this.#stopping ? AbortSignal.any([timeout, this.#stopping]) : timeout;
+    let answer: { plan: MachinePlan | null; error: string | null };
+    if (!this.#o.plan) answer = { plan: null, error: 'this agent does not plan deployments' };
+    else {
+      try {
+        answer = { plan: await this.#o.plan(msg, { caches: this.#caches, signal }), error: null };
+      } catch (err) {
+        const why = timeout.aborted
+          ? `gave up after ${msg.timeoutSeconds}s`
+          : (err as Error).message.slice(0, 3000);
+        answer = { plan: null, error: why };
+      }
+    }
+    this.#o.log(`plan ${msg.requestId}: ${answer.error ?? 'answered'}`);
+    this.#connection.send({ type: 'plan-result', requestId: msg.requestId, ...answer });
   }
 
   /** One deployment, from start to its result on the way to the server. */

@@ -78,7 +78,36 @@ export async function plannedUnpackedBytes(
   caches: readonly AgentCache[],
   netrc: string | undefined,
 ): Promise<number | undefined> {
-  let bytes: number | undefined;
+  const r = await dryRunRealise(ctx, paths, caches, netrc);
+  return r.code === 0 ? r.unpackedBytes : undefined;
+}
+
+/** What `nix-store --realise --dry-run` lists: paths it would fetch, and paths no cache has. */
+export interface DryRunLists {
+  readonly fetch: string[];
+  readonly unavailable: string[];
+  /** The unpacked size Nix announces for the fetch, rounded to its 0.01 MiB (undefined: it said none). */
+  readonly unpackedBytes: number | undefined;
+  readonly code: number | null;
+  readonly tail: readonly string[];
+}
+
+/**
+ * The paths realising `paths` would download, as Nix itself decides against the local store and
+ * the caches (`nix-store --realise --dry-run`, the same in Nix 2.8 and current Nix): the store
+ * paths listed under "will be fetched", and under "will be built" or "don't know how to build"
+ * (no cache has them).
+ */
+export async function dryRunRealise(
+  ctx: Pick<NixContext, 'env' | 'signal'>,
+  paths: readonly string[],
+  caches: readonly AgentCache[],
+  netrc: string | undefined,
+): Promise<DryRunLists> {
+  const fetch: string[] = [];
+  const unavailable: string[] = [];
+  let list: string[] | undefined;
+  let unpackedBytes: number | undefined;
   const r = await runLines(
     'nix-store',
     ['--realise', '--dry-run', ...cacheOptions(caches, netrc), ...paths],
@@ -86,12 +115,19 @@ export async function plannedUnpackedBytes(
       env: ctx.env,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
       onLine: (line) => {
-        const m = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
-        if (m) bytes = (bytes ?? 0) + Number(m[2]) * 1024 * 1024;
+        const size = /\(([\d.]+) MiB download, ([\d.]+) MiB unpacked\)/.exec(line);
+        if (size) unpackedBytes = (unpackedBytes ?? 0) + Number(size[2]) * 1024 * 1024;
+        if (/will be fetched/.test(line)) list = fetch;
+        else if (/will be built|don't know how to build/.test(line)) list = unavailable;
+        else {
+          const m = /^\s+(\/\S+)$/.exec(line);
+          if (m && list) list.push(m[1]!);
+          else list = undefined;
+        }
       },
     },
   );
-  return r.code === 0 ? bytes : undefined;
+  return { fetch, unavailable, unpackedBytes, code: r.code, tail: r.tail };
 }
 
 /** Free bytes on the file system holding the Nix store. */
@@ -109,12 +145,13 @@ export async function realise(
   paths: readonly string[],
   caches: readonly AgentCache[],
   netrc: string | undefined,
+  rootName = 'in-flight',
 ): Promise<RunLinesResult> {
   const roots = join(ctx.stateDir, 'gcroots');
   await mkdir(roots, { recursive: true });
   return await runLines(
     'nix-store',
-    ['--realise', ...cacheOptions(caches, netrc), '--add-root', join(roots, 'in-flight'), ...paths],
+    ['--realise', ...cacheOptions(caches, netrc), '--add-root', join(roots, rootName), ...paths],
     { env: ctx.env, onLine: ctx.onLine, ...(ctx.signal ? { signal: ctx.signal } : {}) },
   );
 }

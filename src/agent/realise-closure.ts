@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { Backoff, sleep } from '../lib/backoff.ts';
-import type { AgentCache, DesiredDeployment } from '../protocol/agent-protocol.ts';
+import { type AgentCache, type DesiredDeployment, DISK_MARGIN } from '../protocol/agent-protocol.ts';
 import { freeStoreBytes, type NixContext, plannedUnpackedBytes, realise, withNetrc } from './nix-commands.ts';
 import { StepFailure } from './step-failure.ts';
 
@@ -24,9 +24,6 @@ const REALISE_BACKOFF = { initialMs: 5000, maxMs: 40_000, random: () => 0.5 + Ma
  * as opposed to a path that no cache has or a bad signature, which another attempt will not fix.
  */
 const DOWNLOAD_ERROR = /unable to download/;
-
-/** Extra room kept free on the store's disk beyond what a download needs. */
-const DISK_MARGIN = 1.1;
 
 /**
  * The agent is stopping while the deployment is still downloading: nothing on the machine has

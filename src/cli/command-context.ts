@@ -11,6 +11,11 @@ export interface CliIo {
    * call it; until one does, the signals keep their default effect.
    */
   readonly untilStopped?: () => Promise<string>;
+  /**
+   * Asks a question on the terminal and resolves with the answer line; absent when stdin is not
+   * a terminal (CI), where nothing may wait for a person.
+   */
+  readonly ask?: (question: string) => Promise<string>;
   /** The server and the agent, for `cairn server` and `cairn deploy agent`; src/main.ts gives them. */
   readonly daemons?: Daemons;
 }

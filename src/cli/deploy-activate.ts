@@ -6,6 +6,44 @@ import { parseOrThrow } from '../protocol/parse-or-throw.ts';
 import type { ApiClient } from './api-client.ts';
 import type { CliIo } from './command-context.ts';
 import { followRollout } from './follow-rollout.ts';
+import { formatPlan, PLAN_EXIT, planExitCode } from './format-plan.ts';
+import { requestPlan } from './request-plan.ts';
+import { forTerminal } from './terminal-text.ts';
+
+/** The exit code of `deploy activate --plan` answered with anything but yes: nothing was created. */
+const DECLINED_EXIT = 1;
+
+/**
+ * `deploy activate --plan`: prints the plan of the agents to deploy to, then asks on the
+ * terminal whether to go on, unless `yes`. Without a terminal and without `yes` it refuses
+ * before asking the server anything: CI must say `--yes`, and nothing waits for an answer
+ * that cannot come.
+ */
+async function showPlanAndConfirm(
+  client: ApiClient,
+  io: CliIo,
+  o: { deploy: DeployJsonInput; agents: readonly string[]; yes: boolean },
+): Promise<boolean> {
+  if (!o.yes && !io.ask)
+    throw new CairnError(
+      'INVALID_ARGUMENT',
+      'Cannot confirm the plan: stdin is not a terminal; pass --yes to activate after printing the plan',
+    );
+  const { agents } = o.deploy as { agents: Record<string, string> };
+  const chosen =
+    o.agents.length === 0
+      ? agents
+      : Object.fromEntries(o.agents.filter((a) => Object.hasOwn(agents, a)).map((a) => [a, agents[a]]));
+  const plan = await requestPlan(client, { ...o.deploy, agents: chosen } as DeployJsonInput, {});
+  io.stdout.write(forTerminal(io.stdout, { keepNewlines: true })(formatPlan(plan)));
+  if (planExitCode(plan) === PLAN_EXIT.blocked)
+    io.stderr.write('cairn: the plan shows a machine that would fail (see above)\n');
+  if (o.yes || !io.ask) return true;
+  const answer = await io.ask('Activate this plan? [y/N] ');
+  if (/^\s*y(es)?\s*$/i.test(answer)) return true;
+  io.stderr.write('cairn: not activated\n');
+  return false;
+}
 
 /** Reads a JSON file, with one clear error for a file that cannot be read and one for bad JSON. */
 async function readJsonFile(file: string): Promise<unknown> {
@@ -67,6 +105,10 @@ export interface DeployActivateOptions {
   readonly agents: readonly string[];
   readonly async: boolean;
   readonly timeoutMs: number | undefined;
+  /** `--plan`: print the plan first and ask for confirmation (unless `yes`). */
+  readonly plan?: boolean;
+  /** `--yes`: activate after the plan without asking. */
+  readonly yes?: boolean;
 }
 
 /**
@@ -79,6 +121,14 @@ export async function deployActivate(
   options: DeployActivateOptions,
 ): Promise<number> {
   const deploy = await readDeployJson(options.file, options.rolloutFile);
+  if (options.plan) {
+    const go = await showPlanAndConfirm(client, io, {
+      deploy,
+      agents: options.agents,
+      yes: options.yes === true,
+    });
+    if (!go) return DECLINED_EXIT;
+  }
   const query = options.agents.map((a) => `agent=${encodeURIComponent(a)}`).join('&');
   const rollout = await client.request(
     'POST',

@@ -48,6 +48,8 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
       '--timeout <duration>',
       'stop waiting after this long (such as 30m); a rollout not over by then makes the exit code 3',
     )
+    .option('--plan', 'print the plan (as deploy plan does) and ask for confirmation on the terminal first')
+    .option('--yes', 'with --plan: activate without asking (required when stdin is not a terminal)')
     .addHelpText(
       'after',
       [
@@ -55,14 +57,22 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
         'Token: CAIRN_ACTIVATE_TOKEN (or CAIRN_TOKEN), with the activate scope.',
         'Exit codes: 0 every agent succeeded (staged: the rollout succeeded); 1 an agent failed or was',
         'rolled back (staged: the rollout failed, was aborted or superseded); 2 bad input or credentials,',
-        'nothing created; 3 not over when --timeout expired (it goes on: cairn deploy follow ROLLOUT).',
+        'nothing created (also --plan without a terminal and without --yes); 3 not over when --timeout',
+        'expired (it goes on: cairn deploy follow ROLLOUT). --plan answered with anything but y: 1, nothing created.',
         'Staged rollouts: see docs/rollouts.md.',
       ].join('\n'),
     )
     .action(
       async (
         file: string,
-        opts: { async?: boolean; agent?: string[]; timeout?: string; rollout?: string },
+        opts: {
+          async?: boolean;
+          agent?: string[];
+          timeout?: string;
+          rollout?: string;
+          plan?: boolean;
+          yes?: boolean;
+        },
       ) => {
         const timeoutMs = opts.timeout === undefined ? undefined : parseDuration(opts.timeout, '--timeout');
         const code = await deployActivate(ctx.client('CAIRN_ACTIVATE_TOKEN'), ctx.io, {
@@ -71,6 +81,8 @@ export function registerDeployCommands(program: Command, ctx: CommandContext): v
           agents: opts.agent ?? [],
           async: opts.async === true,
           timeoutMs,
+          plan: opts.plan === true,
+          yes: opts.yes === true,
         });
         ctx.setExitCode(code);
       },

@@ -1,5 +1,15 @@
 import type { DeploymentInfo, RolloutInfo, StagedRollout } from '../protocol/api-schemas.ts';
-import { formatTable } from './format-table.ts';
+import { formatBytes, formatTable } from './format-table.ts';
+
+/** `12.0 MiB (+1.5 MiB)`: a deployment's closure size and its change from what the agent ran. */
+export function closureColumn(d: DeploymentInfo): string {
+  if (d.closureSize === null || d.closureSize === undefined) return '-';
+  const before = d.previousClosureSize;
+  if (before === null || before === undefined) return formatBytes(d.closureSize);
+  const delta = d.closureSize - before;
+  const sign = delta > 0 ? '+' : delta < 0 ? '-' : '±';
+  return `${formatBytes(d.closureSize)} (${sign}${formatBytes(Math.abs(delta))})`;
+}
 
 /** A batch as people read it: numbered from 1, with its label: `batch 2/4 (50%)`. */
 export function batchName(staged: StagedRollout, index: number): string {
@@ -47,8 +57,15 @@ export function deploymentTable(rollout: RolloutInfo): string {
     [d.reason, d.rebootRequired ? 'reboot required' : null].filter(Boolean).join('; ');
   if (!staged) {
     return formatTable(
-      ['AGENT', 'STATUS', 'DURATION', 'STORE PATH', 'REASON'],
-      rollout.deployments.map((d) => [d.agent, d.state, duration(d), d.storePath, reason(d)]),
+      ['AGENT', 'STATUS', 'DURATION', 'CLOSURE', 'STORE PATH', 'REASON'],
+      rollout.deployments.map((d) => [
+        d.agent,
+        d.state,
+        duration(d),
+        closureColumn(d),
+        d.storePath,
+        reason(d),
+      ]),
     );
   }
   const batch = (d: DeploymentInfo) =>
@@ -56,10 +73,19 @@ export function deploymentTable(rollout: RolloutInfo): string {
       ? '-'
       : `${d.batch + 1} (${staged.batches[d.batch]?.label ?? '?'})`;
   return formatTable(
-    ['AGENT', 'BATCH', 'ROLLOUT STATE', 'STATUS', 'DURATION', 'STORE PATH', 'REASON'],
+    ['AGENT', 'BATCH', 'ROLLOUT STATE', 'STATUS', 'DURATION', 'CLOSURE', 'STORE PATH', 'REASON'],
     [...rollout.deployments]
       .sort((a, b) => (a.batch ?? 0) - (b.batch ?? 0) || (a.agent < b.agent ? -1 : 1))
-      .map((d) => [d.agent, batch(d), d.rolloutState ?? '-', d.state, duration(d), d.storePath, reason(d)]),
+      .map((d) => [
+        d.agent,
+        batch(d),
+        d.rolloutState ?? '-',
+        d.state,
+        duration(d),
+        closureColumn(d),
+        d.storePath,
+        reason(d),
+      ]),
   );
 }
 

@@ -9,12 +9,13 @@ import {
   deploymentInfoSchema,
   deploymentListSchema,
   deploymentLogsSchema,
-  rolloutPlanSchema,
 } from '../protocol/api-schemas.ts';
 import { isFinalState } from '../protocol/deployment-state.ts';
 import type { CommandContext } from './command-context.ts';
 import { readDeployJson } from './deploy-activate.ts';
-import { formatBytes, formatTable } from './format-table.ts';
+import { formatPlan, planExitCode, reportedNote } from './format-plan.ts';
+import { formatTable } from './format-table.ts';
+import { requestPlan } from './request-plan.ts';
 import { forTerminal } from './terminal-text.ts';
 
 function deploymentId(text: string, what: string): number {
@@ -160,63 +161,36 @@ export function registerHistoryCommands(program: Command, ctx: CommandContext): 
   deploy
     .command('plan')
     .description(
-      'show what deploy.json would change on each agent (package diff, download size), changing nothing',
+      'show what deploy.json would change on each agent, asking the machines themselves, changing nothing',
     )
     .argument('<deploy.json>', 'the file deploy activate would take')
+    .option(
+      '--dry-activate',
+      'also fetch each NixOS closure and run its switch-to-configuration dry-activate (the profile is not changed)',
+    )
+    .option(
+      '--timeout <duration>',
+      'how long to wait for the machines (default 30s, 4m with --dry-activate; at most 4m30s)',
+    )
     .option('--json', 'print JSON')
-    .action(async (file: string, opts: { json?: boolean }) => {
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Token: CAIRN_ACTIVATE_TOKEN (or CAIRN_TOKEN), with the activate scope.',
+        'Exit codes: 0 every machine answered and nothing stands in the way; 1 a machine lacks disk',
+        'space, a path is in no cache or dry-activate failed (or the plan could not be made); 2 bad',
+        'input or credentials; 3 some machine was not heard (offline, too old, timed out): its part is',
+        "the server's estimate.",
+      ].join('\n'),
+    )
+    .action(async (file: string, opts: { json?: boolean; dryActivate?: boolean; timeout?: string }) => {
       const body = await readDeployJson(file);
-      const plan = await ctx.client('CAIRN_ACTIVATE_TOKEN').request('POST', 'plan', rolloutPlanSchema, body);
-      if (opts.json) {
-        ctx.io.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
-        return;
-      }
-      for (const a of plan.agents) {
-        ctx.io.stdout.write(`== ${a.agent}\n`);
-        if (a.unchanged) {
-          ctx.io.stdout.write(`already runs ${a.proposed.storePath}: nothing to do\n\n`);
-          continue;
-        }
-        ctx.io.stdout.write(
-          formatClosureDiff(a.diff, {
-            before: a.current.storePath ?? '(nothing yet)',
-            after: a.proposed.storePath ?? '',
-          }),
-        );
-        const dl = a.download;
-        const compressed =
-          dl.filePaths === 0
-            ? ''
-            : `, ${formatBytes(dl.fileSize)} compressed${dl.filePaths < dl.paths ? ` for ${dl.filePaths} of them` : ''}`;
-        ctx.io.stdout.write(
-          `Download: ${dl.paths} path(s), ${formatBytes(dl.narSize)} unpacked${compressed}\n`,
-        );
-        for (const reported of [reportedNote('current', a.current), reportedNote('new', a.proposed)]) {
-          if (reported) ctx.io.stdout.write(`Note: ${reported}\n`);
-        }
-        if (a.current.missing > 0 || a.proposed.missing > 0) {
-          ctx.io.stdout.write(
-            `Note: ${[
-              a.current.missing > 0
-                ? `${a.current.missing} path(s) of the current closure are in no cache`
-                : '',
-              a.proposed.missing > 0
-                ? `${a.proposed.missing} path(s) of the new closure are in no cache`
-                : '',
-            ]
-              .filter(Boolean)
-              .join('; ')}\n`,
-          );
-        }
-        ctx.io.stdout.write('\n');
-      }
+      const plan = await requestPlan(ctx.client('CAIRN_ACTIVATE_TOKEN'), body, opts);
+      if (opts.json) ctx.io.stdout.write(`${JSON.stringify(plan, null, 2)}\n`);
+      else ctx.io.stdout.write(forTerminal(ctx.io.stdout, { keepNewlines: true })(formatPlan(plan)));
+      ctx.setExitCode(planExitCode(plan));
     });
-}
-
-/** Says that a side of a diff or plan is an agent's unverified report; undefined for any other. */
-function reportedNote(label: string, side: DeploymentDiff['from']): string | undefined {
-  if (side.source !== 'agent') return undefined;
-  return `the ${label} closure is as agent '${side.reportedBy ?? side.agent}' reported it, not verified by a cache`;
 }
 
 function describe(d: DeploymentInfo): string {

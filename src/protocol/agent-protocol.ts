@@ -16,8 +16,21 @@ import { healthCheckSchema } from './health-check.ts';
  * 1 (2026-12-07): both sides ignore unknown fields (objects strip them); no bump, as it only accepts more.
  * 1 (2026-12-07): optional `serverId` and `workspace` in `welcome`, so that the agent's journal names
  *   the server and workspace its deployment ids belong to; unreleased, so no bump.
+ * 2 (2026-12-07): `plan` (server to agent) and `plan-result` (agent to server): the machine says
+ *   what a deployment would download and, for NixOS, what `dry-activate` would do. A version-1
+ *   agent drops a message of a type it does not know, so the server never asks one: the plan
+ *   says "unsupported" for it at once.
  */
-export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_PROTOCOL_VERSION = 2;
+
+/** The first agent protocol version that answers `plan`. */
+export const PLAN_PROTOCOL_VERSION = 2;
+
+/**
+ * Room the store's disk must have beyond a download's unpacked size: the agent refuses to
+ * realise with less, and a plan reports "not enough disk space" by the same rule.
+ */
+export const DISK_MARGIN = 1.1;
 
 /** Oldest agent protocol version the server still accepts. */
 export const MIN_AGENT_PROTOCOL_VERSION = 1;
@@ -128,6 +141,45 @@ export const closurePathSchema = z.object({
 });
 export type ClosurePath = z.infer<typeof closurePathSchema>;
 
+/** Paths of a plan's lists the agent sends at most (a NixOS system has a few thousand). */
+export const MAX_PLAN_PATHS = 8000;
+
+/** Units `switch-to-configuration dry-activate` says it would act on, and what else it said. */
+export const dryActivationSchema = z.discriminatedUnion('status', [
+  z.object({
+    status: z.literal('done'),
+    stop: z.array(z.string().max(1024)).max(10_000),
+    restart: z.array(z.string().max(1024)).max(10_000),
+    start: z.array(z.string().max(1024)).max(10_000),
+    reload: z.array(z.string().max(1024)).max(10_000),
+    /** The new system's kernel, initrd or modules differ from the booted one's. */
+    rebootRequired: z.boolean(),
+    /** Other lines it printed ("would restart systemd", warnings), at most 200. */
+    notes: z.array(z.string().max(4096)).max(200),
+  }),
+  /** nix-darwin, Home Manager and plain profiles have no dry-activate. */
+  z.object({ status: z.literal('unsupported'), reason: z.string().max(4000) }),
+  z.object({ status: z.literal('failed'), reason: z.string().max(4000) }),
+]);
+export type DryActivation = z.infer<typeof dryActivationSchema>;
+
+/** What the machine says a deployment of a store path would do (`plan-result`). */
+export const machinePlanSchema = z.object({
+  /** Paths the store lacks and the caches have: what the deployment would download. */
+  fetch: z.array(storePath).max(MAX_PLAN_PATHS),
+  /** Paths the store lacks and no cache has (Nix would have to build them). */
+  build: z.array(storePath).max(MAX_PLAN_PATHS),
+  /** The lists above were cut at MAX_PLAN_PATHS. */
+  truncated: z.boolean(),
+  /** Free bytes on the file system of /nix/store. */
+  freeBytes: z.number().int().nonnegative(),
+  /** The closure's kind, when the machine has it (always after a dry-activate). */
+  kind: profileKindSchema.nullable(),
+  /** Null when not asked for. */
+  dryActivate: dryActivationSchema.nullable(),
+});
+export type MachinePlan = z.infer<typeof machinePlanSchema>;
+
 /** Messages from agent to server. */
 export const agentMessageSchema = z.discriminatedUnion('type', [
   z.object({
@@ -160,6 +212,13 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
     paths: z.array(closurePathSchema).max(100_000),
     final: z.boolean(),
   }),
+  /** The answer to `plan`: the machine's plan, or why there is none. */
+  z.object({
+    type: z.literal('plan-result'),
+    requestId: id,
+    plan: machinePlanSchema.nullable(),
+    error: z.string().max(4000).nullable(),
+  }),
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
@@ -190,6 +249,18 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
    * The server is shutting down (a close with 4503 follows): reconnect at a random moment within
    * this many seconds, so that a large fleet does not come back all at once.
    */
+  /**
+   * Asks what deploying `storePath` would do, changing nothing (protocol 2): the agent answers
+   * with `plan-result` within `timeoutSeconds`.
+   */
+  z.object({
+    type: z.literal('plan'),
+    requestId: id,
+    storePath,
+    rollbackScript: storePath.nullable(),
+    dryActivate: z.boolean(),
+    timeoutSeconds: z.number().int().min(1).max(3600),
+  }),
   z.object({
     type: z.literal('going-away'),
     reconnectWithinSeconds: z.number().int().min(1).max(600),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { dryActivationSchema } from './agent-protocol.ts';
 import { tagListSchema } from './agent-tags.ts';
 import { nameSchema, tokenScopeSchema } from './token-scope.ts';
 
@@ -133,6 +134,10 @@ export const deploymentInfoSchema = z.object({
   batch: z.number().nullable().optional(),
   /** Staged rollouts: where the agent stands (`ROLLOUT_AGENT_STATES`). */
   rolloutState: z.string().nullable().optional(),
+  /** Total NAR size of the store path's closure, once the agent reported it (null before). */
+  closureSize: z.number().nullable().optional(),
+  /** The same of the closure the agent ran when the rollout was made, where known (rollouts only). */
+  previousClosureSize: z.number().nullable().optional(),
 });
 export type DeploymentInfo = z.infer<typeof deploymentInfoSchema>;
 export const deploymentListSchema = z.object({ deployments: z.array(deploymentInfoSchema) });
@@ -258,6 +263,56 @@ export const deploymentDiffSchema = z.object({
 });
 export type DeploymentDiff = z.infer<typeof deploymentDiffSchema>;
 
+/** One path a machine would download, with its sizes from the workspace's caches (null: no cache has it). */
+export const plannedDownloadSchema = z.object({
+  path: z.string(),
+  narSize: z.number().nullable(),
+  fileSize: z.number().nullable(),
+});
+
+/**
+ * What an agent's machine said about the plan, or why it said nothing (`status`): `answered`;
+ * `unchanged` (it runs the proposed path: not asked); `offline`; `elsewhere` (connected to another
+ * server replica); `unsupported` (its agent predates plans); `timeout`; `failed` (its reason in
+ * `message`). `message` is the line people read.
+ */
+export const machinePlanInfoSchema = z.object({
+  status: z.enum(['answered', 'unchanged', 'offline', 'elsewhere', 'unsupported', 'timeout', 'failed']),
+  message: z.string(),
+  /** What a deployment would download, exactly: the paths the machine's store lacks. */
+  download: z
+    .object({
+      paths: z.array(plannedDownloadSchema),
+      narSize: z.number(),
+      fileSize: z.number(),
+      /** Paths of the list whose sizes no workspace cache knows (not counted above). */
+      unknownSizes: z.number(),
+    })
+    .nullable(),
+  /** Paths the machine lacks that no cache has: the deployment would fail to realise them. */
+  unavailable: z.array(z.string()),
+  /** The machine's lists were cut short (very large closures). */
+  truncated: z.boolean(),
+  freeBytes: z.number().nullable(),
+  /** False when the download, unpacked and with a 10% margin, exceeds the free space. */
+  diskOk: z.boolean().nullable(),
+  kind: z.string().nullable(),
+  dryActivate: dryActivationSchema.nullable(),
+});
+export type MachinePlanInfo = z.infer<typeof machinePlanInfoSchema>;
+
+/** `POST /api/v1/workspaces/:ws/plan` query: ask the agents, dry-activate, how long to wait. */
+export const planQuerySchema = z.strictObject({
+  machines: z.enum(['true', 'false']).optional(),
+  dryActivate: z.enum(['true', 'false']).optional(),
+  timeout: z
+    .string()
+    .regex(/^[0-9]{1,4}$/, 'expected whole seconds')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(3600))
+    .optional(),
+});
+
 /** `POST /api/v1/workspaces/:ws/plan` (body: deploy.json): what activating it would change, per agent. */
 export const rolloutPlanSchema = z.object({
   agents: z.array(
@@ -279,6 +334,8 @@ export const rolloutPlanSchema = z.object({
         fileSize: z.number(),
         filePaths: z.number(),
       }),
+      /** What the machine itself said; absent when the agents were not asked (`machines=false`). */
+      machine: machinePlanInfoSchema.optional(),
     }),
   ),
 });

@@ -247,6 +247,7 @@ export function createApp(deps: AppDeps): App {
       agents,
       enrolTokens: new EnrolTokenRepository(db),
       deployments,
+      planAsker: hub,
       rollouts,
       webhooks: webhookRepo,
       webhookSettings: deps.webhooks,

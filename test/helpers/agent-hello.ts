@@ -23,11 +23,11 @@ export function observedState(hostname: string, overrides: Partial<Observed> = {
   };
 }
 
-/** The hello a test agent opens its connection with. */
-export function helloMessage(hostname: string) {
+/** The hello a test agent opens its connection with (the current protocol unless `protocol` says). */
+export function helloMessage(hostname: string, protocol: number = AGENT_PROTOCOL_VERSION) {
   return {
     type: 'hello',
-    protocol: AGENT_PROTOCOL_VERSION,
+    protocol,
     observed: observedState(hostname),
     running: null,
     unreported: [],
@@ -35,10 +35,16 @@ export function helloMessage(hostname: string) {
 }
 
 /**
- * An agent's WebSocket to `serverUrl` that has said hello as `name` with `token`. `next(type,
- * ok)` waits for (and takes) the first message of that type that `ok` accepts, in arrival order.
+ * An agent's WebSocket to `serverUrl` that has said hello as `name` with `token` (and protocol
+ * `options.protocol`, the current one by default). `next(type, ok)` waits for (and takes) the
+ * first message of that type that `ok` accepts, in arrival order. It answers nothing by itself.
  */
-export async function helloAgentSocket(serverUrl: string, name: string, token: string) {
+export async function helloAgentSocket(
+  serverUrl: string,
+  name: string,
+  token: string,
+  options: { protocol?: number } = {},
+) {
   const ws = new WebSocket(`${serverUrl.replace(/^http/, 'ws')}${AGENT_WS_PATH}?agent=${name}`, {
     headers: { Authorization: `Bearer ${token}` },
   });
@@ -51,7 +57,7 @@ export async function helloAgentSocket(serverUrl: string, name: string, token: s
   /** The close code and reason, once the socket closes. */
   const closed = once(ws, 'close') as Promise<[number, Buffer]>;
   await once(ws, 'open');
-  ws.send(JSON.stringify(helloMessage(name)));
+  ws.send(JSON.stringify(helloMessage(name, options.protocol)));
   const next = async <T extends ServerMessage['type']>(
     type: T,
     ok: (m: Extract<ServerMessage, { type: T }>) => boolean = () => true,

@@ -19,21 +19,21 @@ export function plainPackage(name: string, options: { activateExit?: number } = 
   };
 }
 
-/** A plain profile with `bin/activate` that references `deps` (so they are in its closure). */
-export function profileWithDeps(name: string, deps: string[]) {
+/** A leaf package of about `kib` KiB (zeros, and the run's tag), so that size changes show. */
+export function sizedPackage(name: string, kib: number): TestPackage {
+  return {
+    name,
+    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
+  };
+}
+
+/** A plain profile with `bin/activate` (printing `activated <name>`) that references `deps`, so they are in its closure. */
+export function plainSystem(name: string, deps: string[]): TestPackage {
   const v = (d: string) => `$dep_${d.replace(/[^A-Za-z0-9]/g, '_')}`;
   return {
     name,
     deps,
     script: `mkdir -p $out/bin; printf '#!/bin/sh\\necho activated ${name}\\n' > $out/bin/activate; chmod +x $out/bin/activate; echo ${deps.map(v).join(' ')} > $out/deps`,
-  };
-}
-
-/** A leaf package of about `kib` KiB, so that size deltas show. */
-export function leafPackage(name: string, kib: number) {
-  return {
-    name,
-    script: `mkdir -p $out; head -c ${kib * 1024} /dev/zero > $out/blob; echo ${RUN_TAG} > $out/tag`,
   };
 }
 
@@ -50,6 +50,8 @@ export function leafPackage(name: string, kib: number) {
  * - `kernel`: a file `$out/kernel` links to, as a real system's links to its kernel in the store
  *   (two systems with the same kernel link to the same file).
  * - `check`: `bin/check` exits with it (a command health check).
+ * - `dryActivate`: lines `dry-activate` prints (to stderr, as the real one does) before it exits
+ *   0, touching nothing; it is recorded like any goal.
  * - `specialisations`: names of specialisations, each a system under `specialisation/<name>`
  *   with the same switch-to-configuration (a directory in the closure here; a real one links to
  *   a store path of its own, which the agent resolves the same way).
@@ -65,12 +67,16 @@ export function nixosPackage(
     kernel?: string;
     check?: number;
     specialisations?: readonly string[];
+    dryActivate?: readonly string[];
   } = {},
 ): TestPackage {
   const exit = options.exit ?? 0;
   const body = [
     'top=$(dirname "$(dirname "$0")")',
     `echo "$top $1" >> ${record}`,
+    options.dryActivate
+      ? `if [ "$1" = dry-activate ]; then ${options.dryActivate.map((l) => `echo '${l}' >&2; `).join('')}exit 0; fi`
+      : '',
     options.envDump ? `env > ${options.envDump}` : '',
     options.preSwitchCheck
       ? `if [ "$1" = switch ]; then echo "Pre-switch check '${options.preSwitchCheck}' failed" >&2; echo "Pre-switch checks failed" >&2; exit 1; fi`

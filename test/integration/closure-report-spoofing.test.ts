@@ -7,7 +7,7 @@ import { formatBytes } from '../../src/server/dashboard/format.ts';
 import { helloAgentSocket, observedState } from '../helpers/agent-hello.ts';
 import { narinfoText, rawRequest, type SyntheticPath, syntheticPath } from '../helpers/binary-cache.ts';
 import { signInToDashboard } from '../helpers/dashboard-session.ts';
-import { leafPackage, profileWithDeps } from '../helpers/deploy-fixtures.ts';
+import { plainSystem, sizedPackage } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { run } from '../helpers/nix.ts';
 import { adminApi, cli, startTestServer, type TestServer } from '../helpers/server.ts';
@@ -239,13 +239,13 @@ describe("an agent's false report of a closure no cache holds whole, against a r
   const ids: Record<string, number> = {};
   before(async () => {
     paths = await bed.world.publish([
-      leafPackage('lib-1.0', 4),
-      leafPackage('hello-1.0', 8),
-      leafPackage('hello-1.1', 12),
-      leafPackage('hello-1.2', 16),
-      profileWithDeps('sys-1', ['lib-1.0', 'hello-1.0']),
-      profileWithDeps('sys-2', ['lib-1.0', 'hello-1.1']),
-      profileWithDeps('sys-3', ['lib-1.0', 'hello-1.2']),
+      sizedPackage('lib-1.0', 4),
+      sizedPackage('hello-1.0', 8),
+      sizedPackage('hello-1.1', 12),
+      sizedPackage('hello-1.2', 16),
+      plainSystem('sys-1', ['lib-1.0', 'hello-1.0']),
+      plainSystem('sys-2', ['lib-1.0', 'hello-1.1']),
+      plainSystem('sys-3', ['lib-1.0', 'hello-1.2']),
     ]);
     await bed.agent('box');
     ids.first = await deployBox(path('sys-1'));

@@ -2,11 +2,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { sql } from 'kysely';
 import { deploymentDiffSchema, rolloutPlanSchema } from '../../src/protocol/api-schemas.ts';
-import {
-  leafPackage as leaf,
-  profileWithDeps as system,
-  writeDeployJson,
-} from '../helpers/deploy-fixtures.ts';
+import { plainSystem, sizedPackage, writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { run } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
@@ -34,13 +30,13 @@ describe('closure reports, diffs and plans on real Nix closures', () => {
 
   before(async () => {
     paths = await bed.world.publish([
-      leaf('common-2.0', 4),
-      leaf('hello-1.0', 8),
-      leaf('hello-1.1', 12),
-      leaf('libold-0.5', 16),
-      leaf('libnew-3.0', 64),
-      system('sys-1', ['common-2.0', 'hello-1.0', 'libold-0.5']),
-      system('sys-2', ['common-2.0', 'hello-1.1', 'libnew-3.0']),
+      sizedPackage('common-2.0', 4),
+      sizedPackage('hello-1.0', 8),
+      sizedPackage('hello-1.1', 12),
+      sizedPackage('libold-0.5', 16),
+      sizedPackage('libnew-3.0', 64),
+      plainSystem('sys-1', ['common-2.0', 'hello-1.0', 'libold-0.5']),
+      plainSystem('sys-2', ['common-2.0', 'hello-1.1', 'libnew-3.0']),
     ]);
     await bed.agent('box');
   });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { access, readlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { plainPackage, profileTarget, writeScript } from '../helpers/deploy-fixtures.ts';
+import { plainPackage, profileTarget, writeDeployJson, writeScript } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { buildPackages, RUN_TAG, run } from '../helpers/nix.ts';
 import { cli } from '../helpers/server.ts';
@@ -47,6 +47,16 @@ describe('disk space', () => {
     const narSize = Number(/^NarSize: (\d+)$/m.exec(narinfo)?.[1]);
     assert.ok(narSize >= 3_000_000, narinfo);
     const needs = (narSize / 1024 / 1024).toFixed(1);
+
+    // The plan says so first: the machine's free space against the download, exit 1.
+    const file = await writeDeployJson(bed.world.profiles, { agents: { small1: big } });
+    const plan = await cli(['deploy', 'plan', file], bed.world.env);
+    assert.equal(plan.code, 1, plan.stdout + plan.stderr);
+    assert.match(plan.stdout, /^Download: 1 path\(s\), 2\.\d MiB unpacked, .* \(the machine's own count\)$/m);
+    assert.match(
+      plan.stdout,
+      /^Disk: (\d+\.\d KiB|1\.0 MiB) free on \/nix\/store: NOT ENOUGH for the download \(with a 10% margin\)$/m,
+    );
 
     const r = await bed.activate({ agents: { small1: big } });
     assert.equal(r.code, 1, r.stdout + r.stderr);

@@ -391,6 +391,29 @@ const DESIRED = {
   rollback: false,
 };
 const WELCOME = { type: 'welcome', protocol: 1, agent: 'web1', caches: [], desired: DESIRED };
+const PLAN = {
+  type: 'plan',
+  requestId: 'r1',
+  storePath: PATH,
+  rollbackScript: null,
+  dryActivate: true,
+  timeoutSeconds: 30,
+};
+const DRY = {
+  status: 'done',
+  stop: [],
+  restart: ['a.service'],
+  start: [],
+  reload: [],
+  rebootRequired: false,
+  notes: [],
+};
+const PLAN_RESULT = {
+  type: 'plan-result',
+  requestId: 'r1',
+  plan: { fetch: [PATH], build: [], truncated: false, freeBytes: 1, kind: 'nixos', dryActivate: DRY },
+  error: null,
+};
 
 /** `base` with `key` set to `value` (or removed, for undefined) at `path`. */
 function withField(base: Json, path: ReadonlyArray<string | number>, value: Json): Json {
@@ -478,6 +501,29 @@ const INVALID_AGENT_MESSAGES: ReadonlyArray<readonly [string, Json, string]> = [
     'paths.0.references.0',
   ],
   ['a closure without final', withField(CLOSURE, ['final'], undefined), 'final'],
+  ['a plan result without a request id', withField(PLAN_RESULT, ['requestId'], undefined), 'requestId'],
+  [
+    'a planned fetch that is not a store path',
+    withField(PLAN_RESULT, ['plan', 'fetch'], ['/tmp/x']),
+    'plan.fetch.0',
+  ],
+  [
+    'a plan of 8001 paths to fetch',
+    withField(PLAN_RESULT, ['plan', 'fetch'], Array(8001).fill(PATH)),
+    'plan.fetch',
+  ],
+  ['a plan with negative free space', withField(PLAN_RESULT, ['plan', 'freeBytes'], -1), 'plan.freeBytes'],
+  [
+    'a dry-activate of an unknown status',
+    withField(PLAN_RESULT, ['plan', 'dryActivate', 'status'], 'maybe'),
+    'plan.dryActivate.status',
+  ],
+  [
+    'a dry-activate without its units to restart',
+    withField(PLAN_RESULT, ['plan', 'dryActivate', 'restart'], undefined),
+    'plan.dryActivate.restart',
+  ],
+  ['a plan result without error', withField(PLAN_RESULT, ['error'], undefined), 'error'],
 ];
 
 const INVALID_SERVER_MESSAGES: ReadonlyArray<readonly [string, Json, string]> = [
@@ -522,6 +568,9 @@ const INVALID_SERVER_MESSAGES: ReadonlyArray<readonly [string, Json, string]> = 
   ['an error without a message', { type: 'error', code: 'X' }, 'message'],
   ['going-away within 0 s', { type: 'going-away', reconnectWithinSeconds: 0 }, 'reconnectWithinSeconds'],
   ['going-away within 601 s', { type: 'going-away', reconnectWithinSeconds: 601 }, 'reconnectWithinSeconds'],
+  ['a plan of a path outside the store', withField(PLAN, ['storePath'], '/etc/passwd'), 'storePath'],
+  ['a plan within 0 s', withField(PLAN, ['timeoutSeconds'], 0), 'timeoutSeconds'],
+  ['a plan without dryActivate', withField(PLAN, ['dryActivate'], undefined), 'dryActivate'],
 ];
 
 describe('agent protocol messages written by hand', () => {
@@ -533,6 +582,8 @@ describe('agent protocol messages written by hand', () => {
     it(`${name} rejects every one of ${invalid.length} invalid messages, naming the field`, () => {
       // The base the cases are made from is valid: each case fails for its own edit.
       assert.equal(decodeFrame(schema, JSON.stringify(valid)), undefined);
+      for (const more of name === 'agentMessageSchema' ? [PLAN_RESULT] : [PLAN])
+        assert.equal(decodeFrame(schema, JSON.stringify(more)), undefined);
       const accepted: string[] = [];
       for (const [label, message, path] of invalid) {
         const parsed = schema.safeParse(JSON.parse(JSON.stringify(message)));

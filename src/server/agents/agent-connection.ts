@@ -1,7 +1,12 @@
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { TokenBucket, type TokenBucketOptions } from '../../lib/token-bucket.ts';
-import { type AgentMessage, CLOSE_CODES, type ServerMessage } from '../../protocol/agent-protocol.ts';
+import {
+  type AgentMessage,
+  CLOSE_CODES,
+  type MachinePlan,
+  type ServerMessage,
+} from '../../protocol/agent-protocol.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { AgentRow } from '../db/agent-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
@@ -16,6 +21,12 @@ const PAUSE_AT = 32;
 
 /** How long an agent that never says hello holds its connect turn. */
 const CONNECT_TURN_MS = 10_000;
+
+/** An agent's answer to `plan`: its plan, or why there is none. */
+export interface PlanAnswer {
+  readonly plan: MachinePlan | null;
+  readonly error: string | null;
+}
 
 /** What an {@link AgentConnection} is made of. */
 export interface AgentConnectionOptions {
@@ -65,6 +76,10 @@ export class AgentConnection {
   replacedEpoch: number | undefined;
   /** The Nix system the agent reported, which picks its rollback script. */
   system: string;
+  /** The protocol version its hello said (0 before it). */
+  protocol = 0;
+  /** Plan requests sent and not answered yet, by request id. */
+  readonly plans = new Map<string, (answer: PlanAnswer) => void>();
   readonly #rate = new TokenBucket(MESSAGE_RATE);
   /** Messages received and not yet handled. */
   #queued = 0;
@@ -94,6 +109,8 @@ export class AgentConnection {
     ws.on('message', (data, isBinary) => this.#receive(data as Buffer, isBinary));
     ws.on('close', (code, reason) => {
       clearTimeout(this.#turnTimer);
+      for (const answer of this.plans.values()) answer({ plan: null, error: 'the agent disconnected' });
+      this.plans.clear();
       o.releaseTurn();
       o.onClose(this, code, reason);
     });

@@ -1,12 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { CairnError } from '../../lib/cairn-error.ts';
-import { CLOSE_CODES, MAX_AGENT_MESSAGE_BYTES } from '../../protocol/agent-protocol.ts';
+import {
+  CLOSE_CODES,
+  MAX_AGENT_MESSAGE_BYTES,
+  PLAN_PROTOCOL_VERSION,
+} from '../../protocol/agent-protocol.ts';
 import { isFinalState } from '../../protocol/deployment-state.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
+import type { MachinePlanOutcome, PlanQuestion } from '../closures/plan-rollout.ts';
 import { AgentRepository, type AgentRow, OFFLINE_WRITES } from '../db/agent-repository.ts';
 import { BatchedLookup } from '../db/batched-lookup.ts';
 import type { CacheRepository } from '../db/cache-repository.ts';
@@ -340,6 +346,43 @@ export class AgentHub {
       if (from + PINGS_PER_TURN < conns.length) setImmediate(pingSome, from + PINGS_PER_TURN);
     };
     pingSome(0);
+  }
+
+  /**
+   * Asks a connected agent what deploying a store path would do (`plan`), and waits for its
+   * answer up to `timeoutMs`. An agent not connected here, or whose protocol predates `plan`, is
+   * not asked: the outcome says so at once.
+   */
+  askPlan(agentId: number, question: PlanQuestion): Promise<MachinePlanOutcome> {
+    const conn = this.#byAgent.get(agentId);
+    if (!conn?.helloDone || conn.ws.readyState !== conn.ws.OPEN)
+      return Promise.resolve({ status: 'not-here' });
+    if (conn.protocol < PLAN_PROTOCOL_VERSION)
+      return Promise.resolve({ status: 'unsupported', protocol: conn.protocol });
+    const requestId = randomBytes(8).toString('hex');
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        conn.plans.delete(requestId);
+        resolve({ status: 'timeout' });
+      }, question.timeoutMs);
+      conn.plans.set(requestId, (answer) => {
+        clearTimeout(timer);
+        resolve(
+          answer.plan
+            ? { status: 'answered', plan: answer.plan }
+            : { status: 'failed', error: answer.error ?? 'no reason given' },
+        );
+      });
+      conn.send({
+        type: 'plan',
+        requestId,
+        storePath: question.storePath,
+        rollbackScript: question.rollbackScript,
+        dryActivate: question.dryActivate,
+        // The agent gives up a little before the server stops waiting, so its reason arrives.
+        timeoutSeconds: Math.max(1, Math.floor(question.timeoutMs / 1000) - 1),
+      });
+    });
   }
 
   /** The agents holding a connection to this replica (said hello, not replaced or closed since). */

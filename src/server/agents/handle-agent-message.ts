@@ -40,5 +40,12 @@ export function handleAgentMessage(
       return handleClosure(conn, msg, ctx);
     case 'confirm':
       return handleConfirm(conn, msg, ctx);
+    case 'plan-result': {
+      // An answer nobody waits for any more (it came after the timeout) is dropped.
+      const answer = conn.plans.get(msg.requestId);
+      conn.plans.delete(msg.requestId);
+      answer?.({ plan: msg.plan, error: msg.error });
+      return Promise.resolve();
+    }
   }
 }

@@ -31,6 +31,7 @@ export async function handleHello(
     return;
   }
   conn.helloDone = true;
+  conn.protocol = msg.protocol;
   conn.system = msg.observed.system;
   const agentId = conn.agent.id;
   const observed = msg.observed;

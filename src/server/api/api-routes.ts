@@ -19,6 +19,7 @@ import type { Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { BinaryCache } from '../cache/binary-cache.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
+import type { PlanAsker } from '../closures/plan-rollout.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { AuditRepository } from '../db/audit-repository.ts';
 import type { CacheKeyRow, CacheRepository, CacheRow } from '../db/cache-repository.ts';
@@ -64,6 +65,8 @@ export interface ApiDeps extends WebhookRouteDeps {
   readonly baseUrl: (requestUrl: string) => string;
   /** Counts the rollbacks asked for through the API. */
   readonly metrics?: RollbackDeps['metrics'];
+  /** Asks connected agents' machines for their part of a plan (the agent hub). */
+  readonly planAsker?: PlanAsker;
 }
 
 /** Hono environment of workspace-scoped routes. */

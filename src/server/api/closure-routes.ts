@@ -1,13 +1,14 @@
 import type { Hono } from 'hono';
 import { z } from 'zod';
 import { CairnError } from '../../lib/cairn-error.ts';
+import { planQuerySchema } from '../../protocol/api-schemas.ts';
 import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema } from '../../protocol/request-params.ts';
 import { assertDeploymentReader, assertFleetViewer, canReadDeployment } from '../auth/permissions.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
-import { planRollout } from '../closures/plan-rollout.ts';
+import { type PlanAsker, planRollout } from '../closures/plan-rollout.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { ApiEnv } from './api-routes.ts';
@@ -18,7 +19,14 @@ export interface ClosureRouteDeps {
   readonly agents: AgentRepository;
   readonly deployments: DeploymentRepository;
   readonly closures: ClosureRepository;
+  /** Asks connected agents' machines for their part of a plan; without it, plans are estimates. */
+  readonly planAsker?: PlanAsker;
 }
+
+/** How long a plan waits for the machines by default, in seconds (`timeout` in the query). */
+export const DEFAULT_PLAN_TIMEOUT_SECONDS = 30;
+/** The same with `dryActivate=true`: the machines download the closure first. */
+export const DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS = 240;
 
 const diffQuerySchema = z.object({ from: idParamSchema, to: idParamSchema });
 
@@ -48,9 +56,22 @@ export function registerClosureRoutes(api: Hono<ApiEnv>, deps: ClosureRouteDeps)
   api.post('/workspaces/:ws/plan', async (c) => {
     // A token that may deploy to no agent is refused before its body is parsed or validated.
     assertFleetViewer(c.var.principal, 'plan the deployment');
+    const query = parseOrThrow(planQuerySchema, c.req.query(), { action: 'plan the deployment' });
     const deploy = await parseJsonBody(c, deployJsonSchema, 'plan the deployment', MAX_DEPLOY_JSON_BYTES);
+    const dryActivate = query.dryActivate === 'true';
+    const seconds =
+      query.timeout ?? (dryActivate ? DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS : DEFAULT_PLAN_TIMEOUT_SECONDS);
+    const machines =
+      query.machines !== 'false' && deps.planAsker
+        ? { asker: deps.planAsker, dryActivate, timeoutMs: seconds * 1000 }
+        : undefined;
     return c.json(
-      await planRollout(deps, { principal: c.var.principal, workspaceId: c.var.workspaceId, deploy }),
+      await planRollout(deps, {
+        principal: c.var.principal,
+        workspaceId: c.var.workspaceId,
+        deploy,
+        ...(machines ? { machines } : {}),
+      }),
     );
   });
 }

@@ -4,8 +4,11 @@ import { agentRolloutState } from '../rollouts/rollout-snapshot.ts';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** A deployment row as the API shows it. */
-export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
+/**
+ * A deployment row as the API shows it; `previousClosureSize`, when the caller looked it up, is
+ * the closure size of what the agent ran before it.
+ */
+export function toDeploymentInfo(d: DeploymentRow, previousClosureSize?: number | null): DeploymentInfo {
   return {
     id: d.id,
     rolloutId: d.rollout_id,
@@ -30,5 +33,7 @@ export function toDeploymentInfo(d: DeploymentRow): DeploymentInfo {
             deferredAt: d.deferred_at,
             counted: d.counted === 1,
           }),
+    closureSize: d.closure_nar_size === null ? null : Number(d.closure_nar_size),
+    ...(previousClosureSize === undefined ? {} : { previousClosureSize }),
   };
 }

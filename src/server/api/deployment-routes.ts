@@ -32,7 +32,9 @@ export function registerDeploymentRoutes(
       ...(agentId === undefined ? {} : { agentId }),
     });
     return c.json({
-      deployments: rows.filter((d) => canReadDeployment(c.var.principal, d.agent_name)).map(toDeploymentInfo),
+      deployments: rows
+        .filter((d) => canReadDeployment(c.var.principal, d.agent_name))
+        .map((d) => toDeploymentInfo(d)),
     });
   });
 

@@ -5,6 +5,7 @@ import { deployJsonSchema } from '../../protocol/deploy-json.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idPathSchema } from '../../protocol/request-params.ts';
 import { assertDeploymentReader, assertFleetViewer, canReadDeployment } from '../auth/permissions.ts';
+import type { ClosureRepository } from '../closures/closure-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import { activateRollout } from '../deployments/activate-rollout.ts';
 import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
@@ -28,6 +29,8 @@ export function registerRolloutRoutes(
     bus: EventBus;
     baseUrl: (u: string) => string;
     rollouts: RolloutEngine;
+    /** Closure sizes of what agents ran before, for the summary; without it they are unknown. */
+    closures?: Pick<ClosureRepository, 'sizesFor'>;
   },
 ): void {
   const store = deps.rollouts.store;
@@ -39,12 +42,22 @@ export function registerRolloutRoutes(
     const rows = (await deps.deployments.byRollout(c.var.workspaceId, rolloutId)).filter((d) =>
       canReadDeployment(c.var.principal, d.agent_name),
     );
+    // What each agent ran before, as its own deployments recorded it (never another agent's).
+    const previous = rows.flatMap((d) =>
+      d.previous_path === null ? [] : [{ agentId: d.agent_id, root: d.previous_path }],
+    );
+    const sizes =
+      deps.closures && previous.length > 0
+        ? await deps.closures.sizesFor(previous)
+        : new Map<string, number>();
+    const previousSize = (d: (typeof rows)[number]) =>
+      d.previous_path === null ? null : (sizes.get(`${d.agent_id} ${d.previous_path}`) ?? null);
     return {
       rows,
       body: {
         id: rolloutId,
         url: rolloutUrl(c.req.url, c.req.param('ws') ?? 'default', rolloutId),
-        deployments: rows.map(toDeploymentInfo),
+        deployments: rows.map((d) => toDeploymentInfo(d, previousSize(d))),
         staged: await stagedStatus(store, rolloutId),
       },
     };

@@ -355,6 +355,34 @@ export class ClosureRepository {
   }
 
   /**
+   * {@link sizeFor} of many (agent, root) pairs at once, by `${agentId} ${root}`: the summary of
+   * a rollout to 10,000 agents makes one query per 500 agents, not one per agent.
+   */
+  async sizesFor(pairs: ReadonlyArray<{ agentId: number; root: string }>): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const wanted = new Set(pairs.map((p) => `${p.agentId} ${p.root}`));
+    const agents = [...new Set(pairs.map((p) => p.agentId))];
+    const roots = [...new Set(pairs.map((p) => p.root))];
+    for (const part of chunks(agents)) {
+      for (const rootPart of chunks(roots)) {
+        const rows = await this.db
+          .selectFrom('deployments')
+          .select(['agent_id', 'store_path', 'closure_nar_size'])
+          .where('agent_id', 'in', part)
+          .where('store_path', 'in', rootPart)
+          .where('closure_nar_size', 'is not', null)
+          .orderBy('id', 'desc')
+          .execute();
+        for (const r of rows) {
+          const key = `${r.agent_id} ${r.store_path}`;
+          if (wanted.has(key) && !out.has(key)) out.set(key, Number(r.closure_nar_size));
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
    * Path infos of these paths as the workspace's caches verified them (each NAR checked against
    * its narinfo on upload), for `computeClosureBatched`.
    */
