@@ -12,11 +12,13 @@ import { Authenticator } from './auth/authenticator.ts';
 import { FailedAuthLimiter } from './auth/failed-auth-limiter.ts';
 import type { BlobStore } from './blob/blob-store.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
+import { CacheCollector, DEFAULT_UPLOAD_GRACE_MS } from './cache/cache-collector.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
 import { ClosureRepository } from './closures/closure-repository.ts';
 import { registerDashboard } from './dashboard/register-dashboard.ts';
 import { AgentRepository } from './db/agent-repository.ts';
 import { AuditRepository } from './db/audit-repository.ts';
+import { CacheGcRepository } from './db/cache-gc-repository.ts';
 import { CacheRepository } from './db/cache-repository.ts';
 import { DeploymentRepository } from './db/deployment-repository.ts';
 import { LogLineRepository } from './db/log-line-repository.ts';
@@ -67,6 +69,8 @@ export interface AppDeps {
   readonly webhooks: WebhookSettings;
   /** The URL the server listens at, once it does: dashboard links in webhooks use it without --public-url. */
   readonly listenUrl: () => string;
+  /** A NAR file no narinfo names is collected once this old (default 1 h). */
+  readonly gcUploadGraceMs?: number;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -83,11 +87,18 @@ export interface App {
   readonly metrics: ServerMetrics;
   /** Sends webhooks from the outbox; started once the server listens. */
   readonly webhooks: WebhookDispatcher;
+  /** Collects the caches' garbage. */
+  readonly collector: CacheCollector;
+  /** Every cache, for the collector's rounds. */
+  readonly caches: CacheRepository;
   /** Closes agent connections and flushes buffered writes. */
   close(): Promise<void>;
   /** Every route of the JSON API and dashboard, for the authorization table test. */
   readonly routes: ReadonlyArray<{ method: string; path: string }>;
 }
+
+/** How often fetched paths are written as last accessed (the collector's retention reads them). */
+const TOUCH_FLUSH_MS = 30_000;
 
 /** Builds the app: the JSON API and health check on Hono, the binary cache on Node's HTTP objects. */
 export function createApp(deps: AppDeps): App {
@@ -113,13 +124,33 @@ export function createApp(deps: AppDeps): App {
   });
   // A revoked token stops working at once, though it was remembered a moment ago.
   const unsubscribeRevoked = bus.subscribe('token-revoked', ({ tokenId }) => auth.forget(tokenId));
+  const gcRepo = new CacheGcRepository(db, deps.database.dialect);
   const binaryCache = new BinaryCache({
     caches,
     index,
     blobs: deps.blobs,
     now: deps.now,
     maxNarBytes: deps.maxNarBytes,
+    locks: gcRepo,
   });
+  // Fetches are written as last accesses in batches; the collector flushes them too.
+  const touchTimer = setInterval(() => {
+    binaryCache.flushTouches().catch((err) => deps.log.warn({ err }, 'cannot record cache accesses'));
+  }, TOUCH_FLUSH_MS);
+  touchTimer.unref();
+  const collector = new CacheCollector({
+    repo: gcRepo,
+    binaryCache,
+    now: deps.now,
+    holder: deps.replicaId ?? 'server',
+    uploadGraceMs: deps.gcUploadGraceMs ?? DEFAULT_UPLOAD_GRACE_MS,
+    onRemoved: (cacheId) => bus.publish('cache-changed', { cacheId }),
+  });
+  // Another replica removed narinfos, or events may have been missed: read them again.
+  const unsubscribeCaches = [
+    bus.subscribe('cache-changed', ({ cacheId }) => binaryCache.forgetCache(cacheId)),
+    bus.subscribe('resync', () => binaryCache.forgetCache()),
+  ];
   const audit = new AuditRepository(db);
   const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit, metrics });
   const closures = new ClosureRepository(db);
@@ -211,6 +242,8 @@ export function createApp(deps: AppDeps): App {
       caches,
       index,
       binaryCache,
+      collector,
+      gc: gcRepo,
       bus,
       audit,
       closures,
@@ -260,8 +293,13 @@ export function createApp(deps: AppDeps): App {
     hub,
     metrics,
     webhooks,
+    collector,
+    caches,
     close: async () => {
       unsubscribeRevoked();
+      for (const u of unsubscribeCaches) u();
+      clearInterval(touchTimer);
+      await binaryCache.flushTouches().catch((err) => deps.log.warn({ err }, 'cannot record cache accesses'));
       rollouts.close();
       await webhooks.close();
       await hub.close();

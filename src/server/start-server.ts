@@ -5,6 +5,7 @@ import pino, { type Logger } from 'pino';
 import { ReplicaLease } from './agents/replica-lease.ts';
 import { openBlobStore } from './blob/open-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
+import { startCacheCollection } from './cache/cache-collector.ts';
 import { createApp } from './create-app.ts';
 import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
@@ -101,6 +102,7 @@ export async function startServer(
     reconnecting,
     ...(bus ? { replicaId: bus.replicaId } : {}),
     metricsPerAgent: config.metricsPerAgent,
+    gcUploadGraceMs: config.gcUploadGraceMs,
   });
   // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
   // its machine lost) are marked offline by the others. SQLite's single process needs none.
@@ -204,6 +206,12 @@ export async function startServer(
     onError: (err) => log.error({ err }, 'cannot delete expired deployment logs'),
     onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
   });
+  const collection = startCacheCollection({
+    collector: app.collector,
+    caches: () => app.caches.all(),
+    intervalMs: config.gcIntervalMs,
+    log,
+  });
   log.info(
     {
       url,
@@ -241,6 +249,7 @@ export async function startServer(
         await lease?.close();
         await leaseDatabase?.db.destroy();
         await retention.stop();
+        await collection.stop();
         await bus?.close();
         server.closeIdleConnections();
         // Requests still running after the grace period are cut.

@@ -9,14 +9,30 @@ export class CacheRepository {
   constructor(private readonly db: Kysely<Database>) {}
 
   /** Creates a cache; returns undefined when the name is taken. */
-  async create(row: Omit<CacheRow, 'id'>): Promise<CacheRow | undefined> {
+  async create(
+    row: Pick<CacheRow, 'workspace_id' | 'name' | 'public' | 'secret_key' | 'public_key' | 'created_at'>,
+  ): Promise<CacheRow | undefined> {
     const inserted = await this.db
       .insertInto('caches')
       .values(row)
       .onConflict((oc) => oc.column('name').doNothing())
       .returning('id')
       .executeTakeFirst();
-    return inserted ? { ...row, id: inserted.id } : undefined;
+    return inserted
+      ? {
+          ...row,
+          id: inserted.id,
+          retention_seconds: null,
+          quota_bytes: null,
+          gc_lease_holder: null,
+          gc_lease_until: null,
+        }
+      : undefined;
+  }
+
+  /** Every cache of every workspace (the collector's rounds). */
+  async all(): Promise<CacheRow[]> {
+    return await this.db.selectFrom('caches').selectAll().orderBy('id').execute();
   }
 
   async byName(name: string): Promise<CacheRow | undefined> {

@@ -14,6 +14,7 @@ import { migration010 } from './migration-010-log-sources.ts';
 import { migration011 } from './migration-011-agent-connection-epoch.ts';
 import { migration012 } from './migration-012-replica-leases.ts';
 import { migration013 } from './migration-013-webhooks.ts';
+import { migration014 } from './migration-014-cache-gc.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -43,6 +44,7 @@ export const migrations: readonly Migration[] = [
   migration011,
   migration012,
   migration013,
+  migration014,
 ];
 
 /**

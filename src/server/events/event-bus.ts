@@ -45,6 +45,8 @@ export interface BusEvents {
    * older connection of the same agent closes it ("replaced by a newer connection").
    */
   'agent-connected': { readonly agentId: number; readonly epoch: number };
+  /** The collector removed narinfos of a cache: forget those held in memory. */
+  'cache-changed': { readonly cacheId: number };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
   /**

@@ -19,6 +19,8 @@ export class OutgoingDoorbells {
   readonly desired = new Set<number>();
   readonly rollouts = new Map<number, number>();
   readonly tokens = new Set<string>();
+  /** Caches whose narinfos the collector removed. */
+  readonly caches = new Set<number>();
   /** Agent id to the epoch of its newest connection. */
   readonly connected = new Map<number, number>();
 
@@ -29,6 +31,7 @@ export class OutgoingDoorbells {
         this.desired.size +
         this.rollouts.size +
         this.tokens.size +
+        this.caches.size +
         this.connected.size ===
       0
     );
@@ -42,7 +45,7 @@ export class OutgoingDoorbells {
     const out: string[] = [];
     let msg: ReplicaDoorbell = { r: replica };
     let size = JSON.stringify(msg).length;
-    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c'>(
+    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c' | 'k'>(
       key: K,
       item: NonNullable<ReplicaDoorbell[K]>[number],
     ) => {
@@ -67,6 +70,7 @@ export class OutgoingDoorbells {
     for (const [deploymentId, rolloutId] of this.logs) add('l', [rolloutId, deploymentId]);
     for (const [rolloutId, workspaceId] of this.rollouts) add('o', [workspaceId, rolloutId]);
     for (const t of this.tokens) add('t', t);
+    for (const k of this.caches) add('k', k);
     for (const [agentId, epoch] of this.connected) add('c', [agentId, epoch]);
     out.push(JSON.stringify(msg));
     return out;

@@ -90,6 +90,9 @@ export class PostgresEventBus implements EventBus {
       case 'token-revoked':
         this.#out.tokens.add((e as BusEvents['token-revoked']).tokenId);
         break;
+      case 'cache-changed':
+        this.#out.caches.add((e as BusEvents['cache-changed']).cacheId);
+        break;
       case 'agent-connected': {
         const c = e as BusEvents['agent-connected'];
         this.#out.connected.set(c.agentId, Math.max(c.epoch, this.#out.connected.get(c.agentId) ?? 0));
@@ -199,6 +202,7 @@ export class PostgresEventBus implements EventBus {
     for (const agentId of m.a ?? []) local.publish('desired', { agentId });
     for (const [workspaceId, rolloutId] of m.o ?? []) local.publish('rollout', { workspaceId, rolloutId });
     for (const tokenId of m.t ?? []) local.publish('token-revoked', { tokenId });
+    for (const cacheId of m.k ?? []) local.publish('cache-changed', { cacheId });
     for (const [agentId, epoch] of m.c ?? []) local.publish('agent-connected', { agentId, epoch });
     for (const [rolloutId, deploymentId] of m.l ?? [])
       local.publish('log', { rolloutId, deploymentId, agent: '', lines: [] });
