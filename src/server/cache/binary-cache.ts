@@ -309,6 +309,9 @@ export class BinaryCache {
           `Cannot publish narinfo: the cache already holds ${info.storePath} with another NarHash (${existing.nar_hash})`,
         );
       }
+      // Pushed again: a use, which keeps it from a collection running now (it checks under the
+      // lock this holds) and for the retention to come.
+      await index.touch(cache.id, [hashPart], this.#now());
       return { created: false, storePath: info.storePath };
     }
     const nar = await index.narFile(cache.id, fileName);

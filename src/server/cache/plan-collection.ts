@@ -13,7 +13,12 @@ export interface GcPath {
 
 /** What a collection removes, and why. */
 export interface GcPlan {
-  /** Paths to remove, referrers before their references (the order they are deleted in). */
+  /**
+   * Paths to remove, in the order they are deleted in: referrers before their references. Those
+   * past the retention come first (a path kept by the retention never refers to one of them, as
+   * it is at least as recently used as its referrers), then those over the quota, least recently
+   * used first.
+   */
   readonly remove: ReadonlyArray<{ readonly path: GcPath; readonly reason: 'retention' | 'quota' }>;
   /** Paths kept because they are in the closure of a root (deployments, pins). */
   readonly rootPaths: number;
@@ -130,11 +135,6 @@ export function planCollection(input: {
   for (const { path } of remove) if (!users.has(path.fileName)) freedFiles.set(path.fileName, path.fileSize);
   let bytesFreed = 0;
   for (const size of freedFiles.values()) bytesFreed += size;
-  // Deleted referrers first: sort the whole list by the topological order.
-  const position = new Map(order.map((p, i) => [p.hashPart, i]));
-  remove.sort(
-    (a, b) => (position.get(a.path.hashPart) as number) - (position.get(b.path.hashPart) as number),
-  );
   return { remove, rootPaths, bytesFreed, bytesKept: kept };
 }
 
