@@ -3,9 +3,10 @@ import { z } from 'zod';
 import { CairnError } from '../lib/cairn-error.ts';
 import { isStorePath } from '../nix/store-path.ts';
 import { cacheInfoSchema, cacheListSchema } from '../protocol/api-schemas.ts';
+import { parseBytes } from '../protocol/byte-size.ts';
 import { gcResultSchema, pinListSchema, pinSchema } from '../protocol/cache-gc-schemas.ts';
 import type { CommandContext } from './command-context.ts';
-import { formatBytes, formatTable, parseBytes } from './format-table.ts';
+import { formatBytes, formatTable } from './format-table.ts';
 import { parseDuration } from './parse-duration.ts';
 
 /** Formats seconds as the largest whole unit: `28d`, `12h`, `90s`. */

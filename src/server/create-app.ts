@@ -225,6 +225,8 @@ export function createApp(deps: AppDeps): App {
     caches,
     index,
     closures,
+    collector,
+    gc: gcRepo,
     audit,
     flushLogs: () => logs.flush(),
     now: deps.now,

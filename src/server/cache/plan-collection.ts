@@ -1,15 +1,6 @@
-/** One published path of a cache, as the collector sees it. */
-export interface GcPath {
-  readonly hashPart: string;
-  readonly storePath: string;
-  /** Hash parts of its references (itself excluded). */
-  readonly refs: readonly string[];
-  /** When it was last pushed or fetched (ms). */
-  readonly lastUsed: number;
-  readonly fileName: string;
-  readonly fileSize: number;
-  readonly narSize: number;
-}
+import type { GcPath } from '../db/cache-gc-repository.ts';
+
+export type { GcPath };
 
 /** What a collection removes, and why. */
 export interface GcPlan {

@@ -1,12 +1,24 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
 import { OPEN_STATES } from '../../protocol/deployment-state.ts';
-import type { GcPath } from '../cache/plan-collection.ts';
 import type { CacheGcRunsTable, CachePinsTable, Database } from './database-schema.ts';
 import { inChunks } from './in-chunks.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** Values per `IN (...)` list. */
 const IN_CHUNK = 500;
+
+/** One published path of a cache, as the collector sees it. */
+export interface GcPath {
+  readonly hashPart: string;
+  readonly storePath: string;
+  /** Hash parts of its references (itself excluded). */
+  readonly refs: readonly string[];
+  /** When it was last pushed or fetched (ms). */
+  readonly lastUsed: number;
+  readonly fileName: string;
+  readonly fileSize: number;
+  readonly narSize: number;
+}
 
 /** A NAR file of a cache, as the collector sees it. */
 export interface GcNarFile {
