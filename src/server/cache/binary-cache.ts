@@ -160,7 +160,12 @@ export class BinaryCache {
 
   /** Deletes NAR files' blobs (the collector, holding the cache's lock). */
   async deleteNarBlobs(cache: CacheRow, fileNames: readonly string[]): Promise<void> {
-    for (const f of fileNames) await this.#blobs.delete(narKey(cache, f));
+    // Several at once: the lock is held meanwhile, and on SQLite so is the one connection.
+    let next = 0;
+    const worker = async () => {
+      while (next < fileNames.length) await this.#blobs.delete(narKey(cache, fileNames[next++] as string));
+    };
+    await Promise.all(Array.from({ length: Math.min(16, fileNames.length) }, worker));
   }
 
   /** The cache of that name if it was resolved before: no promise, for the hot path. */

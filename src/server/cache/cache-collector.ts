@@ -7,6 +7,8 @@ import { type GcPath, planCollection } from './plan-collection.ts';
 
 /** Paths removed per transaction: keeps each hold of the cache's lock to a few milliseconds. */
 const BATCH = 500;
+/** NAR files removed per transaction: their blobs are deleted while the lock is held. */
+const FILE_BATCH = 100;
 /** How long a collection's lease lasts without renewal; renewed by every batch. */
 const LEASE_MS = 60_000;
 export const DEFAULT_RETENTION_SECONDS = 28 * 24 * 60 * 60;
@@ -211,9 +213,9 @@ export class CacheCollector {
     // NAR files: those planned, checked again under the lock (still unused, not uploaded anew).
     const removedFiles: GcNarFile[] = [];
     const byName = new Map(planned.files.map((f) => [f.fileName, f]));
-    for (let i = 0; i < planned.files.length; i += BATCH) {
+    for (let i = 0; i < planned.files.length; i += FILE_BATCH) {
       await this.#renewLease(row);
-      const chunk = planned.files.slice(i, i + BATCH);
+      const chunk = planned.files.slice(i, i + FILE_BATCH);
       const gone = await this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
         const removable = await this.#repo.removableNarFiles(trx, row.id, chunk);
         // The blobs go first, inside the lock: an upload of the same file makes its blob visible

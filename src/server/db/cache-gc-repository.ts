@@ -6,6 +6,8 @@ import type { SqlDialect } from './sql-types.ts';
 
 /** Values per `IN (...)` list. */
 const IN_CHUNK = 500;
+/** Rows read per query when reading a whole cache's index. */
+const PAGE = 5000;
 
 /** One published path of a cache, as the collector sees it. */
 export interface GcPath {
@@ -77,12 +79,38 @@ export class CacheGcRepository {
 
   /** Every published path of the cache. */
   async paths(cacheId: number): Promise<Map<string, GcPath>> {
-    const rows = await this.db
-      .selectFrom('store_paths')
-      .select(['hash_part', 'store_path', 'refs', 'last_accessed_at', 'file_name', 'file_size', 'nar_size'])
-      .where('cache_id', '=', cacheId)
-      .execute();
     const out = new Map<string, GcPath>();
+    // In pages, in key order: one query for 100,000 rows would hold the event loop (SQLite) or a
+    // connection far longer than reads being served meanwhile should wait.
+    for (let after = ''; ; ) {
+      const rows = await this.db
+        .selectFrom('store_paths')
+        .select(['hash_part', 'store_path', 'refs', 'last_accessed_at', 'file_name', 'file_size', 'nar_size'])
+        .where('cache_id', '=', cacheId)
+        .where('hash_part', '>', after)
+        .orderBy('hash_part')
+        .limit(PAGE)
+        .execute();
+      if (rows.length === 0) return out;
+      after = (rows.at(-1) as { hash_part: string }).hash_part;
+      this.#addPaths(out, rows);
+      // Let requests waiting behind this one go first.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  #addPaths(
+    out: Map<string, GcPath>,
+    rows: ReadonlyArray<{
+      hash_part: string;
+      store_path: string;
+      refs: string;
+      last_accessed_at: number;
+      file_name: string;
+      file_size: number | null;
+      nar_size: number;
+    }>,
+  ): void {
     for (const r of rows) {
       out.set(r.hash_part, {
         hashPart: r.hash_part,
@@ -94,17 +122,26 @@ export class CacheGcRepository {
         narSize: r.nar_size,
       });
     }
-    return out;
   }
 
   /** Every uploaded NAR file of the cache. */
   async narFiles(cacheId: number): Promise<GcNarFile[]> {
-    const rows = await this.db
-      .selectFrom('nar_files')
-      .select(['file_name', 'file_size', 'created_at'])
-      .where('cache_id', '=', cacheId)
-      .execute();
-    return rows.map((r) => ({ fileName: r.file_name, fileSize: r.file_size, createdAt: r.created_at }));
+    const out: GcNarFile[] = [];
+    for (let after = ''; ; ) {
+      const rows = await this.db
+        .selectFrom('nar_files')
+        .select(['file_name', 'file_size', 'created_at'])
+        .where('cache_id', '=', cacheId)
+        .where('file_name', '>', after)
+        .orderBy('file_name')
+        .limit(PAGE)
+        .execute();
+      if (rows.length === 0) return out;
+      after = (rows.at(-1) as { file_name: string }).file_name;
+      for (const r of rows)
+        out.push({ fileName: r.file_name, fileSize: r.file_size, createdAt: r.created_at });
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   /**
