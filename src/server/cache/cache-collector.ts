@@ -190,21 +190,28 @@ export class CacheCollector {
       await this.#cache.flushTouches();
       const batch = order.slice(i, i + BATCH);
       const gone = await this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
+        // Forgotten first: from now on a read of one of them is not answered from memory but
+        // from the database, which (on SQLite) waits for this transaction to end. The fetches
+        // answered until now are in the touches read below, after every await but the delete.
+        this.#cache.forgetNarinfos(
+          row.id,
+          batch.map((p) => p.hashPart),
+        );
         // Whatever was published, fetched, pinned or deployed since the plan keeps its closure.
         const fresh = await this.#repo.usedSince(trx, row.id, startedAt);
         const extra = new Map(fresh.map((f) => [f.hashPart, f.refs]));
-        const from: string[] = [...extra.keys(), ...this.#cache.touchedHashParts(row.id)];
+        const from: string[] = [...extra.keys()];
         for (const h of await this.#repo.pinnedHashParts(row.id, startedAt, startedAt, trx)) from.push(h);
         for (const p of await this.#repo.deploymentRoots(row.workspace_id, startedAt, trx)) {
           from.push(hashPartOf(p));
         }
+        from.push(...this.#cache.touchedHashParts(row.id));
         for (const h of closureWith(graph, extra, from)) spared.add(h);
         const doomed = batch.filter((p) => !spared.has(p.hashPart)).map((p) => p.hashPart);
-        // Forget them before the removal commits, and again after: a read in between finds nothing.
-        this.#cache.forgetNarinfos(row.id, doomed);
         await this.#repo.deletePaths(trx, row.id, doomed);
         return doomed;
       });
+      // Again after the commit: a read from the database that began before it is not remembered.
       this.#cache.forgetNarinfos(row.id, gone);
       this.#onRemoved(row.id);
       const goneSet = new Set(gone);
