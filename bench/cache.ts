@@ -42,6 +42,8 @@ const WRK_ARGS = ['-t2', '-c64', `-d${Number(process.env.BENCH_WRK_SECONDS ?? 10
 const NAR_TRIES = 3;
 const TARGET_LATENCY_RATIO = 1.5;
 const TARGET_NAR_RATIO = 0.8;
+/** A revoked pull token must be refused within this (issue #19). */
+const TARGET_REVOKED_MS = 5000;
 const CACHE = 'bench';
 const PRIVATE_CACHE = 'bench-private';
 /** The netrc login the agent writes for a private cache; Cairn ignores it, nginx checks it. */
@@ -295,6 +297,61 @@ async function measureNar(
   return nar;
 }
 
+/**
+ * How soon a revoked pull token is refused: a client reads a private narinfo with a token in a
+ * loop on one keep-alive connection (so the token is remembered, as for any busy netrc client)
+ * while the admin revokes it through the API. Returns the time from sending the revocation to the
+ * first 401, and how many narinfos were still served with it after the revocation was answered.
+ */
+async function measureRevocation(
+  base: string,
+  narinfoPath: string,
+  adminToken: string,
+): Promise<{ refusedAfterMs: number; servedAfterRevokeAnswered: number; requestsBefore: number }> {
+  const api = (method: string, path: string, body?: unknown) =>
+    fetch(`${base}/api/v1/workspaces/default/${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+  const created = (await (
+    await api('POST', 'tokens', { name: 'bench revoked', scopes: [`cache:${PRIVATE_CACHE}:pull`] })
+  ).json()) as { id: string; token: string };
+  const auth = `Basic ${Buffer.from(`${NETRC_LOGIN}:${created.token}`).toString('base64')}`;
+  let revokeSent = 0;
+  let revokeAnswered = 0;
+  let refusedAt = 0;
+  let servedAfter = 0;
+  let before = 0;
+  const reader = (async () => {
+    for (;;) {
+      const res = await fetch(`${base}${narinfoPath}`, { headers: { Authorization: auth } });
+      await res.arrayBuffer();
+      if (res.status === 401) {
+        refusedAt = performance.now();
+        return;
+      }
+      if (res.status !== 200) throw new Error(`narinfo with the token to revoke: ${res.status}`);
+      if (revokeAnswered > 0) servedAfter++;
+      if (revokeSent === 0) before++;
+      if (refusedAt === 0 && revokeSent > 0 && performance.now() - revokeSent > 60_000) {
+        throw new Error('the revoked token was still served a minute later');
+      }
+    }
+  })();
+  await sleep(1000);
+  revokeSent = performance.now();
+  const revoked = await api('DELETE', `tokens/${created.id}`);
+  revokeAnswered = performance.now();
+  if (!revoked.ok) throw new Error(`DELETE tokens/${created.id}: ${revoked.status} ${await revoked.text()}`);
+  await reader;
+  return {
+    refusedAfterMs: Math.round((refusedAt - revokeSent) * 10) / 10,
+    servedAfterRevokeAnswered: servedAfter,
+    requestsBefore: before,
+  };
+}
+
 function round(x: number): number {
   return Math.round(x * 10) / 10;
 }
@@ -541,6 +598,7 @@ try {
   const publicNarinfo = await measureNarinfo(ports, 'public', narinfoPath);
   const privateNarinfo = await measureNarinfo(ports, 'private', privateNarinfoPath, pullAuth);
   const nar = await measureNar(ports, narPath, narBytes);
+  const revocation = await measureRevocation(cairnUrl, privateNarinfoPath, token);
   const withNar = (name: Name): Figures => ({
     ...publicNarinfo[name],
     narMiBps: round(Math.max(...nar[name])),
@@ -568,6 +626,11 @@ try {
     met: r <= TARGET_LATENCY_RATIO,
   });
   const targets = {
+    revokedRefused: {
+      maxMs: TARGET_REVOKED_MS,
+      ms: revocation.refusedAfterMs,
+      met: revocation.refusedAfterMs <= TARGET_REVOKED_MS && revocation.servedAfterRevokeAnswered === 0,
+    },
     narinfoLatency: latencyTarget(ratios.latencyP50),
     privateNarinfoLatency: latencyTarget(privateRatios.latencyP50),
     narThroughput: {
@@ -639,6 +702,20 @@ try {
       `>= ${TARGET_NAR_RATIO}x ${mark(targets.narThroughput.met)}`,
     ],
   ];
+  rows.push([
+    'revoked pull token: first 401 after the revocation was sent (ms)',
+    String(revocation.refusedAfterMs),
+    '',
+    '',
+    `<= ${TARGET_REVOKED_MS} ms ${mark(targets.revokedRefused.met)}`,
+  ]);
+  rows.push([
+    'narinfos served with it after the revocation was answered',
+    String(revocation.servedAfterRevokeAnswered),
+    '',
+    '',
+    '0',
+  ]);
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   console.log();
   for (const r of rows) {
@@ -660,6 +737,7 @@ try {
       nginx: nginxFigures,
       ratios,
       private: { cairn: privateNarinfo.cairn, nginx: privateNarinfo.nginx, ratios: privateRatios },
+      revocation,
       targets,
     }),
   );

@@ -7,6 +7,7 @@ export interface ServerCommandFlags {
   publicUrl?: string;
   logLevel?: string;
   logRetentionDays?: string;
+  gcInterval?: string;
   trustedProxy?: string;
   metricsListen?: string;
   metricsPerAgent?: boolean;

@@ -32,6 +32,10 @@ export function registerServerCommand(program: Command, ctx: CommandContext): vo
       'delete deployment logs this many days after the deployment ended (env: CAIRN_LOG_RETENTION_DAYS; default: 30)',
     )
     .option(
+      '--gc-interval <duration>',
+      'collect every binary cache this often, such as 30m or 1d; 0 collects only on `cairn cache gc` (env: CAIRN_GC_INTERVAL; default: 1h)',
+    )
+    .option(
       '--trusted-proxy <addr,...>',
       'proxies (addresses or ADDR/PREFIX networks) whose X-Forwarded-For names the client, for the failed-authentication limit and the audit log (env: CAIRN_TRUSTED_PROXY)',
     )

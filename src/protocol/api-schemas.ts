@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { dryActivationSchema } from './agent-protocol.ts';
 import { tagListSchema } from './agent-tags.ts';
+import { gcRunSchema } from './cache-gc-schemas.ts';
 import { nameSchema, tokenScopeSchema } from './token-scope.ts';
 
 /** The one error body of every HTTP error Cairn returns. */
@@ -26,6 +27,22 @@ export const cacheInfoSchema = z.object({
   paths: z.number().int().nonnegative(),
   narBytes: z.number().int().nonnegative(),
   fileBytes: z.number().int().nonnegative(),
+  /** Kept what was pushed or fetched this recently (seconds); the server's default unless set. */
+  retentionSeconds: z.number().int().positive(),
+  retentionIsDefault: z.boolean(),
+  /** Stored bytes over which least recently used paths go first; null: no quota. */
+  quotaBytes: z.number().int().positive().nullable(),
+  /** One cache's answer only: what a collection would free now, and the last collection. */
+  usage: z
+    .object({
+      reclaimablePaths: z.number().int().nonnegative(),
+      reclaimableNarFiles: z.number().int().nonnegative(),
+      reclaimableBytes: z.number().int().nonnegative(),
+      rootPaths: z.number().int().nonnegative(),
+      pins: z.number().int().nonnegative(),
+      lastGc: gcRunSchema.nullable(),
+    })
+    .optional(),
 });
 export type CacheInfo = z.infer<typeof cacheInfoSchema>;
 

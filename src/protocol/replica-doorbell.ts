@@ -22,6 +22,8 @@ export const replicaDoorbellSchema = z.object({
   o: z.array(z.tuple([id, id])).optional(),
   /** Agents' newest connections, as [agentId, connection epoch]: older ones are closed. */
   c: z.array(z.tuple([id, id])).optional(),
+  /** Caches whose narinfos the collector removed: forget the cache's narinfos held in memory. */
+  g: z.array(id).optional(),
   /** Revoked tokens' ids. */
   t: z.array(z.string().min(1).max(200)).optional(),
   /** Caches whose signing keys changed, as [workspaceId, cache name]. */

@@ -15,11 +15,13 @@ import type { BackupSource } from './backup/write-backup.ts';
 import type { BlobStore } from './blob/blob-store.ts';
 import { DEFAULT_WORKSPACE } from './bootstrap.ts';
 import { BinaryCache } from './cache/binary-cache.ts';
+import { CacheCollector, DEFAULT_UPLOAD_GRACE_MS } from './cache/cache-collector.ts';
 import { CacheHandler } from './cache/cache-handler.ts';
 import { ClosureRepository } from './closures/closure-repository.ts';
 import { registerDashboard } from './dashboard/register-dashboard.ts';
 import { AgentRepository } from './db/agent-repository.ts';
 import { AuditRepository } from './db/audit-repository.ts';
+import { CacheGcRepository } from './db/cache-gc-repository.ts';
 import { CacheRepository } from './db/cache-repository.ts';
 import { DeploymentRepository } from './db/deployment-repository.ts';
 import { EnrolTokenRepository } from './db/enrol-token-repository.ts';
@@ -73,6 +75,8 @@ export interface AppDeps {
   readonly listenUrl: () => string;
   /** What `GET /api/v1/server/backup` archives; without it, that route answers NOT_SUPPORTED. */
   readonly backupSource?: BackupSource;
+  /** A NAR file no narinfo names is collected once this old (default 1 h). */
+  readonly gcUploadGraceMs?: number;
 }
 
 /** The server's request handling, ready to be attached to a Node HTTP server. */
@@ -89,11 +93,18 @@ export interface App {
   readonly metrics: ServerMetrics;
   /** Sends webhooks from the outbox; started once the server listens. */
   readonly webhooks: WebhookDispatcher;
+  /** Collects the caches' garbage. */
+  readonly collector: CacheCollector;
+  /** Every cache, for the collector's rounds. */
+  readonly caches: CacheRepository;
   /** Closes agent connections and flushes buffered writes. */
   close(): Promise<void>;
   /** Every route of the JSON API and dashboard, for the authorization table test. */
   readonly routes: ReadonlyArray<{ method: string; path: string }>;
 }
+
+/** How often fetched paths are written as last accessed (the collector's retention reads them). */
+const TOUCH_FLUSH_MS = 30_000;
 
 /** Builds the app: the JSON API and health check on Hono, the binary cache on Node's HTTP objects. */
 export function createApp(deps: AppDeps): App {
@@ -119,12 +130,14 @@ export function createApp(deps: AppDeps): App {
   });
   // A revoked token stops working at once, though it was remembered a moment ago.
   const unsubscribeRevoked = bus.subscribe('token-revoked', ({ tokenId }) => auth.forget(tokenId));
+  const gcRepo = new CacheGcRepository(db, deps.database.dialect);
   const binaryCache = new BinaryCache({
     caches,
     index,
     blobs: deps.blobs,
     now: deps.now,
     maxNarBytes: deps.maxNarBytes,
+    locks: gcRepo,
   });
   // Narinfos are served signed by the cache's active keys: a rotation here or on another replica
   // re-signs them, and a re-sync (a doorbell may have been lost) checks every cache held.
@@ -137,6 +150,24 @@ export function createApp(deps: AppDeps): App {
           deps.log.warn({ err }, 'cannot re-read the caches’ signing keys; retrying at the next re-sync'),
         );
     }),
+  ];
+  // Fetches are written as last accesses in batches; the collector flushes them too.
+  const touchTimer = setInterval(() => {
+    binaryCache.flushTouches().catch((err) => deps.log.warn({ err }, 'cannot record cache accesses'));
+  }, TOUCH_FLUSH_MS);
+  touchTimer.unref();
+  const collector = new CacheCollector({
+    repo: gcRepo,
+    binaryCache,
+    now: deps.now,
+    holder: deps.replicaId ?? 'server',
+    uploadGraceMs: deps.gcUploadGraceMs ?? DEFAULT_UPLOAD_GRACE_MS,
+    onRemoved: (cacheId) => bus.publish('cache-changed', { cacheId }),
+  });
+  // Another replica removed narinfos, or events may have been missed: read them again.
+  const unsubscribeCaches = [
+    bus.subscribe('cache-changed', ({ cacheId }) => binaryCache.forgetCache(cacheId)),
+    bus.subscribe('resync', () => binaryCache.forgetCache()),
   ];
   const audit = new AuditRepository(db);
   const cacheHandler = new CacheHandler({ cache: binaryCache, auth, log: deps.log, audit, metrics });
@@ -212,6 +243,8 @@ export function createApp(deps: AppDeps): App {
     caches,
     index,
     closures,
+    collector,
+    gc: gcRepo,
     audit,
     flushLogs: () => logs.flush(),
     now: deps.now,
@@ -240,6 +273,8 @@ export function createApp(deps: AppDeps): App {
       caches,
       index,
       binaryCache,
+      collector,
+      gc: gcRepo,
       bus,
       audit,
       closures,
@@ -291,9 +326,14 @@ export function createApp(deps: AppDeps): App {
     hub,
     metrics,
     webhooks,
+    collector,
+    caches,
     close: async () => {
       unsubscribeRevoked();
       for (const off of unsubscribeCacheKeys) off();
+      for (const u of unsubscribeCaches) u();
+      clearInterval(touchTimer);
+      await binaryCache.flushTouches().catch((err) => deps.log.warn({ err }, 'cannot record cache accesses'));
       rollouts.close();
       await webhooks.close();
       await hub.close();

@@ -25,6 +25,13 @@ export interface ServerConfig {
   readonly logRetentionDays: number;
   /** Largest NAR file accepted in one upload, in bytes. */
   readonly maxNarBytes: number;
+  /** How often every cache is collected (`--gc-interval`, `CAIRN_GC_INTERVAL`); 0: never on its own. */
+  readonly gcIntervalMs: number;
+  /**
+   * A NAR file no narinfo names is collected only once this old (`CAIRN_GC_UPLOAD_GRACE`, 1h by
+   * default), so that an upload whose narinfo is still to come is safe.
+   */
+  readonly gcUploadGraceMs: number;
   /** A client must send its request headers within this (slow-header attacks). */
   readonly headersTimeoutMs: number;
   /** An idle keep-alive connection is closed after this. */
@@ -69,6 +76,7 @@ export interface ServerFlags {
   logLevel?: string;
   logFormat?: string;
   logRetentionDays?: string;
+  gcInterval?: string;
   trustedProxy?: string;
   metricsListen?: string;
   metricsPerAgent?: boolean;
@@ -150,6 +158,18 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
   if (!(Number.isFinite(logRetentionDays) && logRetentionDays > 0)) {
     problems.push(`Cannot use --log-retention-days: expected a positive number of days (${retentionText})`);
   }
+  const gcIntervalText = flags.gcInterval ?? env.CAIRN_GC_INTERVAL ?? '1h';
+  const gcIntervalMs = durationMs(gcIntervalText);
+  if (gcIntervalMs === undefined || (gcIntervalMs !== 0 && gcIntervalMs < 1000)) {
+    problems.push(
+      `Cannot use --gc-interval: expected a duration such as 30m, 1h or 1d, or 0 to collect only when asked (${gcIntervalText})`,
+    );
+  }
+  const graceText = env.CAIRN_GC_UPLOAD_GRACE ?? '1h';
+  const gcUploadGraceMs = durationMs(graceText);
+  if (gcUploadGraceMs === undefined) {
+    problems.push(`Cannot use CAIRN_GC_UPLOAD_GRACE: expected a duration such as 30m or 1h (${graceText})`);
+  }
   const backstopText = env.CAIRN_EVENTS_BACKSTOP_SECONDS ?? '30';
   const backstop = Number(backstopText);
   if (!(/^\d+(\.\d+)?$/.test(backstopText) && backstop >= 0.1 && backstop <= 3600)) {
@@ -201,6 +221,8 @@ export function parseServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv): S
     logLevel,
     logFormat,
     logRetentionDays,
+    gcIntervalMs: gcIntervalMs ?? 0,
+    gcUploadGraceMs: gcUploadGraceMs ?? 0,
     maxNarBytes: 64 * 1024 ** 3,
     headersTimeoutMs: flags.headersTimeoutMs ?? 20_000,
     keepAliveTimeoutMs: 65_000,

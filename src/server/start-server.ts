@@ -6,6 +6,7 @@ import { ReplicaLease } from './agents/replica-lease.ts';
 import { removeLeftoverSnapshots } from './backup/write-backup.ts';
 import { openBlobStore } from './blob/open-blob-store.ts';
 import { bootstrap } from './bootstrap.ts';
+import { startCacheCollection } from './cache/cache-collector.ts';
 import { createApp } from './create-app.ts';
 import { AgentRepository } from './db/agent-repository.ts';
 import { migrate } from './db/migrations.ts';
@@ -108,6 +109,7 @@ export async function startServer(
       blobStore: config.blobStore,
       backupDatabase: database.backup,
     },
+    gcUploadGraceMs: config.gcUploadGraceMs,
   });
   // Replicas: a lease says this one is alive; the agents of one whose lease expired (killed,
   // its machine lost) are marked offline by the others. SQLite's single process needs none.
@@ -211,6 +213,12 @@ export async function startServer(
     onError: (err) => log.error({ err }, 'cannot delete expired deployment logs'),
     onDeleted: (count) => log.info({ deployments: count }, 'deleted expired deployment logs'),
   });
+  const collection = startCacheCollection({
+    collector: app.collector,
+    caches: () => app.caches.all(),
+    intervalMs: config.gcIntervalMs,
+    log,
+  });
   log.info(
     {
       url,
@@ -248,6 +256,7 @@ export async function startServer(
         await lease?.close();
         await leaseDatabase?.db.destroy();
         await retention.stop();
+        await collection.stop();
         await bus?.close();
         server.closeIdleConnections();
         // Requests still running after the grace period are cut.

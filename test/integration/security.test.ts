@@ -237,6 +237,47 @@ describe('authorization: every route, every kind of token', () => {
       make: async () => ({ url: api('caches/main/missing'), body: { paths: [storePath] } }),
       expect: { admin: 200, agent: 200, push: 200, pull: 200, activate: 404, 'activate-other': 404 },
     },
+    // A cache's retention, quota, collection and pins: admin only (they decide what the fleet
+    // can still substitute).
+    {
+      method: 'PATCH',
+      path: '/api/v1/workspaces/:ws/caches/:name',
+      make: async () => ({ url: api('caches/main'), body: { quotaBytes: null } }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/workspaces/:ws/caches/:name/gc',
+      make: async () => ({ url: api('caches/main/gc') }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/caches/:name/gc',
+      make: async () => ({ url: api('caches/main/gc'), body: {} }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/workspaces/:ws/caches/:name/pins',
+      make: async () => ({ url: api('caches/main/pins') }),
+      expect: { admin: 200 },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/workspaces/:ws/caches/:name/pins',
+      make: async () => ({ url: api('caches/main/pins'), body: { storePath } }),
+      expect: { admin: 201 },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/workspaces/:ws/caches/:name/pins/:path',
+      make: async () => {
+        await admin(['cache', 'pin', 'main', storePath]);
+        return { url: api(`caches/main/pins/${storePath.slice(11)}`) };
+      },
+      expect: { admin: 204 },
+    },
     // Signing keys are the admin's alone, even to list.
     {
       method: 'GET',

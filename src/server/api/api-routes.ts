@@ -18,6 +18,7 @@ import { assertAdmin, canPull } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
 import { generateTokenSecret, hashTokenSecret } from '../auth/token-secret.ts';
 import type { BinaryCache } from '../cache/binary-cache.ts';
+import { CacheCollector } from '../cache/cache-collector.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import type { PlanAsker } from '../closures/plan-rollout.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
@@ -33,6 +34,7 @@ import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { registerAgentRoutes } from './agent-routes.ts';
+import { type CacheGcRouteDeps, registerCacheGcRoutes, toGcRunInfo } from './cache-gc-routes.ts';
 import { registerClosureRoutes } from './closure-routes.ts';
 import { registerDeploymentRoutes } from './deployment-routes.ts';
 import { registerEnrolAgentRoute } from './enrol-agent-route.ts';
@@ -43,7 +45,7 @@ import { registerRolloutRoutes } from './rollout-routes.ts';
 import { registerWebhookRoutes, type WebhookRouteDeps } from './webhook-routes.ts';
 
 /** What the API routes need. */
-export interface ApiDeps extends WebhookRouteDeps {
+export interface ApiDeps extends WebhookRouteDeps, CacheGcRouteDeps {
   readonly auth: Authenticator;
   readonly workspaces: WorkspaceRepository;
   readonly tokens: TokenRepository;
@@ -151,7 +153,19 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
 
   api.get('/workspaces/:ws/caches/:name', async (c) => {
     const row = await visibleCache(c, c.req.param('name'));
-    return c.json(await cacheInfo(row, c.req.url));
+    const info = await cacheInfo(row, c.req.url);
+    // What a collection would free: computed from the whole path index, so only here.
+    const plan = await deps.collector.collect(row, { dryRun: true, trigger: 'manual' });
+    const [last] = await deps.gc.runs(row.id, 1);
+    info.usage = {
+      reclaimablePaths: plan.paths.length,
+      reclaimableNarFiles: plan.narFiles.length,
+      reclaimableBytes: plan.bytesFreed,
+      rootPaths: plan.rootPaths,
+      pins: (await deps.gc.pins(row.id)).length,
+      lastGc: last ? toGcRunInfo(last) : null,
+    };
+    return c.json(info);
   });
 
   api.get('/workspaces/:ws/caches/:name/keys', async (c) => {
@@ -282,6 +296,7 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
   registerDeploymentRoutes(api, deps);
   registerRolloutRoutes(api, deps);
   registerWebhookRoutes(api, deps);
+  registerCacheGcRoutes(api, deps);
   return api;
 }
 
@@ -299,6 +314,9 @@ function toCacheInfo(
     paths: stats?.paths ?? 0,
     narBytes: stats?.narBytes ?? 0,
     fileBytes: stats?.fileBytes ?? 0,
+    retentionSeconds: CacheCollector.retentionOf(row),
+    retentionIsDefault: row.retention_seconds === null,
+    quotaBytes: row.quota_bytes,
   };
 }
 

@@ -4,8 +4,9 @@ import { formatNixHash } from '../../nix/nix-hash.ts';
 import { parseSecretKey, type SecretKey } from '../../nix/signing-key.ts';
 import { parseStorePathBaseName } from '../../nix/store-path.ts';
 import type { BlobRead, BlobStore } from '../blob/blob-store.ts';
+import type { CacheGcRepository } from '../db/cache-gc-repository.ts';
 import type { CacheRepository, CacheRow } from '../db/cache-repository.ts';
-import type { PathIndex } from '../db/path-index.ts';
+import { PathIndex } from '../db/path-index.ts';
 import { type CacheSigners, cacheSignatures, resignNarInfo } from './cache-signatures.ts';
 import { NAR_FILE, parseNarFileName } from './parse-nar-file-name.ts';
 import { receiveNar } from './receive-nar.ts';
@@ -37,14 +38,24 @@ export class BinaryCache {
   readonly #now: () => number;
   readonly #maxNarBytes: number;
   readonly #resolved = new Map<string, ResolvedCache>();
+  readonly #locks: Pick<CacheGcRepository, 'withCacheLock'>;
   /**
    * Published narinfos by `<cache id>/<hash part>`, as served (signed by the cache's active keys),
    * oldest first. A miss is never remembered: a path published through another replica is read
    * from the database on the next request. A key rotation or retirement changes what is served:
-   * it rings the `cache-keys` doorbell, and every replica {@link forget}s the cache.
+   * it rings the `cache-keys` doorbell, and every replica {@link forget}s the cache. The collector
+   * removes narinfos: it forgets them here and rings a doorbell so that every replica forgets the
+   * cache's narinfos ({@link forgetCache}).
    */
   readonly #narinfos = new Map<string, string>();
   #narinfoBytes = 0;
+  /**
+   * Counts forgetting: a narinfo read from the database is remembered only if nothing was
+   * forgotten while it was read, so a read racing a removal never puts a removed path back.
+   */
+  #forgotten = 0;
+  /** Hash parts fetched since the last {@link flushTouches}, with when, by cache id. */
+  #touched = new Map<number, Map<string, number>>();
 
   constructor(deps: {
     caches: CacheRepository;
@@ -52,7 +63,10 @@ export class BinaryCache {
     blobs: BlobStore;
     now: () => number;
     maxNarBytes: number;
+    /** The cache locks that keep uploads and the collector apart. */
+    locks: Pick<CacheGcRepository, 'withCacheLock'>;
   }) {
+    this.#locks = deps.locks;
     this.#caches = deps.caches;
     this.#index = deps.index;
     this.#blobs = deps.blobs;
@@ -115,13 +129,85 @@ export class BinaryCache {
   async narinfo(cache: ResolvedCache, hashPart: string): Promise<string | undefined> {
     const key = `${cache.id}/${hashPart}`;
     const hit = this.#narinfos.get(key);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined) {
+      this.touch(cache, hashPart);
+      return hit;
+    }
+    const forgotten = this.#forgotten;
     const stored = await this.#index.narinfo(cache.id, hashPart);
     if (stored === undefined) return undefined;
     const text = resignNarInfo(stored, cache);
-    // Not when the keys changed meanwhile: the next request signs with the new ones.
-    if (this.#resolved.get(cache.name) === cache) this.#remember(key, text);
+    this.touch(cache, hashPart);
+    // Not when the keys changed meanwhile (the next request signs with the new ones), nor when
+    // the collector forgot narinfos meanwhile (this one may be among them).
+    if (this.#resolved.get(cache.name) === cache && forgotten === this.#forgotten) this.#remember(key, text);
     return text;
+  }
+
+  /**
+   * Notes that a path was fetched: the collector keeps what was fetched within a cache's
+   * retention. Written to the database in batches ({@link flushTouches}), not per request.
+   */
+  touch(cache: CacheRow, hashPart: string): void {
+    const set = this.#touched.get(cache.id);
+    // The second it was fetched in (the first fetch since the last flush counts).
+    const at = Math.floor(this.#now() / 1000) * 1000;
+    if (!set) this.#touched.set(cache.id, new Map([[hashPart, at]]));
+    else if (!set.has(hashPart)) set.set(hashPart, at);
+  }
+
+  /** Hash parts of the cache fetched since the last flush. */
+  touchedHashParts(cacheId: number): Iterable<string> {
+    return this.#touched.get(cacheId)?.keys() ?? [];
+  }
+
+  /** Writes the fetches noted so far as the paths' last access. */
+  async flushTouches(): Promise<void> {
+    const touched = this.#touched;
+    if (touched.size === 0) return;
+    this.#touched = new Map();
+    for (const [cacheId, fetched] of touched) {
+      const bySecond = new Map<number, string[]>();
+      for (const [hashPart, at] of fetched) {
+        const list = bySecond.get(at);
+        if (list) list.push(hashPart);
+        else bySecond.set(at, [hashPart]);
+      }
+      for (const [at, hashParts] of bySecond) await this.#index.touch(cacheId, hashParts, at);
+    }
+  }
+
+  /** Forgets narinfos the collector removed. */
+  forgetNarinfos(cacheId: number, hashParts: readonly string[]): void {
+    this.#forgotten++;
+    for (const h of hashParts) {
+      const key = `${cacheId}/${h}`;
+      const text = this.#narinfos.get(key);
+      if (text === undefined) continue;
+      this.#narinfos.delete(key);
+      this.#narinfoBytes -= text.length;
+    }
+  }
+
+  /** Forgets every narinfo of a cache (another replica removed some), or of every cache. */
+  forgetCache(cacheId?: number): void {
+    this.#forgotten++;
+    const prefix = `${cacheId}/`;
+    for (const [key, text] of this.#narinfos) {
+      if (cacheId !== undefined && !key.startsWith(prefix)) continue;
+      this.#narinfos.delete(key);
+      this.#narinfoBytes -= text.length;
+    }
+  }
+
+  /** Deletes NAR files' blobs (the collector, holding the cache's lock). */
+  async deleteNarBlobs(cache: CacheRow, fileNames: readonly string[]): Promise<void> {
+    // Several at once: the lock is held meanwhile, and on SQLite so is the one connection.
+    let next = 0;
+    const worker = async () => {
+      while (next < fileNames.length) await this.#blobs.delete(narKey(cache, fileNames[next++] as string));
+    };
+    await Promise.all(Array.from({ length: Math.min(16, fileNames.length) }, worker));
   }
 
   /** The cache of that name if it was resolved before: no promise, for the hot path. */
@@ -131,7 +217,9 @@ export class BinaryCache {
 
   /** The narinfo if it is in memory: no promise, for the hot path. */
   narinfoInMemory(cache: ResolvedCache, hashPart: string): string | undefined {
-    return this.#narinfos.get(`${cache.id}/${hashPart}`);
+    const text = this.#narinfos.get(`${cache.id}/${hashPart}`);
+    if (text !== undefined) this.touch(cache, hashPart);
+    return text;
   }
 
   #remember(key: string, text: string): void {
@@ -179,16 +267,20 @@ export class BinaryCache {
         `Cannot upload NAR: the file's sha256 is ${got.fileHash}, but its name says ${fileHash} (${fileName})`,
       );
     }
-    await writer.commit();
-    await this.#index.putNarFile({
-      cache_id: cache.id,
-      file_name: fileName,
-      compression,
-      file_hash: got.fileHash,
-      file_size: got.fileSize,
-      nar_hash: got.narHash,
-      nar_size: got.narSize,
-      created_at: this.#now(),
+    // Visible and recorded under the cache's lock: the collector, removing this file's blob
+    // under the same lock, cannot remove it between the two.
+    await this.#locks.withCacheLock(cache.id, 'shared', async (trx) => {
+      await writer.commit();
+      await new PathIndex(trx).putNarFile({
+        cache_id: cache.id,
+        file_name: fileName,
+        compression,
+        file_hash: got.fileHash,
+        file_size: got.fileSize,
+        nar_hash: got.narHash,
+        nar_size: got.narSize,
+        created_at: this.#now(),
+      });
     });
   }
 
@@ -203,7 +295,11 @@ export class BinaryCache {
     text: string,
   ): Promise<{ created: boolean; storePath: string }> {
     try {
-      return await this.#putNarinfo(cache, hashPart, text);
+      // Checked and published under the cache's lock: the collector cannot remove the NAR file
+      // or a reference between the check and the insert.
+      return await this.#locks.withCacheLock(cache.id, 'shared', (trx) =>
+        this.#putNarinfo(new PathIndex(trx), cache, hashPart, text),
+      );
     } catch (err) {
       // The NAR it named was uploaded for this narinfo alone: do not keep it.
       const url = /^URL: nar\/(\S+)$/m.exec(text)?.[1];
@@ -213,6 +309,7 @@ export class BinaryCache {
   }
 
   async #putNarinfo(
+    index: PathIndex,
     cache: ResolvedCache,
     hashPart: string,
     text: string,
@@ -251,7 +348,7 @@ export class BinaryCache {
         `Cannot publish narinfo: Compression is ${info.compression} but the URL names a ${named.compression} file (${info.url})`,
       );
     }
-    const existing = await this.#index.storePath(cache.id, hashPart);
+    const existing = await index.storePath(cache.id, hashPart);
     if (existing) {
       if (existing.nar_hash !== formatNixHash(info.narHash)) {
         throw new CairnError(
@@ -259,9 +356,12 @@ export class BinaryCache {
           `Cannot publish narinfo: the cache already holds ${info.storePath} with another NarHash (${existing.nar_hash})`,
         );
       }
+      // Pushed again: a use, which keeps it from a collection running now (it checks under the
+      // lock this holds) and for the retention to come.
+      await index.touch(cache.id, [hashPart], this.#now());
       return { created: false, storePath: info.storePath };
     }
-    const nar = await this.#index.narFile(cache.id, fileName);
+    const nar = await index.narFile(cache.id, fileName);
     if (!nar) {
       throw new CairnError(
         'UPLOAD_INCOMPLETE',
@@ -269,10 +369,10 @@ export class BinaryCache {
       );
     }
     checkAgainstNar(info, nar);
-    await this.#checkReferences(cache, info, hashPart);
+    await checkReferences(index, cache, info, hashPart);
     const signed: NarInfo = { ...info, sigs: cacheSignatures(info, cache) };
     const now = this.#now();
-    const created = await this.#index.insertStorePath({
+    const created = await index.insertStorePath({
       cache_id: cache.id,
       hash_part: hashPart,
       store_path: info.storePath,
@@ -293,27 +393,13 @@ export class BinaryCache {
     return { created, storePath: info.storePath };
   }
 
-  async #checkReferences(cache: ResolvedCache, info: NarInfo, hashPart: string): Promise<void> {
-    const refs = (info.references ?? [])
-      .map((r) => parseStorePathBaseName(r).hashPart)
-      .filter((h) => h !== hashPart);
-    const present = await this.#index.existingHashParts(cache.id, [...new Set(refs)]);
-    const missing = (info.references ?? []).filter((r) => {
-      const h = r.slice(0, 32);
-      return h !== hashPart && !present.has(h);
-    });
-    if (missing.length > 0) {
-      throw new CairnError(
-        'UPLOAD_INCOMPLETE',
-        `Cannot publish narinfo: ${missing.length} reference(s) are not in the cache; upload dependencies first (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''})`,
-      );
-    }
-  }
-
   async #dropNarFile(cache: ResolvedCache, fileName: string): Promise<void> {
-    if (await this.#index.narFileInUse(cache.id, fileName)) return;
-    await this.#index.deleteNarFile(cache.id, fileName);
-    await this.#blobs.delete(narKey(cache, fileName));
+    await this.#locks.withCacheLock(cache.id, 'exclusive', async (trx) => {
+      const index = new PathIndex(trx);
+      if (await index.narFileInUse(cache.id, fileName)) return;
+      await this.#blobs.delete(narKey(cache, fileName));
+      await index.deleteNarFile(cache.id, fileName);
+    });
   }
 
   /** Stores an opaque file (`log/`, `realisations/`, `debuginfo/`) as uploaded. */
@@ -375,4 +461,26 @@ function checkAgainstNar(
   }
   if (info.fileSize !== undefined && info.fileSize !== nar.file_size)
     throw mismatch('FileSize', info.fileSize, nar.file_size);
+}
+
+async function checkReferences(
+  index: PathIndex,
+  cache: ResolvedCache,
+  info: NarInfo,
+  hashPart: string,
+): Promise<void> {
+  const refs = (info.references ?? [])
+    .map((r) => parseStorePathBaseName(r).hashPart)
+    .filter((h) => h !== hashPart);
+  const present = await index.existingHashParts(cache.id, [...new Set(refs)]);
+  const missing = (info.references ?? []).filter((r) => {
+    const h = r.slice(0, 32);
+    return h !== hashPart && !present.has(h);
+  });
+  if (missing.length > 0) {
+    throw new CairnError(
+      'UPLOAD_INCOMPLETE',
+      `Cannot publish narinfo: ${missing.length} reference(s) are not in the cache; upload dependencies first (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''})`,
+    );
+  }
 }

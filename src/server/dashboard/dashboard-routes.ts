@@ -2,12 +2,17 @@ import { type Context, Hono } from 'hono';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { CairnError, isCairnError } from '../../lib/cairn-error.ts';
+import { parseBytes } from '../../protocol/byte-size.ts';
+import { MAX_RETENTION_SECONDS } from '../../protocol/cache-gc-schemas.ts';
+import { durationMs } from '../../protocol/duration.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema, idPathSchema, seqParamSchema } from '../../protocol/request-params.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import { assertAdmin, canActivate, canViewFleet } from '../auth/permissions.ts';
+import { CacheCollector } from '../cache/cache-collector.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
+import type { CacheGcRepository } from '../db/cache-gc-repository.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
 import type { WebhookRepository } from '../db/webhook-repository.ts';
 import { type RollbackDeps, rollbackAgent } from '../deployments/rollback-agent.ts';
@@ -15,6 +20,7 @@ import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { agentPage } from './agent-page.ts';
+import { cachePage, cachesPage } from './caches-page.ts';
 import type { DashboardQueries } from './dashboard-queries.ts';
 import { deploymentEvents } from './deployment-events.ts';
 import { deploymentPage } from './deployment-page.ts';
@@ -42,6 +48,9 @@ export interface DashboardDeps extends RollbackDeps {
   readonly rollouts: RolloutEngine;
   /** Webhook endpoints and their deliveries, for the webhooks page. */
   readonly webhooks: WebhookRepository;
+  /** The caches' collector and its records, for the caches pages. */
+  readonly collector: CacheCollector;
+  readonly gc: CacheGcRepository;
 }
 
 const rollbackFormSchema = z.object({ to: idParamSchema.optional() });
@@ -226,6 +235,131 @@ export function dashboardRoutes(deps: DashboardDeps): Hono {
         }),
         { started },
       );
+    }),
+  );
+
+  app.get(
+    '/caches',
+    page(async (c, s, started) => {
+      assertAdmin(s.principal, 'see the caches');
+      const rows = await deps.caches.list(s.principal.workspaceId);
+      const stats = await deps.caches.stats(rows.map((r) => r.id));
+      const caches = await Promise.all(
+        rows.map(async (row) => ({
+          row,
+          stats: stats.get(row.id),
+          last: (await deps.gc.runs(row.id, 1))[0],
+          retention: CacheCollector.retentionOf(row),
+        })),
+      );
+      return sendPage(c, cachesPage({ session: s, caches, now: deps.now() }), { started });
+    }),
+  );
+
+  const adminCache = async (c: Context, s: Session, action: string) => {
+    assertAdmin(s.principal, action);
+    const name = c.req.param('name') ?? '';
+    const row = await deps.caches.byName(name);
+    if (!row || row.workspace_id !== s.principal.workspaceId) {
+      throw new CairnError('NOT_FOUND', `Cannot ${action}: no cache named '${name}' in this workspace`);
+    }
+    return row;
+  };
+  const showCache = async (c: Context, s: Session, started: number, error?: string) => {
+    const row = await adminCache(c, s, 'see the cache');
+    return sendPage(
+      c,
+      cachePage({
+        session: s,
+        row,
+        stats: (await deps.caches.stats([row.id])).get(row.id),
+        plan: await deps.collector.collect(row, { dryRun: true, trigger: 'manual' }),
+        runs: await deps.gc.runs(row.id, 20),
+        pins: (await deps.gc.pins(row.id)).length,
+        now: deps.now(),
+        error,
+      }),
+      { started, ...(error ? { status: 400 } : {}) },
+    );
+  };
+
+  app.get(
+    '/caches/:name',
+    page(async (c, s, started) => showCache(c, s, started)),
+  );
+
+  app.post(
+    '/caches/:name/policy',
+    page(async (c, s, started) => {
+      const row = await adminCache(c, s, 'change the cache');
+      const form = await checkedForm(c, s);
+      const retentionText = String(form.retention ?? '').trim();
+      const quotaText = String(form.quota ?? '').trim();
+      const retentionMs = retentionText === '' ? null : durationMs(retentionText);
+      const quotaBytes = quotaText === '' || quotaText === 'none' ? null : parseBytes(quotaText);
+      if (
+        retentionMs === undefined ||
+        (retentionMs !== null && (retentionMs < 1000 || retentionMs / 1000 > MAX_RETENTION_SECONDS))
+      ) {
+        return showCache(
+          c,
+          s,
+          started,
+          `Cannot save: the retention must be a duration such as 28d or 12h, from 1s to ten years (${retentionText.slice(0, 40)})`,
+        );
+      }
+      if (quotaBytes === undefined || (quotaBytes !== null && quotaBytes < 1)) {
+        return showCache(
+          c,
+          s,
+          started,
+          `Cannot save: the quota must be a size such as 500MiB or 50GiB, or empty for none (${quotaText.slice(0, 40)})`,
+        );
+      }
+      const policy = {
+        retentionSeconds: retentionMs === null ? null : Math.round(retentionMs / 1000),
+        quotaBytes,
+      };
+      await deps.gc.setPolicy(row.id, policy);
+      await deps.audit.record(
+        {
+          workspaceId: s.principal.workspaceId,
+          tokenId: s.principal.tokenId,
+          tokenName: s.principal.tokenName,
+          address: clientAddress(c),
+          action: 'cache.policy',
+          target: row.name,
+          detail: policy,
+        },
+        deps.now(),
+      );
+      return c.redirect(`/caches/${row.name}`, 303);
+    }),
+  );
+
+  app.post(
+    '/caches/:name/gc',
+    page(async (c, s) => {
+      const row = await adminCache(c, s, 'collect the cache');
+      await checkedForm(c, s);
+      const result = await deps.collector.collect(row, { dryRun: false, trigger: 'manual' });
+      await deps.audit.record(
+        {
+          workspaceId: s.principal.workspaceId,
+          tokenId: s.principal.tokenId,
+          tokenName: s.principal.tokenName,
+          address: clientAddress(c),
+          action: 'cache.gc',
+          target: row.name,
+          detail: {
+            paths: result.paths.length,
+            narFiles: result.narFiles.length,
+            bytesFreed: result.bytesFreed,
+          },
+        },
+        deps.now(),
+      );
+      return c.redirect(`/caches/${row.name}`, 303);
     }),
   );
 

@@ -27,7 +27,7 @@ export function layout(options: { title: string; session?: Session | undefined; 
   <a class="brand" href="/">Cairn</a>
   ${
     session
-      ? html`<nav><a href="/">Fleet</a>${isAdmin(session.principal) ? html` <a href="/webhooks">Webhooks</a>` : ''}</nav>
+      ? html`<nav><a href="/">Fleet</a>${isAdmin(session.principal) ? html` <a href="/caches">Caches</a> <a href="/webhooks">Webhooks</a>` : ''}</nav>
   <form method="post" action="/logout" class="signout">
     <input type="hidden" name="_csrf" value="${session.csrf}">
     <span class="who">${session.principal.tokenName}</span>

@@ -2,7 +2,9 @@ import type { Hono } from 'hono';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
+import type { CacheCollector } from '../cache/cache-collector.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
+import type { CacheGcRepository } from '../db/cache-gc-repository.ts';
 import type { Database } from '../db/database-schema.ts';
 import type { WebhookRepository } from '../db/webhook-repository.ts';
 import type { RollbackDeps } from '../deployments/rollback-agent.ts';
@@ -22,6 +24,8 @@ export function registerDashboard(
     closures: ClosureRepository;
     rollouts: RolloutEngine;
     webhooks: WebhookRepository;
+    collector: CacheCollector;
+    gc: CacheGcRepository;
   },
 ): void {
   const closures = deps.closures;

@@ -20,7 +20,9 @@ export class CacheRepository {
   constructor(private readonly db: Kysely<Database>) {}
 
   /** Creates a cache with its first signing key; returns undefined when the name is taken. */
-  async create(row: Omit<CacheRow, 'id'>): Promise<CacheRow | undefined> {
+  async create(
+    row: Pick<CacheRow, 'workspace_id' | 'name' | 'public' | 'secret_key' | 'public_key' | 'created_at'>,
+  ): Promise<CacheRow | undefined> {
     return await this.db.transaction().execute(async (trx) => {
       const inserted = await trx
         .insertInto('caches')
@@ -39,7 +41,14 @@ export class CacheRepository {
           created_at: row.created_at,
         })
         .execute();
-      return { ...row, id: inserted.id };
+      return {
+        ...row,
+        id: inserted.id,
+        retention_seconds: null,
+        quota_bytes: null,
+        gc_lease_holder: null,
+        gc_lease_until: null,
+      };
     });
   }
 
@@ -131,6 +140,11 @@ export class CacheRepository {
         .where('id', '=', cacheId)
         .execute();
     });
+  }
+
+  /** Every cache of every workspace (the collector's rounds). */
+  async all(): Promise<CacheRow[]> {
+    return await this.db.selectFrom('caches').selectAll().orderBy('id').execute();
   }
 
   async byName(name: string): Promise<CacheRow | undefined> {

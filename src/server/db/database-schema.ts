@@ -33,6 +33,38 @@ export interface CachesTable {
   /** Nix public key, `name:base64(public)`. */
   public_key: string;
   created_at: number;
+  /** Keep what was pushed or fetched this recently; null: the server's default (migration 014). */
+  retention_seconds: number | null;
+  /** Stored bytes above which least recently used paths go first; null: no quota. */
+  quota_bytes: number | null;
+  /** The replica collecting the cache now, and until when its lease holds. */
+  gc_lease_holder: string | null;
+  gc_lease_until: number | null;
+}
+
+/** Rows of `cache_pins`: paths whose closure the collector never removes (migration 014). */
+export interface CachePinsTable {
+  cache_id: number;
+  hash_part: string;
+  store_path: string;
+  created_at: number;
+  created_by: string;
+  /** When the pin lapses; null: until unpinned. */
+  expires_at: number | null;
+}
+
+/** Rows of `cache_gc_runs`: one collection of one cache (migration 014). */
+export interface CacheGcRunsTable {
+  id: Generated<number>;
+  cache_id: number;
+  /** `schedule` or `manual`. */
+  trigger: string;
+  started_at: number;
+  finished_at: number | null;
+  paths_removed: Generated<number>;
+  nar_files_removed: Generated<number>;
+  bytes_freed: Generated<number>;
+  error: string | null;
 }
 
 /** Rows of `cache_keys`: every signing key a cache has had; see migration 016. */
@@ -373,6 +405,8 @@ export interface Database {
   nar_files: NarFilesTable;
   store_paths: StorePathsTable;
   cache_files: CacheFilesTable;
+  cache_pins: CachePinsTable;
+  cache_gc_runs: CacheGcRunsTable;
   agents: AgentsTable;
   agent_tags: AgentTagsTable;
   rollouts: RolloutsTable;

@@ -14,6 +14,7 @@ import { migration010 } from './migration-010-log-sources.ts';
 import { migration011 } from './migration-011-agent-connection-epoch.ts';
 import { migration012 } from './migration-012-replica-leases.ts';
 import { migration013 } from './migration-013-webhooks.ts';
+import { migration014 } from './migration-014-cache-gc.ts';
 import { migration015 } from './migration-015-enrol-tokens.ts';
 import { migration016 } from './migration-016-cache-keys.ts';
 import { migration017 } from './migration-017-closures-per-agent.ts';
@@ -46,6 +47,7 @@ export const migrations: readonly Migration[] = [
   migration011,
   migration012,
   migration013,
+  migration014,
   migration015,
   migration016,
   migration017,

@@ -106,4 +106,17 @@ export class PathIndex {
       .executeTakeFirst();
     return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;
   }
+
+  /** Marks paths as fetched at `at` (never moving a later access back). */
+  async touch(cacheId: number, hashParts: readonly string[], at: number): Promise<void> {
+    for (let i = 0; i < hashParts.length; i += IN_CHUNK) {
+      await this.db
+        .updateTable('store_paths')
+        .set({ last_accessed_at: at })
+        .where('cache_id', '=', cacheId)
+        .where('hash_part', 'in', hashParts.slice(i, i + IN_CHUNK))
+        .where('last_accessed_at', '<', at)
+        .execute();
+    }
+  }
 }

@@ -50,6 +50,8 @@ export interface BusEvents {
    * tell the workspace's agents the key they are to trust.
    */
   'cache-keys': { readonly workspaceId: number; readonly cache: string };
+  /** The collector removed narinfos of a cache: forget those held in memory. */
+  'cache-changed': { readonly cacheId: number };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
   /**

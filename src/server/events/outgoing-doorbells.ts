@@ -21,6 +21,8 @@ export class OutgoingDoorbells {
   readonly tokens = new Set<string>();
   /** Caches whose signing keys changed: name to workspace id. */
   readonly cacheKeys = new Map<string, number>();
+  /** Caches whose narinfos the collector removed. */
+  readonly caches = new Set<number>();
   /** Agent id to the epoch of its newest connection. */
   readonly connected = new Map<number, number>();
 
@@ -32,6 +34,7 @@ export class OutgoingDoorbells {
         this.rollouts.size +
         this.tokens.size +
         this.cacheKeys.size +
+        this.caches.size +
         this.connected.size ===
       0
     );
@@ -45,7 +48,7 @@ export class OutgoingDoorbells {
     const out: string[] = [];
     let msg: ReplicaDoorbell = { r: replica };
     let size = JSON.stringify(msg).length;
-    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c' | 'k'>(
+    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c' | 'k' | 'g'>(
       key: K,
       item: NonNullable<ReplicaDoorbell[K]>[number],
     ) => {
@@ -71,6 +74,7 @@ export class OutgoingDoorbells {
     for (const [rolloutId, workspaceId] of this.rollouts) add('o', [workspaceId, rolloutId]);
     for (const t of this.tokens) add('t', t);
     for (const [cache, workspaceId] of this.cacheKeys) add('k', [workspaceId, cache]);
+    for (const k of this.caches) add('g', k);
     for (const [agentId, epoch] of this.connected) add('c', [agentId, epoch]);
     out.push(JSON.stringify(msg));
     return out;

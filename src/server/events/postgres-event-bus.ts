@@ -90,11 +90,13 @@ export class PostgresEventBus implements EventBus {
       case 'token-revoked':
         this.#out.tokens.add((e as BusEvents['token-revoked']).tokenId);
         break;
-      case 'cache-keys':
-        {
-          const k = e as BusEvents['cache-keys'];
-          this.#out.cacheKeys.set(k.cache, k.workspaceId);
-        }
+      case 'cache-keys': {
+        const k = e as BusEvents['cache-keys'];
+        this.#out.cacheKeys.set(k.cache, k.workspaceId);
+        break;
+      }
+      case 'cache-changed':
+        this.#out.caches.add((e as BusEvents['cache-changed']).cacheId);
         break;
       case 'agent-connected': {
         const c = e as BusEvents['agent-connected'];
@@ -206,6 +208,7 @@ export class PostgresEventBus implements EventBus {
     for (const [workspaceId, rolloutId] of m.o ?? []) local.publish('rollout', { workspaceId, rolloutId });
     for (const tokenId of m.t ?? []) local.publish('token-revoked', { tokenId });
     for (const [workspaceId, cache] of m.k ?? []) local.publish('cache-keys', { workspaceId, cache });
+    for (const cacheId of m.g ?? []) local.publish('cache-changed', { cacheId });
     for (const [agentId, epoch] of m.c ?? []) local.publish('agent-connected', { agentId, epoch });
     for (const [rolloutId, deploymentId] of m.l ?? [])
       local.publish('log', { rolloutId, deploymentId, agent: '', lines: [] });
