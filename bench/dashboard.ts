@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { type LogTarget, LogWriter } from '../src/server/agents/log-writer.ts';
-import { closureDigest, pathDigest } from '../src/server/closures/closure-digest.ts';
+import { closureDigest, pathDigest } from '../src/server/db/closure-digest.ts';
 import { LogLineRepository } from '../src/server/db/log-line-repository.ts';
 import { openDatabase } from '../src/server/db/open-database.ts';
 import { parseServerConfig } from '../src/server/server-config.ts';

@@ -2,8 +2,8 @@ import type { Kysely } from 'kysely';
 import { computeClosureBatched, type PathInfo } from '../../nix/closure.ts';
 import { STORE_DIR } from '../../nix/store-path.ts';
 import type { ClosurePath } from '../../protocol/agent-protocol.ts';
+import { closureDigest, pathDigest } from '../db/closure-digest.ts';
 import type { Database } from '../db/database-schema.ts';
-import { closureDigest, pathDigest } from './closure-digest.ts';
 
 /** How many values go into one `IN (...)` list; SQLite allows 32766 bound parameters. */
 const IN_CHUNK = 500;

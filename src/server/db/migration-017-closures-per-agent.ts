@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely';
-import { closureDigest, pathDigest } from '../closures/closure-digest.ts';
+import { closureDigest, pathDigest } from './closure-digest.ts';
 import type { Migration } from './migrations.ts';
 import { serialId } from './sql-types.ts';
 
