@@ -98,7 +98,7 @@ describe("an agent's false closure report", () => {
     const diffBefore = await api('GET', `/deployments/diff?from=${victim.first}&to=${victim.second}`);
     // Once the server recorded what box runs after its first deployment (written in a batch).
     const planBefore = await until('box running its first system', async () => {
-      const plan = (await api('POST', '/plan', { agents: { box: sys2.storePath } })) as {
+      const plan = (await api('POST', '/plan?machines=false', { agents: { box: sys2.storePath } })) as {
         agents: Array<{ current: { storePath: string | null } }>;
       };
       return plan.agents[0]?.current.storePath === sys1.storePath ? plan : undefined;
@@ -119,7 +119,7 @@ describe("an agent's false closure report", () => {
     });
 
     const diffAfter = await api('GET', `/deployments/diff?from=${victim.first}&to=${victim.second}`);
-    const planAfter = await api('POST', '/plan', { agents: { box: sys2.storePath } });
+    const planAfter = await api('POST', '/plan?machines=false', { agents: { box: sys2.storePath } });
     assert.doesNotMatch(JSON.stringify(diffAfter), /openssh-backdoored/);
     assert.doesNotMatch(JSON.stringify(planAfter), /openssh-backdoored/);
     assert.deepEqual(diffAfter, diffBefore);
@@ -177,7 +177,7 @@ describe("an agent's false report of a closure no cache holds whole, against a r
   const diff = async (from: number, to: number) =>
     deploymentDiffSchema.parse(await api('GET', `/deployments/diff?from=${from}&to=${to}`));
   const plan = async (agents: Record<string, string>) =>
-    rolloutPlanSchema.parse(await api('POST', '/plan', { agents }));
+    rolloutPlanSchema.parse(await api('POST', '/plan?machines=false', { agents }));
   /** Deploys `storePath` to the real agent box and returns the deployment's id once it succeeded. */
   const deployBox = async (storePath: string) => {
     const r = await bed.activate({ agents: { box: storePath } });
