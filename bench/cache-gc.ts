@@ -84,6 +84,8 @@ function request(
 function startReaders(base: string, auth: string, kept: readonly SyntheticPath[], dispatcher: Agent) {
   const latencies: number[] = [];
   const failures: string[] = [];
+  /** Reads slower than a second: when (ms since the readers started), how long, what. */
+  const slow: Array<{ atMs: number; ms: number; what: string }> = [];
   let stop = false;
   let n = 0;
   const reader = async () => {
@@ -94,7 +96,10 @@ function startReaders(base: string, auth: string, kept: readonly SyntheticPath[]
       const t0 = performance.now();
       try {
         const res = await request(url, { headers: { authorization: auth }, agent: dispatcher });
-        latencies.push(performance.now() - t0);
+        const ms = performance.now() - t0;
+        latencies.push(ms);
+        if (ms > 1000)
+          slow.push({ atMs: Math.round(t0 - started), ms: Math.round(ms), what: nar ? 'nar' : 'narinfo' });
         if (res.status !== 200) failures.push(`${url}: ${res.status}`);
         else if (nar && !res.body.equals(p.nar)) failures.push(`${url}: other bytes`);
       } catch (err) {
@@ -102,8 +107,8 @@ function startReaders(base: string, auth: string, kept: readonly SyntheticPath[]
       }
     }
   };
-  const running = Array.from({ length: READERS }, reader);
   const started = performance.now();
+  const running = Array.from({ length: READERS }, reader);
   return {
     async stop() {
       stop = true;
@@ -118,6 +123,8 @@ function startReaders(base: string, auth: string, kept: readonly SyntheticPath[]
         maxMs: round1(sorted.at(-1) ?? 0),
         failures: failures.length,
         firstFailures: failures.slice(0, 5),
+        slowReads: slow.slice(0, 20),
+        startedMs: Math.round(started),
       };
     },
   };
@@ -144,6 +151,9 @@ try {
     ...(process.env.BENCH_DATABASE_URL ? ['--database', process.env.BENCH_DATABASE_URL] : []),
   ];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  child.stderr?.on('data', (d: Buffer) => {
+    if (process.env.BENCH_GC_TRACE) process.stderr.write(d);
+  });
   server = child;
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -234,12 +244,14 @@ try {
 
   const duringReaders = startReaders(cacheUrl, pullAuth, kept, dispatcher);
   const tDry = performance.now();
+  const phases: Record<string, number> = {};
   const dry = (await api('GET', 'caches/gc/gc')) as {
     paths: unknown[];
     narFiles: unknown[];
     bytesFreed: number;
   };
   const dryMs = performance.now() - tDry;
+  phases.dryRunEnded = Math.round(performance.now());
   console.log(`dry run: ${dry.paths.length} paths in ${Math.round(dryMs)} ms; collecting`);
   const tGc = performance.now();
   const gc = (await api('POST', 'caches/gc/gc')) as {
@@ -251,6 +263,9 @@ try {
     spared: number;
   };
   const gcMs = performance.now() - tGc;
+  phases.dryRunStarted = Math.round(tDry);
+  phases.collectionStarted = Math.round(tGc);
+  phases.collectionEnded = Math.round(performance.now());
   const during = await duringReaders.stop();
 
   // Every kept path still whole; a sample of the garbage gone.
@@ -330,6 +345,7 @@ try {
       spared: gc.spared,
       readsAlone: baseline,
       readsDuring: during,
+      phases,
       keptMissing,
       garbageServed,
       targets,

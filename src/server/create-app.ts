@@ -162,11 +162,13 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     holder: deps.replicaId ?? 'server',
     uploadGraceMs: deps.gcUploadGraceMs ?? DEFAULT_UPLOAD_GRACE_MS,
-    onRemoved: (cacheId) => bus.publish('cache-changed', { cacheId }),
+    onRemoved: (cacheId) => bus.publish('cache-changed', { cacheId, local: true }),
   });
   // Another replica removed narinfos, or events may have been missed: read them again.
   const unsubscribeCaches = [
-    bus.subscribe('cache-changed', ({ cacheId }) => binaryCache.forgetCache(cacheId)),
+    bus.subscribe('cache-changed', ({ cacheId, local }) => {
+      if (!local) binaryCache.forgetCache(cacheId);
+    }),
     bus.subscribe('resync', () => binaryCache.forgetCache()),
   ];
   const audit = new AuditRepository(db);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { sql } from 'kysely';
 import {
   bearer,
   createTestCache,
@@ -221,5 +222,50 @@ describe('cache garbage collection against uploads, and the quota', () => {
     } finally {
       await scratch.cleanup();
     }
+  });
+});
+
+describe('cache garbage collection on a schedule', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer({ env: { CAIRN_GC_INTERVAL: '1s' } });
+  });
+  after(() => server.stop());
+
+  it('collects every cache on its own, and says so in cache info', async () => {
+    const env = { CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken };
+    const c = await createTestCache(server, 'scheduled');
+    const p = syntheticPath(`scheduled-${RUN_TAG}`, `scheduled ${RUN_TAG}`);
+    const push = bearer(c.pushToken);
+    assert.equal(
+      (await rawRequest(`${c.url}/nar/${p.narFile}`, { method: 'PUT', headers: push, body: p.nar })).status,
+      201,
+    );
+    const put = await rawRequest(`${c.url}/${p.hashPart}.narinfo`, {
+      method: 'PUT',
+      headers: push,
+      body: narinfoText(p.fields),
+    });
+    assert.ok(put.status < 300, put.body);
+    assert.equal((await cli(['cache', 'set', 'scheduled', '--retention', '1s'], env)).code, 0);
+    // Watched in the database: reading the narinfo would be a use, which keeps it.
+    let runs: Array<{ trigger: string; paths_removed: number }> = [];
+    for (let i = 0; i < 100; i++) {
+      runs = await server.query<{ trigger: string; paths_removed: number }>(
+        sql`select trigger, paths_removed from cache_gc_runs r join caches c on c.id = r.cache_id where c.name = 'scheduled' and r.finished_at is not null`,
+      );
+      if (runs.some((r) => Number(r.paths_removed) === 1)) break;
+      await sleep(200);
+    }
+    assert.ok(
+      runs.some((r) => r.trigger === 'schedule' && Number(r.paths_removed) === 1),
+      `a scheduled collection removed the path: ${JSON.stringify(runs)}`,
+    );
+    assert.equal(
+      (await rawRequest(`${c.url}/${p.hashPart}.narinfo`, { headers: bearer(c.pullToken) })).status,
+      404,
+    );
+    const info = await cli(['cache', 'info', 'scheduled'], env);
+    assert.match(info.stdout, /last gc: .*\(schedule\): removed \d+ paths, freed /);
   });
 });

@@ -186,6 +186,7 @@ export class CacheCollector {
     const removedPaths: GcResult['paths'][number][] = [];
     const planEntry = new Map(planned.result.paths.map((p) => [p.storePath, p]));
     for (let i = 0; i < order.length; i += BATCH) {
+      await letOthersIn();
       await this.#renewLease(row);
       await this.#cache.flushTouches();
       const batch = order.slice(i, i + BATCH);
@@ -221,6 +222,7 @@ export class CacheCollector {
     const removedFiles: GcNarFile[] = [];
     const byName = new Map(planned.files.map((f) => [f.fileName, f]));
     for (let i = 0; i < planned.files.length; i += FILE_BATCH) {
+      await letOthersIn();
       await this.#renewLease(row);
       const chunk = planned.files.slice(i, i + FILE_BATCH);
       const gone = await this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
@@ -253,6 +255,16 @@ export class CacheCollector {
       );
     }
   }
+}
+
+/**
+ * Lets requests waiting for the database go before the next batch. Kysely's SQLite connection
+ * lock is not first come, first served: without this, batch after batch took the one connection
+ * and every read needing it (a token lookup, a NAR's size) waited for the whole collection
+ * (bench:cache-gc: all readers stalled 8 s at 100,000 paths).
+ */
+function letOthersIn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function sum(files: ReadonlyArray<{ fileSize: number }>): number {

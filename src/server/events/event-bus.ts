@@ -50,8 +50,11 @@ export interface BusEvents {
    * tell the workspace's agents the key they are to trust.
    */
   'cache-keys': { readonly workspaceId: number; readonly cache: string };
-  /** The collector removed narinfos of a cache: forget those held in memory. */
-  'cache-changed': { readonly cacheId: number };
+  /**
+   * The collector removed narinfos of a cache: forget those held in memory. `local` is true on
+   * the replica that collected, which forgot exactly the removed ones already.
+   */
+  'cache-changed': { readonly cacheId: number; readonly local: boolean };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
   /**

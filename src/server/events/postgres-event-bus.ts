@@ -208,7 +208,7 @@ export class PostgresEventBus implements EventBus {
     for (const [workspaceId, rolloutId] of m.o ?? []) local.publish('rollout', { workspaceId, rolloutId });
     for (const tokenId of m.t ?? []) local.publish('token-revoked', { tokenId });
     for (const [workspaceId, cache] of m.k ?? []) local.publish('cache-keys', { workspaceId, cache });
-    for (const cacheId of m.g ?? []) local.publish('cache-changed', { cacheId });
+    for (const cacheId of m.g ?? []) local.publish('cache-changed', { cacheId, local: false });
     for (const [agentId, epoch] of m.c ?? []) local.publish('agent-connected', { agentId, epoch });
     for (const [rolloutId, deploymentId] of m.l ?? [])
       local.publish('log', { rolloutId, deploymentId, agent: '', lines: [] });
