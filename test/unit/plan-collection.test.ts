@@ -31,11 +31,11 @@ function plan(
   });
 }
 
-const names = (r: ReturnType<typeof plan>) => r.remove.map((x) => `${x.path.hashPart}:${x.reason}`);
+const names = (r: Awaited<ReturnType<typeof plan>>) => r.remove.map((x) => `${x.path.hashPart}:${x.reason}`);
 
-describe('planCollection', () => {
-  it('keeps a root closure and what a recent path needs, however old, and removes the rest', () => {
-    const r = plan(
+describe('planCollection', async () => {
+  it('keeps a root closure and what a recent path needs, however old, and removes the rest', async () => {
+    const r = await plan(
       [
         path('root', 90, ['rootlib']),
         path('rootlib', 90),
@@ -51,17 +51,17 @@ describe('planCollection', () => {
     assert.equal(r.bytesKept, 400);
   });
 
-  it('ignores roots the cache does not hold', () => {
-    assert.deepEqual(names(plan([path('a', 90)], { roots: ['elsewhere'] })), ['a:retention']);
+  it('ignores roots the cache does not hold', async () => {
+    assert.deepEqual(names(await plan([path('a', 90)], { roots: ['elsewhere'] })), ['a:retention']);
   });
 
-  it('keeps whatever sits in a reference cycle, with all it needs (Nix never makes one)', () => {
-    const r = plan([path('x', 90, ['y']), path('y', 90, ['x', 'z']), path('z', 90), path('w', 90)]);
+  it('keeps whatever sits in a reference cycle, with all it needs (Nix never makes one)', async () => {
+    const r = await plan([path('x', 90, ['y']), path('y', 90, ['x', 'z']), path('z', 90), path('w', 90)]);
     assert.deepEqual(names(r), ['w:retention']);
   });
 
-  it('over the quota, removes least recently used first, a referrer no later than what it needs', () => {
-    const r = plan(
+  it('over the quota, removes least recently used first, a referrer no later than what it needs', async () => {
+    const r = await plan(
       [
         path('app', 20, ['lib'], 100), // needs lib: lib is as recent as app at least
         path('lib', 25, [], 100),
@@ -76,22 +76,25 @@ describe('planCollection', () => {
     assert.equal(r.bytesKept, 1100);
   });
 
-  it('never removes a root to meet the quota', () => {
-    const r = plan([path('root', 90, [], 5000), path('x', 1)], { roots: ['root'], quota: 1 });
+  it('never removes a root to meet the quota', async () => {
+    const r = await plan([path('root', 90, [], 5000), path('x', 1)], { roots: ['root'], quota: 1 });
     assert.deepEqual(names(r), ['x:quota']);
     assert.equal(r.bytesKept, 5000);
   });
 
-  it('counts a NAR file shared by two paths once, freed only with the last of them', () => {
+  it('counts a NAR file shared by two paths once, freed only with the last of them', async () => {
     const a = { ...path('a', 90), fileName: 'shared.nar' };
     const b = { ...path('b', 1), fileName: 'shared.nar' };
-    const r = plan([a, b]);
+    const r = await plan([a, b]);
     assert.deepEqual(names(r), ['a:retention']);
     assert.equal(r.bytesKept, 100);
   });
 
-  it('gives the same plan for the same input', () => {
+  it('gives the same plan for the same input', async () => {
     const paths = Array.from({ length: 50 }, (_, i) => path(`p${i}`, i % 7, i > 0 ? [`p${i - 1}`] : []));
-    assert.deepEqual(names(plan(paths, { quota: 1000 })), names(plan([...paths].reverse(), { quota: 1000 })));
+    assert.deepEqual(
+      names(await plan(paths, { quota: 1000 })),
+      names(await plan([...paths].reverse(), { quota: 1000 })),
+    );
   });
 });

@@ -137,7 +137,7 @@ export class CacheCollector {
     const roots = new Set<string>(await this.#repo.pinnedHashParts(row.id, startedAt));
     for (const p of await this.#repo.deploymentRoots(row.workspace_id)) roots.add(hashPartOf(p));
     const retentionSeconds = CacheCollector.retentionOf(row);
-    const plan = planCollection({
+    const plan = await planCollection({
       paths,
       roots,
       now: startedAt,

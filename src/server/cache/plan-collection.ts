@@ -2,6 +2,9 @@ import type { GcPath } from '../db/cache-gc-repository.ts';
 
 export type { GcPath };
 
+/** Steps of the plan between two turns of the event loop. */
+const YIELD_EVERY = 4000;
+
 /** What a collection removes, and why. */
 export interface GcPlan {
   /**
@@ -31,14 +34,19 @@ export interface GcPlan {
  *   references, until the kept NAR files fit.
  * - A path in a reference cycle (which Nix never makes) is kept, with everything it needs.
  */
-export function planCollection(input: {
+export async function planCollection(input: {
   readonly paths: ReadonlyMap<string, GcPath>;
   readonly roots: Iterable<string>;
   readonly now: number;
   readonly retentionMs: number;
   readonly quotaBytes: number | null;
-}): GcPlan {
+}): Promise<GcPlan> {
   const { paths } = input;
+  // Half a second of work at 100,000 paths: requests waiting meanwhile go every few thousand.
+  let steps = 0;
+  const breathe = async () => {
+    if (++steps % YIELD_EVERY === 0) await new Promise((resolve) => setImmediate(resolve));
+  };
   const live = closureOf(paths, input.roots);
   const rootPaths = live.size;
 
@@ -46,6 +54,7 @@ export function planCollection(input: {
   const referrers = new Map<string, number>();
   for (const p of paths.values()) {
     for (const r of p.refs) if (paths.has(r)) referrers.set(r, (referrers.get(r) ?? 0) + 1);
+    await breathe();
   }
   const order: GcPath[] = [];
   const ready: GcPath[] = [];
@@ -53,6 +62,7 @@ export function planCollection(input: {
   const lastUsed = new Map<string, number>();
   for (const p of paths.values()) lastUsed.set(p.hashPart, p.lastUsed);
   while (ready.length > 0) {
+    await breathe();
     const p = ready.pop() as GcPath;
     order.push(p);
     const used = lastUsed.get(p.hashPart) as number;
@@ -73,6 +83,7 @@ export function planCollection(input: {
   // Height: 1 + the tallest reference, so that referrers sort before what they need.
   const height = new Map<string, number>();
   for (let i = order.length - 1; i >= 0; i--) {
+    await breathe();
     const p = order[i] as GcPath;
     let h = 0;
     for (const r of p.refs) h = Math.max(h, (height.get(r) ?? -1) + 1);
@@ -84,6 +95,7 @@ export function planCollection(input: {
   const removed = new Set<string>();
   const candidates: GcPath[] = [];
   for (const p of order) {
+    await breathe();
     if (live.has(p.hashPart)) continue;
     if ((lastUsed.get(p.hashPart) as number) < cutoff) {
       remove.push({ path: p, reason: 'retention' });
