@@ -173,7 +173,7 @@ export class BinaryCache {
         if (list) list.push(hashPart);
         else bySecond.set(at, [hashPart]);
       }
-      for (const [at, hashParts] of bySecond) await this.#index.touch(cacheId, hashParts, at);
+      await this.#index.touchMany(cacheId, [...bySecond]);
     }
   }
 

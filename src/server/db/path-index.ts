@@ -119,4 +119,19 @@ export class PathIndex {
         .execute();
     }
   }
+
+  /**
+   * {@link touch} of many groups (hash parts fetched in the same second), in one transaction:
+   * on SQLite each statement alone would be a transaction and a sync to disk of its own, and
+   * 10,000 paths read in 30 seconds took 1.7 s to record (bench:cache-gc).
+   */
+  async touchMany(
+    cacheId: number,
+    groups: ReadonlyArray<readonly [number, readonly string[]]>,
+  ): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      const index = new PathIndex(trx);
+      for (const [at, hashParts] of groups) await index.touch(cacheId, hashParts, at);
+    });
+  }
 }
