@@ -11,21 +11,10 @@ import {
 } from '../protocol/api-schemas.ts';
 import { parseBytes } from '../protocol/byte-size.ts';
 import { gcResultSchema, pinListSchema, pinSchema } from '../protocol/cache-gc-schemas.ts';
+import { formatSeconds } from '../protocol/duration.ts';
 import type { CommandContext } from './command-context.ts';
 import { formatBytes, formatTable } from './format-table.ts';
 import { parseDuration } from './parse-duration.ts';
-
-/** Formats seconds as the largest whole unit: `28d`, `12h`, `90s`. */
-function formatSeconds(s: number): string {
-  for (const [unit, n] of [
-    ['d', 86_400],
-    ['h', 3_600],
-    ['m', 60],
-  ] as const) {
-    if (s % n === 0) return `${s / n}${unit}`;
-  }
-  return `${s}s`;
-}
 
 /** `cairn cache create|list|info|set|gc|pin|unpin|pins|rotate-key|retire-key`. */
 export function registerCacheCommands(program: Command, ctx: CommandContext): void {

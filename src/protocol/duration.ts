@@ -12,3 +12,15 @@ export function durationMs(text: string): number | undefined {
   if (!m) return undefined;
   return Number(m[1]) * UNITS[m[2] as keyof typeof UNITS];
 }
+
+/** Seconds as the largest whole unit: `28d`, `12h`, `15m` or `90s`. */
+export function formatSeconds(seconds: number): string {
+  for (const [unit, n] of [
+    ['d', 86_400],
+    ['h', 3_600],
+    ['m', 60],
+  ] as const) {
+    if (seconds % n === 0) return `${seconds / n}${unit}`;
+  }
+  return `${seconds}s`;
+}

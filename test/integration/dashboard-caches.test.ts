@@ -1,39 +1,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { bearer, createTestCache, narinfoText, rawRequest, syntheticPath } from '../helpers/binary-cache.ts';
+import { launchChromium, signInWithChromium } from '../helpers/chromium.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
-
-/** Debian's Chromium, as .ci/run installs it. */
-const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 
 describe('dashboard: caches pages in Chromium', () => {
   let server: TestServer;
   let browser: Browser;
   const env = () => ({ CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken });
-  const signIn = async (token: string): Promise<Page> => {
-    const p = await (await browser.newContext()).newPage();
-    await p.goto(`${server.url}/`);
-    await p.fill('#token', token);
-    await p.click('button[type=submit]');
-    await p.waitForSelector('h1:text("Fleet")');
-    return p;
-  };
+  const signIn = (token: string): Promise<Page> => signInWithChromium(browser, server.url, token);
 
   before(async () => {
     server = await startTestServer({ env: { CAIRN_GC_INTERVAL: '0' } });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();

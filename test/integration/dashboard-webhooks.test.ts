@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium, signInWithChromium } from '../helpers/chromium.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.ts';
-
-/** Debian's Chromium, as .ci/run installs it. */
-const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 
 describe('dashboard: webhooks page in Chromium', () => {
   let server: TestServer;
@@ -13,14 +11,7 @@ describe('dashboard: webhooks page in Chromium', () => {
   let ok: WebhookReceiver;
   let gone: WebhookReceiver;
   const env = () => ({ CAIRN_SERVER: server.url, CAIRN_TOKEN: server.adminToken });
-  const signIn = async (token: string): Promise<Page> => {
-    const p = await (await browser.newContext()).newPage();
-    await p.goto(`${server.url}/`);
-    await p.fill('#token', token);
-    await p.click('button[type=submit]');
-    await p.waitForSelector('h1:text("Fleet")');
-    return p;
-  };
+  const signIn = (token: string): Promise<Page> => signInWithChromium(browser, server.url, token);
   const create = async (receiver: WebhookReceiver, events: string) => {
     const r = await cli(['webhook', 'create', receiver.url, '--event', events, '--json'], env());
     assert.equal(r.code, 0, r.stderr);
@@ -34,16 +25,7 @@ describe('dashboard: webhooks page in Chromium', () => {
     server = await startTestServer({ env: { CAIRN_WEBHOOK_ALLOW_PRIVATE: '1' } });
     ok = await startWebhookReceiver();
     gone = await startWebhookReceiver();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();

@@ -61,7 +61,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     assert.ok(elapsed >= 1500, `returned after ${elapsed} ms, before the 1.5 s timeout`);
     assert.ok(elapsed < 10_000, `returned after ${elapsed} ms, long after the 1.5 s timeout`);
     assert.match(r.stderr, /timed out with 1 deployment\(s\) not finished: offline \(pending\)/);
-    assert.match(r.stdout, new RegExp(`offline\\s+pending\\s+-\\s+${pkg(1)}`));
+    assert.match(r.stdout, new RegExp(`offline\\s+pending\\s+-\\s+-\\s+${pkg(1)}`));
     const [d] = await listed('offline');
     assert.equal(d?.state, 'pending');
     assert.equal(d?.storePath, pkg(1));
@@ -150,7 +150,7 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     const r = await cli(['deploy', 'rollback', 'history', '--to', String(first!.id)], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, new RegExp(`history \\| activated opt-v1-${RUN_TAG}`));
-    assert.match(r.stdout, new RegExp(`history\\s+succeeded\\s+\\S+\\s+${pkg(1)}`));
+    assert.match(r.stdout, new RegExp(`history\\s+succeeded\\s+\\S+\\s+[\\d.]+ \\S*B \\([+±-][^)]*\\)\\s+${pkg(1)}`));
     // Without --to it would have gone to v2; with it, the agent runs v1.
     assert.equal(await profileTarget(join(bed.world.profiles, 'history')), pkg(1));
     const [rollback] = await listed('history');

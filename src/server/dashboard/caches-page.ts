@@ -1,4 +1,5 @@
 import { html } from 'hono/html';
+import { formatSeconds } from '../../protocol/duration.ts';
 import type { GcResult } from '../cache/cache-collector.ts';
 import type { GcRun } from '../db/cache-gc-repository.ts';
 import type { CacheRow } from '../db/cache-repository.ts';
@@ -7,18 +8,6 @@ import { type Html, layout } from './layout.ts';
 import type { Session } from './session-store.ts';
 
 type Stats = { paths: number; narBytes: number; fileBytes: number };
-
-/** Seconds as the largest whole unit: `28d`, `12h`, `90s`. */
-export function formatSeconds(s: number): string {
-  for (const [unit, n] of [
-    ['d', 86_400],
-    ['h', 3_600],
-    ['m', 60],
-  ] as const) {
-    if (s % n === 0) return `${s / n}${unit}`;
-  }
-  return `${s}s`;
-}
 
 function lastGc(run: GcRun | undefined, now: number): Html {
   if (!run) return html`<span class="muted">never</span>`;
