@@ -316,7 +316,7 @@ try {
       'failed reads of kept paths (during; after)',
       `${during.failures}; ${keptMissing} ${targets.readsServed.met ? 'met' : 'MISSED'}`,
     ],
-    ['removed paths still served (sample of ' + sample.length + ')', String(garbageServed)],
+    [`removed paths still served (sample of ${sample.length})`, String(garbageServed)],
   ];
   const width = Math.max(...rows.map((r) => r[0].length));
   console.log();

@@ -3,7 +3,6 @@ import { sleep } from '../lib/backoff.ts';
 import { CairnError } from '../lib/cairn-error.ts';
 import { formatClosureDiff } from '../nix/closure-diff.ts';
 import {
-  type DeploymentDiff,
   type DeploymentInfo,
   deploymentDiffSchema,
   deploymentInfoSchema,

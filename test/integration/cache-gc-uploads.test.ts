@@ -25,7 +25,6 @@ interface GcJson {
 
 describe('cache garbage collection against uploads, and the quota', () => {
   let server: TestServer;
-  let cache: TestCache;
   let env: Record<string, string>;
 
   before(async () => {

@@ -150,7 +150,10 @@ describe('cairn deploy activate --timeout/--agent and cairn deploy rollback --to
     const r = await cli(['deploy', 'rollback', 'history', '--to', String(first!.id)], bed.world.env);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, new RegExp(`history \\| activated opt-v1-${RUN_TAG}`));
-    assert.match(r.stdout, new RegExp(`history\\s+succeeded\\s+\\S+\\s+[\\d.]+ \\S*B \\([+±-][^)]*\\)\\s+${pkg(1)}`));
+    assert.match(
+      r.stdout,
+      new RegExp(`history\\s+succeeded\\s+\\S+\\s+[\\d.]+ \\S*B \\([+±-][^)]*\\)\\s+${pkg(1)}`),
+    );
     // Without --to it would have gone to v2; with it, the agent runs v1.
     assert.equal(await profileTarget(join(bed.world.profiles, 'history')), pkg(1));
     const [rollback] = await listed('history');
