@@ -54,6 +54,8 @@ export class BinaryCache {
    * forgotten while it was read, so a read racing a removal never puts a removed path back.
    */
   #forgotten = 0;
+  /** NAR files asked for, with when, by cache id: a collection spares those read since it began. */
+  readonly #narReads = new Map<number, Map<string, number>>();
   /** Hash parts fetched since the last {@link flushTouches}, with when, by cache id. */
   #touched = new Map<number, Map<string, number>>();
 
@@ -163,6 +165,11 @@ export class BinaryCache {
 
   /** Writes the fetches noted so far as the paths' last access. */
   async flushTouches(): Promise<void> {
+    // NAR reads matter to a collection running now only: keep the last 15 minutes of them.
+    const old = this.#now() - 15 * 60_000;
+    for (const reads of this.#narReads.values()) {
+      for (const [name, at] of reads) if (at < old) reads.delete(name);
+    }
     const touched = this.#touched;
     if (touched.size === 0) return;
     this.#touched = new Map();
@@ -234,7 +241,23 @@ export class BinaryCache {
 
   /** Size of an uploaded NAR file, or undefined when the cache does not hold it. */
   async narFileSize(cache: ResolvedCache, fileName: string): Promise<number | undefined> {
-    return (await this.#index.narFile(cache.id, fileName))?.file_size;
+    // Every HEAD and GET of a NAR comes here. Nix HEADs a NAR before uploading it and skips the
+    // upload when it exists: a collection running then must not remove it under the narinfo
+    // that follows (see narFilesReadSince).
+    const size = (await this.#index.narFile(cache.id, fileName))?.file_size;
+    if (size !== undefined) {
+      const reads = this.#narReads.get(cache.id);
+      if (reads) reads.set(fileName, this.#now());
+      else this.#narReads.set(cache.id, new Map([[fileName, this.#now()]]));
+    }
+    return size;
+  }
+
+  /** NAR files of the cache asked for (HEAD or GET) from `since` on, as far as this server knows. */
+  narFilesReadSince(cacheId: number, since: number): Set<string> {
+    const out = new Set<string>();
+    for (const [name, at] of this.#narReads.get(cacheId) ?? []) if (at >= since) out.add(name);
+    return out;
   }
 
   /** Opens an uploaded NAR file, or a range of it. */

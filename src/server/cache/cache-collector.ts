@@ -226,7 +226,12 @@ export class CacheCollector {
       await this.#renewLease(row);
       const chunk = planned.files.slice(i, i + FILE_BATCH);
       const gone = await this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
-        const removable = await this.#repo.removableNarFiles(trx, row.id, chunk);
+        // Not one asked for since the collection began: Nix HEADs a NAR, skips uploading it
+        // when it exists, and publishes the narinfo naming it next.
+        const read = this.#cache.narFilesReadSince(row.id, planned.result.startedAt);
+        const removable = (await this.#repo.removableNarFiles(trx, row.id, chunk)).filter(
+          (n) => !read.has(n),
+        );
         // The blobs go first, inside the lock: an upload of the same file makes its blob visible
         // and records it under the lock too, so it never ends recorded with its blob removed.
         await this.#cache.deleteNarBlobs(row, removable);
