@@ -199,7 +199,9 @@ export class CacheCollector {
           batch.map((p) => p.hashPart),
         );
         // Whatever was published, fetched, pinned or deployed since the plan keeps its closure.
-        const fresh = await this.#repo.usedSince(trx, row.id, startedAt);
+        // Fetches are recorded to the second (BinaryCache.touch): one in the second the plan
+        // began may be recorded as earlier than the plan, so the second counts whole.
+        const fresh = await this.#repo.usedSince(trx, row.id, Math.floor(startedAt / 1000) * 1000);
         const extra = new Map(fresh.map((f) => [f.hashPart, f.refs]));
         const from: string[] = [...extra.keys()];
         for (const h of await this.#repo.pinnedHashParts(row.id, startedAt, startedAt, trx)) from.push(h);
