@@ -58,6 +58,10 @@ export class BinaryCache {
   readonly #narReads = new Map<number, Map<string, number>>();
   /** Hash parts fetched since the last {@link flushTouches}, with when, by cache id. */
   #touched = new Map<number, Map<string, number>>();
+  /** Reads of narinfos and NAR files from the database under way, by cache id ({@link whileNotRead}). */
+  readonly #reading = new Map<number, { count: number; drained: Array<() => void> }>();
+  /** A removal by the collector under way, by cache id: reads from the database wait for it. */
+  readonly #removing = new Map<number, Promise<void>>();
 
   constructor(deps: {
     caches: CacheRepository;
@@ -136,10 +140,13 @@ export class BinaryCache {
       return hit;
     }
     const forgotten = this.#forgotten;
-    const stored = await this.#index.narinfo(cache.id, hashPart);
+    const stored = await this.#read(cache.id, async () => {
+      const found = await this.#index.narinfo(cache.id, hashPart);
+      if (found !== undefined) this.touch(cache, hashPart);
+      return found;
+    });
     if (stored === undefined) return undefined;
     const text = resignNarInfo(stored, cache);
-    this.touch(cache, hashPart);
     // Not when the keys changed meanwhile (the next request signs with the new ones), nor when
     // the collector forgot narinfos meanwhile (this one may be among them).
     if (this.#resolved.get(cache.name) === cache && forgotten === this.#forgotten) this.#remember(key, text);
@@ -244,13 +251,62 @@ export class BinaryCache {
     // Every HEAD and GET of a NAR comes here. Nix HEADs a NAR before uploading it and skips the
     // upload when it exists: a collection running then must not remove it under the narinfo
     // that follows (see narFilesReadSince).
-    const size = (await this.#index.narFile(cache.id, fileName))?.file_size;
-    if (size !== undefined) {
-      const reads = this.#narReads.get(cache.id);
-      if (reads) reads.set(fileName, this.#now());
-      else this.#narReads.set(cache.id, new Map([[fileName, this.#now()]]));
+    return await this.#read(cache.id, async () => {
+      const size = (await this.#index.narFile(cache.id, fileName))?.file_size;
+      if (size !== undefined) {
+        const reads = this.#narReads.get(cache.id);
+        if (reads) reads.set(fileName, this.#now());
+        else this.#narReads.set(cache.id, new Map([[fileName, this.#now()]]));
+      }
+      return size;
+    });
+  }
+
+  /**
+   * Runs a read of the cache's narinfos or NAR files from the database, noting what it found
+   * inside `fn`, never while a removal ({@link whileNotRead}) is under way.
+   */
+  async #read<T>(cacheId: number, fn: () => Promise<T>): Promise<T> {
+    for (let removal = this.#removing.get(cacheId); removal; removal = this.#removing.get(cacheId)) {
+      await removal;
     }
-    return size;
+    let reading = this.#reading.get(cacheId);
+    if (!reading) {
+      reading = { count: 0, drained: [] };
+      this.#reading.set(cacheId, reading);
+    }
+    reading.count++;
+    try {
+      return await fn();
+    } finally {
+      reading.count--;
+      if (reading.count === 0) {
+        this.#reading.delete(cacheId);
+        for (const wake of reading.drained.splice(0)) wake();
+      }
+    }
+  }
+
+  /**
+   * Runs one batch of the collector's removals once the reads of the cache from the database under
+   * way have ended (and noted what they served), holding new ones until it ends. On PostgreSQL a
+   * read takes no lock: without this, a narinfo read just before a batch's commit would be served
+   * and noted only after the batch had checked what was used, and the path removed under a
+   * client that was just told it exists. (A read served by another replica is not seen: its
+   * fetches reach the database within 30 seconds.)
+   */
+  async whileNotRead<T>(cacheId: number, fn: () => Promise<T>): Promise<T> {
+    for (let other = this.#removing.get(cacheId); other; other = this.#removing.get(cacheId)) await other;
+    let release = () => {};
+    this.#removing.set(cacheId, new Promise<void>((resolve) => (release = resolve)));
+    try {
+      const reading = this.#reading.get(cacheId);
+      if (reading) await new Promise<void>((resolve) => reading.drained.push(resolve));
+      return await fn();
+    } finally {
+      this.#removing.delete(cacheId);
+      release();
+    }
   }
 
   /** NAR files of the cache asked for (HEAD or GET) from `since` on, as far as this server knows. */

@@ -190,30 +190,32 @@ export class CacheCollector {
       await this.#renewLease(row);
       await this.#cache.flushTouches();
       const batch = order.slice(i, i + BATCH);
-      const gone = await this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
-        // Forgotten first: from now on a read of one of them is not answered from memory but
-        // from the database, which (on SQLite) waits for this transaction to end. The fetches
-        // answered until now are in the touches read below, after every await but the delete.
-        this.#cache.forgetNarinfos(
-          row.id,
-          batch.map((p) => p.hashPart),
-        );
-        // Whatever was published, fetched, pinned or deployed since the plan keeps its closure.
-        // Fetches are recorded to the second (BinaryCache.touch): one in the second the plan
-        // began may be recorded as earlier than the plan, so the second counts whole.
-        const fresh = await this.#repo.usedSince(trx, row.id, Math.floor(startedAt / 1000) * 1000);
-        const extra = new Map(fresh.map((f) => [f.hashPart, f.refs]));
-        const from: string[] = [...extra.keys()];
-        for (const h of await this.#repo.pinnedHashParts(row.id, startedAt, startedAt, trx)) from.push(h);
-        for (const p of await this.#repo.deploymentRoots(row.workspace_id, startedAt, trx)) {
-          from.push(hashPartOf(p));
-        }
-        from.push(...this.#cache.touchedHashParts(row.id));
-        for (const h of closureWith(graph, extra, from)) spared.add(h);
-        const doomed = batch.filter((p) => !spared.has(p.hashPart)).map((p) => p.hashPart);
-        await this.#repo.deletePaths(trx, row.id, doomed);
-        return doomed;
-      });
+      const gone = await this.#cache.whileNotRead(row.id, () =>
+        this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
+          // Forgotten first: from now on a read of one of them is not answered from memory but
+          // from the database, which (on SQLite) waits for this transaction to end. The fetches
+          // answered until now are in the touches read below, after every await but the delete.
+          this.#cache.forgetNarinfos(
+            row.id,
+            batch.map((p) => p.hashPart),
+          );
+          // Whatever was published, fetched, pinned or deployed since the plan keeps its closure.
+          // Fetches are recorded to the second (BinaryCache.touch): one in the second the plan
+          // began may be recorded as earlier than the plan, so the second counts whole.
+          const fresh = await this.#repo.usedSince(trx, row.id, Math.floor(startedAt / 1000) * 1000);
+          const extra = new Map(fresh.map((f) => [f.hashPart, f.refs]));
+          const from: string[] = [...extra.keys()];
+          for (const h of await this.#repo.pinnedHashParts(row.id, startedAt, startedAt, trx)) from.push(h);
+          for (const p of await this.#repo.deploymentRoots(row.workspace_id, startedAt, trx)) {
+            from.push(hashPartOf(p));
+          }
+          from.push(...this.#cache.touchedHashParts(row.id));
+          for (const h of closureWith(graph, extra, from)) spared.add(h);
+          const doomed = batch.filter((p) => !spared.has(p.hashPart)).map((p) => p.hashPart);
+          await this.#repo.deletePaths(trx, row.id, doomed);
+          return doomed;
+        }),
+      );
       // Again after the commit: a read from the database that began before it is not remembered.
       this.#cache.forgetNarinfos(row.id, gone);
       this.#onRemoved(row.id);
@@ -227,19 +229,21 @@ export class CacheCollector {
       await letOthersIn();
       await this.#renewLease(row);
       const chunk = planned.files.slice(i, i + FILE_BATCH);
-      const gone = await this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
-        // Not one asked for since the collection began: Nix HEADs a NAR, skips uploading it
-        // when it exists, and publishes the narinfo naming it next.
-        const read = this.#cache.narFilesReadSince(row.id, planned.result.startedAt);
-        const removable = (await this.#repo.removableNarFiles(trx, row.id, chunk)).filter(
-          (n) => !read.has(n),
-        );
-        // The blobs go first, inside the lock: an upload of the same file makes its blob visible
-        // and records it under the lock too, so it never ends recorded with its blob removed.
-        await this.#cache.deleteNarBlobs(row, removable);
-        await this.#repo.deleteNarFiles(trx, row.id, removable);
-        return removable;
-      });
+      const gone = await this.#cache.whileNotRead(row.id, () =>
+        this.#repo.withCacheLock(row.id, 'exclusive', async (trx) => {
+          // Not one asked for since the collection began: Nix HEADs a NAR, skips uploading it
+          // when it exists, and publishes the narinfo naming it next.
+          const read = this.#cache.narFilesReadSince(row.id, planned.result.startedAt);
+          const removable = (await this.#repo.removableNarFiles(trx, row.id, chunk)).filter(
+            (n) => !read.has(n),
+          );
+          // The blobs go first, inside the lock: an upload of the same file makes its blob visible
+          // and records it under the lock too, so it never ends recorded with its blob removed.
+          await this.#cache.deleteNarBlobs(row, removable);
+          await this.#repo.deleteNarFiles(trx, row.id, removable);
+          return removable;
+        }),
+      );
       for (const n of gone) removedFiles.push(byName.get(n)!);
     }
     return {
