@@ -3,7 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.ts';
 import { plainPackage, profileTarget, writeDeployJson } from '../helpers/deploy-fixtures.ts';
 import { useDeployTestbed } from '../helpers/deploy-testbed.ts';
 import { RUN_TAG } from '../helpers/nix.ts';
@@ -11,9 +12,6 @@ import { adminApi, cli } from '../helpers/server.ts';
 
 /** Screenshots, kept as test artifacts (test-artifacts/ is not committed). */
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/dashboard/', import.meta.url));
-
-/** Debian's Chromium, as .ci/run installs it. */
-const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 
 const AGENTS = ['r1', 'r2', 'r3'];
 /** Half the agents at once, then the rest only when someone promotes. */
@@ -79,16 +77,7 @@ describe('dashboard: a staged rollout in Chromium', () => {
     await mkdir(ARTIFACTS, { recursive: true });
     paths = await bed.world.publish(['v1', 'v2', 'v3'].map((v) => plainPackage(`${v}-${RUN_TAG}`)));
     for (const n of AGENTS) await bed.agent(n);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium();
     page = await signIn(bed.server.adminToken);
   });
 

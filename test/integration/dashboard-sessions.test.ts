@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.ts';
 import { cli, startTestServer, type TestServer } from '../helpers/server.ts';
-
-/** Debian's Chromium, as .ci/run installs it. */
-const CHROMIUM = process.env.CAIRN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 
 /** docs/dashboard.md: "Sessions last 12 hours". */
 const TWELVE_HOURS_MS = 12 * 60 * 60 * 1000;
@@ -26,16 +24,7 @@ describe('dashboard sessions in Chromium: expiry and revocation', () => {
 
   before(async () => {
     server = await startTestServer();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser?.close();
