@@ -80,6 +80,12 @@ const result = await build({
   platform: 'node',
   target: 'node20',
   sourcemap: true,
+  // Every command starts by compiling the whole bundle: without whitespace and with simpler
+  // syntax it is 3 MB instead of 4.5, and `cairn --version` takes about 40 ms less (250 ms
+  // instead of 290 on the bench machine). Names stay as written (no minifyIdentifiers, which saves
+  // nothing more), so stack traces read as the source does even without the source map.
+  minifyWhitespace: true,
+  minifySyntax: true,
   // Bundled CommonJS dependencies call require() for Node's built-in modules (and for the optional
   // ones above); an ES module has no require, so the bundle makes one.
   banner: {
