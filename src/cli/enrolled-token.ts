@@ -1,11 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../lib/cairn-error.ts';
-import { enrolledAgentSchema } from '../protocol/enrol-schemas.ts';
+import { ENROL_KEY, enrolledAgentSchema } from '../protocol/enrol-schemas.ts';
 import { ApiClient } from './api-client.ts';
 
 /** The file in the agent's state dir that holds the token its enrolment gave it (mode 0600). */
 export const ENROLLED_TOKEN_FILE = 'agent-token';
+/**
+ * The file in the agent's state dir that holds the key it enrols with (mode 0600), made before
+ * its first enrolment: should the answer be lost, the next start enrols again under the same
+ * name with the same key, instead of finding its own name taken.
+ */
+export const ENROL_KEY_FILE = 'enrol-key';
 
 /**
  * The token the agent runs with: CAIRN_AGENT_TOKEN when set; else the one an earlier enrolment
@@ -35,17 +42,31 @@ export async function agentToken(options: {
     );
   }
   const enrolToken = await enrolmentToken(options.enrol.tokenFile, options.env);
-  const client = new ApiClient({ server: options.server, token: enrolToken, workspace: options.workspace });
-  const enrolled = await client.request('POST', 'enrol', enrolledAgentSchema, { name: options.name });
-  // Written whole or not at all: a crash midway must not leave half a token to start with.
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
-  const partial = `${file}.${process.pid}.tmp`;
-  await writeFile(partial, `${enrolled.token}\n`, { mode: 0o600 });
-  await rename(partial, file);
+  const key = await enrolKey(join(options.stateDir, ENROL_KEY_FILE));
+  const client = new ApiClient({ server: options.server, token: enrolToken, workspace: options.workspace });
+  const enrolled = await client.request('POST', 'enrol', enrolledAgentSchema, { name: options.name, key });
+  await writeWhole(file, `${enrolled.token}\n`);
   options.log(
     `enrolled as agent ${options.name}; its own token is stored in ${file}${enrolled.agent.pendingApproval ? `; it receives no deployment until an admin runs: cairn agent approve ${options.name}` : ''}`,
   );
   return enrolled.token;
+}
+
+/** Writes a file whole or not at all (mode 0600): a crash midway must not leave half a secret. */
+async function writeWhole(file: string, text: string): Promise<void> {
+  const partial = `${file}.${process.pid}.tmp`;
+  await writeFile(partial, text, { mode: 0o600 });
+  await rename(partial, file);
+}
+
+/** The machine's enrolment key: the one stored in `file`, or a new one stored there first. */
+async function enrolKey(file: string): Promise<string> {
+  const stored = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (ENROL_KEY.test(stored)) return stored;
+  const key = randomBytes(32).toString('base64url');
+  await writeWhole(file, `${key}\n`);
+  return key;
 }
 
 /** The enrolment token, from `--enrol-token-file` or CAIRN_ENROL_TOKEN. */

@@ -78,8 +78,18 @@ export type EnrolTokenInfo = z.infer<typeof enrolTokenInfoSchema>;
 export const createdEnrolTokenSchema = enrolTokenInfoSchema.extend({ token: z.string() });
 export const enrolTokenListSchema = z.object({ enrolTokens: z.array(enrolTokenInfoSchema) });
 
-/** `POST /api/v1/workspaces/:ws/enrol`, authorized by an enrolment token: the name to register. */
-export const enrolBodySchema = z.strictObject({ name: nameSchema });
+/** The key a machine makes before enrolling: 32 random bytes, base64url without padding. */
+export const ENROL_KEY = /^[A-Za-z0-9_-]{43}$/;
+
+/**
+ * `POST /api/v1/workspaces/:ws/enrol`, authorized by an enrolment token: the name to register,
+ * and the machine's enrolment key, with which it may enrol again under that name should the
+ * answer be lost (the first token is then revoked).
+ */
+export const enrolBodySchema = z.strictObject({
+  name: nameSchema,
+  key: z.string().regex(ENROL_KEY, 'must be 43 characters of base64url (32 random bytes)').optional(),
+});
 
 /** The answer to an enrolment: the new agent and its own token, shown this once. */
 export const enrolledAgentSchema = z.object({ agent: agentInfoSchema, token: z.string() });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, stat } from 'node:fs/promises';
+import { mkdtemp, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -33,12 +34,12 @@ describe('enrolment tokens', () => {
     assert.equal(r.code, 0, r.stderr);
     return r.stdout.trim();
   };
-  /** POST /enrol with `token` for `name`: the status and the error code, if any. */
-  const enrolByHttp = async (token: string, name: string) => {
+  /** POST /enrol with `token` for `name` (and the machine's `key`): the status and the error code, if any. */
+  const enrolByHttp = async (token: string, name: string, key?: string) => {
     const res = await fetch(`${bed.server.url}/api/v1/workspaces/default/enrol`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ name }),
+      body: JSON.stringify(key === undefined ? { name } : { name, key }),
     });
     const body = (await res.json()) as { code?: string; message?: string; token?: string };
     return { status: res.status, code: body.code, message: body.message ?? '', token: body.token };
@@ -63,6 +64,7 @@ describe('enrolment tokens', () => {
       await a.waitFor(/connected to/);
       // Its own token, readable by its owner alone.
       assert.equal((await stat(join(dir, 'agent-token'))).mode & 0o777, 0o600);
+      assert.equal((await stat(join(dir, 'enrol-key'))).mode & 0o777, 0o600);
     }
     const fourth = await enrolAgent('enrol-d', enrolToken);
     const [code] = await once(fourth.child, 'exit');
@@ -272,6 +274,65 @@ describe('enrolment tokens', () => {
     }
     // Nothing was stored: a refused enrolment leaves no token behind.
     await assert.rejects(stat(join(stateDir, 'agent-token')));
+  });
+
+  it('enrols a machine again under its name when the answer to its enrolment was lost, with its key only', async (t) => {
+    const agents: AgentProcess[] = [];
+    t.after(async () => {
+      await Promise.all(agents.map((a) => a.stop()));
+    });
+    const enrolToken = await createEnrolToken(['--uses', '1']);
+    // The machine made its key and enrolled; the answer never reached it (the network dropped it,
+    // or the machine stopped before storing its token): its state dir holds the key, no token.
+    const stateDir = await mkdtemp(join(tmpdir(), 'cairn-enrol-lost-'));
+    const key = randomBytes(32).toString('base64url');
+    await writeFile(join(stateDir, 'enrol-key'), `${key}\n`, { mode: 0o600 });
+    const lost = await enrolByHttp(enrolToken, 'enrol-lost', key);
+    assert.ok(lost.token, `the first enrolment succeeded: ${lost.message}`);
+
+    // Another machine, or one without the key, is refused: the token's one use is taken.
+    const otherKey = await enrolByHttp(enrolToken, 'enrol-lost', randomBytes(32).toString('base64url'));
+    assert.equal(otherKey.code, 'FORBIDDEN');
+    assert.match(otherKey.message, /used up/);
+    const noKey = await enrolByHttp(enrolToken, 'enrol-lost');
+    assert.equal(noKey.code, 'FORBIDDEN');
+    // With uses left, it finds the name taken.
+    const roomy = await createEnrolToken(['--uses', '5']);
+    const taken = await enrolByHttp(roomy, 'enrol-lost', key);
+    assert.equal(
+      taken.code,
+      'ALREADY_EXISTS',
+      'the key alone is not enough: the enrolment token must be the same',
+    );
+    const badKey = await enrolByHttp(enrolToken, 'enrol-lost', 'short');
+    assert.equal(badKey.code, 'INVALID_ARGUMENT');
+
+    // The machine starts again: same key, same name; it enrols again though the token is used up.
+    const a = await enrolAgent('enrol-lost', enrolToken, stateDir);
+    agents.push(a);
+    await a.waitFor(/enrolled as agent enrol-lost/);
+    await a.waitFor(/connected to/);
+    const pkg = `enrol-lost-${RUN_TAG}`;
+    const paths = await bed.world.publish([plainPackage(pkg)]);
+    const r = await deploy({ 'enrol-lost': paths.get(pkg)! });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(await profileTarget(join(bed.world.profiles, 'enrol-lost')), paths.get(pkg));
+
+    // Its first token, which it never stored, is revoked; the enrolment token took one use.
+    const { tokens } = (await adminApi(bed.server, 'GET', '/tokens')) as {
+      tokens: Array<{ name: string; revokedAt: string | null }>;
+    };
+    const its = tokens.filter((tk) => tk.name === 'agent enrol-lost');
+    assert.equal(its.length, 2);
+    assert.equal(its.filter((tk) => tk.revokedAt === null).length, 1, JSON.stringify(its));
+    const list = await cli(['agent', 'enrol-token', 'list', '--json'], bed.world.env);
+    const id = Number(/enrolment token (\d+) is used up/.exec(otherKey.message)?.[1]);
+    const info = (JSON.parse(list.stdout) as Array<{ id: number; uses: number }>).find((e) => e.id === id);
+    assert.equal(info?.uses, 1);
+    const { entries } = (await adminApi(bed.server, 'GET', '/audit?limit=100')) as {
+      entries: Array<{ action: string; target: string }>;
+    };
+    assert.ok(entries.some((e) => e.action === 'agent.enrol-again' && e.target === 'enrol-lost'));
   });
 
   it('with --require-approval, gives the agent no deployment until it is approved', async (t) => {

@@ -8,6 +8,7 @@ import type { AuditRepository } from '../db/audit-repository.ts';
 import type { EnrolTokenRepository, EnrolTokenRow } from '../db/enrol-token-repository.ts';
 import type { TokenRepository } from '../db/token-repository.ts';
 import type { WorkspaceRepository } from '../db/workspace-repository.ts';
+import type { EventBus } from '../events/event-bus.ts';
 import { clientAddress } from '../http/client-address.ts';
 import { issueAgentToken, toAgentInfo } from './agent-routes.ts';
 import type { ApiEnv } from './api-routes.ts';
@@ -21,6 +22,7 @@ export interface EnrolDeps {
   readonly tokens: TokenRepository;
   readonly agents: AgentRepository;
   readonly audit: AuditRepository;
+  readonly bus: EventBus;
   readonly now: () => number;
 }
 
@@ -64,6 +66,31 @@ export function registerEnrolAgentRoute(api: Hono<ApiEnv>, deps: EnrolDeps): voi
         `enrolment token ${token.id} expired at ${new Date(token.expires_at ?? 0).toISOString()}`,
       );
     }
+    // The same machine again (its key matches): its first answer was lost, or it lost its token.
+    const existing = await deps.agents.byName(token.workspace_id, body.name);
+    if (
+      existing !== undefined &&
+      body.key !== undefined &&
+      existing.enrolled_with === token.id &&
+      existing.enrol_key_hash === hashTokenSecret(body.key)
+    ) {
+      for (const tokenId of await deps.tokens.revoke(token.workspace_id, existing.token_id, now)) {
+        deps.bus.publish('token-revoked', { tokenId });
+      }
+      const { secret: agentSecret, tokenId } = await issueAgentToken(deps.tokens, {
+        workspaceId: token.workspace_id,
+        name: body.name,
+        now,
+      });
+      await deps.agents.setToken(existing.id, tokenId);
+      await audit(deps, c, token, {
+        action: 'agent.enrol-again',
+        target: body.name,
+        detail: { enrolToken: token.id, previousToken: existing.token_id },
+      });
+      const tags = (await deps.agents.tagsOf([existing.id])).get(existing.id) ?? [];
+      return c.json({ agent: toAgentInfo(existing, tags), token: agentSecret });
+    }
     if (state === 'used up') {
       throw await refuse(
         'FORBIDDEN',
@@ -80,7 +107,7 @@ export function registerEnrolAgentRoute(api: Hono<ApiEnv>, deps: EnrolDeps): voi
       }
     }
     const taken = `an agent of that name exists; start this machine under another name (cairn deploy agent NAME --enrol)`;
-    if (await deps.agents.byName(token.workspace_id, body.name)) throw await refuse('ALREADY_EXISTS', taken);
+    if (existing) throw await refuse('ALREADY_EXISTS', taken);
     // One statement takes the use: of two machines racing for the last one, one is refused.
     if (!(await deps.enrolTokens.claimUse(token.id, now))) {
       throw await refuse('FORBIDDEN', `enrolment token ${token.id} is used up or no longer valid`);
@@ -96,6 +123,7 @@ export function registerEnrolAgentRoute(api: Hono<ApiEnv>, deps: EnrolDeps): voi
       tokenId,
       createdAt: now,
       enrolledWith: token.id,
+      ...(body.key === undefined ? {} : { enrolKeyHash: hashTokenSecret(body.key) }),
       ...(token.require_approval === 1 ? { pendingSince: now } : {}),
     });
     if (!row) {

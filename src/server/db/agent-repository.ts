@@ -21,6 +21,8 @@ export class AgentRepository {
     pendingSince?: number;
     /** The enrolment token it enrolled with. */
     enrolledWith?: number;
+    /** The hash of the key the enrolled machine keeps (see migration 18). */
+    enrolKeyHash?: string;
   }): Promise<AgentRow | undefined> {
     const inserted = await this.db
       .insertInto('agents')
@@ -32,6 +34,7 @@ export class AgentRepository {
         online: 0,
         pending_since: row.pendingSince ?? null,
         enrolled_with: row.enrolledWith ?? null,
+        enrol_key_hash: row.enrolKeyHash ?? null,
       })
       .onConflict((oc) => oc.columns(['workspace_id', 'name']).doNothing())
       .returningAll()

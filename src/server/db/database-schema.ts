@@ -158,6 +158,8 @@ export interface AgentsTable {
   pending_since: number | null;
   /** The id of the enrolment token the agent enrolled with; null for one an admin created (migration 15). */
   enrolled_with: number | null;
+  /** Hex SHA-256 of the key an enrolled machine keeps, to enrol again after a lost answer (migration 18). */
+  enrol_key_hash: string | null;
 }
 
 /** Rows of `enrol_tokens`: secrets that register new agents, each a bounded number of times (migration 15). */
