@@ -71,6 +71,13 @@ export function registerCacheCommands(program: Command, ctx: CommandContext): vo
           `url:         ${c.url}`,
           `public:      ${c.public ? 'yes' : 'no (pulling needs a token)'}`,
           `public key:  ${c.publicKey}`,
+          // During a rotation the older keys sign too, until they are retired.
+          ...(c.signingKeys ?? [])
+            .filter((k) => k !== c.publicKey)
+            .map(
+              (k) =>
+                `also signs:  ${k} (retire it with: cairn cache retire-key ${c.name} ${k.split(':')[0]})`,
+            ),
           `paths:       ${c.paths}`,
           `nar size:    ${formatBytes(c.narBytes)}`,
           `stored size: ${formatBytes(c.fileBytes)}`,

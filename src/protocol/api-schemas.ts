@@ -32,6 +32,11 @@ export const cacheInfoSchema = z.object({
   retentionIsDefault: z.boolean(),
   /** Stored bytes over which least recently used paths go first; null: no quota. */
   quotaBytes: z.number().int().positive().nullable(),
+  /**
+   * One cache's answer only: the public keys it signs with, oldest first (more than one during a
+   * rotation: machines may trust any of them; `publicKey` is the newest).
+   */
+  signingKeys: z.array(z.string()).optional(),
   /** One cache's answer only: what a collection would free now, and the last collection. */
   usage: z
     .object({

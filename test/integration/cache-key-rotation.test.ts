@@ -83,6 +83,14 @@ describe('cache signing-key rotation with the real Nix', () => {
     // `cache info` names the new key, as agents are told.
     const info = await cli(['cache', 'info', cache.name, '--json'], admin);
     assert.equal(JSON.parse(info.stdout).publicKey, newKey);
+    // Both keys it signs with, so that either can be put in trusted-public-keys meanwhile.
+    assert.deepEqual(JSON.parse(info.stdout).signingKeys, [oldKey, newKey]);
+    const shown = await cli(['cache', 'info', cache.name], admin);
+    assert.ok(shown.stdout.includes(`public key:  ${newKey}\n`), shown.stdout);
+    assert.ok(
+      shown.stdout.includes(`also signs:  ${oldKey} (retire it with: cairn cache retire-key rot rot-1)`),
+      shown.stdout,
+    );
 
     const afterRotation = await buildAndPush('rot-after');
     assert.deepEqual(await sigNames(afterRotation), ['rot-1', 'rot-2']);
@@ -95,6 +103,12 @@ describe('cache signing-key rotation with the real Nix', () => {
     const retired = await cli(['cache', 'retire-key', cache.name, oldKey], admin);
     assert.equal(retired.code, 0, retired.stderr);
     assert.match(retired.stderr, /retired key rot-1; cache rot now signs with rot-2/);
+    const infoAfter = await cli(['cache', 'info', cache.name], admin);
+    assert.doesNotMatch(infoAfter.stdout, /also signs/);
+    assert.deepEqual(
+      JSON.parse((await cli(['cache', 'info', cache.name, '--json'], admin)).stdout).signingKeys,
+      [newKey],
+    );
     assert.deepEqual(await sigNames(afterRotation), ['rot-2']);
     assert.deepEqual(await sigNames(before), ['rot-2']);
     await substitute(afterRotation, newKey);

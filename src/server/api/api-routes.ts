@@ -157,6 +157,9 @@ export function apiRoutes(deps: ApiDeps): Hono<Env> {
     // What a collection would free: computed from the whole path index, so only here.
     const plan = await deps.collector.collect(row, { dryRun: true, trigger: 'manual' });
     const [last] = await deps.gc.runs(row.id, 1);
+    info.signingKeys = (await deps.caches.keys(row.id))
+      .filter((k) => k.retired_at === null)
+      .map((k) => k.public_key);
     info.usage = {
       reclaimablePaths: plan.paths.length,
       reclaimableNarFiles: plan.narFiles.length,
