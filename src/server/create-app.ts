@@ -252,6 +252,7 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     log: deps.log,
     metrics,
+    planAsker: hub,
   });
   app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
   app.route('/', metricsRoutes({ auth, metrics }));

@@ -71,7 +71,8 @@ describe('dashboard: a staged rollout in Chromium', () => {
   };
   const csrfOf = async (p: Page) => (await p.locator('input[name=_csrf]').first().getAttribute('value'))!;
   /** The steering buttons on the page, by label. */
-  const buttons = (p: Page) => p.locator('form[action^="/rollouts/"] button').allTextContents();
+  const buttons = (p: Page) =>
+    p.locator('[role=group][aria-label^="Steer rollout"] form button').allTextContents();
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
@@ -138,6 +139,66 @@ describe('dashboard: a staged rollout in Chromium', () => {
     assert.deepEqual(await buttons(page), ['Pause', 'Promote', 'Abort', 'Abort and revert']);
     assert.equal(await page.locator('[role=group][aria-label^="Steer rollout"]').count(), 1);
     await shot('rollout-staged-waiting');
+  });
+
+  it('plans the batch that waits on its machines, with dry-activate, and changes nothing', async () => {
+    await page.goto(`${bed.server.url}/rollouts/${promoted}`);
+    const waiting = await page
+      .locator('tr[data-agent]')
+      .evaluateAll((trs) =>
+        trs
+          .filter(
+            (tr) =>
+              tr.querySelector('[data-rollout-state]')!.getAttribute('data-rollout-state') === 'pending',
+          )
+          .map((tr) => tr.getAttribute('data-agent')!),
+      );
+    assert.ok(waiting.length > 0);
+    const before = await Promise.all(
+      waiting.map((n) => profileTarget(join(bed.world.profiles, n)).catch(() => null)),
+    );
+    await page.check('#plan-form input[name=dryActivate]');
+    await page.click('#plan-form button');
+    await page.waitForSelector('h1:text("Plan for rollout")', { timeout: 60_000 });
+    assert.match(
+      (await page.textContent('main')) ?? '',
+      /What batch 2 of 2 \(\d+ agent\(s\), not opened yet\) would do/,
+    );
+    // One row per agent of the waiting batch, each as its own machine answered.
+    const rows = await page.locator('#plan tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => ({
+        agent: tr.getAttribute('data-agent'),
+        cells: [...tr.querySelectorAll('td')].map((td) => td.textContent?.replace(/\s+/g, ' ').trim()),
+      })),
+    );
+    assert.deepEqual(
+      rows.map((r) => r.agent),
+      [...waiting].sort(),
+    );
+    for (const { cells } of rows) {
+      assert.equal(cells[1], 'answered');
+      // The path is in this machine's store already (the agents share the test's store).
+      assert.match(cells[3] ?? '', /^0 path\(s\), 0 B unpacked, 0 B compressed \(the machine's own count\)/);
+      assert.match(cells[4] ?? '', /free$/);
+      assert.match(cells[5] ?? '', /no dry-activate/i);
+    }
+    assert.match((await page.textContent('#plan-verdict')) ?? '', /Every machine answered/);
+    await shot('rollout-plan');
+    // Nothing changed: the same profiles, and the batch still waits for promote.
+    const after = await Promise.all(
+      waiting.map((n) => profileTarget(join(bed.world.profiles, n)).catch(() => null)),
+    );
+    assert.deepEqual(after, before);
+    assert.equal((await staged(promoted)).state, 'running');
+    await page.goto(`${bed.server.url}/rollouts/${promoted}`);
+    await page.waitForSelector('#rollout-waiting:has-text("waits for promote")');
+    // The form is checked like every other: no CSRF token, or an unknown field, is refused.
+    assert.equal((await post(page, `/rollouts/${promoted}/plan`, {})).status, 403);
+    const unknown = await post(page, `/rollouts/${promoted}/plan`, {
+      _csrf: await csrfOf(page),
+      everything: 'true',
+    });
+    assert.equal(unknown.status, 400);
   });
 
   it('promotes with the button: the next batch opens and the rollout succeeds, audited as rollout.promote', async () => {

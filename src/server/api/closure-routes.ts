@@ -8,7 +8,12 @@ import { idParamSchema } from '../../protocol/request-params.ts';
 import { assertDeploymentReader, assertFleetViewer, canReadDeployment } from '../auth/permissions.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
-import { type PlanAsker, planRollout } from '../closures/plan-rollout.ts';
+import {
+  DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS,
+  DEFAULT_PLAN_TIMEOUT_SECONDS,
+  type PlanAsker,
+  planRollout,
+} from '../closures/plan-rollout.ts';
 import type { AgentRepository } from '../db/agent-repository.ts';
 import type { DeploymentRepository } from '../db/deployment-repository.ts';
 import type { ApiEnv } from './api-routes.ts';
@@ -22,11 +27,6 @@ export interface ClosureRouteDeps {
   /** Asks connected agents' machines for their part of a plan; without it, plans are estimates. */
   readonly planAsker?: PlanAsker;
 }
-
-/** How long a plan waits for the machines by default, in seconds (`timeout` in the query). */
-export const DEFAULT_PLAN_TIMEOUT_SECONDS = 30;
-/** The same with `dryActivate=true`: the machines download the closure first. */
-export const DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS = 240;
 
 const diffQuerySchema = z.object({ from: idParamSchema, to: idParamSchema });
 

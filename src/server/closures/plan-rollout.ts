@@ -10,6 +10,11 @@ import type { AgentRepository, AgentRow } from '../db/agent-repository.ts';
 import type { ClosureRepository } from './closure-repository.ts';
 import { knownClosure } from './known-closure.ts';
 
+/** How long a plan waits for the machines by default, in seconds (`timeout` in the API's query). */
+export const DEFAULT_PLAN_TIMEOUT_SECONDS = 30;
+/** The same with dry-activate: the machines download the closure first. */
+export const DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS = 240;
+
 /** What the server asks an agent's machine about a deployment (see `AgentHub.askPlan`). */
 export interface PlanQuestion {
   readonly storePath: string;

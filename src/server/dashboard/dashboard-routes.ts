@@ -12,6 +12,7 @@ import { assertAdmin, canActivate, canViewFleet } from '../auth/permissions.ts';
 import { CacheCollector } from '../cache/cache-collector.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
 import { diffDeployments } from '../closures/deployment-diff.ts';
+import type { PlanAsker } from '../closures/plan-rollout.ts';
 import type { CacheGcRepository } from '../db/cache-gc-repository.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
 import type { WebhookRepository } from '../db/webhook-repository.ts';
@@ -51,6 +52,8 @@ export interface DashboardDeps extends RollbackDeps {
   /** The caches' collector and its records, for the caches pages. */
   readonly collector: CacheCollector;
   readonly gc: CacheGcRepository;
+  /** Asks agents' machines for their part of a plan (the rollout page's plan). */
+  readonly planAsker?: PlanAsker | undefined;
 }
 
 const rollbackFormSchema = z.object({ to: idParamSchema.optional() });

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { CacheCollector } from '../cache/cache-collector.ts';
 import type { ClosureRepository } from '../closures/closure-repository.ts';
+import type { PlanAsker } from '../closures/plan-rollout.ts';
 import type { CacheGcRepository } from '../db/cache-gc-repository.ts';
 import type { Database } from '../db/database-schema.ts';
 import type { WebhookRepository } from '../db/webhook-repository.ts';
@@ -26,6 +27,8 @@ export function registerDashboard(
     webhooks: WebhookRepository;
     collector: CacheCollector;
     gc: CacheGcRepository;
+    /** Asks agents' machines for their part of a plan (the rollout page's plan). */
+    planAsker?: PlanAsker;
   },
 ): void {
   const closures = deps.closures;

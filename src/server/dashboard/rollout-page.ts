@@ -27,6 +27,8 @@ export function rolloutPage(options: {
   live?: boolean;
   /** Why the last operation was refused. */
   error?: string | undefined;
+  /** Offer to plan the next batch on its machines (a staged rollout with a batch not opened). */
+  canPlan?: boolean;
 }): Html {
   const { rollout: r, deployments, staged } = options;
   const counts = new Map<string, number>();
@@ -68,6 +70,15 @@ ${deploymentsTable(deployments, { now: options.now, showAgent: true })}
 <p class="muted">Created <time datetime="${iso(r.created_at)}">${iso(r.created_at).replace('T', ' ').slice(0, 19)} UTC</time> by ${r.created_by}.</p>
 ${staged ? '' : links}
 ${options.error ? html`<p class="callout bad" role="alert" id="rollout-error">${options.error}</p>` : ''}
-${body}`,
+${body}
+${
+  options.canPlan
+    ? html`<form method="post" action="/rollouts/${r.id}/plan" id="plan-form" class="plan-form">
+<input type="hidden" name="_csrf" value="${options.session.csrf}">
+<button type="submit" title="Ask the machines of the next batch what it would download and change; nothing changes on them">Plan the next batch on its machines</button>
+<label><input type="checkbox" name="dryActivate" value="true"> with dry-activate (NixOS machines fetch the closure first; up to 4 minutes)</label>
+</form>`
+    : ''
+}`,
   });
 }

@@ -5,6 +5,14 @@ import { isOpenState } from '../../protocol/deployment-state.ts';
 import { parseOrThrow } from '../../protocol/parse-or-throw.ts';
 import { idParamSchema, idPathSchema } from '../../protocol/request-params.ts';
 import { isFinalRolloutState } from '../../protocol/rollout-policy.ts';
+import type { ClosureRepository } from '../closures/closure-repository.ts';
+import {
+  DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS,
+  DEFAULT_PLAN_TIMEOUT_SECONDS,
+  type PlanAsker,
+  planRollout,
+} from '../closures/plan-rollout.ts';
+import type { AgentRepository } from '../db/agent-repository.ts';
 import type { DeploymentRow } from '../db/deployment-repository.ts';
 import { agentsDenied, type SteerDeps, steerRollout } from '../deployments/steer-rollout.ts';
 import type { EventBus } from '../events/event-bus.ts';
@@ -13,6 +21,7 @@ import type { RolloutOperation } from '../rollouts/operate-rollout.ts';
 import type { RolloutEngine } from '../rollouts/rollout-engine.ts';
 import { stagedStatus } from '../rollouts/staged-status.ts';
 import type { DashboardQueries } from './dashboard-queries.ts';
+import { planPage } from './plan-page.ts';
 import { rolloutChanges } from './rollout-changes.ts';
 import { ROLLOUT_FORM_OPS } from './rollout-controls.ts';
 import { rolloutPage } from './rollout-page.ts';
@@ -30,6 +39,34 @@ export interface RolloutPagesDeps extends SteerDeps {
   readonly rollouts: RolloutEngine;
   readonly queries: DashboardQueries;
   readonly bus: EventBus;
+  readonly agents: AgentRepository;
+  readonly closures: ClosureRepository;
+  /** Asks connected agents' machines for their part of a plan; without it, plans are estimates. */
+  readonly planAsker?: PlanAsker | undefined;
+}
+
+/** Most agents the plan page asks at once: a page to read, not a fleet report (`deploy plan` is). */
+export const MAX_PLAN_PAGE_AGENTS = 100;
+const planFormSchema = z.object({ dryActivate: z.literal('true').optional() }).strict();
+
+/**
+ * The deployments of a rollout a plan is about: those whose batch has not opened yet, of the
+ * first such batch (all of them in a rollout that is not staged), with how people read that.
+ */
+function nextToOpen(
+  deployments: readonly DeploymentRow[],
+  batches: number | undefined,
+): { planned: DeploymentRow[]; scope: string } {
+  const waiting = deployments.filter((d) => d.state === 'pending' && d.dispatched_at === null);
+  const batch = Math.min(...waiting.map((d) => d.batch ?? -1));
+  const planned = waiting
+    .filter((d) => (d.batch ?? -1) === batch)
+    .sort((a, b) => (a.agent_name < b.agent_name ? -1 : 1));
+  const scope =
+    batch >= 0 && batches !== undefined
+      ? `batch ${batch + 1} of ${batches} (${planned.length} agent(s), not opened yet)`
+      : `the ${planned.length} deployment(s) not yet sent to their agents`;
+  return { planned, scope };
 }
 
 const opPathSchema = z.object({ id: idParamSchema, op: z.enum(ROLLOUT_FORM_OPS) });
@@ -78,6 +115,14 @@ export function registerRolloutPages(app: Hono, deps: RolloutPagesDeps, page: Pa
         ).length === 0,
       live: staged !== null && !isOver(staged.state, rollout.revert_state, deployments),
       error: options.error,
+      canPlan:
+        staged !== null &&
+        !isFinalRolloutState(staged.state) &&
+        deployments.some((d) => d.state === 'pending' && d.dispatched_at === null) &&
+        agentsDenied(
+          s.principal,
+          deployments.map((d) => d.agent_name),
+        ).length === 0,
     });
     return sendPage(c, html, {
       ...(options.started === undefined ? {} : { started: options.started }),
@@ -114,6 +159,69 @@ export function registerRolloutPages(app: Hono, deps: RolloutPagesDeps, page: Pa
           },
         },
         { rolloutId: id, tokenId: s.principal.tokenId },
+      );
+    }),
+  );
+
+  // Before `/rollouts/:id/:op`, which would take `plan` for an operation. A POST with the
+  // session's CSRF token, though it changes nothing: with dry-activate the machines download.
+  app.post(
+    '/rollouts/:id/plan',
+    page(async (c, s) => {
+      const { _csrf, ...fields } = await checkedForm(c, s);
+      const { id } = parseOrThrow(idPathSchema, c.req.param(), { action: 'plan the rollout' });
+      const form = parseOrThrow(planFormSchema, fields, { action: 'plan the rollout' });
+      const { workspaceId } = s.principal;
+      if (!(await deps.queries.rollout(workspaceId, id))) {
+        throw new CairnError('NOT_FOUND', `Cannot find rollout '${id}'`);
+      }
+      const deployments = await deps.deployments.byRollout(workspaceId, id);
+      const staged = await stagedStatus(deps.rollouts.store, id);
+      const { planned, scope } = nextToOpen(deployments, staged?.batches.length);
+      if (planned.length === 0) {
+        return await render(c, s, id, {
+          status: 409,
+          error: `Cannot plan rollout #${id}: every deployment of it was sent to its agent already; the plan is for those not yet sent`,
+        });
+      }
+      const shown = planned.slice(0, MAX_PLAN_PAGE_AGENTS);
+      // deploy.json names rollback scripts by system; each deployment holds its agent's.
+      const systems = new Map(
+        (
+          await deps.agents.byNames(
+            workspaceId,
+            shown.map((d) => d.agent_name),
+          )
+        ).map((a) => [a.name, a.system]),
+      );
+      const rollbackScript: Record<string, string> = {};
+      for (const d of shown) {
+        const system = systems.get(d.agent_name);
+        if (d.rollback_script !== null && system) rollbackScript[system] = d.rollback_script;
+      }
+      const dryActivate = form.dryActivate === 'true';
+      const seconds = dryActivate ? DEFAULT_DRY_ACTIVATE_TIMEOUT_SECONDS : DEFAULT_PLAN_TIMEOUT_SECONDS;
+      const plan = await planRollout(deps, {
+        principal: s.principal,
+        workspaceId,
+        deploy: {
+          agents: Object.fromEntries(shown.map((d) => [d.agent_name, d.store_path])),
+          ...(Object.keys(rollbackScript).length > 0 ? { rollbackScript } : {}),
+        },
+        ...(deps.planAsker
+          ? { machines: { asker: deps.planAsker, dryActivate, timeoutMs: seconds * 1000 } }
+          : {}),
+      });
+      return sendPage(
+        c,
+        planPage({
+          session: s,
+          rolloutId: id,
+          scope,
+          plan,
+          dryActivate,
+          leftOut: planned.length - shown.length,
+        }),
       );
     }),
   );
