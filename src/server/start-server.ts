@@ -15,6 +15,7 @@ import { PostgresEventBus } from './events/postgres-event-bus.ts';
 import { prettyDestination } from './log-format.ts';
 import { metricsListener } from './metrics/metrics-routes.ts';
 import { startLogRetention } from './retention/log-retention.ts';
+import { RECONNECT_GRACE_MS } from './rollouts/rollout-engine.ts';
 import type { ServerConfig } from './server-config.ts';
 
 /** Connections the kernel may hold for the server to accept. */
@@ -66,8 +67,14 @@ export async function startServer(
 
   // One process owns an SQLite database: no agent is connected to it before it starts. Those
   // that were connected to the server before are reconnecting; staged rollouts count on them.
+  // On PostgreSQL a server that stops marks its agents offline itself (other replicas may hold
+  // agents meanwhile): those that went offline within the grace are as likely reconnecting,
+  // whether to this server after a restart or to a replica after their own stopped.
+  const agentRows = new AgentRepository(database.db);
   const reconnecting =
-    database.dialect === 'sqlite' ? await new AgentRepository(database.db).setAllOffline(Date.now()) : [];
+    database.dialect === 'sqlite'
+      ? await agentRows.setAllOffline(Date.now())
+      : await agentRows.offlineSince(Date.now() - RECONNECT_GRACE_MS);
   // Replicas sharing PostgreSQL ring each other through LISTEN/NOTIFY; SQLite has one process.
   const bus =
     config.database.kind === 'postgres'

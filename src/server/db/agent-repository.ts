@@ -229,6 +229,17 @@ export class AgentRepository {
     return rows.map((r) => r.id);
   }
 
+  /** Agents offline now that went offline at `since` or later. */
+  async offlineSince(since: number): Promise<number[]> {
+    const rows = await this.db
+      .selectFrom('agents')
+      .select('id')
+      .where('online', '=', 0)
+      .where('offline_since', '>=', since)
+      .execute();
+    return rows.map((r) => r.id);
+  }
+
   /** The tags of these agents, by agent id (agents without tags are absent). */
   async tagsOf(agentIds: readonly number[]): Promise<Map<number, string[]>> {
     const out = new Map<number, string[]>();
