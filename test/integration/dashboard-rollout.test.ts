@@ -165,10 +165,10 @@ describe('dashboard: a staged rollout in Chromium', () => {
       /What batch 2 of 2 \(\d+ agent\(s\), not opened yet\) would do/,
     );
     // One row per agent of the waiting batch, each as its own machine answered.
-    const rows = await page.locator('#plan tbody tr').evaluateAll((trs) =>
+    const rows = await page.locator('#plan > tbody > tr').evaluateAll((trs) =>
       trs.map((tr) => ({
         agent: tr.getAttribute('data-agent'),
-        cells: [...tr.querySelectorAll('td')].map((td) => td.textContent?.replace(/\s+/g, ' ').trim()),
+        cells: [...tr.querySelectorAll(':scope > td')].map((td) => td.textContent?.replace(/\s+/g, ' ').trim()),
       })),
     );
     assert.deepEqual(
