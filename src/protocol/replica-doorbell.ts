@@ -26,6 +26,10 @@ export const replicaDoorbellSchema = z.object({
   g: z.array(id).optional(),
   /** Revoked tokens' ids. */
   t: z.array(z.string().min(1).max(200)).optional(),
+  /** Plans asked of machines held elsewhere, as [request id, agentId]: the holder answers. */
+  p: z.array(z.tuple([z.string().regex(/^[0-9a-f]{16}$/), id])).optional(),
+  /** Plan requests answered (their rows hold the answers). */
+  q: z.array(z.string().regex(/^[0-9a-f]{16}$/)).optional(),
   /** Caches whose signing keys changed, as [workspaceId, cache name]. */
   k: z.array(z.tuple([id, z.string().min(1).max(200)])).optional(),
 });

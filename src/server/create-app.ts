@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { AGENT_WS_PATH } from '../protocol/agent-protocol.ts';
 import { AgentHub } from './agents/agent-hub.ts';
 import { LogWriter } from './agents/log-writer.ts';
+import { ReplicaPlanAsker } from './agents/replica-plans.ts';
 import { ServerIdentity } from './agents/server-identity.ts';
 import { apiRoutes } from './api/api-routes.ts';
 import { backupRoutes } from './api/backup-routes.ts';
@@ -205,6 +206,15 @@ export function createApp(deps: AppDeps): App {
     ...(deps.agentConnectLimits ? { connectLimits: deps.agentConnectLimits } : {}),
   });
   connectedAgents = () => hub.connected;
+  // Plans reach machines held here, and with replicas those held by the others.
+  const planAsker = new ReplicaPlanAsker({
+    hub,
+    db,
+    bus,
+    log: deps.log,
+    now: deps.now,
+    replicated: deps.database.dialect === 'postgres',
+  });
 
   // Staged rollouts: decided on a tick and on agent events, from the database alone.
   const rollouts = new RolloutEngine({
@@ -252,7 +262,7 @@ export function createApp(deps: AppDeps): App {
     now: deps.now,
     log: deps.log,
     metrics,
-    planAsker: hub,
+    planAsker,
   });
   app.get('/healthz', (c) => (deps.isReady() ? c.text('ok\n') : c.text('starting\n', 503)));
   app.route('/', metricsRoutes({ auth, metrics }));
@@ -285,7 +295,7 @@ export function createApp(deps: AppDeps): App {
       agents,
       enrolTokens: new EnrolTokenRepository(db),
       deployments,
-      planAsker: hub,
+      planAsker,
       rollouts,
       webhooks: webhookRepo,
       webhookSettings: deps.webhooks,
@@ -335,6 +345,7 @@ export function createApp(deps: AppDeps): App {
       unsubscribeRevoked();
       for (const off of unsubscribeCacheKeys) off();
       for (const u of unsubscribeCaches) u();
+      planAsker.close();
       clearInterval(touchTimer);
       await binaryCache.flushTouches().catch((err) => deps.log.warn({ err }, 'cannot record cache accesses'));
       rollouts.close();

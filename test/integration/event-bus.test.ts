@@ -42,6 +42,8 @@ function record(bus: EventBus): { events: Array<[string, unknown]>; of: (t: keyo
     'agent-online',
     'agent-connected',
     'token-revoked',
+    'plan-asked',
+    'plan-answered',
     'resync',
   ];
   for (const t of types) bus.subscribe(t, (e) => events.push([t, e]));
@@ -139,6 +141,8 @@ for (const kind of ['local', 'postgres'] as const) {
         'agent-online': { agentId: 7 },
         'agent-connected': { agentId: 7, epoch: 3 },
         'token-revoked': { tokenId: 'tok-1' },
+        'plan-asked': { requestId: '0123456789abcdef', agentId: 7 },
+        'plan-answered': { requestId: '0123456789abcdef' },
       };
       for (const [type, e] of Object.entries(events)) bus.publish(type as 'log', e as BusEvents['log']);
       // A replica's own notifications come back to it: they must not be delivered twice.
@@ -185,6 +189,8 @@ for (const kind of ['local', 'postgres'] as const) {
       a.publish('token-revoked', { tokenId: 'tok-9' });
       a.publish('agent-online', { agentId: ids.agentId });
       a.publish('agent-connected', { agentId: ids.agentId, epoch: 4 });
+      a.publish('plan-asked', { requestId: 'fedcba9876543210', agentId: ids.agentId });
+      a.publish('plan-answered', { requestId: 'fedcba9876543210' });
       await eventually(() => recB.of('deployment').length === 1, 'the deployment on B');
       await sleep(300);
       // On B: the row's id only (B looks it up), the deployment read from the database, the
@@ -208,6 +214,8 @@ for (const kind of ['local', 'postgres'] as const) {
       assert.deepEqual(recB.of('token-revoked'), [{ tokenId: 'tok-9' }]);
       assert.deepEqual(recB.of('agent-online'), []);
       assert.deepEqual(recB.of('agent-connected'), [{ agentId: ids.agentId, epoch: 4 }]);
+      assert.deepEqual(recB.of('plan-asked'), [{ requestId: 'fedcba9876543210', agentId: ids.agentId }]);
+      assert.deepEqual(recB.of('plan-answered'), [{ requestId: 'fedcba9876543210' }]);
       // A saw each of its own once, and B's bus rang nothing back.
       for (const t of [
         'desired',
@@ -217,6 +225,8 @@ for (const kind of ['local', 'postgres'] as const) {
         'token-revoked',
         'agent-online',
         'agent-connected',
+        'plan-asked',
+        'plan-answered',
       ] as const)
         assert.equal(recA.of(t).length, 1, t);
       assert.equal(recA.of('resync').length, 0);

@@ -62,6 +62,25 @@ describe('two server replicas on one PostgreSQL database', {
     const file = join(tmp, 'deploy.json');
     await writeFile(file, JSON.stringify({ agents: { rb: path } }));
 
+    // Planned through A, which does not hold the agent: B asks its machine, which lacks the path.
+    const planned = await cli(['deploy', 'plan', file, '--json'], viaA);
+    assert.equal(planned.code, 0, planned.stdout + planned.stderr);
+    const [entry] = (
+      JSON.parse(planned.stdout) as {
+        agents: Array<{ machine: { status: string; download: { paths: Array<{ path: string }> } | null } }>;
+      }
+    ).agents;
+    assert.equal(entry?.machine.status, 'answered', planned.stdout);
+    assert.deepEqual(
+      entry.machine.download?.paths.map((p) => p.path),
+      [path],
+    );
+    // The request's row is gone once answered.
+    const requests = openDatabase(db.config).db;
+    const left = await requests.selectFrom('plan_requests').select('id').execute();
+    await requests.destroy();
+    assert.deepEqual(left, []);
+
     // Posted to A, which does not hold the agent; followed through A.
     const r = await cli(['deploy', 'activate', file, '--timeout', '60s'], viaA);
     assert.equal(r.code, 0, r.stdout + r.stderr);

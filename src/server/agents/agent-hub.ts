@@ -385,6 +385,11 @@ export class AgentHub {
     });
   }
 
+  /** Whether the agent holds a connection to this replica (said hello, not replaced or closed since). */
+  holds(agentId: number): boolean {
+    return this.#byAgent.get(agentId)?.helloDone === true;
+  }
+
   /** The agents holding a connection to this replica (said hello, not replaced or closed since). */
   heldAgents(): number[] {
     return [...this.#byAgent.values()].filter((c) => c.helloDone).map((c) => c.agent.id);

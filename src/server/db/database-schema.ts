@@ -183,6 +183,18 @@ export interface EnrolTokensTable {
   revoked_at: number | null;
 }
 
+/** Rows of `plan_requests`: a plan's question to a machine another replica holds (migration 19). */
+export interface PlanRequestsTable {
+  /** 16 hex digits, random. */
+  id: string;
+  agent_id: number;
+  /** JSON: the PlanQuestion. */
+  question: string;
+  /** JSON: the MachinePlanOutcome, once answered. */
+  answer: string | null;
+  created_at: number;
+}
+
 /** Rows of `replica_leases`: each live replica's lease, renewed every few seconds (migration 12). */
 export interface ReplicaLeasesTable {
   replica_id: string;
@@ -425,4 +437,5 @@ export interface Database {
   webhook_deliveries: WebhookDeliveriesTable;
   replica_leases: ReplicaLeasesTable;
   enrol_tokens: EnrolTokensTable;
+  plan_requests: PlanRequestsTable;
 }

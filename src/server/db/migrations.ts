@@ -19,6 +19,7 @@ import { migration015 } from './migration-015-enrol-tokens.ts';
 import { migration016 } from './migration-016-cache-keys.ts';
 import { migration017 } from './migration-017-closures-per-agent.ts';
 import { migration018 } from './migration-018-enrol-keys.ts';
+import { migration019 } from './migration-019-plan-requests.ts';
 import type { SqlDialect } from './sql-types.ts';
 
 /** One schema change. Released migrations are never edited; a change is a new migration. */
@@ -53,6 +54,7 @@ export const migrations: readonly Migration[] = [
   migration016,
   migration017,
   migration018,
+  migration019,
 ];
 
 /**

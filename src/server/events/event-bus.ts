@@ -55,6 +55,13 @@ export interface BusEvents {
    * the replica that collected, which forgot exactly the removed ones already.
    */
   'cache-changed': { readonly cacheId: number; readonly local: boolean };
+  /**
+   * A plan asks the machine of an agent this replica does not hold (`plan_requests` row
+   * `requestId`): the replica holding it asks, writes the answer and publishes `plan-answered`.
+   */
+  'plan-asked': { readonly requestId: string; readonly agentId: number };
+  /** The answer to plan request `requestId` is in its row. */
+  'plan-answered': { readonly requestId: string };
   /** A token was revoked: close its connections at once. */
   'token-revoked': { readonly tokenId: string };
   /**

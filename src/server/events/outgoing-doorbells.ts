@@ -25,6 +25,10 @@ export class OutgoingDoorbells {
   readonly caches = new Set<number>();
   /** Agent id to the epoch of its newest connection. */
   readonly connected = new Map<number, number>();
+  /** Plan requests asked: request id to agent id. */
+  readonly plansAsked = new Map<string, number>();
+  /** Plan requests answered. */
+  readonly plansAnswered = new Set<string>();
 
   get empty(): boolean {
     return (
@@ -35,7 +39,9 @@ export class OutgoingDoorbells {
         this.tokens.size +
         this.cacheKeys.size +
         this.caches.size +
-        this.connected.size ===
+        this.connected.size +
+        this.plansAsked.size +
+        this.plansAnswered.size ===
       0
     );
   }
@@ -48,7 +54,7 @@ export class OutgoingDoorbells {
     const out: string[] = [];
     let msg: ReplicaDoorbell = { r: replica };
     let size = JSON.stringify(msg).length;
-    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c' | 'k' | 'g'>(
+    const add = <K extends 'd' | 'l' | 'a' | 'o' | 't' | 'c' | 'k' | 'g' | 'p' | 'q'>(
       key: K,
       item: NonNullable<ReplicaDoorbell[K]>[number],
     ) => {
@@ -76,6 +82,8 @@ export class OutgoingDoorbells {
     for (const [cache, workspaceId] of this.cacheKeys) add('k', [workspaceId, cache]);
     for (const k of this.caches) add('g', k);
     for (const [agentId, epoch] of this.connected) add('c', [agentId, epoch]);
+    for (const [requestId, agentId] of this.plansAsked) add('p', [requestId, agentId]);
+    for (const requestId of this.plansAnswered) add('q', requestId);
     out.push(JSON.stringify(msg));
     return out;
   }

@@ -98,6 +98,14 @@ export class PostgresEventBus implements EventBus {
       case 'cache-changed':
         this.#out.caches.add((e as BusEvents['cache-changed']).cacheId);
         break;
+      case 'plan-asked': {
+        const p = e as BusEvents['plan-asked'];
+        this.#out.plansAsked.set(p.requestId, p.agentId);
+        break;
+      }
+      case 'plan-answered':
+        this.#out.plansAnswered.add((e as BusEvents['plan-answered']).requestId);
+        break;
       case 'agent-connected': {
         const c = e as BusEvents['agent-connected'];
         this.#out.connected.set(c.agentId, Math.max(c.epoch, this.#out.connected.get(c.agentId) ?? 0));
@@ -210,6 +218,8 @@ export class PostgresEventBus implements EventBus {
     for (const [workspaceId, cache] of m.k ?? []) local.publish('cache-keys', { workspaceId, cache });
     for (const cacheId of m.g ?? []) local.publish('cache-changed', { cacheId, local: false });
     for (const [agentId, epoch] of m.c ?? []) local.publish('agent-connected', { agentId, epoch });
+    for (const [requestId, agentId] of m.p ?? []) local.publish('plan-asked', { requestId, agentId });
+    for (const requestId of m.q ?? []) local.publish('plan-answered', { requestId });
     for (const [rolloutId, deploymentId] of m.l ?? [])
       local.publish('log', { rolloutId, deploymentId, agent: '', lines: [] });
     if (m.d && m.d.length > 0) void this.#deploymentsChanged(m.d);
