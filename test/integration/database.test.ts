@@ -310,6 +310,29 @@ describe(`database on ${kind}`, () => {
     assert.equal(stats.has(empty.id), false);
   });
 
+  it("path index: a fetch recorded moves a path's last access forward, never back, and only its own", async () => {
+    const index = new PathIndex(database.db);
+    const cache = (await new CacheRepository(database.db).byName('a-c'))!;
+    // 1,200 paths, so that the hash parts recorded are split into chunks of 500.
+    const rows = Array.from({ length: 1200 }, (_, i) => ({
+      ...storePathRow(cache.id, 5000 + i, 1),
+      last_accessed_at: 1000,
+    }));
+    for (const r of rows) await index.insertStorePath(r);
+    const fetched = rows.filter((_, i) => i % 2 === 0).map((r) => r.hash_part);
+    await index.touchMany(cache.id, [
+      [2000, fetched.slice(0, 300)],
+      [500, fetched.slice(300)],
+    ]);
+    const at = async (h: string) => (await index.storePath(cache.id, h))?.last_accessed_at;
+    assert.equal(await at(fetched[0]!), 2000, 'moved forward');
+    assert.equal(await at(fetched[299]!), 2000);
+    assert.equal(await at(fetched[300]!), 1000, 'an earlier fetch does not move it back');
+    assert.equal(await at(fetched.at(-1)!), 1000);
+    assert.equal(await at(rows[1]!.hash_part), 1000, 'a path not fetched is left alone');
+    assert.equal(await at(rows[1199]!.hash_part), 1000);
+  });
+
   it('path index: a NAR file record is replaced on re-upload and deleted when asked', async () => {
     const index = new PathIndex(database.db);
     const cache = (await new CacheRepository(database.db).byName('ab'))!;

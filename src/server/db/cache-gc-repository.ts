@@ -7,7 +7,7 @@ import type { SqlDialect } from './sql-types.ts';
 /** Values per `IN (...)` list. */
 const IN_CHUNK = 500;
 /** Rows read per query when reading a whole cache's index. */
-const PAGE = 5000;
+const PAGE = 1000;
 
 /** One published path of a cache, as the collector sees it. */
 export interface GcPath {

@@ -1,4 +1,4 @@
-import type { CompiledQuery, Kysely } from 'kysely';
+import { type CompiledQuery, type Kysely, sql } from 'kysely';
 import type { Database, NarFilesTable, StorePathsTable } from './database-schema.ts';
 
 /** How many values go into one `IN (...)` list; SQLite allows 32766 bound parameters. */
@@ -110,12 +110,17 @@ export class PathIndex {
   /** Marks paths as fetched at `at` (never moving a later access back). */
   async touch(cacheId: number, hashParts: readonly string[], at: number): Promise<void> {
     for (let i = 0; i < hashParts.length; i += IN_CHUNK) {
+      // The later of the two in SET, not `last_accessed_at < at` in WHERE: SQLite then took the
+      // index on (cache_id, last_accessed_at) and scanned every older path of the cache for each
+      // chunk (bench:cache-gc: 10,000 fetches recorded against 100,000 paths held every request
+      // 1.8 s); now the primary key finds the chunk's rows.
       await this.db
         .updateTable('store_paths')
-        .set({ last_accessed_at: at })
+        .set({
+          last_accessed_at: sql<number>`case when last_accessed_at < ${at} then cast(${at} as bigint) else last_accessed_at end`,
+        })
         .where('cache_id', '=', cacheId)
         .where('hash_part', 'in', hashParts.slice(i, i + IN_CHUNK))
-        .where('last_accessed_at', '<', at)
         .execute();
     }
   }
