@@ -168,7 +168,9 @@ describe('dashboard: a staged rollout in Chromium', () => {
     const rows = await page.locator('#plan > tbody > tr').evaluateAll((trs) =>
       trs.map((tr) => ({
         agent: tr.getAttribute('data-agent'),
-        cells: [...tr.querySelectorAll(':scope > td')].map((td) => td.textContent?.replace(/\s+/g, ' ').trim()),
+        cells: [...tr.querySelectorAll(':scope > td')].map((td) =>
+          td.textContent?.replace(/\s+/g, ' ').trim(),
+        ),
       })),
     );
     assert.deepEqual(
