@@ -43,6 +43,13 @@ describe('ids, limits and line numbers in paths, queries and forms', () => {
       field: 'id',
       make: (b) => ({ path: `/rollouts/${e(b)}/pause`, form: {} }),
     },
+    {
+      side: 'dashboard',
+      method: 'POST',
+      route: '/rollouts/:id/plan',
+      field: 'id',
+      make: (b) => ({ path: `/rollouts/${e(b)}/plan`, form: {} }),
+    },
     ...(['pause', 'resume', 'promote', 'abort'] as const).map(
       (op): Entry => ({
         side: 'api',
