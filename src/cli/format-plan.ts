@@ -1,5 +1,11 @@
 import { formatClosureDiff } from '../nix/closure-diff.ts';
-import type { DeploymentDiff, MachinePlanInfo, RolloutPlan } from '../protocol/api-schemas.ts';
+import {
+  type DeploymentDiff,
+  type MachinePlanInfo,
+  planBlocked,
+  planUnheard,
+  type RolloutPlan,
+} from '../protocol/api-schemas.ts';
 import { formatBytes } from './format-table.ts';
 
 type AgentPlan = RolloutPlan['agents'][number];
@@ -12,19 +18,11 @@ type AgentPlan = RolloutPlan['agents'][number];
  */
 export const PLAN_EXIT = { ok: 0, blocked: 1, unheard: 3 } as const;
 
-/** Whether a machine's answer shows something that would make the deployment fail. */
-function blocked(m: MachinePlanInfo): boolean {
-  return (
-    m.status === 'answered' &&
-    (m.diskOk === false || m.unavailable.length > 0 || m.dryActivate?.status === 'failed')
-  );
-}
-
 /** The exit code of a plan ({@link PLAN_EXIT}). */
 export function planExitCode(plan: RolloutPlan): number {
   const machines = plan.agents.flatMap((a) => (a.machine ? [a.machine] : []));
-  if (machines.some(blocked)) return PLAN_EXIT.blocked;
-  if (machines.some((m) => m.status !== 'answered' && m.status !== 'unchanged')) return PLAN_EXIT.unheard;
+  if (machines.some(planBlocked)) return PLAN_EXIT.blocked;
+  if (machines.some(planUnheard)) return PLAN_EXIT.unheard;
   return PLAN_EXIT.ok;
 }
 

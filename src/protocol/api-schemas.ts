@@ -323,6 +323,19 @@ export const machinePlanInfoSchema = z.object({
 });
 export type MachinePlanInfo = z.infer<typeof machinePlanInfoSchema>;
 
+/** Whether a machine's answer shows something that would make the deployment fail. */
+export function planBlocked(m: MachinePlanInfo | undefined): boolean {
+  return (
+    m?.status === 'answered' &&
+    (m.diskOk === false || m.unavailable.length > 0 || m.dryActivate?.status === 'failed')
+  );
+}
+
+/** Whether a machine asked for a plan said nothing (offline, too old, timed out, ...): its part is the estimate. */
+export function planUnheard(m: MachinePlanInfo | undefined): boolean {
+  return m !== undefined && m.status !== 'answered' && m.status !== 'unchanged';
+}
+
 /** `POST /api/v1/workspaces/:ws/plan` query: ask the agents, dry-activate, how long to wait. */
 export const planQuerySchema = z.strictObject({
   machines: z.enum(['true', 'false']).optional(),

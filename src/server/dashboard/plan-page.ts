@@ -1,19 +1,16 @@
 import { html } from 'hono/html';
-import type { MachinePlanInfo, RolloutPlan } from '../../protocol/api-schemas.ts';
+import {
+  type MachinePlanInfo,
+  planBlocked,
+  planUnheard,
+  type RolloutPlan,
+} from '../../protocol/api-schemas.ts';
 import { diffView } from './diff-view.ts';
 import { formatBytes } from './format.ts';
 import { type Html, layout } from './layout.ts';
 import type { Session } from './session-store.ts';
 
 type AgentPlan = RolloutPlan['agents'][number];
-
-/** Whether a machine's answer shows something that would make the deployment fail. */
-function blocked(m: MachinePlanInfo | undefined): boolean {
-  return (
-    m?.status === 'answered' &&
-    (m.diskOk === false || m.unavailable.length > 0 || m.dryActivate?.status === 'failed')
-  );
-}
 
 /** `3 upgraded, 1 added` from a diff's packages, or `no package changes`. */
 function packageSummary(a: AgentPlan): string {
@@ -60,8 +57,7 @@ function dryActivateCell(m: MachinePlanInfo | undefined): Html {
 
 function agentRow(a: AgentPlan): Html {
   const m = a.machine;
-  const heard = m === undefined || m.status === 'answered' || m.status === 'unchanged';
-  return html`<tr data-agent="${a.agent}" class="${blocked(m) ? 'blocked' : heard ? '' : 'unheard'}">
+  return html`<tr data-agent="${a.agent}" class="${planBlocked(m) ? 'blocked' : planUnheard(m) ? 'unheard' : ''}">
 <td><a href="/agents/${a.agent}">${a.agent}</a></td>
 <td>${m ? m.message : html`<span class="muted">not asked</span>`}</td>
 ${
@@ -90,8 +86,8 @@ export function planPage(options: {
 }): Html {
   const { plan, rolloutId } = options;
   const machines = plan.agents.map((a) => a.machine);
-  const nBlocked = machines.filter(blocked).length;
-  const unheard = machines.filter((m) => m && m.status !== 'answered' && m.status !== 'unchanged').length;
+  const nBlocked = machines.filter(planBlocked).length;
+  const unheard = machines.filter(planUnheard).length;
   const verdict =
     nBlocked > 0
       ? html`<p class="callout bad" id="plan-verdict">${nBlocked} machine(s) report something that would make the deployment fail.</p>`

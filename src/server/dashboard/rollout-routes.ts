@@ -49,6 +49,9 @@ export interface RolloutPagesDeps extends SteerDeps {
 export const MAX_PLAN_PAGE_AGENTS = 100;
 const planFormSchema = z.object({ dryActivate: z.literal('true').optional() }).strict();
 
+/** A deployment its agent has not been let to see yet (its batch has not opened). */
+const notSent = (d: DeploymentRow) => d.state === 'pending' && d.dispatched_at === null;
+
 /**
  * The deployments of a rollout a plan is about: those whose batch has not opened yet, of the
  * first such batch (all of them in a rollout that is not staged), with how people read that.
@@ -57,7 +60,7 @@ function nextToOpen(
   deployments: readonly DeploymentRow[],
   batches: number | undefined,
 ): { planned: DeploymentRow[]; scope: string } {
-  const waiting = deployments.filter((d) => d.state === 'pending' && d.dispatched_at === null);
+  const waiting = deployments.filter(notSent);
   const batch = Math.min(...waiting.map((d) => d.batch ?? -1));
   const planned = waiting
     .filter((d) => (d.batch ?? -1) === batch)
@@ -101,28 +104,24 @@ export function registerRolloutPages(app: Hono, deps: RolloutPagesDeps, page: Pa
     if (!rollout) throw new CairnError('NOT_FOUND', `Cannot find rollout '${id}'`);
     const deployments = await deps.deployments.byRollout(s.principal.workspaceId, id);
     const staged = await stagedStatus(deps.rollouts.store, id);
+    // Steering and planning are for a principal that may deploy to every agent of the rollout.
+    const mayOperate =
+      deployments.length > 0 &&
+      agentsDenied(
+        s.principal,
+        deployments.map((d) => d.agent_name),
+      ).length === 0;
     const html = rolloutPage({
       session: s,
       rollout,
       deployments,
       now: deps.now(),
       staged,
-      canOperate:
-        deployments.length > 0 &&
-        agentsDenied(
-          s.principal,
-          deployments.map((d) => d.agent_name),
-        ).length === 0,
+      canOperate: mayOperate,
       live: staged !== null && !isOver(staged.state, rollout.revert_state, deployments),
       error: options.error,
       canPlan:
-        staged !== null &&
-        !isFinalRolloutState(staged.state) &&
-        deployments.some((d) => d.state === 'pending' && d.dispatched_at === null) &&
-        agentsDenied(
-          s.principal,
-          deployments.map((d) => d.agent_name),
-        ).length === 0,
+        mayOperate && staged !== null && !isFinalRolloutState(staged.state) && deployments.some(notSent),
     });
     return sendPage(c, html, {
       ...(options.started === undefined ? {} : { started: options.started }),
